@@ -1,0 +1,56 @@
+# shopbus build. Every tool runs through `go tool` (buf from its own modfile,
+# tools/buf.mod) or the local node_modules: nothing is installed globally.
+BUF := go tool -modfile=tools/buf.mod buf
+GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go')
+
+.PHONY: all test test-short generate checkgenerate lint breaking bench fuzz protodeps ci
+
+all: generate lint test
+
+## test: the whole test suite, with the race detector (needs PostgreSQL on DATABASE_URL).
+test:
+	go test -race -count=1 ./...
+
+## bench: the benchmarks recorded in docs/benchmarks.md.
+bench:
+	go test -run='^$$' -bench=. -benchmem ./internal/event/
+
+## fuzz: fuzz envelope decoding for FUZZTIME (the seed corpus runs in `make test`).
+FUZZTIME ?= 30s
+fuzz:
+	go test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./internal/event/
+
+## generate: regenerate gen/ (Go, Connect, TypeScript) and the JSON Schemas and catalog in event-contracts/.
+generate: protodeps node_modules/.package-lock.json
+	$(BUF) generate
+	go run ./tools/contractgen
+
+## checkgenerate: fail when regenerating changes anything committed.
+checkgenerate: generate
+	@status=$$(git status --porcelain -- gen event-contracts); \
+	if [ -n "$$status" ]; then \
+		echo "checkgenerate: generated files differ from what is committed; run make generate and commit:"; \
+		echo "$$status"; exit 1; \
+	fi
+
+## lint: gofmt, go vet, buf lint, buf format.
+lint: protodeps
+	@unformatted=$$(gofmt -l $(GO_FILES)); \
+	if [ -n "$$unformatted" ]; then echo "gofmt: not formatted:"; echo "$$unformatted"; exit 1; fi
+	go vet ./...
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+
+## breaking: buf breaking against the previous commit (BASE=<rev> to choose another).
+BASE ?= HEAD~1
+breaking: protodeps
+	./scripts/breaking.sh $(BASE)
+
+protodeps:
+	./scripts/protodeps.sh
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+## ci: what .ci/run runs.
+ci: lint checkgenerate breaking test

@@ -1,0 +1,61 @@
+package event
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
+)
+
+// Encode returns env in protobuf binary encoding, after validating it.
+func Encode(env *eventv1.Envelope) ([]byte, error) {
+	if err := validate("envelope", env); err != nil {
+		return nil, err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode envelope: %w", ErrMalformed, err)
+	}
+	return b, nil
+}
+
+// maxEnvelopeSize bounds what Decode accepts: the largest payload the
+// envelope allows plus room for its other fields.
+const maxEnvelopeSize = 1<<20 + 4096
+
+// Decode parses and validates an Envelope. It does not look at the payload:
+// Open does. Errors wrap ErrMalformed or ErrInvalid.
+func Decode(b []byte) (*eventv1.Envelope, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty message", ErrMalformed)
+	}
+	if len(b) > maxEnvelopeSize {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the %d-byte envelope limit", ErrMalformed, len(b), maxEnvelopeSize)
+	}
+	env := &eventv1.Envelope{}
+	if err := proto.Unmarshal(b, env); err != nil {
+		return nil, fmt.Errorf("%w: envelope: %w", ErrMalformed, err)
+	}
+	if err := validate("envelope", env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// Open decodes and validates env's payload as the message its type and
+// version name. Errors wrap ErrUnknownType, ErrMalformed or ErrInvalid.
+func Open(env *eventv1.Envelope) (proto.Message, Spec, error) {
+	spec, err := Lookup(env.GetType(), env.GetVersion())
+	if err != nil {
+		return nil, Spec{}, err
+	}
+	msg := spec.Message.New().Interface()
+	if err := proto.Unmarshal(env.GetPayload(), msg); err != nil {
+		return nil, Spec{}, fmt.Errorf("%w: %s payload: %w", ErrMalformed, spec, err)
+	}
+	if err := validate(spec.String(), msg); err != nil {
+		return nil, Spec{}, err
+	}
+	return msg, spec, nil
+}

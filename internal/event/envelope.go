@@ -1,0 +1,123 @@
+package event
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
+)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	source       string
+	partitionKey string
+	cause        *eventv1.Envelope
+	now          func() time.Time
+}
+
+// WithSource names the producing service, for example "shopbus/order". It is
+// required.
+func WithSource(source string) Option {
+	return func(o *options) { o.source = source }
+}
+
+// WithPartitionKey sets the key that orders events: events with the same key
+// are consumed in order. Use the aggregate id (order id, device id).
+func WithPartitionKey(key string) Option {
+	return func(o *options) { o.partitionKey = key }
+}
+
+// WithCause marks the new event as caused by cause: it inherits cause's
+// correlation id (and trace, when ctx has none), and its causation id is
+// cause's id.
+func WithCause(cause *eventv1.Envelope) Option {
+	return func(o *options) { o.cause = cause }
+}
+
+// WithClock sets the clock that stamps the event (tests).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// New wraps msg, an event message, in a validated Envelope. Its type and
+// version come from msg's proto definition, its id is a new UUIDv7, its ts is
+// the current time in UTC, and its trace is ctx's OpenTelemetry span when
+// there is one (else the cause's trace, else a new trace id).
+func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envelope, error) {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	spec, err := SpecOf(msg)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate(spec.String(), msg); err != nil {
+		return nil, err
+	}
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("event: encode %s payload: %w", spec, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("event: new id: %w", err)
+	}
+	env := &eventv1.Envelope{
+		Id:            id.String(),
+		Type:          spec.Name,
+		Version:       spec.Version,
+		Ts:            timestamppb.New(o.now().UTC()),
+		Source:        o.source,
+		PartitionKey:  o.partitionKey,
+		CorrelationId: id.String(),
+		Payload:       payload,
+	}
+	if o.cause != nil {
+		env.CorrelationId = o.cause.GetCorrelationId()
+		env.CausationId = o.cause.GetId()
+	}
+	env.TraceId, env.SpanId = traceOf(ctx, o.cause)
+	if err := validate("envelope", env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// traceOf picks the trace of a new event: ctx's span, the cause's trace, or a
+// new random trace.
+func traceOf(ctx context.Context, cause *eventv1.Envelope) (traceID, spanID string) {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		return sc.TraceID().String(), sc.SpanID().String()
+	}
+	if cause != nil && cause.GetTraceId() != "" {
+		return cause.GetTraceId(), cause.GetSpanId()
+	}
+	var b [24]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	return hex.EncodeToString(b[:16]), hex.EncodeToString(b[16:])
+}
+
+// ContextWithTrace returns ctx carrying env's trace as the remote parent
+// span, so work done for the event, and events it causes, join its trace.
+func ContextWithTrace(ctx context.Context, env *eventv1.Envelope) context.Context {
+	traceID, err1 := trace.TraceIDFromHex(env.GetTraceId())
+	spanID, err2 := trace.SpanIDFromHex(env.GetSpanId())
+	if err1 != nil || err2 != nil {
+		return ctx
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	return trace.ContextWithRemoteSpanContext(ctx, sc)
+}

@@ -1,0 +1,19 @@
+package event
+
+import "errors"
+
+// Errors returned by this package. They are permanent: retrying the same
+// bytes can never succeed, so a consumer sends such a message to the
+// dead-letter queue instead of retrying it. Match them with errors.Is.
+var (
+	// ErrMalformed means the bytes are not a protobuf Envelope or payload.
+	ErrMalformed = errors.New("malformed event")
+	// ErrInvalid means an envelope or payload broke its validation rules.
+	ErrInvalid = errors.New("invalid event")
+	// ErrUnknownType means no event in the catalog has the envelope's type
+	// and version.
+	ErrUnknownType = errors.New("unknown event type")
+	// ErrNotEvent means a message has no (shopbus.event.v1.event) option, or
+	// its package does not follow the naming rule.
+	ErrNotEvent = errors.New("not an event")
+)

@@ -1,0 +1,96 @@
+package event
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
+)
+
+// Spec describes one event of the catalog: one message in one major version.
+type Spec struct {
+	// Domain is the business domain, the first part of the proto package
+	// ("ecommerce").
+	Domain string
+	// Context is the bounded context that owns the event, the second part of
+	// the proto package ("order").
+	Context string
+	// Name is "<entity>.<action>" ("order.created"), the envelope type.
+	Name string
+	// Version is the major version of the proto package (1 for ...v1).
+	Version uint32
+	// Message is the event's protobuf message type.
+	Message protoreflect.MessageType
+}
+
+var (
+	namePattern    = regexp.MustCompile(`^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$`)
+	packagePattern = regexp.MustCompile(`^([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\.v([1-9][0-9]*)$`)
+)
+
+// SpecOf returns the Spec of an event message, or an error wrapping
+// ErrNotEvent when the message is not declared as an event or its names break
+// the naming rule.
+func SpecOf(msg proto.Message) (Spec, error) {
+	return specOfType(msg.ProtoReflect().Type())
+}
+
+func specOfType(mt protoreflect.MessageType) (Spec, error) {
+	md := mt.Descriptor()
+	name, ok := declaredName(md)
+	if !ok {
+		return Spec{}, fmt.Errorf("%w: %s has no (shopbus.event.v1.event) option", ErrNotEvent, md.FullName())
+	}
+	if !namePattern.MatchString(name) {
+		return Spec{}, fmt.Errorf("%w: %s: event name %q is not <entity>.<action> in lower snake case", ErrNotEvent, md.FullName(), name)
+	}
+	pkg := string(md.ParentFile().Package())
+	m := packagePattern.FindStringSubmatch(pkg)
+	if m == nil {
+		return Spec{}, fmt.Errorf("%w: %s: package %q is not <domain>.<context>.v<N>", ErrNotEvent, md.FullName(), pkg)
+	}
+	version, err := strconv.ParseUint(m[3], 10, 32)
+	if err != nil {
+		return Spec{}, fmt.Errorf("%w: %s: package version %q: %w", ErrNotEvent, md.FullName(), m[3], err)
+	}
+	return Spec{Domain: m[1], Context: m[2], Name: name, Version: uint32(version), Message: mt}, nil
+}
+
+// Subject is the NATS subject the event is published on:
+// "<domain>.<entity>.<action>.v<N>", for example "ecommerce.order.created.v1".
+func (s Spec) Subject() string {
+	return fmt.Sprintf("%s.%s.v%d", s.Domain, s.Name, s.Version)
+}
+
+// SchemaPath is the event's JSON Schema, relative to event-contracts/:
+// "<domain>/<context>/<entity>.<action>.v<N>.json".
+func (s Spec) SchemaPath() string {
+	return fmt.Sprintf("%s/%s/%s.v%d.json", s.Domain, s.Context, s.Name, s.Version)
+}
+
+// String returns "<entity>.<action>.v<N>".
+func (s Spec) String() string {
+	return fmt.Sprintf("%s.v%d", s.Name, s.Version)
+}
+
+// Entity is the first part of the name ("order" in "order.created").
+func (s Spec) Entity() string {
+	entity, _, _ := strings.Cut(s.Name, ".")
+	return entity
+}
+
+// declaredName returns the name in a message's (shopbus.event.v1.event)
+// option, and whether it has one.
+func declaredName(md protoreflect.MessageDescriptor) (string, bool) {
+	opts, _ := md.Options().(*descriptorpb.MessageOptions)
+	if opts == nil || !proto.HasExtension(opts, eventv1.E_Event) {
+		return "", false
+	}
+	return proto.GetExtension(opts, eventv1.E_Event).(*eventv1.EventOptions).GetName(), true
+}
