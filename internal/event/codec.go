@@ -8,11 +8,9 @@ import (
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 )
 
-// Encode returns env in protobuf binary encoding, after validating it.
+// Encode returns env in protobuf binary encoding. It does not validate: New
+// did, and Decode does on the consumer's side.
 func Encode(env *eventv1.Envelope) ([]byte, error) {
-	if err := validate("envelope", env); err != nil {
-		return nil, err
-	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(env)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode envelope: %w", ErrMalformed, err)

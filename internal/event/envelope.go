@@ -2,9 +2,9 @@ package event
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,6 +14,10 @@ import (
 
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 )
+
+// Event ids are UUIDv7s drawn from a pool of random bytes, so New does not
+// make a system call per event.
+func init() { uuid.EnableRandPool() }
 
 // Option configures New.
 type Option func(*options)
@@ -96,28 +100,30 @@ func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envel
 
 // traceOf picks the trace of a new event: ctx's span, the cause's trace, or a
 // new random trace.
-func traceOf(ctx context.Context, cause *eventv1.Envelope) (traceID, spanID string) {
+func traceOf(ctx context.Context, cause *eventv1.Envelope) (traceID, spanID []byte) {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		return sc.TraceID().String(), sc.SpanID().String()
+		t, s := sc.TraceID(), sc.SpanID()
+		return t[:], s[:]
 	}
-	if cause != nil && cause.GetTraceId() != "" {
+	if cause != nil && len(cause.GetTraceId()) == 16 && len(cause.GetSpanId()) == 8 {
 		return cause.GetTraceId(), cause.GetSpanId()
 	}
-	var b [24]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
-	return hex.EncodeToString(b[:16]), hex.EncodeToString(b[16:])
+	// W3C trace ids need randomness, not secrecy: math/rand/v2's ChaCha8
+	// source avoids a system call per event.
+	b := make([]byte, 24)
+	binary.LittleEndian.PutUint64(b[0:], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[16:], rand.Uint64()|1) // never all zero
+	return b[:16:16], b[16:]
 }
 
 // ContextWithTrace returns ctx carrying env's trace as the remote parent
 // span, so work done for the event, and events it causes, join its trace.
 func ContextWithTrace(ctx context.Context, env *eventv1.Envelope) context.Context {
-	traceID, err1 := trace.TraceIDFromHex(env.GetTraceId())
-	spanID, err2 := trace.SpanIDFromHex(env.GetSpanId())
-	if err1 != nil || err2 != nil {
+	var cfg trace.SpanContextConfig
+	if copy(cfg.TraceID[:], env.GetTraceId()) != 16 || copy(cfg.SpanID[:], env.GetSpanId()) != 8 {
 		return ctx
 	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled, Remote: true,
-	})
-	return trace.ContextWithRemoteSpanContext(ctx, sc)
+	cfg.TraceFlags, cfg.Remote = trace.FlagsSampled, true
+	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(cfg))
 }

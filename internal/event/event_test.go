@@ -1,7 +1,9 @@
 package event_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"os"
@@ -106,12 +108,12 @@ func TestNewTraceAndCause(t *testing.T) {
 	if effect.GetCorrelationId() != cause.GetCorrelationId() || effect.GetCausationId() != cause.GetId() {
 		t.Errorf("correlation, causation = %q, %q; want %q, %q", effect.GetCorrelationId(), effect.GetCausationId(), cause.GetCorrelationId(), cause.GetId())
 	}
-	if effect.GetTraceId() != cause.GetTraceId() {
+	if !bytes.Equal(effect.GetTraceId(), cause.GetTraceId()) {
 		t.Errorf("trace id = %q, want the cause's %q", effect.GetTraceId(), cause.GetTraceId())
 	}
 	// A consumer continues the trace through its context.
 	sc := trace.SpanContextFromContext(event.ContextWithTrace(context.Background(), effect))
-	if sc.TraceID().String() != cause.GetTraceId() || !sc.IsRemote() {
+	if sc.TraceID().String() != hex.EncodeToString(cause.GetTraceId()) || !sc.IsRemote() {
 		t.Errorf("ContextWithTrace: %v", sc)
 	}
 }
@@ -124,7 +126,7 @@ func TestHeaders(t *testing.T) {
 	h := event.Headers(env)
 	for name, want := range map[string]string{
 		"Nats-Msg-Id":            env.GetId(),
-		"traceparent":            "00-" + env.GetTraceId() + "-" + env.GetSpanId() + "-01",
+		"traceparent":            "00-" + hex.EncodeToString(env.GetTraceId()) + "-" + hex.EncodeToString(env.GetSpanId()) + "-01",
 		"Shopbus-Type":           "order.created",
 		"Shopbus-Version":        "1",
 		"Shopbus-Source":         "shopbus/order",
@@ -176,7 +178,7 @@ func TestMalformed(t *testing.T) {
 		{"not protobuf", []byte("{\"id\":\"json, not protobuf\"}"), event.ErrMalformed, "envelope"},
 		{"missing id", mutate(func(e *eventv1.Envelope) { e.Id = "" }), event.ErrInvalid, "id"},
 		{"missing ts", mutate(func(e *eventv1.Envelope) { e.Ts = nil }), event.ErrInvalid, "ts"},
-		{"bad trace id", mutate(func(e *eventv1.Envelope) { e.TraceId = "xyz" }), event.ErrInvalid, "trace_id"},
+		{"bad trace id", mutate(func(e *eventv1.Envelope) { e.TraceId = []byte("xyz") }), event.ErrInvalid, "trace_id"},
 		{"wrong type", mutate(func(e *eventv1.Envelope) { e.Type = "order.exploded" }), event.ErrUnknownType, `"order.exploded"`},
 		{"unknown version", mutate(func(e *eventv1.Envelope) { e.Version = 9 }), event.ErrUnknownType, "version 9"},
 		{"payload of another type", mutate(func(e *eventv1.Envelope) { e.Type = "message.sent" }), event.ErrMalformed, "message.sent.v1 payload"},

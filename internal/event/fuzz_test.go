@@ -34,8 +34,12 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := event.Encode(env); err != nil {
-			t.Errorf("Decode accepted an envelope that Encode refuses: %v", err)
+		again, err := event.Encode(env)
+		if err != nil {
+			t.Fatalf("Decode accepted an envelope that Encode refuses: %v", err)
+		}
+		if _, err := event.Decode(again); err != nil {
+			t.Errorf("an accepted envelope no longer decodes after re-encoding: %v", err)
 		}
 		_, _, _ = event.Open(env)
 	})

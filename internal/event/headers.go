@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/hex"
 	"fmt"
 	"strconv"
 
@@ -39,7 +40,7 @@ func Headers(env *eventv1.Envelope) nats.Header {
 
 // Traceparent returns env's trace as a W3C traceparent header value.
 func Traceparent(env *eventv1.Envelope) string {
-	return "00-" + env.GetTraceId() + "-" + env.GetSpanId() + "-01"
+	return "00-" + hex.EncodeToString(env.GetTraceId()) + "-" + hex.EncodeToString(env.GetSpanId()) + "-01"
 }
 
 // CheckHeaders reports an error wrapping ErrInvalid when headers that mirror

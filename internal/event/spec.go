@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -38,8 +39,21 @@ var (
 // ErrNotEvent when the message is not declared as an event or its names break
 // the naming rule.
 func SpecOf(msg proto.Message) (Spec, error) {
-	return specOfType(msg.ProtoReflect().Type())
+	mt := msg.ProtoReflect().Type()
+	if spec, ok := specCache.Load(mt.Descriptor().FullName()); ok {
+		return spec.(Spec), nil
+	}
+	spec, err := specOfType(mt)
+	if err != nil {
+		return Spec{}, err
+	}
+	specCache.Store(mt.Descriptor().FullName(), spec)
+	return spec, nil
 }
+
+// specCache holds the Spec of every event message seen by SpecOf, keyed by
+// full name: deriving it parses options and names.
+var specCache sync.Map
 
 func specOfType(mt protoreflect.MessageType) (Spec, error) {
 	md := mt.Descriptor()

@@ -38,10 +38,12 @@ type Envelope struct {
 	Version uint32 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	// ts is when the event happened, in UTC.
 	Ts *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=ts,proto3" json:"ts,omitempty"`
-	// trace_id is the W3C trace id: 32 lower-case hex digits, not all zero.
-	TraceId string `protobuf:"bytes,5,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
-	// span_id is the W3C parent span id of the producer: 16 lower-case hex digits.
-	SpanId string `protobuf:"bytes,6,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	// trace_id is the W3C trace id, 16 bytes, not all zero (as in OTLP; the
+	// traceparent header carries it in hex).
+	TraceId []byte `protobuf:"bytes,5,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// span_id is the W3C id of the producer's span, the parent of the
+	// consumer's work: 8 bytes, not all zero.
+	SpanId []byte `protobuf:"bytes,6,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
 	// source names the producing service, for example "shopbus/order".
 	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
 	// partition_key orders events: events with the same key are consumed in
@@ -118,18 +120,18 @@ func (x *Envelope) GetTs() *timestamppb.Timestamp {
 	return nil
 }
 
-func (x *Envelope) GetTraceId() string {
+func (x *Envelope) GetTraceId() []byte {
 	if x != nil {
 		return x.TraceId
 	}
-	return ""
+	return nil
 }
 
-func (x *Envelope) GetSpanId() string {
+func (x *Envelope) GetSpanId() []byte {
 	if x != nil {
 		return x.SpanId
 	}
-	return ""
+	return nil
 }
 
 func (x *Envelope) GetSource() string {
@@ -171,19 +173,22 @@ var File_shopbus_event_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_shopbus_event_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x1fshopbus/event/v1/envelope.proto\x12\x10shopbus.event.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x04\n" +
+	"\x1fshopbus/event/v1/envelope.proto\x12\x10shopbus.event.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x03\n" +
 	"\bEnvelope\x12\x1b\n" +
 	"\x02id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x02id\x12@\n" +
 	"\x04type\x18\x02 \x01(\tB,\xbaH)\xc8\x01\x01r$2\"^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$R\x04type\x12&\n" +
 	"\aversion\x18\x03 \x01(\rB\f\xbaH\t\xc8\x01\x01*\x04\x18c(\x01R\aversion\x122\n" +
-	"\x02ts\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x02ts\x123\n" +
-	"\btrace_id\x18\x05 \x01(\tB\x18\xbaH\x15\xc8\x01\x01r\x102\x0e^[0-9a-f]{32}$R\atraceId\x121\n" +
-	"\aspan_id\x18\x06 \x01(\tB\x18\xbaH\x15\xc8\x01\x01r\x102\x0e^[0-9a-f]{16}$R\x06spanId\x12>\n" +
-	"\x06source\x18\a \x01(\tB&\xbaH#\xc8\x01\x01r\x1e\x10\x01\x18\x80\x012\x17^[a-z0-9][a-z0-9._/-]*$R\x06source\x12-\n" +
+	"\x02ts\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x02ts\x12%\n" +
+	"\btrace_id\x18\x05 \x01(\fB\n" +
+	"\xbaH\a\xc8\x01\x01z\x02h\x10R\atraceId\x12#\n" +
+	"\aspan_id\x18\x06 \x01(\fB\n" +
+	"\xbaH\a\xc8\x01\x01z\x02h\bR\x06spanId\x12%\n" +
+	"\x06source\x18\a \x01(\tB\r\xbaH\n" +
+	"\xc8\x01\x01r\x05\x10\x01\x18\x80\x01R\x06source\x12-\n" +
 	"\rpartition_key\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\fpartitionKey\x122\n" +
-	"\x0ecorrelation_id\x18\t \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\rcorrelationId\x12z\n" +
+	"\x0ecorrelation_id\x18\t \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\rcorrelationId\x12.\n" +
 	"\fcausation_id\x18\n" +
-	" \x01(\tBW\xbaHTrR2P^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$R\vcausationId\x12(\n" +
+	" \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\vcausationId\x12(\n" +
 	"\apayload\x18\v \x01(\fB\x0e\xbaH\v\xc8\x01\x01z\x06\x10\x01\x18\x80\x80@R\apayloadB\xc3\x01\n" +
 	"\x14com.shopbus.event.v1B\rEnvelopeProtoP\x01Z:github.com/shopbus/shopbus/gen/go/shopbus/event/v1;eventv1\xa2\x02\x03SEX\xaa\x02\x10Shopbus.Event.V1\xca\x02\x10Shopbus\\Event\\V1\xe2\x02\x1cShopbus\\Event\\V1\\GPBMetadata\xea\x02\x12Shopbus::Event::V1b\x06proto3"
 

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/event/v1/envelope.proto.
  */
 export const file_shopbus_event_v1_envelope: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zaG9wYnVzL2V2ZW50L3YxL2VudmVsb3BlLnByb3RvEhBzaG9wYnVzLmV2ZW50LnYxIpMECghFbnZlbG9wZRIXCgJpZBgBIAEoCUILukgIyAEBcgOwAQESOgoEdHlwZRgCIAEoCUIsukgpyAEBciQyIl5bYS16XVthLXowLTlfXSpcLlthLXpdW2EtejAtOV9dKiQSHQoHdmVyc2lvbhgDIAEoDUIMukgJyAEBKgQYYygBEi4KAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEioKCHRyYWNlX2lkGAUgASgJQhi6SBXIAQFyEDIOXlswLTlhLWZdezMyfSQSKQoHc3Bhbl9pZBgGIAEoCUIYukgVyAEBchAyDl5bMC05YS1mXXsxNn0kEjYKBnNvdXJjZRgHIAEoCUImukgjyAEBch4QARiAATIXXlthLXowLTldW2EtejAtOS5fLy1dKiQSHwoNcGFydGl0aW9uX2tleRgIIAEoCUIIukgFcgMYgAISIwoOY29ycmVsYXRpb25faWQYCSABKAlCC7pICMgBAXIDsAEBEm0KDGNhdXNhdGlvbl9pZBgKIAEoCUJXukhUclIyUF4kfF5bMC05YS1mQS1GXXs4fS1bMC05YS1mQS1GXXs0fS1bMC05YS1mQS1GXXs0fS1bMC05YS1mQS1GXXs0fS1bMC05YS1mQS1GXXsxMn0kEh8KB3BheWxvYWQYCyABKAxCDrpIC8gBAXoGEAEYgIBAQsMBChRjb20uc2hvcGJ1cy5ldmVudC52MUINRW52ZWxvcGVQcm90b1ABWjpnaXRodWIuY29tL3Nob3BidXMvc2hvcGJ1cy9nZW4vZ28vc2hvcGJ1cy9ldmVudC92MTtldmVudHYxogIDU0VYqgIQU2hvcGJ1cy5FdmVudC5WMcoCEFNob3BidXNcRXZlbnRcVjHiAhxTaG9wYnVzXEV2ZW50XFYxXEdQQk1ldGFkYXRh6gISU2hvcGJ1czo6RXZlbnQ6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("Ch9zaG9wYnVzL2V2ZW50L3YxL2VudmVsb3BlLnByb3RvEhBzaG9wYnVzLmV2ZW50LnYxIpIDCghFbnZlbG9wZRIXCgJpZBgBIAEoCUILukgIyAEBcgOwAQESOgoEdHlwZRgCIAEoCUIsukgpyAEBciQyIl5bYS16XVthLXowLTlfXSpcLlthLXpdW2EtejAtOV9dKiQSHQoHdmVyc2lvbhgDIAEoDUIMukgJyAEBKgQYYygBEi4KAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEhwKCHRyYWNlX2lkGAUgASgMQgq6SAfIAQF6AmgQEhsKB3NwYW5faWQYBiABKAxCCrpIB8gBAXoCaAgSHQoGc291cmNlGAcgASgJQg26SArIAQFyBRABGIABEh8KDXBhcnRpdGlvbl9rZXkYCCABKAlCCLpIBXIDGIACEiMKDmNvcnJlbGF0aW9uX2lkGAkgASgJQgu6SAjIAQFyA7ABARIhCgxjYXVzYXRpb25faWQYCiABKAlCC7pICNgBAXIDsAEBEh8KB3BheWxvYWQYCyABKAxCDrpIC8gBAXoGEAEYgIBAQsMBChRjb20uc2hvcGJ1cy5ldmVudC52MUINRW52ZWxvcGVQcm90b1ABWjpnaXRodWIuY29tL3Nob3BidXMvc2hvcGJ1cy9nZW4vZ28vc2hvcGJ1cy9ldmVudC92MTtldmVudHYxogIDU0VYqgIQU2hvcGJ1cy5FdmVudC5WMcoCEFNob3BidXNcRXZlbnRcVjHiAhxTaG9wYnVzXEV2ZW50XFYxXEdQQk1ldGFkYXRh6gISU2hvcGJ1czo6RXZlbnQ6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Envelope is the one wire format of every shopbus event. Its key fields are
@@ -54,18 +54,20 @@ export type Envelope = Message<"shopbus.event.v1.Envelope"> & {
   ts?: Timestamp | undefined;
 
   /**
-   * trace_id is the W3C trace id: 32 lower-case hex digits, not all zero.
+   * trace_id is the W3C trace id, 16 bytes, not all zero (as in OTLP; the
+   * traceparent header carries it in hex).
    *
-   * @generated from field: string trace_id = 5;
+   * @generated from field: bytes trace_id = 5;
    */
-  traceId: string;
+  traceId: Uint8Array;
 
   /**
-   * span_id is the W3C parent span id of the producer: 16 lower-case hex digits.
+   * span_id is the W3C id of the producer's span, the parent of the
+   * consumer's work: 8 bytes, not all zero.
    *
-   * @generated from field: string span_id = 6;
+   * @generated from field: bytes span_id = 6;
    */
-  spanId: string;
+  spanId: Uint8Array;
 
   /**
    * source names the producing service, for example "shopbus/order".
