@@ -15,6 +15,7 @@ import (
 	_ "github.com/shopbus/shopbus/gen/go/chat/message/v1"
 	_ "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
 	_ "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
+	_ "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	_ "github.com/shopbus/shopbus/gen/go/iot/telemetry/v1"
 	_ "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
 	_ "github.com/shopbus/shopbus/gen/go/social/post/v1"

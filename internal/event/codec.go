@@ -44,12 +44,16 @@ func Decode(b []byte) (*eventv1.Envelope, error) {
 // Open decodes and validates env's payload as the message its type and
 // version name. Errors wrap ErrUnknownType, ErrMalformed or ErrInvalid.
 func Open(env *eventv1.Envelope) (proto.Message, Spec, error) {
-	spec, err := Lookup(env.GetType(), env.GetVersion())
+	return open(env.GetType(), env.GetVersion(), env.GetPayload())
+}
+
+func open(name string, version uint32, payload []byte) (proto.Message, Spec, error) {
+	spec, err := Lookup(name, version)
 	if err != nil {
 		return nil, Spec{}, err
 	}
 	msg := spec.Message.New().Interface()
-	if err := proto.Unmarshal(env.GetPayload(), msg); err != nil {
+	if err := proto.Unmarshal(payload, msg); err != nil {
 		return nil, Spec{}, fmt.Errorf("%w: %s payload: %w", ErrMalformed, spec, err)
 	}
 	if err := validate(spec.String(), msg); err != nil {

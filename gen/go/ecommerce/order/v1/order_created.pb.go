@@ -39,7 +39,10 @@ type OrderCreated struct {
 	// total_minor is the order total in minor units of currency (cents).
 	TotalMinor int64 `protobuf:"varint,5,opt,name=total_minor,json=totalMinor,proto3" json:"total_minor,omitempty"`
 	// created_at is when the order was accepted.
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// coupon_code is the promotion code the customer applied, if any. Added in
+	// order.created.v1 revision 2 (2026-11-27); absent in earlier events.
+	CouponCode    *string `protobuf:"bytes,7,opt,name=coupon_code,json=couponCode,proto3,oneof" json:"coupon_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,6 +119,13 @@ func (x *OrderCreated) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *OrderCreated) GetCouponCode() string {
+	if x != nil && x.CouponCode != nil {
+		return *x.CouponCode
+	}
+	return ""
+}
+
 // LineItem is one line of an order.
 type LineItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -184,7 +194,7 @@ var File_ecommerce_order_v1_order_created_proto protoreflect.FileDescriptor
 
 const file_ecommerce_order_v1_order_created_proto_rawDesc = "" +
 	"\n" +
-	"&ecommerce/order/v1/order_created.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xe2\x02\n" +
+	"&ecommerce/order/v1/order_created.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xb1\x03\n" +
 	"\fOrderCreated\x12&\n" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12,\n" +
 	"\vcustomer_id\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\n" +
@@ -196,8 +206,11 @@ const file_ecommerce_order_v1_order_created_proto_rawDesc = "" +
 	"\vtotal_minor\x18\x05 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\n" +
 	"totalMinor\x12A\n" +
 	"\n" +
-	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tcreatedAt:\x13\xa2\xbb\x18\x0f\n" +
-	"\rorder.created\"\xa5\x01\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tcreatedAt\x12=\n" +
+	"\vcoupon_code\x18\a \x01(\tB\x17\xbaH\x14r\x122\x10^[A-Z0-9]{4,16}$H\x00R\n" +
+	"couponCode\x88\x01\x01:\x13\xa2\xbb\x18\x0f\n" +
+	"\rorder.createdB\x0e\n" +
+	"\f_coupon_code\"\xa5\x01\n" +
 	"\bLineItem\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12)\n" +
 	"\bquantity\x18\x02 \x01(\rB\r\xbaH\n" +
@@ -239,6 +252,7 @@ func file_ecommerce_order_v1_order_created_proto_init() {
 	if File_ecommerce_order_v1_order_created_proto != nil {
 		return
 	}
+	file_ecommerce_order_v1_order_created_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
