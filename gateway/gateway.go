@@ -1,0 +1,116 @@
+// Package gateway is shopbus's client-facing façade: one HTTP port that
+// serves OrderService and InventoryService over Connect, gRPC and gRPC-Web
+// (HTTP/1.1 and cleartext HTTP/2), with request validation, gRPC health,
+// gRPC server reflection (so buf curl and grpcurl need no local protos) and
+// CORS for browser clients.
+//
+// The services behind it are any implementation of the generated handler
+// interfaces: the services themselves, mounted in process (all-in-one mode),
+// or their generated Connect clients (distributed mode, see Remote).
+package gateway
+
+import (
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"connectrpc.com/validate"
+	"github.com/rs/cors"
+
+	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+)
+
+// Config says what the gateway serves.
+type Config struct {
+	// Orders serves OrderService.
+	Orders orderv1connect.OrderServiceHandler
+	// Inventory serves InventoryService.
+	Inventory inventoryv1connect.InventoryServiceHandler
+	// Services mounts more Connect services: path prefix → handler, with
+	// their fully-qualified names for health and reflection.
+	Services []Service
+	// AllowedOrigins are the browser origins allowed by CORS ("*" for any);
+	// none by default.
+	AllowedOrigins []string
+}
+
+// Service is one more Connect service for the gateway to mount.
+type Service struct {
+	// Name is the fully-qualified service name, "pkg.v1.Service".
+	Name string
+	// Path and Handler are what the generated New…Handler returned.
+	Path    string
+	Handler http.Handler
+}
+
+// MaxRequestBytes bounds a request message; a larger one is refused with
+// ResourceExhausted before it is decoded.
+const MaxRequestBytes = 1 << 20
+
+// HandlerOptions returns the options every service mounted by the gateway
+// (or served by a service of its own) gets: protovalidate request validation
+// (InvalidArgument with field violations) and the request size limit.
+func HandlerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{
+		connect.WithInterceptors(validate.NewInterceptor()),
+		connect.WithReadMaxBytes(MaxRequestBytes),
+	}
+}
+
+// Handler returns the gateway's HTTP handler.
+func Handler(cfg Config) http.Handler {
+	mux := http.NewServeMux()
+	services := cfg.Services
+	if cfg.Orders != nil {
+		path, h := orderv1connect.NewOrderServiceHandler(cfg.Orders, HandlerOptions()...)
+		services = append(services, Service{Name: orderv1connect.OrderServiceName, Path: path, Handler: h})
+	}
+	if cfg.Inventory != nil {
+		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions()...)
+		services = append(services, Service{Name: inventoryv1connect.InventoryServiceName, Path: path, Handler: h})
+	}
+	names := make([]string, 0, len(services))
+	for _, s := range services {
+		mux.Handle(s.Path, s.Handler)
+		names = append(names, s.Name)
+	}
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...)))
+	reflector := grpcreflect.NewStaticReflector(names...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	return cors.New(cors.Options{
+		AllowedOrigins: cfg.AllowedOrigins,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost},
+		AllowedHeaders: []string{"Content-Type", "Connect-Protocol-Version", "Connect-Timeout-Ms",
+			"Grpc-Timeout", "X-Grpc-Web", "X-User-Agent", "Authorization", "Traceparent"},
+		ExposedHeaders: []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"},
+		MaxAge:         7200,
+	}).Handler(mux)
+}
+
+// NewServer returns an HTTP server for h on addr that speaks HTTP/1.1 and
+// cleartext HTTP/2 (h2c), which gRPC clients need.
+func NewServer(addr string, h http.Handler) *http.Server {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		Protocols:         p,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// Remote returns handlers that forward to services at their base URLs
+// through the generated Connect clients (distributed mode). The generated
+// client and handler interfaces have the same methods, so a client is a
+// handler.
+func Remote(client connect.HTTPClient, ordersURL, inventoryURL string) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
+	return orderv1connect.NewOrderServiceClient(client, ordersURL),
+		inventoryv1connect.NewInventoryServiceClient(client, inventoryURL)
+}

@@ -1,0 +1,34 @@
+package messaging
+
+import (
+	"errors"
+
+	"github.com/shopbus/shopbus/internal/event"
+)
+
+// permanentError marks an error that no retry can fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent wraps err to say that retrying cannot help (a business rule that
+// can never pass, a reference that will never exist). A handler returning it
+// has its message terminated and sent to the dead-letter queue at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err is permanent: wrapped with Permanent, or
+// an event decoding or validation error (the same bytes never get better).
+// Everything else (database or NATS unavailable, timeouts) is transient.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p) ||
+		errors.Is(err, event.ErrMalformed) ||
+		errors.Is(err, event.ErrInvalid) ||
+		errors.Is(err, event.ErrUnknownType)
+}

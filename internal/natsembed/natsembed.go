@@ -1,0 +1,62 @@
+// Package natsembed runs a real nats-server with JetStream inside the
+// process: the quick start (shopbus dev) and the integration tests use it.
+// It syncs every write to disk before acknowledging it (see Durability in
+// docs/architecture.md) and never takes port 4222, which a real server may
+// hold.
+package natsembed
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Options configure Start.
+type Options struct {
+	// StoreDir holds the JetStream file store; a restart on the same dir
+	// continues where it stopped.
+	StoreDir string
+	// Port is the client port; 0 picks a free one. 4222 is refused.
+	Port int
+	// Logs turns the server's own log on.
+	Logs bool
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(opts Options) (*server.Server, error) {
+	if opts.Port == 4222 {
+		return nil, fmt.Errorf("natsembed: port 4222 is reserved for a real NATS server; pick another or 0")
+	}
+	if opts.StoreDir == "" {
+		return nil, fmt.Errorf("natsembed: a store dir is required")
+	}
+	port := opts.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	s, err := server.NewServer(&server.Options{
+		ServerName: "shopbus-embedded",
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   opts.StoreDir,
+		// SyncAlways: fsync every write before the publish is acknowledged,
+		// so an acknowledged event survives a power loss. JetStream's
+		// default syncs every two minutes.
+		SyncAlways: true,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: %w", err)
+	}
+	if opts.Logs {
+		s.ConfigureLogger()
+	}
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("natsembed: server on %s did not become ready in 30s", opts.StoreDir)
+	}
+	return s, nil
+}

@@ -1,0 +1,181 @@
+// Package stack wires shopbus together: NATS (an embedded nats-server or an
+// external cluster), the JetStream topology, PostgreSQL, the order and
+// inventory services and the gateway. `shopbus dev` runs it all in one
+// process; the end-to-end tests start it the same way.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shopbus/shopbus/gateway"
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/natsembed"
+	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/services/inventory"
+	"github.com/shopbus/shopbus/services/order"
+)
+
+// Config configures a stack.
+type Config struct {
+	// DataDir holds the embedded nats-server's store (DataDir/nats).
+	DataDir string
+	// NATSURL, when set, is an external NATS server used instead of the
+	// embedded one.
+	NATSURL string
+	// NATSPort is the embedded server's client port (0: a free one).
+	NATSPort int
+	// DatabaseURL is the PostgreSQL server (postgres.DefaultURL).
+	DatabaseURL string
+	// Schema prefixes the services' schemas: <Schema>_order and
+	// <Schema>_inventory.
+	Schema string
+	// Addr is the gateway's listen address.
+	Addr string
+	// Streams configures every stream.
+	Streams messaging.StreamOptions
+	// AllowedOrigins are the gateway's CORS origins.
+	AllowedOrigins []string
+	// Log is the logger.
+	Log *slog.Logger
+}
+
+// Stack is a running shopbus.
+type Stack struct {
+	cfg       Config
+	NATS      *server.Server // nil with an external NATS
+	Conn      *nats.Conn
+	JS        jetstream.JetStream
+	Orders    *order.Service
+	Inventory *inventory.Service
+	Pools     []*pgxpool.Pool
+	Listener  net.Listener
+	Server    *http.Server
+}
+
+// Start connects everything and declares the topology; Run then serves.
+// On error, what was started is stopped.
+func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = postgres.DefaultURL
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = "shopbus"
+	}
+	s := &Stack{cfg: cfg}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if cfg.NATSURL == "" {
+		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort})
+		if err != nil {
+			return nil, err
+		}
+		s.Conn, err = nats.Connect(s.NATS.ClientURL(), nats.InProcessServer(s.NATS), nats.Name("shopbus"), nats.MaxReconnects(-1))
+	} else {
+		s.Conn, err = nats.Connect(cfg.NATSURL, nats.Name("shopbus"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	s.JS, err = jetstream.New(s.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := messaging.EnsureStreams(ctx, s.JS, cfg.Streams); err != nil {
+		return nil, err
+	}
+	orderPool, err := s.open(ctx, cfg.Schema+"_order", order.Migrations)
+	if err != nil {
+		return nil, err
+	}
+	inventoryPool, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
+	if err != nil {
+		return nil, err
+	}
+	s.Orders = order.New(orderPool, s.JS, cfg.Schema+"_order", cfg.Log)
+	s.Inventory = inventory.New(inventoryPool, s.JS, cfg.Schema+"_inventory", cfg.Log)
+	s.Listener, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listen on %s: %w", cfg.Addr, err)
+	}
+	s.Server = gateway.NewServer(s.Listener.Addr().String(), gateway.Handler(gateway.Config{
+		Orders:         order.NewHandler(s.Orders),
+		Inventory:      inventory.NewHandler(s.Inventory),
+		AllowedOrigins: cfg.AllowedOrigins,
+	}))
+	return s, nil
+}
+
+// open connects a service's pool to its schema, creating the database if
+// needed and applying the messaging tables and the service's migrations.
+func (s *Stack) open(ctx context.Context, schema string, migrations fs.FS) (*pgxpool.Pool, error) {
+	pool, err := postgres.Open(ctx, s.cfg.DatabaseURL, schema, true, messaging.Migrations(), migrations)
+	if err != nil {
+		return nil, err
+	}
+	s.Pools = append(s.Pools, pool)
+	return pool, nil
+}
+
+// URL is the gateway's base URL.
+func (s *Stack) URL() string { return "http://" + s.Listener.Addr().String() }
+
+// Run serves until ctx is done, then stops gracefully: the gateway stops
+// accepting requests, consumers finish the messages in hand, and Run returns
+// within about ShutdownTimeout.
+func (s *Stack) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Orders.Run(gctx) })
+	g.Go(func() error { return s.Inventory.Run(gctx) })
+	g.Go(func() error {
+		if err := s.Server.Serve(s.Listener); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		defer cancel()
+		return s.Server.Shutdown(shutdownCtx)
+	})
+	return g.Wait()
+}
+
+// ShutdownTimeout bounds how long the gateway waits for requests in flight
+// when stopping.
+const ShutdownTimeout = 10 * time.Second
+
+// Close releases connections and stops the embedded server.
+func (s *Stack) Close() {
+	for _, p := range s.Pools {
+		p.Close()
+	}
+	if s.Conn != nil {
+		s.Conn.Drain() //nolint:errcheck // closing anyway
+		s.Conn.Close()
+	}
+	if s.NATS != nil {
+		s.NATS.Shutdown()
+		s.NATS.WaitForShutdown()
+	}
+}

@@ -1,0 +1,173 @@
+package stack_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+
+	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/stack"
+)
+
+// testStack is a running stack for one test: an embedded nats-server with
+// its own store, schemas of its own in the local PostgreSQL, and the gateway
+// on a free port, driven through the generated Go Connect clients.
+type testStack struct {
+	*stack.Stack
+	orders    orderv1connect.OrderServiceClient
+	inventory inventoryv1connect.InventoryServiceClient
+	schema    string
+}
+
+func databaseURL() string {
+	if u := os.Getenv("DATABASE_URL"); u != "" {
+		return u
+	}
+	return postgres.DefaultURL
+}
+
+func startStack(t *testing.T) *testStack {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	schema := "t_" + hex.EncodeToString(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := stack.Start(ctx, stack.Config{
+		DataDir:     t.TempDir(),
+		DatabaseURL: databaseURL(),
+		Schema:      schema,
+		Addr:        "127.0.0.1:0",
+		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("stack.Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the stack did not stop within 30s")
+		}
+		s.Close()
+		dropSchemas(t, schema+"_order", schema+"_inventory")
+	})
+	return &testStack{
+		Stack:     s,
+		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL()),
+		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),
+		schema:    schema,
+	}
+}
+
+func dropSchemas(t *testing.T, schemas ...string) {
+	conn, err := pgx.Connect(context.Background(), databaseURL())
+	if err != nil {
+		t.Errorf("drop schemas: %v", err)
+		return
+	}
+	defer conn.Close(context.Background())
+	for _, s := range schemas {
+		if _, err := conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{s}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", s, err)
+		}
+	}
+}
+
+// query runs a query in one of the stack's schemas ("order", "inventory")
+// and returns the single int64 it selects.
+func (s *testStack) count(t *testing.T, service, sql string, args ...any) int64 {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), databaseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), "SET search_path TO "+pgx.Identifier{s.schema + "_" + service}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func (s *testStack) setStock(t *testing.T, sku string, n int64) {
+	t.Helper()
+	if _, err := s.inventory.SetStock(context.Background(), connect.NewRequest(&inventoryv1.SetStockRequest{Sku: sku, OnHand: n})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *testStack) stock(t *testing.T, sku string) *inventoryv1.Stock {
+	t.Helper()
+	res, err := s.inventory.GetStock(context.Background(), connect.NewRequest(&inventoryv1.GetStockRequest{Sku: sku}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Msg.GetStock()
+}
+
+const customer = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+
+func newKey() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "key-" + hex.EncodeToString(b)
+}
+
+func orderRequest(lines ...*orderv1.OrderLine) *orderv1.CreateOrderRequest {
+	return &orderv1.CreateOrderRequest{IdempotencyKey: newKey(), CustomerId: customer, Currency: "EUR", Lines: lines}
+}
+
+func line(sku string, qty uint32) *orderv1.OrderLine {
+	return &orderv1.OrderLine{Sku: sku, Quantity: qty, UnitPriceMinor: 1000}
+}
+
+func (s *testStack) create(t *testing.T, req *orderv1.CreateOrderRequest) *orderv1.Order {
+	t.Helper()
+	res, err := s.orders.CreateOrder(context.Background(), connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Msg.GetOrder()
+}
+
+// await polls GetOrder until the order leaves PENDING.
+func (s *testStack) await(t *testing.T, id string) *orderv1.Order {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := s.orders.GetOrder(context.Background(), connect.NewRequest(&orderv1.GetOrderRequest{OrderId: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := res.Msg.GetOrder(); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+			return o
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order %s still PENDING after 30s", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,72 @@
+package inventory
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
+)
+
+const stockColumns = `sku, on_hand, reserved, updated_at`
+
+// GetStock returns the stock of sku, or ErrNotFound.
+func (s *Service) GetStock(ctx context.Context, sku string) (*inventoryv1.Stock, error) {
+	st, err := scanStock(s.pool.QueryRow(ctx, `SELECT `+stockColumns+` FROM stock WHERE sku = $1`, sku))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, sku)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get stock %s: %w", sku, err)
+	}
+	return st, nil
+}
+
+// ListStock returns a page of stock by SKU (only skus, when given) and the
+// token of the next page ("" on the last).
+func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockRequest) ([]*inventoryv1.Stock, string, error) {
+	size := int(req.GetPageSize())
+	if size == 0 {
+		size = 100
+	}
+	after := ""
+	if tok := req.GetPageToken(); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || len(b) == 0 {
+			return nil, "", ErrBadPageToken
+		}
+		after = string(b)
+	}
+	skus := req.GetSkus()
+	rows, err := s.pool.Query(ctx, `SELECT `+stockColumns+` FROM stock
+		WHERE sku > $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2))
+		ORDER BY sku LIMIT $3`, after, skus, size+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list stock: %w", err)
+	}
+	stock, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*inventoryv1.Stock, error) { return scanStock(r) })
+	if err != nil {
+		return nil, "", fmt.Errorf("list stock: %w", err)
+	}
+	next := ""
+	if len(stock) > size {
+		stock = stock[:size]
+		next = base64.RawURLEncoding.EncodeToString([]byte(stock[size-1].GetSku()))
+	}
+	return stock, next, nil
+}
+
+func scanStock(row pgx.Row) (*inventoryv1.Stock, error) {
+	st := &inventoryv1.Stock{}
+	var updated time.Time
+	if err := row.Scan(&st.Sku, &st.OnHand, &st.Reserved, &updated); err != nil {
+		return nil, err
+	}
+	st.UpdatedAt = timestamppb.New(updated)
+	return st, nil
+}

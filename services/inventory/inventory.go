@@ -1,0 +1,71 @@
+// Package inventory is the inventory service: it keeps stock per SKU,
+// reserves stock for each order.created event exactly once (all lines or
+// none, never below zero), publishes the outcome (inventory.adjusted or
+// inventory.rejected) through its outbox, and serves stock queries and the
+// admin SetStock and Restock.
+//
+// Use cases: reserve_stock.go (the consumer), get_stock.go, set_stock.go;
+// handler.go maps them onto the Connect API.
+package inventory
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// Source names this service in the envelopes it produces.
+const Source = "shopbus/inventory"
+
+// Migrations holds the service's tables; messaging.Migrations adds the
+// outbox and processed_events.
+//
+//go:embed migrations/*.sql
+var Migrations embed.FS
+
+// Errors of the inventory service's use cases.
+var (
+	// ErrNotFound means no stock row has the given SKU.
+	ErrNotFound = errors.New("SKU not found")
+	// ErrBadPageToken means a page token was not one this service issued.
+	ErrBadPageToken = errors.New("invalid page token")
+)
+
+// Service is the inventory service.
+type Service struct {
+	pool   *pgxpool.Pool
+	js     jetstream.JetStream
+	schema string
+	log    *slog.Logger
+	// Workers is how many order.created events are handled at once.
+	Workers int
+}
+
+// New returns the inventory service on pool (its search_path is schema,
+// migrated with Migrations and messaging.Migrations) and js.
+func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
+	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "inventory"), Workers: 4}
+}
+
+// Run relays the outbox and consumes order.created until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return messaging.NewRelay(s.pool, s.js, s.schema, messaging.WithRelayLogger(s.log)).Run(ctx)
+	})
+	g.Go(func() error {
+		return messaging.Consume(ctx, s.js, ReserveStockConsumer(s.Workers), s.ReserveStock, s.log)
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,86 @@
+package order
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// InventoryOutcomeConsumer is the durable consumer of the inventory
+// service's outcomes (inventory.adjusted, inventory.rejected).
+func InventoryOutcomeConsumer(workers int) messaging.ConsumerConfig {
+	return messaging.ConsumerConfig{
+		Stream:   "ECOMMERCE_INVENTORY",
+		Durable:  "order-apply-inventory-outcome",
+		Subjects: []string{"ecommerce.inventory.adjusted.>", "ecommerce.inventory.rejected.>"},
+		Workers:  workers,
+	}
+}
+
+// ApplyInventoryOutcome moves an order from PENDING to CONFIRMED
+// (inventory.adjusted) or REJECTED with the reason (inventory.rejected), once:
+// a redelivered outcome changes nothing.
+func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delivery) error {
+	var orderID, status, reason string
+	switch e := d.Event.(type) {
+	case *inventoryeventsv1.InventoryAdjusted:
+		orderID, status = e.GetOrderId(), "CONFIRMED"
+	case *inventoryeventsv1.InventoryRejected:
+		orderID, status, reason = e.GetOrderId(), "REJECTED", rejectReason(e)
+	default:
+		return messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))
+	}
+	_, err := messaging.Once(ctx, s.pool, InventoryOutcomeConsumer(0).Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE orders SET status = $2, reject_reason = $3, updated_at = now()
+			WHERE id = $1 AND status = 'PENDING'`, orderID, status, reason)
+		if err != nil {
+			return fmt.Errorf("update order %s: %w", orderID, err)
+		}
+		if tag.RowsAffected() == 1 {
+			return nil
+		}
+		var current string
+		err = tx.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, orderID).Scan(&current)
+		if err == pgx.ErrNoRows {
+			return messaging.Permanent(fmt.Errorf("order: %s for unknown order %s", d.Spec, orderID))
+		}
+		if err != nil {
+			return fmt.Errorf("read order %s: %w", orderID, err)
+		}
+		if current != status {
+			// Two different outcomes for one order: the inventory service
+			// decides once per order, so this is a bug worth a dead letter.
+			return messaging.Permanent(fmt.Errorf("order: %s says %s but order %s is already %s", d.Spec, status, orderID, current))
+		}
+		return nil
+	})
+	return err
+}
+
+// rejectReason renders a rejection for people: "out of stock: TEE-BLK-M
+// (requested 3, available 1)".
+func rejectReason(e *inventoryeventsv1.InventoryRejected) string {
+	var b strings.Builder
+	switch e.GetReason() {
+	case inventoryeventsv1.RejectionReason_REJECTION_REASON_UNKNOWN_SKU:
+		b.WriteString("unknown SKU: ")
+	default:
+		b.WriteString("out of stock: ")
+	}
+	for i, sh := range e.GetShortages() {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if e.GetReason() == inventoryeventsv1.RejectionReason_REJECTION_REASON_UNKNOWN_SKU {
+			b.WriteString(sh.GetSku())
+		} else {
+			fmt.Fprintf(&b, "%s (requested %d, available %d)", sh.GetSku(), sh.GetRequested(), sh.GetAvailable())
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,116 @@
+package order
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// CreateOrder places an order: the order, its lines and its OrderCreated
+// event (in the outbox) are written in one transaction. req must be valid
+// (the Connect handler's validation interceptor sees to it). A request whose
+// customer and idempotency key were seen before returns that order, with
+// replayed true, and writes nothing; with a different request it fails with
+// ErrIdempotencyKeyReused.
+func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderRequest) (o *orderv1.Order, replayed bool, err error) {
+	hash, err := requestHash(req)
+	if err != nil {
+		return nil, false, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, false, fmt.Errorf("order id: %w", err)
+	}
+	now := time.Now().UTC()
+	var total int64
+	for _, l := range req.GetLines() {
+		total += int64(l.GetQuantity()) * l.GetUnitPriceMinor()
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO orders
+			(id, customer_id, idempotency_key, request_hash, currency, total_minor, coupon_code, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+			ON CONFLICT (customer_id, idempotency_key) DO NOTHING`,
+			id, req.GetCustomerId(), req.GetIdempotencyKey(), hash, req.GetCurrency(), total, req.GetCouponCode(), now)
+		if err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			replayed = true
+			return nil
+		}
+		for i, l := range req.GetLines() {
+			if _, err := tx.Exec(ctx, `INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+				VALUES ($1, $2, $3, $4, $5)`, id, i+1, l.GetSku(), l.GetQuantity(), l.GetUnitPriceMinor()); err != nil {
+				return fmt.Errorf("insert order line %d: %w", i+1, err)
+			}
+		}
+		env, err := event.New(ctx, orderCreated(id.String(), req, total, now),
+			event.WithSource(Source), event.WithPartitionKey(id.String()))
+		if err != nil {
+			return err
+		}
+		return messaging.Enqueue(ctx, tx, env)
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("create order: %w", err)
+	}
+	if !replayed {
+		o, err := s.GetOrder(ctx, id.String())
+		return o, false, err
+	}
+	// A retry: return the order the key created, if the request is the same.
+	var existing uuid.UUID
+	var existingHash []byte
+	err = s.pool.QueryRow(ctx, `SELECT id, request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2`,
+		req.GetCustomerId(), req.GetIdempotencyKey()).Scan(&existing, &existingHash)
+	if err != nil {
+		return nil, false, fmt.Errorf("create order: read the order of idempotency key: %w", err)
+	}
+	if string(existingHash) != string(hash) {
+		return nil, false, fmt.Errorf("%w: key %q created order %s", ErrIdempotencyKeyReused, req.GetIdempotencyKey(), existing)
+	}
+	o, err = s.GetOrder(ctx, existing.String())
+	return o, true, err
+}
+
+// requestHash fingerprints a request, to tell a retry from a different order
+// under the same idempotency key.
+func requestHash(req *orderv1.CreateOrderRequest) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("hash request: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return sum[:], nil
+}
+
+func orderCreated(id string, req *orderv1.CreateOrderRequest, total int64, at time.Time) *ordereventsv2.OrderCreated {
+	money := func(minor int64) *ordereventsv2.Money {
+		return &ordereventsv2.Money{Currency: req.GetCurrency(), AmountMinor: minor}
+	}
+	e := &ordereventsv2.OrderCreated{
+		OrderId:    id,
+		Customer:   &ordereventsv2.Customer{CustomerId: req.GetCustomerId()},
+		Total:      money(total),
+		CreatedAt:  timestamppb.New(at),
+		CouponCode: req.GetCouponCode(),
+	}
+	for _, l := range req.GetLines() {
+		e.Lines = append(e.Lines, &ordereventsv2.OrderLine{
+			Sku: l.GetSku(), Quantity: l.GetQuantity(), UnitPrice: money(l.GetUnitPriceMinor()),
+		})
+	}
+	return e
+}

@@ -1,0 +1,141 @@
+package order
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+)
+
+const orderColumns = `id::text, customer_id::text, currency, total_minor, coupon_code, status, reject_reason, created_at, updated_at`
+
+// GetOrder returns the order with its lines, or ErrNotFound.
+func (s *Service) GetOrder(ctx context.Context, id string) (*orderv1.Order, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, fmt.Errorf("%w: %q is not a UUID", ErrNotFound, id)
+	}
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get order %s: %w", id, err)
+	}
+	if err := s.loadLines(ctx, []*orderv1.Order{o}); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// ListOrders returns a page of orders, newest first, and the token of the
+// next page ("" on the last).
+func (s *Service) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest) ([]*orderv1.Order, string, error) {
+	size := int(req.GetPageSize())
+	if size == 0 {
+		size = 50
+	}
+	where, args := []string{"true"}, []any{}
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	if req.GetCustomerId() != "" {
+		where = append(where, "customer_id = "+arg(req.GetCustomerId()))
+	}
+	if req.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_UNSPECIFIED {
+		where = append(where, "status = "+arg(statusName(req.GetStatus())))
+	}
+	if tok := req.GetPageToken(); tok != "" {
+		at, id, err := decodePageToken(tok)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "(created_at, id) < ("+arg(at)+", "+arg(id)+")")
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE `+strings.Join(where, " AND ")+
+		` ORDER BY created_at DESC, id DESC LIMIT `+arg(size+1), args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list orders: %w", err)
+	}
+	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*orderv1.Order, error) { return scanOrder(r) })
+	if err != nil {
+		return nil, "", fmt.Errorf("list orders: %w", err)
+	}
+	next := ""
+	if len(orders) > size {
+		orders = orders[:size]
+		last := orders[size-1]
+		next = encodePageToken(last.GetCreatedAt().AsTime(), last.GetOrderId())
+	}
+	if err := s.loadLines(ctx, orders); err != nil {
+		return nil, "", err
+	}
+	return orders, next, nil
+}
+
+// ErrBadPageToken means a page token was not one this service issued.
+var ErrBadPageToken = errors.New("invalid page token")
+
+func encodePageToken(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
+}
+
+func decodePageToken(tok string) (time.Time, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return time.Time{}, "", ErrBadPageToken
+	}
+	ts, id, ok := strings.Cut(string(b), "|")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if !ok || err != nil || uuid.Validate(id) != nil {
+		return time.Time{}, "", ErrBadPageToken
+	}
+	return at, id, nil
+}
+
+func (s *Service) loadLines(ctx context.Context, orders []*orderv1.Order) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	byID := map[string]*orderv1.Order{}
+	ids := make([]string, len(orders))
+	for i, o := range orders {
+		byID[o.GetOrderId()], ids[i] = o, o.GetOrderId()
+	}
+	rows, err := s.pool.Query(ctx, `SELECT order_id::text, sku, quantity, unit_price_minor FROM order_lines
+		WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no`, ids)
+	if err != nil {
+		return fmt.Errorf("order lines: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		l := &orderv1.OrderLine{}
+		if err := rows.Scan(&id, &l.Sku, &l.Quantity, &l.UnitPriceMinor); err != nil {
+			return fmt.Errorf("order lines: %w", err)
+		}
+		byID[id].Lines = append(byID[id].Lines, l)
+	}
+	return rows.Err()
+}
+
+func scanOrder(row pgx.Row) (*orderv1.Order, error) {
+	o := &orderv1.Order{}
+	var status string
+	var created, updated time.Time
+	if err := row.Scan(&o.OrderId, &o.CustomerId, &o.Currency, &o.TotalMinor, &o.CouponCode, &status, &o.RejectReason, &created, &updated); err != nil {
+		return nil, err
+	}
+	o.Status = orderv1.OrderStatus(orderv1.OrderStatus_value["ORDER_STATUS_"+status])
+	o.CreatedAt, o.UpdatedAt = timestamppb.New(created), timestamppb.New(updated)
+	return o, nil
+}
+
+func statusName(s orderv1.OrderStatus) string {
+	return strings.TrimPrefix(s.String(), "ORDER_STATUS_")
+}

@@ -1,0 +1,72 @@
+// Package order is the order service: it places orders (CreateOrder writes
+// the order and its OrderCreated event to the outbox in one transaction),
+// relays its outbox to JetStream, and moves each order from PENDING to
+// CONFIRMED or REJECTED when the inventory service's outcome arrives.
+//
+// Each use case has its file: create_order.go, get_order.go,
+// apply_inventory_outcome.go; handler.go maps them onto the Connect API and
+// domain errors onto Connect codes.
+package order
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// Source names this service in the envelopes it produces.
+const Source = "shopbus/order"
+
+// Migrations holds the service's tables; messaging.Migrations adds the
+// outbox and processed_events.
+//
+//go:embed migrations/*.sql
+var Migrations embed.FS
+
+// Errors of the order service's use cases.
+var (
+	// ErrNotFound means no order has the given id.
+	ErrNotFound = errors.New("order not found")
+	// ErrIdempotencyKeyReused means a CreateOrder retry carried a known
+	// idempotency key with a different request.
+	ErrIdempotencyKeyReused = errors.New("idempotency key already used for a different order")
+)
+
+// Service is the order service.
+type Service struct {
+	pool   *pgxpool.Pool
+	js     jetstream.JetStream
+	schema string
+	log    *slog.Logger
+	// Workers is how many inventory outcomes are handled at once.
+	Workers int
+}
+
+// New returns the order service on pool (its search_path is schema, migrated
+// with Migrations and messaging.Migrations) and js.
+func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
+	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "order"), Workers: 4}
+}
+
+// Run relays the outbox and consumes inventory outcomes until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return messaging.NewRelay(s.pool, s.js, s.schema, messaging.WithRelayLogger(s.log)).Run(ctx)
+	})
+	g.Go(func() error {
+		return messaging.Consume(ctx, s.js, InventoryOutcomeConsumer(s.Workers), s.ApplyInventoryOutcome, s.log)
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
