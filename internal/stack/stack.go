@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -49,8 +50,19 @@ type Config struct {
 	Streams messaging.StreamOptions
 	// AllowedOrigins are the gateway's CORS origins.
 	AllowedOrigins []string
+	// Components lists what runs here: "order", "inventory", "gateway"
+	// (all three when empty). Without "gateway", the one service listed
+	// serves its own Connect API on Addr.
+	Components []string
+	// OrderURL and InventoryURL are where the gateway finds a service that
+	// does not run here (distributed mode).
+	OrderURL, InventoryURL string
 	// Log is the logger.
 	Log *slog.Logger
+}
+
+func (c Config) runs(component string) bool {
+	return len(c.Components) == 0 || slices.Contains(c.Components, component)
 }
 
 // Stack is a running shopbus.
@@ -84,45 +96,73 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
+	if cfg.runs("order") || cfg.runs("inventory") {
+		if err := s.startServices(ctx); err != nil {
+			return nil, err
+		}
+	}
+	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins}
+	if s.Orders != nil {
+		gw.Orders = order.NewHandler(s.Orders)
+	}
+	if s.Inventory != nil {
+		gw.Inventory = inventory.NewHandler(s.Inventory)
+	}
+	if cfg.runs("gateway") {
+		remoteOrders, remoteInventory := gateway.Remote(http.DefaultClient, cfg.OrderURL, cfg.InventoryURL)
+		if gw.Orders == nil {
+			gw.Orders = remoteOrders
+		}
+		if gw.Inventory == nil {
+			gw.Inventory = remoteInventory
+		}
+	}
+	s.Listener, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	s.Server = gateway.NewServer(s.Listener.Addr().String(), gateway.Handler(gw))
+	return s, nil
+}
+
+// startServices connects NATS and PostgreSQL, declares the streams and
+// builds the services this stack runs.
+func (s *Stack) startServices(ctx context.Context) (err error) {
+	cfg := s.cfg
 	if cfg.NATSURL == "" {
 		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.Conn, err = nats.Connect(s.NATS.ClientURL(), nats.InProcessServer(s.NATS), nats.Name("shopbus"), nats.MaxReconnects(-1))
 	} else {
 		s.Conn, err = nats.Connect(cfg.NATSURL, nats.Name("shopbus"), nats.MaxReconnects(-1))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
+		return fmt.Errorf("nats: %w", err)
 	}
 	s.JS, err = jetstream.New(s.Conn)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return fmt.Errorf("jetstream: %w", err)
 	}
 	if err := messaging.EnsureStreams(ctx, s.JS, cfg.Streams); err != nil {
-		return nil, err
+		return err
 	}
-	orderPool, err := s.open(ctx, cfg.Schema+"_order", order.Migrations)
-	if err != nil {
-		return nil, err
+	if cfg.runs("order") {
+		pool, err := s.open(ctx, cfg.Schema+"_order", order.Migrations)
+		if err != nil {
+			return err
+		}
+		s.Orders = order.New(pool, s.JS, cfg.Schema+"_order", cfg.Log)
 	}
-	inventoryPool, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
-	if err != nil {
-		return nil, err
+	if cfg.runs("inventory") {
+		pool, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
+		if err != nil {
+			return err
+		}
+		s.Inventory = inventory.New(pool, s.JS, cfg.Schema+"_inventory", cfg.Log)
 	}
-	s.Orders = order.New(orderPool, s.JS, cfg.Schema+"_order", cfg.Log)
-	s.Inventory = inventory.New(inventoryPool, s.JS, cfg.Schema+"_inventory", cfg.Log)
-	s.Listener, err = net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: listen on %s: %w", cfg.Addr, err)
-	}
-	s.Server = gateway.NewServer(s.Listener.Addr().String(), gateway.Handler(gateway.Config{
-		Orders:         order.NewHandler(s.Orders),
-		Inventory:      inventory.NewHandler(s.Inventory),
-		AllowedOrigins: cfg.AllowedOrigins,
-	}))
-	return s, nil
+	return nil
 }
 
 // open connects a service's pool to its schema, creating the database if
@@ -144,8 +184,12 @@ func (s *Stack) URL() string { return "http://" + s.Listener.Addr().String() }
 // within about ShutdownTimeout.
 func (s *Stack) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.Orders.Run(gctx) })
-	g.Go(func() error { return s.Inventory.Run(gctx) })
+	if s.Orders != nil {
+		g.Go(func() error { return s.Orders.Run(gctx) })
+	}
+	if s.Inventory != nil {
+		g.Go(func() error { return s.Inventory.Run(gctx) })
+	}
 	g.Go(func() error {
 		if err := s.Server.Serve(s.Listener); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("gateway: %w", err)

@@ -34,3 +34,14 @@ func (s *Service) Restock(ctx context.Context, sku string, quantity int64) (*inv
 	}
 	return st, nil
 }
+
+// SeedStock creates each SKU with the given units on hand unless it exists
+// already, so seeding again after a restart changes nothing.
+func (s *Service) SeedStock(ctx context.Context, stock map[string]int64) error {
+	for sku, n := range stock {
+		if _, err := s.pool.Exec(ctx, `INSERT INTO stock (sku, on_hand) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING`, sku, n); err != nil {
+			return fmt.Errorf("seed stock %s: %w", sku, err)
+		}
+	}
+	return nil
+}

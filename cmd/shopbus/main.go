@@ -1,0 +1,117 @@
+// Command shopbus runs shopbus.
+//
+//	shopbus dev                          everything in one process: embedded NATS, services, gateway
+//	shopbus serve order|inventory|gateway one component against external NATS and PostgreSQL
+//	shopbus bench                        place orders against a running gateway and print latency and throughput
+//
+// Every flag has an environment fallback, shown in -h.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shopbus/shopbus/internal/postgres"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "dev":
+		err = dev(ctx, args)
+	case "serve":
+		err = serve(ctx, args)
+	case "bench":
+		err = bench(ctx, args)
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "shopbus: unknown command %q\n\n", cmd)
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		if errors.Is(err, postgres.ErrUnavailable) {
+			fmt.Fprintf(os.Stderr, "shopbus: %v\n\nPostgreSQL is not reachable. Start it, or point shopbus at one with\n"+
+				"DATABASE_URL (or --database-url), for example\n  DATABASE_URL=postgres://user:password@host:5432/shopbus shopbus dev\n", err)
+		} else {
+			fmt.Fprintf(os.Stderr, "shopbus: %v\n", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  shopbus dev [flags]                           run everything in one process (quick start)
+  shopbus serve order|inventory|gateway [flags] run one component against external NATS and PostgreSQL
+  shopbus bench [flags]                         measure CreateOrder → CONFIRMED against a running gateway
+
+Run "shopbus <command> -h" for the flags of a command.
+`)
+}
+
+// env returns the environment variable name, or def when it is unset.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// parse parses flags for a command, with "-h" printing them.
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: shopbus %s [flags]\n", fs.Name())
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected arguments %s", fs.Name(), strings.Join(fs.Args(), " "))
+	}
+	return nil
+}

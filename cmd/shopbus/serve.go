@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/stack"
+)
+
+func serve(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("serve: name a component: order, inventory or gateway")
+	}
+	component, args := args[0], args[1:]
+	defaultAddr := map[string]string{"gateway": "127.0.0.1:8080", "order": "127.0.0.1:8081", "inventory": "127.0.0.1:8082"}[component]
+	if defaultAddr == "" {
+		return fmt.Errorf("serve: unknown component %q: want order, inventory or gateway", component)
+	}
+	fs := flag.NewFlagSet("serve "+component, flag.ContinueOnError)
+	addr := fs.String("addr", env("SHOPBUS_ADDR", defaultAddr), "listen address (env SHOPBUS_ADDR)")
+	natsURL := fs.String("nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server or cluster (env NATS_URL)")
+	dbURL := fs.String("database-url", env("DATABASE_URL", postgres.DefaultURL), "PostgreSQL (env DATABASE_URL)")
+	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
+	replicas := fs.Int("replicas", envInt("SHOPBUS_STREAM_REPLICAS", 1), "stream replicas; 3 in a production cluster (env SHOPBUS_STREAM_REPLICAS)")
+	maxAge := fs.Duration("retention", envDuration("SHOPBUS_STREAM_RETENTION", 7*24*time.Hour), "how long streams keep events (env SHOPBUS_STREAM_RETENTION)")
+	orderURL := fs.String("order-url", env("SHOPBUS_ORDER_URL", "http://127.0.0.1:8081"), "gateway only: the order service (env SHOPBUS_ORDER_URL)")
+	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
+	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	s, err := stack.Start(ctx, stack.Config{
+		Components: []string{component}, NATSURL: *natsURL, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
+		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge},
+		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: []string{"*"}, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	log.Info("serving", "component", component, "addr", s.URL())
+	return runUntilStopped(ctx, s)
+}
