@@ -17,6 +17,7 @@ import (
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/testenv"
 )
 
 func TestOrderConfirmed(t *testing.T) {
@@ -178,7 +179,7 @@ func TestRepublishUnderAnotherMsgID(t *testing.T) {
 
 	var subject string
 	var data []byte
-	conn, err := pgx.Connect(context.Background(), databaseURL())
+	conn, err := pgx.Connect(context.Background(), testenv.DatabaseURL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
-	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/internal/stack"
 )
 
@@ -32,22 +32,13 @@ type testStack struct {
 	schema    string
 }
 
-func databaseURL() string {
-	if u := os.Getenv("DATABASE_URL"); u != "" {
-		return u
-	}
-	return postgres.DefaultURL
-}
-
 func startStack(t *testing.T) *testStack {
 	t.Helper()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	schema := "t_" + hex.EncodeToString(b)
+	schema := testenv.Schema()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := stack.Start(ctx, stack.Config{
 		DataDir:     t.TempDir(),
-		DatabaseURL: databaseURL(),
+		DatabaseURL: testenv.DatabaseURL(),
 		Schema:      schema,
 		Addr:        "127.0.0.1:0",
 		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
@@ -69,7 +60,7 @@ func startStack(t *testing.T) *testStack {
 			t.Error("the stack did not stop within 30s")
 		}
 		s.Close()
-		dropSchemas(t, schema+"_order", schema+"_inventory")
+		testenv.DropSchemas(t, schema+"_order", schema+"_inventory")
 	})
 	return &testStack{
 		Stack:     s,
@@ -79,25 +70,11 @@ func startStack(t *testing.T) *testStack {
 	}
 }
 
-func dropSchemas(t *testing.T, schemas ...string) {
-	conn, err := pgx.Connect(context.Background(), databaseURL())
-	if err != nil {
-		t.Errorf("drop schemas: %v", err)
-		return
-	}
-	defer conn.Close(context.Background())
-	for _, s := range schemas {
-		if _, err := conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{s}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", s, err)
-		}
-	}
-}
-
-// query runs a query in one of the stack's schemas ("order", "inventory")
+// count runs a query in one of the stack's schemas ("order", "inventory")
 // and returns the single int64 it selects.
 func (s *testStack) count(t *testing.T, service, sql string, args ...any) int64 {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), databaseURL())
+	conn, err := pgx.Connect(context.Background(), testenv.DatabaseURL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,99 @@
+// Package testenv gives integration tests the real dependencies, isolated
+// per test: an embedded nats-server with its own store, and a fresh schema in
+// the local PostgreSQL (DATABASE_URL, default postgres.DefaultURL), dropped
+// at cleanup.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io/fs"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/natsembed"
+	"github.com/shopbus/shopbus/internal/postgres"
+)
+
+// DatabaseURL is DATABASE_URL or the local server.
+func DatabaseURL() string {
+	if u := os.Getenv("DATABASE_URL"); u != "" {
+		return u
+	}
+	return postgres.DefaultURL
+}
+
+// NATS starts an embedded nats-server for the test, with the catalog's
+// streams declared, and returns it and a JetStream client.
+func NATS(t testing.TB) (*server.Server, jetstream.JetStream) {
+	t.Helper()
+	s, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.ClientURL(), nats.InProcessServer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := messaging.EnsureStreams(context.Background(), js, messaging.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return s, js
+}
+
+// Schema returns a new schema name, unique to this run.
+func Schema() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "t_" + hex.EncodeToString(b)
+}
+
+// Postgres opens a pool on a fresh schema migrated with the messaging tables
+// and migrations; the schema is dropped at cleanup.
+func Postgres(t testing.TB, migrations ...fs.FS) (*pgxpool.Pool, string) {
+	t.Helper()
+	schema := Schema()
+	pool, err := postgres.Open(context.Background(), DatabaseURL(), schema, true,
+		append([]fs.FS{messaging.Migrations()}, migrations...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		DropSchemas(t, schema)
+	})
+	return pool, schema
+}
+
+// DropSchemas drops schemas and everything in them.
+func DropSchemas(t testing.TB, schemas ...string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), DatabaseURL())
+	if err != nil {
+		t.Errorf("drop schemas: %v", err)
+		return
+	}
+	defer conn.Close(context.Background())
+	for _, s := range schemas {
+		if _, err := conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{s}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", s, err)
+		}
+	}
+}
