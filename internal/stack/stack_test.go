@@ -18,8 +18,8 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
-	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/testenv"
 )
 
 // testStack is a running stack for one test: an embedded nats-server with
