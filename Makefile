@@ -3,13 +3,21 @@
 BUF := go tool -modfile=tools/buf.mod buf
 GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: all test test-short generate checkgenerate lint breaking bench fuzz protodeps ci
+.PHONY: all test demo ts-example generate checkgenerate lint breaking bench fuzz protodeps ci
 
 all: generate lint test
 
 ## test: the whole test suite, with the race detector (needs PostgreSQL on DATABASE_URL).
 test:
 	go test -race -count=1 ./...
+
+## demo: the main job, everything in one process (see README).
+demo:
+	go run ./cmd/shopbus dev
+
+## ts-example: run the TypeScript client against a fresh shopbus dev.
+ts-example: node_modules/.package-lock.json
+	./scripts/ts-example.sh
 
 ## bench: the benchmarks recorded in docs/benchmarks.md.
 bench:
@@ -53,4 +61,4 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
 ## ci: what .ci/run runs.
-ci: lint checkgenerate breaking test
+ci: lint checkgenerate breaking test ts-example

@@ -57,6 +57,7 @@ func HandlerOptions() []connect.HandlerOption {
 	return []connect.HandlerOption{
 		connect.WithInterceptors(validate.NewInterceptor()),
 		connect.WithReadMaxBytes(MaxRequestBytes),
+		connect.WithCompressMinBytes(4096), // small messages cost more to compress than to send
 	}
 }
 

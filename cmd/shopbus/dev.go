@@ -4,6 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // --debug-addr
 	"os"
 	"time"
 
@@ -24,7 +27,11 @@ func dev(ctx context.Context, args []string) error {
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
+	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this address (env SHOPBUS_DEBUG_ADDR); off when empty")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := serveDebug(*debugAddr); err != nil {
 		return err
 	}
 	log, err := newLogger(*logLevel)
@@ -78,6 +85,19 @@ func runUntilStopped(ctx context.Context, s *stack.Stack) error {
 	case <-time.After(stopTimeout):
 		return fmt.Errorf("did not stop within %s; exiting with work in hand unacked (it will be redelivered)", stopTimeout)
 	}
+}
+
+// serveDebug serves Go's profiler on addr, when set.
+func serveDebug(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	go http.Serve(l, http.DefaultServeMux) //nolint:errcheck // lives as long as the process
+	return nil
 }
 
 // stopTimeout bounds a graceful stop.

@@ -135,7 +135,7 @@ func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, log *s
 			continue
 		}
 		// A message in hand is finished even when ctx is cancelled, so a
-		// committed effect is acked; HandleTimeout bounds it.
+		// committed effect is acked; handleTimeout bounds it.
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 		handle(hctx, msg, h, log)
 		cancel()

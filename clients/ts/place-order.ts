@@ -1,0 +1,75 @@
+// place-order.ts: a Node client for the shopbus gateway, using the generated
+// TypeScript code in gen/ts. It sets stock for TS-DEMO-1, places an order,
+// waits for the inventory decision, checks the stock, and shows how a
+// validation error comes back.
+//
+// Run it against `shopbus dev` (from the repo root):
+//
+//	npx tsx clients/ts/place-order.ts
+//	SHOPBUS_URL=http://127.0.0.1:9090 npx tsx clients/ts/place-order.ts
+//
+// It exits non-zero unless the order is CONFIRMED and exactly 2 units moved
+// from on hand to reserved.
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { InventoryService } from "../../gen/ts/shopbus/inventory/v1/inventory_service_pb";
+import { OrderService, OrderStatus } from "../../gen/ts/shopbus/order/v1/order_service_pb";
+
+const baseUrl = process.env.SHOPBUS_URL ?? "http://127.0.0.1:8080";
+const transport = createConnectTransport({ baseUrl, httpVersion: "1.1" });
+const orders = createClient(OrderService, transport);
+const inventory = createClient(InventoryService, transport);
+
+const sku = "TS-DEMO-1";
+const customerId = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b";
+
+function fail(msg: string): never {
+  console.error(`FAIL: ${msg}`);
+  process.exit(1);
+}
+
+await inventory.setStock({ sku, onHand: 10n });
+const before = (await inventory.getStock({ sku })).stock ?? fail("GetStock returned no stock");
+
+const created = await orders.createOrder({
+  idempotencyKey: randomUUID(),
+  customerId,
+  currency: "EUR",
+  lines: [{ sku, quantity: 2, unitPriceMinor: 1250n }],
+});
+const orderId = created.order?.orderId ?? fail("CreateOrder returned no order");
+
+// The order is PENDING until the inventory service has decided.
+let status = OrderStatus.PENDING;
+for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(50)) {
+  const { order } = await orders.getOrder({ orderId });
+  status = order?.status ?? OrderStatus.UNSPECIFIED;
+  if (status !== OrderStatus.PENDING) break;
+}
+console.log(`order ${orderId}: ${OrderStatus[status]}`);
+
+const { stock } = await inventory.getStock({ sku });
+console.log(`stock ${sku}: onHand=${stock?.onHand} reserved=${stock?.reserved}`);
+
+if (status !== OrderStatus.CONFIRMED) fail(`order is ${OrderStatus[status]}, want CONFIRMED`);
+if (stock?.onHand !== before.onHand - 2n || stock.reserved !== before.reserved + 2n) {
+  fail(`want onHand=${before.onHand - 2n} reserved=${before.reserved + 2n}`);
+}
+
+// A request that breaks the contract's rules fails with InvalidArgument.
+try {
+  await orders.createOrder({
+    idempotencyKey: randomUUID(),
+    customerId,
+    currency: "EUR",
+    lines: [{ sku, quantity: 0, unitPriceMinor: 1250n }],
+  });
+  fail("CreateOrder with quantity 0 succeeded");
+} catch (err) {
+  const ce = ConnectError.from(err);
+  if (ce.code !== Code.InvalidArgument) fail(`want InvalidArgument, got ${Code[ce.code]}: ${ce.message}`);
+  console.log(`quantity 0 rejected as expected: ${ce.message}`);
+}
+console.log("OK");

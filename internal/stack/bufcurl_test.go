@@ -1,0 +1,63 @@
+package stack_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestREADMEBufCurl runs the `buf curl` CreateOrder command exactly as
+// README.md shows it (buf from the project's tool modfile, server
+// reflection instead of local protos) against a stack, and checks the answer.
+func TestREADMEBufCurl(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs buf")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var command string
+	sc := bufio.NewScanner(strings.NewReader(string(readme)))
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, "go tool -modfile=tools/buf.mod buf curl") &&
+			strings.Contains(line, "/shopbus.order.v1.OrderService/CreateOrder") {
+			command = line
+			break
+		}
+	}
+	if command == "" {
+		t.Fatal("README.md shows no `go tool -modfile=tools/buf.mod buf curl … CreateOrder` command")
+	}
+	const devURL = "http://127.0.0.1:8080"
+	if !strings.Contains(command, devURL) {
+		t.Fatalf("the README command does not target the dev stack at %s: %s", devURL, command)
+	}
+
+	s := startStack(t)
+	s.setStock(t, "MUG-001", 10)
+	cmd := exec.Command("sh", "-c", strings.Replace(command, devURL, s.URL(), 1))
+	cmd.Dir = "../.."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", command, err, out)
+	}
+	var res struct {
+		Order struct {
+			OrderID string `json:"orderId"`
+			Status  string `json:"status"`
+		} `json:"order"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("buf curl printed %s: %v", out, err)
+	}
+	if res.Order.OrderID == "" || res.Order.Status != "ORDER_STATUS_PENDING" {
+		t.Fatalf("buf curl answered %s", out)
+	}
+	if o := s.await(t, res.Order.OrderID); o.GetStatus().String() != "ORDER_STATUS_CONFIRMED" {
+		t.Errorf("the order placed by buf curl ended %v", o.GetStatus())
+	}
+}
