@@ -1,5 +1,6 @@
 // Package gateway is shopbus's client-facing façade: one HTTP port that
-// serves OrderService and InventoryService over Connect, gRPC and gRPC-Web
+// serves OrderService, InventoryService and the admin DeadLetterService over
+// Connect, gRPC and gRPC-Web
 // (HTTP/1.1 and cleartext HTTP/2), with request validation, gRPC health,
 // gRPC server reflection (so buf curl and grpcurl need no local protos) and
 // CORS for browser clients.
@@ -19,6 +20,7 @@ import (
 	"connectrpc.com/validate"
 	"github.com/rs/cors"
 
+	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 )
@@ -29,6 +31,8 @@ type Config struct {
 	Orders orderv1connect.OrderServiceHandler
 	// Inventory serves InventoryService.
 	Inventory inventoryv1connect.InventoryServiceHandler
+	// DeadLetters serves DeadLetterService (admin).
+	DeadLetters deadletterv1connect.DeadLetterServiceHandler
 	// Services mounts more Connect services: path prefix → handler, with
 	// their fully-qualified names for health and reflection.
 	Services []Service
@@ -72,6 +76,10 @@ func Handler(cfg Config) http.Handler {
 	if cfg.Inventory != nil {
 		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions()...)
 		services = append(services, Service{Name: inventoryv1connect.InventoryServiceName, Path: path, Handler: h})
+	}
+	if cfg.DeadLetters != nil {
+		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions()...)
+		services = append(services, Service{Name: deadletterv1connect.DeadLetterServiceName, Path: path, Handler: h})
 	}
 	names := make([]string, 0, len(services))
 	for _, s := range services {

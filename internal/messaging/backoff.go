@@ -5,24 +5,35 @@ import (
 	"time"
 )
 
-// Backoff schedule (docs/adr/006-retries-and-backoff.md): exponential from
-// BackoffBase, doubling per attempt, capped at BackoffCap, with full jitter
-// in its upper half so that retries of many messages spread out.
-const (
-	BackoffBase = 250 * time.Millisecond
-	BackoffCap  = 30 * time.Second
-)
+// RetryPolicy says how a consumer retries a transient failure
+// (docs/adr/006-retries-and-backoff.md): up to MaxDeliver deliveries in all,
+// the n-th retry after Delay(n).
+type RetryPolicy struct {
+	// MaxDeliver bounds deliveries; the last failure goes to the
+	// dead-letter queue.
+	MaxDeliver int
+	// Base is the delay before the first retry; each retry doubles it.
+	Base time.Duration
+	// Cap bounds the delay.
+	Cap time.Duration
+}
 
-// Backoff returns the delay before retry number attempt (1 for the first
-// retry): a random duration in [d/2, d] where d = min(BackoffCap,
-// BackoffBase * 2^(attempt-1)).
-func Backoff(attempt int) time.Duration {
-	d := BackoffCap
-	if attempt < 1 {
-		attempt = 1
-	}
-	if attempt <= 20 {
-		d = min(BackoffCap, BackoffBase<<(attempt-1))
+// DefaultRetry: 10 deliveries, 250ms doubling to a 30s cap, so a message is
+// retried for about 1 to 2 minutes before it is dead-lettered.
+var DefaultRetry = RetryPolicy{MaxDeliver: 10, Base: 250 * time.Millisecond, Cap: 30 * time.Second}
+
+// Delay returns the delay before retry number attempt (1 for the first
+// retry): exponential, d = min(Cap, Base * 2^(attempt-1)), with jitter: a
+// random duration in [d/2, d], so that retries of many messages spread out.
+func (p RetryPolicy) Delay(attempt int) time.Duration {
+	d := p.Cap
+	attempt = max(attempt, 1)
+	if attempt <= 30 {
+		d = min(p.Cap, p.Base<<(attempt-1))
 	}
 	return d/2 + rand.N(d/2+1)
 }
+
+// Backoff is DefaultRetry.Delay, for retries outside a consumer (the outbox
+// relay, the dead-letter collector).
+func Backoff(attempt int) time.Duration { return DefaultRetry.Delay(attempt) }

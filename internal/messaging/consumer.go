@@ -32,7 +32,8 @@ type Delivery struct {
 
 // Handler handles one event. Returning nil acks it, so a handler returns nil
 // only once its effect is committed. An error that IsPermanent terminates the
-// message (dead-letter queue); any other error retries it after Backoff.
+// message (dead-letter queue); any other error retries it after the retry
+// policy's delay, and terminates it when its deliveries are used up.
 type Handler func(ctx context.Context, d *Delivery) error
 
 // ConsumerConfig declares a durable pull consumer.
@@ -47,9 +48,8 @@ type ConsumerConfig struct {
 	// AckWait is how long a delivery may stay unacked before JetStream
 	// redelivers it (default 30s).
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries, after which JetStream gives up and
-	// advises MAX_DELIVERIES (default 10).
-	MaxDeliver int
+	// Retry is the retry policy (DefaultRetry when zero).
+	Retry RetryPolicy
 	// MaxAckPending bounds unacked deliveries across instances (default 256).
 	MaxAckPending int
 	// Workers is how many messages this instance handles at once (default 1).
@@ -60,8 +60,8 @@ func (c *ConsumerConfig) defaults() {
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
 	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 10
+	if c.Retry == (RetryPolicy{}) {
+		c.Retry = DefaultRetry
 	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 256
@@ -81,7 +81,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerCon
 		FilterSubjects: cfg.Subjects,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.AckWait,
-		MaxDeliver:     cfg.MaxDeliver,
+		MaxDeliver:     cfg.Retry.MaxDeliver,
 		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
@@ -101,11 +101,12 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		return err
 	}
 	log = log.With("consumer", cfg.Durable, "stream", cfg.Stream)
+	s := &settler{retry: cfg.Retry, log: log, firstFailure: map[uint64]time.Time{}}
 	var wg sync.WaitGroup
 	errs := make(chan error, cfg.Workers)
 	for range cfg.Workers {
 		wg.Go(func() {
-			if err := consumeLoop(ctx, cons, h, log); err != nil {
+			if err := consumeLoop(ctx, cons, h, s); err != nil {
 				errs <- err
 			}
 		})
@@ -118,7 +119,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	return ctx.Err()
 }
 
-func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, log *slog.Logger) error {
+func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *settler) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(1))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -131,13 +132,13 @@ func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, log *s
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
-			log.Warn("consumer: next", "err", err)
+			s.log.Warn("consumer: next", "err", err)
 			continue
 		}
 		// A message in hand is finished even when ctx is cancelled, so a
 		// committed effect is acked; handleTimeout bounds it.
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
-		handle(hctx, msg, h, log)
+		s.handle(hctx, msg, h)
 		cancel()
 	}
 }
@@ -145,37 +146,93 @@ func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, log *s
 // handleTimeout bounds one handler call (and thus a graceful stop).
 const handleTimeout = 20 * time.Second
 
-// handle runs h on msg and settles msg: ack, nak with delay, or term.
-func handle(ctx context.Context, msg jetstream.Msg, h Handler, log *slog.Logger) {
+// Reasons given to TermWithReason, which the MSG_TERMINATED advisory carries
+// to the dead-letter queue: "<kind>: <error> [first failure <RFC 3339>]".
+const (
+	// TermPoison marks a permanent failure, terminated at once.
+	TermPoison = "poison"
+	// TermExhausted marks a transient failure on the last allowed delivery.
+	TermExhausted = "retries exhausted"
+)
+
+// settler settles messages: ack, nak with delay, or term.
+type settler struct {
+	retry RetryPolicy
+	log   *slog.Logger
+
+	mu           sync.Mutex
+	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ
+}
+
+// handle runs h on msg and settles msg. A transient failure on the last
+// allowed delivery is terminated with its error (rather than left to
+// JetStream's MAX_DELIVERIES advisory, which cannot say what went wrong), so
+// the dead letter records the last error.
+func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	meta, err := msg.Metadata()
 	if err != nil {
-		log.Error("consumer: message without JetStream metadata", "subject", msg.Subject(), "err", err)
+		s.log.Error("consumer: message without JetStream metadata", "subject", msg.Subject(), "err", err)
 		return
 	}
 	d, err := decode(msg, meta)
 	if err == nil {
 		err = h(event.ContextWithTrace(ctx, d.Envelope), d)
 	}
-	attrs := []any{"subject", msg.Subject(), "stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered}
+	seq := meta.Sequence.Stream
+	attrs := []any{"subject", msg.Subject(), "stream_seq", seq, "delivered", meta.NumDelivered}
 	switch {
 	case err == nil:
+		s.forget(seq)
 		if err := msg.DoubleAck(ctx); err != nil {
 			// The effect is committed; a redelivery finds it in
 			// processed_events.
-			log.Warn("consumer: ack not confirmed; the event may be redelivered", append(attrs, "err", err)...)
+			s.log.Warn("consumer: ack not confirmed; the event may be redelivered", append(attrs, "err", err)...)
 		}
-	case IsPermanent(err):
-		log.Error("consumer: permanent failure; terminating (dead-letter queue)", append(attrs, "err", err)...)
-		if err := msg.TermWithReason(truncate(err.Error(), 512)); err != nil {
-			log.Warn("consumer: term", append(attrs, "err", err)...)
+	case IsPermanent(err), s.retry.MaxDeliver > 0 && int(meta.NumDelivered) >= s.retry.MaxDeliver:
+		kind := TermPoison
+		if !IsPermanent(err) {
+			kind = TermExhausted
+		}
+		first := s.forget(seq)
+		if first.IsZero() {
+			first = time.Now()
+		}
+		reason := fmt.Sprintf("%s: %s [first failure %s]", kind, truncate(err.Error(), 400), first.UTC().Format(time.RFC3339Nano))
+		s.log.Error("consumer: giving up; terminating (dead-letter queue)", append(attrs, "err", err, "kind", kind)...)
+		if err := msg.TermWithReason(reason); err != nil {
+			s.log.Warn("consumer: term", append(attrs, "err", err)...)
 		}
 	default:
-		delay := Backoff(int(meta.NumDelivered))
-		log.Warn("consumer: transient failure; retrying", append(attrs, "err", err, "retry_in", delay)...)
+		s.remember(seq)
+		delay := s.retry.Delay(int(meta.NumDelivered))
+		s.log.Warn("consumer: transient failure; retrying", append(attrs, "err", err, "retry_in", delay)...)
 		if err := msg.NakWithDelay(delay); err != nil {
-			log.Warn("consumer: nak", append(attrs, "err", err)...)
+			s.log.Warn("consumer: nak", append(attrs, "err", err)...)
 		}
 	}
+}
+
+func (s *settler) remember(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.firstFailure[seq]; ok {
+		return
+	}
+	if len(s.firstFailure) >= 10_000 { // bounded: forget an arbitrary one
+		for k := range s.firstFailure {
+			delete(s.firstFailure, k)
+			break
+		}
+	}
+	s.firstFailure[seq] = time.Now()
+}
+
+func (s *settler) forget(seq uint64) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.firstFailure[seq]
+	delete(s.firstFailure, seq)
+	return t
 }
 
 func decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Delivery, error) {

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/gateway"
+	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
@@ -48,6 +49,9 @@ type Config struct {
 	Addr string
 	// Streams configures every stream.
 	Streams messaging.StreamOptions
+	// Retry is the consumers' retry policy (messaging.DefaultRetry when
+	// zero).
+	Retry messaging.RetryPolicy
 	// AllowedOrigins are the gateway's CORS origins.
 	AllowedOrigins []string
 	// Components lists what runs here: "order", "inventory", "gateway"
@@ -96,12 +100,18 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	if cfg.runs("order") || cfg.runs("inventory") {
-		if err := s.startServices(ctx); err != nil {
+	if cfg.runs("order") || cfg.runs("inventory") || cfg.NATSURL != "" {
+		if err := s.connectNATS(ctx); err != nil {
 			return nil, err
 		}
 	}
+	if err := s.startServices(ctx); err != nil {
+		return nil, err
+	}
 	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins}
+	if s.JS != nil {
+		gw.DeadLetters = deadletter.NewHandler(deadletter.NewStore(s.JS), cfg.Log)
+	}
 	if s.Orders != nil {
 		gw.Orders = order.NewHandler(s.Orders)
 	}
@@ -125,9 +135,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	return s, nil
 }
 
-// startServices connects NATS and PostgreSQL, declares the streams and
-// builds the services this stack runs.
-func (s *Stack) startServices(ctx context.Context) (err error) {
+// connectNATS connects to NATS (starting the embedded server when no URL is
+// given) and declares the event streams and the dead-letter queue.
+func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	cfg := s.cfg
 	if cfg.NATSURL == "" {
 		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort})
@@ -148,12 +158,20 @@ func (s *Stack) startServices(ctx context.Context) (err error) {
 	if err := messaging.EnsureStreams(ctx, s.JS, cfg.Streams); err != nil {
 		return err
 	}
+	return deadletter.Ensure(ctx, s.JS, deadletter.Options{Replicas: cfg.Streams.Replicas})
+}
+
+// startServices opens the PostgreSQL schemas and builds the services this
+// stack runs.
+func (s *Stack) startServices(ctx context.Context) error {
+	cfg := s.cfg
 	if cfg.runs("order") {
 		pool, err := s.open(ctx, cfg.Schema+"_order", order.Migrations)
 		if err != nil {
 			return err
 		}
 		s.Orders = order.New(pool, s.JS, cfg.Schema+"_order", cfg.Log)
+		s.Orders.Retry = cfg.Retry
 	}
 	if cfg.runs("inventory") {
 		pool, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
@@ -161,6 +179,7 @@ func (s *Stack) startServices(ctx context.Context) (err error) {
 			return err
 		}
 		s.Inventory = inventory.New(pool, s.JS, cfg.Schema+"_inventory", cfg.Log)
+		s.Inventory.Retry = cfg.Retry
 	}
 	return nil
 }
@@ -189,6 +208,16 @@ func (s *Stack) Run(ctx context.Context) error {
 	}
 	if s.Inventory != nil {
 		g.Go(func() error { return s.Inventory.Run(gctx) })
+	}
+	if s.Orders != nil || s.Inventory != nil {
+		// The dead-letter collector runs beside the services; instances
+		// share its durable consumer.
+		g.Go(func() error {
+			if err := deadletter.NewCollector(s.JS, s.cfg.Log).Run(gctx); !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		})
 	}
 	g.Go(func() error {
 		if err := s.Server.Serve(s.Listener); !errors.Is(err, http.ErrServerClosed) {

@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -29,20 +30,25 @@ type testStack struct {
 	*stack.Stack
 	orders    orderv1connect.OrderServiceClient
 	inventory inventoryv1connect.InventoryServiceClient
+	dlq       deadletterv1connect.DeadLetterServiceClient
 	schema    string
 }
 
-func startStack(t *testing.T) *testStack {
+func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 	t.Helper()
 	schema := testenv.Schema()
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := stack.Start(ctx, stack.Config{
+	cfg := stack.Config{
 		DataDir:     t.TempDir(),
 		DatabaseURL: testenv.DatabaseURL(),
 		Schema:      schema,
 		Addr:        "127.0.0.1:0",
-		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	})
+		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})),
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	s, err := stack.Start(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -66,6 +72,7 @@ func startStack(t *testing.T) *testStack {
 		Stack:     s,
 		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL()),
 		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),
+		dlq:       deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, s.URL()),
 		schema:    schema,
 	}
 }

@@ -44,6 +44,9 @@ type Service struct {
 	js     jetstream.JetStream
 	schema string
 	log    *slog.Logger
+	// Retry is the consumer's retry policy (messaging.DefaultRetry when
+	// zero).
+	Retry messaging.RetryPolicy
 	// Workers is how many order.created events are handled at once.
 	Workers int
 }
@@ -61,7 +64,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return messaging.NewRelay(s.pool, s.js, s.schema, messaging.WithRelayLogger(s.log)).Run(ctx)
 	})
 	g.Go(func() error {
-		return messaging.Consume(ctx, s.js, ReserveStockConsumer(s.Workers), s.ReserveStock, s.log)
+		cfg := ReserveStockConsumer(s.Workers)
+		cfg.Retry = s.Retry
+		return messaging.Consume(ctx, s.js, cfg, s.ReserveStock, s.log)
 	})
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {

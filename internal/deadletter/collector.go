@@ -1,0 +1,176 @@
+package deadletter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// Collector turns advisories into dead letters.
+type Collector struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// NewCollector returns a collector. Several may run: they share one durable
+// consumer on the advisory stream.
+func NewCollector(js jetstream.JetStream, log *slog.Logger) *Collector {
+	return &Collector{js: js, log: log.With("component", "deadletter-collector")}
+}
+
+// advisory is what both advisories carry (MSG_TERMINATED adds the reason).
+type advisory struct {
+	Type       string    `json:"type"`
+	Time       time.Time `json:"timestamp"`
+	Stream     string    `json:"stream"`
+	Consumer   string    `json:"consumer"`
+	StreamSeq  uint64    `json:"stream_seq"`
+	Deliveries uint64    `json:"deliveries"`
+	Reason     string    `json:"reason"`
+}
+
+// Run collects until ctx is done. Advisories that arrived while no collector
+// ran wait in the advisory stream and are collected when it starts.
+func (c *Collector) Run(ctx context.Context) error {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, AdvisoryStream, jetstream.ConsumerConfig{
+		Durable:       collectorDurable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1, // never give up on a dead letter
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("jetstream: consumer %s: %w", collectorDurable, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(16))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return ctx.Err()
+		}
+		if err != nil {
+			c.log.Warn("next advisory", "err", err)
+			continue
+		}
+		if err := c.collect(ctx, msg); err != nil {
+			meta, _ := msg.Metadata()
+			delivered := uint64(1)
+			if meta != nil {
+				delivered = meta.NumDelivered
+			}
+			c.log.Warn("dead letter not stored; retrying", "err", err)
+			_ = msg.NakWithDelay(messaging.Backoff(int(delivered)))
+			continue
+		}
+		if err := msg.DoubleAck(ctx); err != nil {
+			c.log.Warn("ack advisory", "err", err) // redelivered: collect is idempotent
+		}
+	}
+}
+
+// collect stores the dead letter an advisory announces, once.
+func (c *Collector) collect(ctx context.Context, msg jetstream.Msg) error {
+	var a advisory
+	if err := json.Unmarshal(msg.Data(), &a); err != nil || a.Stream == "" || a.StreamSeq == 0 {
+		c.log.Error("unreadable advisory; skipped", "subject", msg.Subject(), "err", err)
+		return nil
+	}
+	if a.Stream == Stream || a.Stream == AdvisoryStream {
+		return nil // the DLQ machinery's own streams are never dead-lettered
+	}
+	reason, errText, first := ReasonMaxDeliveries, "", ""
+	if strings.Contains(msg.Subject(), ".MSG_TERMINATED.") {
+		reason, errText, first = parseTermReason(a.Reason)
+	}
+	h := nats.Header{}
+	var data []byte
+	orig, err := c.js.Stream(ctx, a.Stream)
+	var raw *jetstream.RawStreamMsg
+	if err == nil {
+		raw, err = orig.GetMsg(ctx, a.StreamSeq)
+	}
+	switch {
+	case err == nil:
+		data = raw.Data
+		for k, vs := range raw.Header {
+			if k == nats.MsgIdHdr {
+				h.Set(HeaderOriginalMsgID, vs[0])
+				continue
+			}
+			if strings.HasPrefix(k, "Nats-") {
+				continue
+			}
+			h[k] = vs
+		}
+		h.Set(HeaderOriginalSubject, raw.Subject)
+		h.Set(HeaderOriginalTimestamp, raw.Time.UTC().Format(time.RFC3339Nano))
+	case errors.Is(err, jetstream.ErrMsgNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+		h.Set(HeaderOriginalMissing, "true")
+	default:
+		return fmt.Errorf("fetch %s #%d: %w", a.Stream, a.StreamSeq, err)
+	}
+	failedAt := a.Time
+	if failedAt.IsZero() {
+		failedAt = time.Now()
+	}
+	h.Set(HeaderOriginalStream, a.Stream)
+	h.Set(HeaderOriginalSequence, strconv.FormatUint(a.StreamSeq, 10))
+	h.Set(HeaderOriginalConsumer, a.Consumer)
+	h.Set(HeaderDeliveryCount, strconv.FormatUint(a.Deliveries, 10))
+	h.Set(HeaderReason, reason)
+	h.Set(HeaderLastFailure, failedAt.UTC().Format(time.RFC3339Nano))
+	if errText != "" {
+		h.Set(HeaderExceptionMessage, errText)
+	}
+	if first != "" {
+		h.Set(HeaderFirstFailure, first)
+	}
+	subj := subject(a.Stream, a.Consumer, a.StreamSeq)
+	_, err = c.js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: data, Header: h},
+		jetstream.WithMsgID(strings.TrimPrefix(subj, SubjectPrefix)), jetstream.WithExpectStream(Stream))
+	if isAlreadyStored(err) {
+		return nil // seen before: one dead letter per message and consumer
+	}
+	if err != nil {
+		return fmt.Errorf("store dead letter %s: %w", subj, err)
+	}
+	c.log.Info("dead letter stored", "subject", subj, "reason", reason, "error", errText)
+	return nil
+}
+
+// isAlreadyStored reports the DLQ's refusal of a second dead letter for the
+// same subject.
+func isAlreadyStored(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages per subject exceeded")
+}
+
+// parseTermReason reads the reason messaging.Consume gives TermWithReason:
+// "<kind>: <error> [first failure <RFC 3339>]", where kind is "poison" or
+// "retries exhausted".
+func parseTermReason(r string) (reason, errText, firstFailure string) {
+	reason = ReasonTerminated
+	if strings.HasPrefix(r, messaging.TermExhausted) {
+		reason = ReasonMaxDeliveries
+	}
+	if i := strings.LastIndex(r, " [first failure "); i >= 0 && strings.HasSuffix(r, "]") {
+		firstFailure = r[i+len(" [first failure ") : len(r)-1]
+		r = r[:i]
+	}
+	return reason, r, firstFailure
+}
