@@ -3,6 +3,7 @@
 //	shopbus dev                          everything in one process: embedded NATS, services, gateway
 //	shopbus serve order|inventory|gateway one component against external NATS and PostgreSQL
 //	shopbus bench                        place orders against a running gateway and print latency and throughput
+//	shopbus dlq list|show|redrive|discard the dead-letter queue, through a running gateway
 //
 // Every flag has an environment fallback, shown in -h.
 package main
@@ -38,6 +39,8 @@ func main() {
 		err = serve(ctx, args)
 	case "bench":
 		err = bench(ctx, args)
+	case "dlq":
+		err = dlq(ctx, args)
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -62,6 +65,7 @@ func usage() {
   shopbus dev [flags]                           run everything in one process (quick start)
   shopbus serve order|inventory|gateway [flags] run one component against external NATS and PostgreSQL
   shopbus bench [flags]                         measure CreateOrder → CONFIRMED against a running gateway
+  shopbus dlq list|show|redrive|discard [flags] the dead-letter queue, through a running gateway
 
 Run "shopbus <command> -h" for the flags of a command.
 `)

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
+	"github.com/shopbus/shopbus/internal/event"
+)
+
+// dlq is the operator's view of the dead-letter queue, through the gateway's
+// DeadLetterService.
+func dlq(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("dlq: name a subcommand: list, show, redrive or discard")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
+	url := fs.String("url", env("SHOPBUS_URL", "http://127.0.0.1:8080"), "gateway base URL (env SHOPBUS_URL)")
+	stream := fs.String("stream", "", "only dead letters from this stream (list, --all)")
+	consumer := fs.String("consumer", "", "only dead letters of this consumer (list, --all)")
+	eventType := fs.String("type", "", "only dead letters of this event type, e.g. order.created (list, --all)")
+	reason := fs.String("reason", "", "only max_deliveries or terminated (list, --all)")
+	limit := fs.Int("limit", 50, "list: how many to show")
+	all := fs.Bool("all", false, "redrive, discard: every dead letter matching the filters")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: shopbus dlq list [filters] | show ID | redrive ID... | redrive --all [filters] | discard ID... | discard --all [filters]\n")
+		fs.PrintDefaults()
+	}
+	// Flags may come before or after the ids.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
+	}
+	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url)
+	filter := &deadletterv1.ListDeadLettersRequest{OriginalStream: *stream, Consumer: *consumer, EventType: *eventType}
+	switch *reason {
+	case "":
+	case "max_deliveries":
+		filter.Reason = deadletterv1.Reason_REASON_MAX_DELIVERIES
+	case "terminated":
+		filter.Reason = deadletterv1.Reason_REASON_TERMINATED
+	default:
+		return fmt.Errorf("dlq: --reason %q: want max_deliveries or terminated", *reason)
+	}
+	switch sub {
+	case "list":
+		if len(positional) > 0 {
+			return fmt.Errorf("dlq list: unexpected arguments %v", positional)
+		}
+		return dlqList(ctx, client, filter, *limit)
+	case "show":
+		if len(positional) != 1 {
+			return fmt.Errorf("dlq show: name one dead letter id")
+		}
+		id, err := parseIDs(positional)
+		if err != nil {
+			return err
+		}
+		res, err := client.GetDeadLetter(ctx, connect.NewRequest(&deadletterv1.GetDeadLetterRequest{Id: id[0]}))
+		if err != nil {
+			return err
+		}
+		return dlqShow(res.Msg.GetDeadLetter())
+	case "redrive", "discard":
+		ids, err := parseIDs(positional)
+		if err != nil {
+			return err
+		}
+		if *all == (len(ids) > 0) {
+			return fmt.Errorf("dlq %s: name dead letter ids, or --all with filters (not both)", sub)
+		}
+		if *all {
+			if ids, err = matching(ctx, client, filter); err != nil {
+				return err
+			}
+		}
+		return dlqChange(ctx, client, sub, ids)
+	default:
+		return fmt.Errorf("dlq: unknown subcommand %q: want list, show, redrive or discard", sub)
+	}
+}
+
+func parseIDs(args []string) ([]uint64, error) {
+	var ids []uint64
+	for _, a := range args {
+		id, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || id == 0 {
+			return nil, fmt.Errorf("dlq: %q is not a dead letter id (a positive number from dlq list)", a)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func dlqList(ctx context.Context, client deadletterv1connect.DeadLetterServiceClient, filter *deadletterv1.ListDeadLettersRequest, limit int) error {
+	filter.PageSize = uint32(min(max(limit, 1), 500))
+	res, err := client.ListDeadLetters(ctx, connect.NewRequest(filter))
+	if err != nil {
+		return err
+	}
+	st := res.Msg.GetStats()
+	fmt.Printf("dead-letter queue: %d messages, %d bytes of %d, kept %v\n", st.GetMessages(), st.GetBytes(), st.GetMaxBytes(),
+		time.Duration(st.GetMaxAgeSeconds())*time.Second)
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tFROM\tCONSUMER\tEVENT\tDELIVERIES\tREASON\tFAILED AT\tERROR")
+	for _, dl := range res.Msg.GetDeadLetters() {
+		fmt.Fprintf(w, "%d\t%s#%d\t%s\t%s\t%d\t%s\t%s\t%s\n", dl.GetId(), dl.GetOriginalStream(), dl.GetOriginalSequence(),
+			dl.GetConsumer(), eventName(dl), dl.GetDeliveries(), reasonName(dl.GetReason()),
+			dl.GetFailedAt().AsTime().Format(time.RFC3339), truncateText(dl.GetError(), 80))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if res.Msg.GetNextAfterId() != 0 {
+		fmt.Printf("(more after id %d)\n", res.Msg.GetNextAfterId())
+	}
+	return nil
+}
+
+func dlqShow(dl *deadletterv1.DeadLetter) error {
+	meta := proto.CloneOf(dl)
+	meta.Data = nil
+	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s\n", b)
+	if env, err := event.Decode(dl.GetData()); err == nil {
+		if msg, spec, err := event.Open(env); err == nil {
+			p, _ := protojson.MarshalOptions{Multiline: true}.Marshal(msg)
+			fmt.Printf("payload (%s):\n%s\n", spec, p)
+			return nil
+		}
+	}
+	fmt.Printf("data (%d bytes, not a valid shopbus event): %q\n", len(dl.GetData()), truncateText(string(dl.GetData()), 2000))
+	return nil
+}
+
+func matching(ctx context.Context, client deadletterv1connect.DeadLetterServiceClient, filter *deadletterv1.ListDeadLettersRequest) ([]uint64, error) {
+	var ids []uint64
+	filter.PageSize = 500
+	for {
+		res, err := client.ListDeadLetters(ctx, connect.NewRequest(filter))
+		if err != nil {
+			return nil, err
+		}
+		for _, dl := range res.Msg.GetDeadLetters() {
+			ids = append(ids, dl.GetId())
+		}
+		if res.Msg.GetNextAfterId() == 0 {
+			return ids, nil
+		}
+		filter.AfterId = res.Msg.GetNextAfterId()
+	}
+}
+
+func dlqChange(ctx context.Context, client deadletterv1connect.DeadLetterServiceClient, verb string, ids []uint64) error {
+	done := map[string]string{"redrive": "redriven", "discard": "discarded"}[verb]
+	failed := 0
+	for chunk := range slices.Chunk(ids, 1000) {
+		var results []*deadletterv1.Result
+		if verb == "redrive" {
+			res, err := client.RedriveDeadLetters(ctx, connect.NewRequest(&deadletterv1.RedriveDeadLettersRequest{Ids: chunk}))
+			if err != nil {
+				return err
+			}
+			results = res.Msg.GetResults()
+		} else {
+			res, err := client.DiscardDeadLetters(ctx, connect.NewRequest(&deadletterv1.DiscardDeadLettersRequest{Ids: chunk}))
+			if err != nil {
+				return err
+			}
+			results = res.Msg.GetResults()
+		}
+		for _, r := range results {
+			switch {
+			case !r.GetOk():
+				failed++
+				fmt.Printf("%d: not %s: %s\n", r.GetId(), done, r.GetError())
+			case verb == "redrive":
+				fmt.Printf("%d: redriven (now stream sequence %d)\n", r.GetId(), r.GetNewSequence())
+			default:
+				fmt.Printf("%d: discarded\n", r.GetId())
+			}
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("dlq %s: %d of %d failed", verb, failed, len(ids))
+	}
+	fmt.Printf("%d dead letters %s\n", len(ids), done)
+	return nil
+}
+
+func eventName(dl *deadletterv1.DeadLetter) string {
+	if dl.GetEventType() == "" {
+		return "-"
+	}
+	return fmt.Sprintf("%s.v%d", dl.GetEventType(), dl.GetEventVersion())
+}
+
+func reasonName(r deadletterv1.Reason) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "REASON_"))
+}
+
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
