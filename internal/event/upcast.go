@@ -42,7 +42,7 @@ func Latest(env *eventv1.Envelope) (proto.Message, Spec, error) {
 			return nil, Spec{}, fmt.Errorf("event: upcast %s: %w", spec, err)
 		}
 		if msg, err = up(msg); err != nil {
-			return nil, Spec{}, fmt.Errorf("event: upcast %s to %s: %w", spec, next, err)
+			return nil, Spec{}, fmt.Errorf("%w: upcast %s to %s: %w", ErrInvalid, spec, next, err)
 		}
 		if err := validate(next.String()+" (upcast from "+spec.String()+")", msg); err != nil {
 			return nil, Spec{}, err

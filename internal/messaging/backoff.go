@@ -26,12 +26,27 @@ var DefaultRetry = RetryPolicy{MaxDeliver: 10, Base: 250 * time.Millisecond, Cap
 // retry): exponential, d = min(Cap, Base * 2^(attempt-1)), with jitter: a
 // random duration in [d/2, d], so that retries of many messages spread out.
 func (p RetryPolicy) Delay(attempt int) time.Duration {
-	d := p.Cap
-	attempt = max(attempt, 1)
-	if attempt <= 30 {
-		d = min(p.Cap, p.Base<<(attempt-1))
+	p = p.withDefaults()
+	d := p.Base
+	for i := 1; i < attempt && d < p.Cap; i++ {
+		d *= 2 // stops at the cap: cannot overflow
 	}
+	d = min(d, p.Cap)
 	return d/2 + rand.N(d/2+1)
+}
+
+// withDefaults fills each zero field from DefaultRetry.
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxDeliver <= 0 {
+		p.MaxDeliver = DefaultRetry.MaxDeliver
+	}
+	if p.Base <= 0 {
+		p.Base = DefaultRetry.Base
+	}
+	if p.Cap <= 0 {
+		p.Cap = max(DefaultRetry.Cap, p.Base)
+	}
+	return p
 }
 
 // Backoff is DefaultRetry.Delay, for retries outside a consumer (the outbox

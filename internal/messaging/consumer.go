@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,7 +49,7 @@ type ConsumerConfig struct {
 	// AckWait is how long a delivery may stay unacked before JetStream
 	// redelivers it (default 30s).
 	AckWait time.Duration
-	// Retry is the retry policy (DefaultRetry when zero).
+	// Retry is the retry policy; zero fields take DefaultRetry's.
 	Retry RetryPolicy
 	// MaxAckPending bounds unacked deliveries across instances (default 256).
 	MaxAckPending int
@@ -60,9 +61,7 @@ func (c *ConsumerConfig) defaults() {
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
 	}
-	if c.Retry == (RetryPolicy{}) {
-		c.Retry = DefaultRetry
-	}
+	c.Retry = c.Retry.withDefaults()
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 256
 	}
@@ -250,9 +249,10 @@ func decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Delivery, error) {
 	return &Delivery{Envelope: env, Event: payload, Spec: spec, Subject: msg.Subject(), Metadata: meta}, nil
 }
 
+// truncate cuts s to at most n bytes without splitting a character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	return strings.ToValidUTF8(s[:n], "")
 }

@@ -16,9 +16,10 @@
 //     transaction, so a redelivered event has no second effect.
 //   - EnsureStreams declares the streams of the event catalog, idempotently.
 //
-// JetStream features come first (duplicate window, MaxDeliver, BackOff, Nak
-// with delay, Term, advisories); this package adds only what JetStream does
-// not give. Partitioned consumers, consumer groups and batched commits fit in
+// JetStream features come first (duplicate window, MaxDeliver, Nak with
+// delay, Term with a reason, advisories: see internal/deadletter); this
+// package adds only what JetStream does not give. docs/adr/006 explains the
+// retry policy. Partitioned consumers, consumer groups and batched commits fit in
 // as more ConsumerConfig fields and another Handler shape.
 package messaging
 

@@ -141,11 +141,14 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			if err := rows.Scan(&id, &subject, &data); err != nil {
 				return fmt.Errorf("outbox: scan: %w", err)
 			}
-			env, err := event.Decode(data)
-			if err != nil {
-				return fmt.Errorf("outbox: row %s: %w", id, err)
+			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+			if env, err := event.Decode(data); err == nil {
+				msg.Header = event.Headers(env)
+			} else {
+				// Never block the outbox behind one bad row: publish it as
+				// it is; its consumers dead-letter it, where it is seen.
+				r.log.Error("outbox relay: row is not a valid event; publishing it for the dead-letter queue", "id", id, "err", err)
 			}
-			msg := &nats.Msg{Subject: subject, Data: data, Header: event.Headers(env)}
 			f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
 			if err != nil {
 				publishErr = fmt.Errorf("publish %s: %w", id, err)

@@ -75,3 +75,6 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	return err
 }
+
+// Schema is the PostgreSQL schema the service works in (its outbox's).
+func (s *Service) Schema() string { return s.schema }

@@ -1,0 +1,480 @@
+// Package chaos_test places thousands of orders through the real order and
+// inventory services, NATS JetStream and PostgreSQL while it injects faults,
+// then checks that nothing was lost, doubled or oversold. The short form runs
+// in `make test`; `go test ./internal/chaos -chaos.orders=10000` is the long
+// form.
+package chaos_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/deadletter"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/natsembed"
+	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/inventory"
+	"github.com/shopbus/shopbus/services/order"
+)
+
+var (
+	ordersFlag = flag.Int("chaos.orders", 2000, "orders to place")
+	poisonRate = flag.Float64("chaos.poison", 0.01, "poison events per order")
+)
+
+const (
+	skus         = 20
+	stockPerSKU  = 150 // about 3,000 units for 2,000 orders of 1–3 units: some orders are rejected
+	clientsCount = 8
+)
+
+// world is one chaos run: a restartable embedded nats-server, the services
+// on schemas of their own, and the fault counters.
+type world struct {
+	t        *testing.T
+	storeDir string
+	port     int
+	srv      atomic.Pointer[server.Server]
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	dbURL    string
+	orderDB  *pgxpool.Pool
+	invDB    *pgxpool.Pool
+	orders   *order.Service
+	inv      *inventory.Service
+
+	ackLost, natsRestarts, pgKills, dupPublishes atomic.Int64
+	poisonSeqs                                    sync.Map // stream sequence → kind
+}
+
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos suite")
+	}
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	run := func(f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("component: %v", err)
+			}
+		})
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	run(messaging.NewRelay(w.orderDB, w.js, w.orders.Schema(), messaging.WithRelayLogger(log)).Run)
+	run(messaging.NewRelay(w.invDB, w.js, w.inv.Schema(), messaging.WithRelayLogger(log)).Run)
+	run(deadletter.NewCollector(w.js, log).Run)
+	for range 2 { // two inventory instances share the durable consumer
+		run(func(ctx context.Context) error {
+			return messaging.Consume(ctx, w.js, inventory.ReserveStockConsumer(2), w.ackLostAfterCommit(w.inv.ReserveStock), log)
+		})
+	}
+	run(func(ctx context.Context) error {
+		return messaging.Consume(ctx, w.js, order.InventoryOutcomeConsumer(2), w.ackLostAfterCommit(w.orders.ApplyInventoryOutcome), log)
+	})
+
+	// Place the orders while faults happen.
+	progress := atomic.Int64{}
+	faultsDone := make(chan struct{})
+	go w.injectFaults(ctx, &progress, faultsDone)
+	accepted := w.placeOrders(ctx, &progress)
+	<-faultsDone
+
+	w.awaitQuiet(t, len(accepted))
+	cancel()
+	wg.Wait()
+	w.check(t, accepted)
+}
+
+func newWorld(t *testing.T) *world {
+	w := &world{t: t, storeDir: t.TempDir()}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	w.startNATS()
+	t.Cleanup(func() { w.srv.Load().Shutdown() })
+	w.nc, err = nats.Connect(w.srv.Load().ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.nc.Close)
+	w.js, _ = jetstream.New(w.nc)
+	ctx := context.Background()
+	if err := messaging.EnsureStreams(ctx, w.js, messaging.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := deadletter.Ensure(ctx, w.js, deadletter.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// An application name of our own, so that the fault injector terminates
+	// only this run's connections.
+	appName := "shopbus-chaos-" + testenv.Schema()
+	sep := "?"
+	if strings.Contains(testenv.DatabaseURL(), "?") {
+		sep = "&"
+	}
+	w.dbURL = testenv.DatabaseURL() + sep + "application_name=" + appName
+	orderSchema, invSchema := testenv.Schema(), testenv.Schema()
+	w.orderDB, err = postgres.Open(ctx, w.dbURL, orderSchema, true, messaging.Migrations(), order.Migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.invDB, err = postgres.Open(ctx, w.dbURL, invSchema, true, messaging.Migrations(), inventory.Migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.orderDB.Close()
+		w.invDB.Close()
+		testenv.DropSchemas(t, orderSchema, invSchema)
+	})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w.orders = order.New(w.orderDB, w.js, orderSchema, quiet)
+	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
+	stock := map[string]int64{}
+	for i := range skus {
+		stock[sku(i)] = stockPerSKU
+	}
+	if err := w.inv.SeedStock(ctx, stock); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func sku(i int) string { return fmt.Sprintf("CHAOS-%02d", i) }
+
+func (w *world) startNATS() {
+	s, err := natsembed.Start(natsembed.Options{StoreDir: w.storeDir, Port: w.port})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.srv.Store(s)
+}
+
+// ackLostAfterCommit wraps a handler: now and then the handler's effect
+// commits but the consumer "dies" before its ack (the message is
+// redelivered).
+func (w *world) ackLostAfterCommit(h messaging.Handler) messaging.Handler {
+	return func(ctx context.Context, d *messaging.Delivery) error {
+		if err := h(ctx, d); err != nil {
+			return err
+		}
+		if rand.Float64() < 0.03 {
+			w.ackLost.Add(1)
+			return errors.New("chaos: consumer killed between commit and ack")
+		}
+		return nil
+	}
+}
+
+// placeOrders places the orders from concurrent clients, retrying each with
+// its idempotency key until it is accepted, as a client of CreateOrder
+// would; it also publishes the poison events.
+func (w *world) placeOrders(ctx context.Context, progress *atomic.Int64) []string {
+	var mu sync.Mutex
+	var accepted []string
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for c := range clientsCount {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(*ordersFlag) {
+					return
+				}
+				req := &orderv1.CreateOrderRequest{
+					IdempotencyKey: fmt.Sprintf("chaos-%d-%d", c, i), CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b", Currency: "EUR",
+					Lines: []*orderv1.OrderLine{{Sku: sku(rand.N(skus)), Quantity: uint32(1 + rand.N(3)), UnitPriceMinor: 500}},
+				}
+				if rand.N(4) == 0 { // some two-line orders
+					second := sku(rand.N(skus))
+					if second != req.Lines[0].Sku {
+						req.Lines = append(req.Lines, &orderv1.OrderLine{Sku: second, Quantity: 1, UnitPriceMinor: 700})
+					}
+				}
+				for attempt := 0; ; attempt++ {
+					o, _, err := w.orders.CreateOrder(ctx, req)
+					if err == nil {
+						mu.Lock()
+						accepted = append(accepted, o.GetOrderId())
+						mu.Unlock()
+						break
+					}
+					if attempt > 50 || ctx.Err() != nil {
+						w.t.Errorf("CreateOrder kept failing: %v", err)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				progress.Add(1)
+				if rand.Float64() < *poisonRate {
+					w.publishPoison(ctx)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return accepted
+}
+
+// publishPoison publishes an event that can never be handled straight onto
+// order.created, with its own Nats-Msg-Id, retrying while NATS restarts.
+func (w *world) publishPoison(ctx context.Context) {
+	kinds := []string{"garbage", "invalid payload", "unknown version", "lying type header"}
+	kind := kinds[rand.N(len(kinds))]
+	valid := &ordereventsv2.OrderCreated{
+		OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+		Lines:     []*ordereventsv2.OrderLine{{Sku: "CHAOS-00", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
+		Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1},
+		CreatedAt: timestamppb.Now(),
+	}
+	env, err := event.New(ctx, valid, event.WithSource("chaos"))
+	if err != nil {
+		w.t.Error(err)
+		return
+	}
+	h := event.Headers(env)
+	var data []byte
+	switch kind {
+	case "garbage":
+		data = []byte("\x00\x01 not an envelope")
+	case "invalid payload":
+		env.Payload = []byte{0x0a, 0x03, 'b', 'a', 'd'} // order_id "bad"
+	case "unknown version":
+		env.Version = 7
+		h.Set(event.HeaderVersion, "7")
+	case "lying type header":
+		h.Set(event.HeaderType, "inventory.adjusted")
+	}
+	if data == nil {
+		data, _ = event.Encode(env)
+	}
+	for range 100 {
+		ack, err := w.js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: data, Header: h})
+		if err == nil {
+			w.poisonSeqs.Store(ack.Sequence, kind)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.t.Error("could not publish a poison event")
+}
+
+// injectFaults restarts NATS twice, terminates this run's PostgreSQL
+// connections now and then, and re-publishes some OrderCreated events under
+// new Nats-Msg-Ids, until the orders are placed.
+func (w *world) injectFaults(ctx context.Context, progress *atomic.Int64, done chan<- struct{}) {
+	defer close(done)
+	total := int64(*ordersFlag)
+	restartsAt := []int64{total / 3, 2 * total / 3}
+	tick := time.NewTicker(150 * time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil && progress.Load() < total {
+		<-tick.C
+		if len(restartsAt) > 0 && progress.Load() >= restartsAt[0] {
+			restartsAt = restartsAt[1:]
+			w.srv.Load().Shutdown()
+			w.srv.Load().WaitForShutdown()
+			time.Sleep(300 * time.Millisecond)
+			w.startNATS()
+			w.natsRestarts.Add(1)
+		}
+		switch rand.N(4) {
+		case 0:
+			w.terminateBackends()
+		case 1:
+			w.republishSomeOrders(ctx)
+		}
+	}
+}
+
+func (w *world) terminateBackends() {
+	conn, err := pgx.Connect(context.Background(), testenv.DatabaseURL())
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.Background())
+	cfg, _ := pgx.ParseConfig(w.dbURL)
+	var n int64
+	_ = conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1 AND pid <> pg_backend_pid()`, cfg.RuntimeParams["application_name"]).Scan(&n)
+	w.pgKills.Add(n)
+}
+
+// republishSomeOrders publishes a few already-published OrderCreated
+// envelopes again under new Nats-Msg-Ids: the duplicate window cannot catch
+// them, processed_events must.
+func (w *world) republishSomeOrders(ctx context.Context) {
+	rows, err := w.orderDB.Query(ctx, `SELECT subject, envelope FROM outbox WHERE published_at IS NOT NULL ORDER BY random() LIMIT 3`)
+	if err != nil {
+		return
+	}
+	type msg struct {
+		subject string
+		data    []byte
+	}
+	var msgs []msg
+	for rows.Next() {
+		var m msg
+		if rows.Scan(&m.subject, &m.data) == nil {
+			msgs = append(msgs, m)
+		}
+	}
+	rows.Close()
+	for _, m := range msgs {
+		env, err := event.Decode(m.data)
+		if err != nil {
+			continue
+		}
+		h := event.Headers(env)
+		h.Set(nats.MsgIdHdr, env.GetId()+":chaos-dup")
+		if _, err := w.js.PublishMsg(ctx, &nats.Msg{Subject: m.subject, Data: m.data, Header: h}); err == nil {
+			w.dupPublishes.Add(1)
+		}
+	}
+}
+
+// awaitQuiet waits until every order has a decision and every consumer and
+// outbox is drained.
+func (w *world) awaitQuiet(t *testing.T, accepted int) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var pending, unpublished int64
+		_ = w.orderDB.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM orders WHERE status = 'PENDING'),
+			(SELECT count(*) FROM outbox WHERE published_at IS NULL)`).Scan(&pending, &unpublished)
+		var invUnpublished int64
+		_ = w.invDB.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&invUnpublished)
+		drained := pending == 0 && unpublished == 0 && invUnpublished == 0 &&
+			w.consumerIdle("ECOMMERCE_ORDER", "inventory-reserve-stock") &&
+			w.consumerIdle("ECOMMERCE_INVENTORY", "order-apply-inventory-outcome") &&
+			w.consumerIdle(deadletter.AdvisoryStream, "deadletter-collector")
+		if drained {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not quiet after 5 minutes: %d orders PENDING, %d + %d outbox rows unpublished", pending, unpublished, invUnpublished)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (w *world) consumerIdle(stream, durable string) bool {
+	c, err := w.js.Consumer(context.Background(), stream, durable)
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(context.Background())
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+}
+
+// check verifies the invariants and prints the summary line.
+func (w *world) check(t *testing.T, accepted []string) {
+	ctx := context.Background()
+	var orders, confirmed, rejected, pending int64
+	if err := w.orderDB.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'CONFIRMED'),
+		count(*) FILTER (WHERE status = 'REJECTED'), count(*) FILTER (WHERE status = 'PENDING') FROM orders`).
+		Scan(&orders, &confirmed, &rejected, &pending); err != nil {
+		t.Fatal(err)
+	}
+	confirmedUnits := map[string]int64{}
+	rows, err := w.orderDB.Query(ctx, `SELECT l.sku, sum(l.quantity) FROM orders o JOIN order_lines l ON l.order_id = o.id
+		WHERE o.status = 'CONFIRMED' GROUP BY l.sku`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			t.Fatal(err)
+		}
+		confirmedUnits[s] = n
+	}
+	rows.Close()
+	var oversold, negative int64
+	rows, err = w.invDB.Query(ctx, `SELECT sku, on_hand, reserved FROM stock`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		var onHand, reserved int64
+		if err := rows.Scan(&s, &onHand, &reserved); err != nil {
+			t.Fatal(err)
+		}
+		if onHand < 0 {
+			negative++
+		}
+		if onHand+reserved != stockPerSKU || reserved != confirmedUnits[s] {
+			oversold++
+			t.Errorf("%s: on hand %d + reserved %d != %d, or reserved != %d units of confirmed orders", s, onHand, reserved, stockPerSKU, confirmedUnits[s])
+		}
+	}
+	rows.Close()
+	var decisions, outcomes, processedInv, processedOrd int64
+	_ = w.invDB.QueryRow(ctx, `SELECT (SELECT count(*) FROM decisions), (SELECT count(*) FROM outbox),
+		(SELECT count(*) FROM processed_events)`).Scan(&decisions, &outcomes, &processedInv)
+	_ = w.orderDB.QueryRow(ctx, `SELECT count(*) FROM processed_events`).Scan(&processedOrd)
+
+	lost := int64(len(accepted)) - (confirmed + rejected) + pending
+	doubled := (decisions - orders) + (outcomes - orders) + (processedOrd - orders)
+	if lost != 0 || pending != 0 || int64(len(accepted)) != orders {
+		t.Errorf("accepted %d, stored %d, decided %d, pending %d", len(accepted), orders, confirmed+rejected, pending)
+	}
+	if doubled != 0 {
+		t.Errorf("doubled: %d decisions, %d outcome events, %d outcomes applied for %d orders", decisions, outcomes, processedOrd, orders)
+	}
+
+	// The DLQ holds every poison event once, and nothing else.
+	poison := map[uint64]string{}
+	w.poisonSeqs.Range(func(k, v any) bool { poison[k.(uint64)] = v.(string); return true })
+	dls, _, err := deadletter.NewStore(w.js).List(ctx, deadletter.Filter{}, 0, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]int{}
+	for _, dl := range dls {
+		if dl.GetOriginalStream() != "ECOMMERCE_ORDER" || poison[dl.GetOriginalSequence()] == "" {
+			t.Errorf("unexpected dead letter: %v", dl)
+			continue
+		}
+		seen[dl.GetOriginalSequence()]++
+	}
+	for seq, kind := range poison {
+		if seen[seq] != 1 {
+			t.Errorf("poison event #%d (%s) is in the DLQ %d times, want once", seq, kind, seen[seq])
+		}
+	}
+	faults := w.natsRestarts.Load() + w.pgKills.Load() + w.ackLost.Load() + w.dupPublishes.Load() + int64(len(poison))
+	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d ack_lost=%d dup_publishes=%d poison=%d) dlq=%d lost=%d doubled=%d oversold=%d negative=%d\n",
+		len(accepted), confirmed, rejected, faults, w.natsRestarts.Load(), w.pgKills.Load(), w.ackLost.Load(), w.dupPublishes.Load(),
+		len(poison), len(dls), lost, doubled, oversold, negative)
+}
+

@@ -1,0 +1,136 @@
+package messaging_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/testenv"
+)
+
+func TestRetryPolicyDelay(t *testing.T) {
+	p := messaging.RetryPolicy{MaxDeliver: 10, Base: 250 * time.Millisecond, Cap: 30 * time.Second}
+	for _, tc := range []struct {
+		policy   messaging.RetryPolicy
+		attempt  int
+		min, max time.Duration
+	}{
+		{p, 1, 125 * time.Millisecond, 250 * time.Millisecond},
+		{p, 2, 250 * time.Millisecond, 500 * time.Millisecond},
+		{p, 8, 15 * time.Second, 30 * time.Second}, // 32s capped
+		{p, 1000, 15 * time.Second, 30 * time.Second},
+		{p, 0, 125 * time.Millisecond, 250 * time.Millisecond},
+		{messaging.RetryPolicy{}, 1, 125 * time.Millisecond, 250 * time.Millisecond}, // defaults
+		{messaging.RetryPolicy{Base: time.Hour}, 40, 30 * time.Minute, time.Hour},    // no overflow
+		{messaging.RetryPolicy{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond}, 5, 50 * time.Millisecond, 100 * time.Millisecond},
+	} {
+		for range 50 {
+			if d := tc.policy.Delay(tc.attempt); d < tc.min || d > tc.max {
+				t.Errorf("%+v.Delay(%d) = %v, want within [%v, %v]", tc.policy, tc.attempt, d, tc.min, tc.max)
+				break
+			}
+		}
+	}
+}
+
+func TestIsPermanent(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{errors.New("connection refused"), false},
+		{context.DeadlineExceeded, false},
+		{fmt.Errorf("decode: %w", event.ErrMalformed), true},
+		{fmt.Errorf("%w: bad field", event.ErrInvalid), true},
+		{event.ErrUnknownType, true},
+		{messaging.Permanent(errors.New("order does not exist")), true},
+		{fmt.Errorf("wrapped: %w", messaging.Permanent(errors.New("x"))), true},
+	} {
+		if got := messaging.IsPermanent(tc.err); got != tc.want {
+			t.Errorf("IsPermanent(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+	if messaging.Permanent(nil) != nil {
+		t.Error("Permanent(nil) != nil")
+	}
+}
+
+// TestRelay: a row is published with Nats-Msg-Id = envelope id and marked;
+// published again after a crash before the mark, JetStream drops the copy;
+// a row that is not a valid event does not block the rows behind it.
+func TestRelay(t *testing.T) {
+	_, js := testenv.NATS(t)
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	enqueue := func() string {
+		env, err := event.New(ctx, &ordereventsv2.OrderCreated{
+			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+			Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
+			Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1},
+			CreatedAt: timestamppb.Now(),
+		}, event.WithSource("test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return messaging.Enqueue(ctx, tx, env) }); err != nil {
+			t.Fatal(err)
+		}
+		return env.GetId()
+	}
+	streamMsgs := func() uint64 {
+		s, err := js.Stream(ctx, "ECOMMERCE_ORDER")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+
+	id := enqueue()
+	if n, err := relay.PublishBatch(ctx); err != nil || n != 1 {
+		t.Fatalf("PublishBatch = %d, %v", n, err)
+	}
+	s, _ := js.Stream(ctx, "ECOMMERCE_ORDER")
+	msg, err := s.GetMsg(ctx, 1)
+	if err != nil || msg.Header.Get("Nats-Msg-Id") != id || msg.Header.Get("Shopbus-Type") != "order.created" {
+		t.Fatalf("stored message %v, %v", msg, err)
+	}
+
+	// The relay died after the publish, before its mark committed.
+	if _, err := pool.Exec(ctx, "UPDATE outbox SET published_at = NULL"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := relay.PublishBatch(ctx); err != nil || n != 1 {
+		t.Fatalf("re-publish: %d, %v", n, err)
+	}
+	if n := streamMsgs(); n != 1 {
+		t.Errorf("%d messages in the stream after a re-publish, want 1 (duplicate window)", n)
+	}
+
+	// A bad row, then a good one.
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, subject, envelope) VALUES (gen_random_uuid(), 'ecommerce.order.created.v2', '\x0001')`); err != nil {
+		t.Fatal(err)
+	}
+	enqueue()
+	if n, err := relay.PublishBatch(ctx); err != nil || n != 2 {
+		t.Fatalf("PublishBatch with a bad row = %d, %v; want both published", n, err)
+	}
+	var unpublished int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox WHERE published_at IS NULL").Scan(&unpublished); err != nil || unpublished != 0 {
+		t.Errorf("%d rows unpublished, %v", unpublished, err)
+	}
+}
