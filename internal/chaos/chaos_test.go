@@ -66,7 +66,7 @@ type world struct {
 	inv      *inventory.Service
 
 	ackLost, natsRestarts, pgKills, dupPublishes atomic.Int64
-	poisonSeqs                                    sync.Map // stream sequence → kind
+	poisonSeqs                                   sync.Map // stream sequence → kind
 }
 
 func TestChaos(t *testing.T) {
@@ -477,4 +477,3 @@ func (w *world) check(t *testing.T, accepted []string) {
 		len(accepted), confirmed, rejected, faults, w.natsRestarts.Load(), w.pgKills.Load(), w.ackLost.Load(), w.dupPublishes.Load(),
 		len(poison), len(dls), lost, doubled, oversold, negative)
 }
-
