@@ -26,6 +26,7 @@ func dev(ctx context.Context, args []string) error {
 	dbURL := fs.String("database-url", env("DATABASE_URL", postgres.DefaultURL), "PostgreSQL (env DATABASE_URL); the database is created if missing")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
+	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this address (env SHOPBUS_DEBUG_ADDR); off when empty")
 	if err := parse(fs, args); err != nil {
@@ -39,7 +40,7 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	s, err := stack.Start(ctx, stack.Config{
-		DataDir: *dataDir, NATSPort: *natsPort, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
+		DataDir: *dataDir, NATSPort: *natsPort, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: []string{"*"}, Log: log,
 	})
 	if err != nil {

@@ -21,6 +21,10 @@ import (
 // DefaultURL is the local server of a development machine.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/shopbus?sslmode=disable"
 
+// DefaultMaxConns is the size of each service's pool unless DATABASE_URL
+// sets pool_max_conns.
+const DefaultMaxConns = 16
+
 // ErrUnavailable means the server could not be reached.
 var ErrUnavailable = errors.New("postgres unavailable")
 
@@ -38,6 +42,12 @@ func Open(ctx context.Context, url, schema string, createDB bool, migrations ...
 		return nil, fmt.Errorf("postgres: DATABASE_URL: %w", err)
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default is max(4, CPUs): too few for a service whose
+		// relay, LISTEN connection and consumers hold connections beside
+		// its RPCs. DATABASE_URL's pool_max_conns overrides this.
+		cfg.MaxConns = DefaultMaxConns
+	}
 	if createDB {
 		if err := createDatabase(ctx, cfg.ConnConfig); err != nil {
 			return nil, err

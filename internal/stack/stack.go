@@ -40,6 +40,9 @@ type Config struct {
 	NATSURL string
 	// NATSPort is the embedded server's client port (0: a free one).
 	NATSPort int
+	// NATSNoSync turns off the embedded server's fsync before each
+	// acknowledgement (for measuring its cost only).
+	NATSNoSync bool
 	// DatabaseURL is the PostgreSQL server (postgres.DefaultURL).
 	DatabaseURL string
 	// Schema prefixes the services' schemas: <Schema>_order and
@@ -140,7 +143,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	cfg := s.cfg
 	if cfg.NATSURL == "" {
-		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort})
+		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort, NoSync: cfg.NATSNoSync})
 		if err != nil {
 			return err
 		}
