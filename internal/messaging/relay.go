@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/internal/event"
 )
@@ -194,4 +195,17 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		return nil
 	})
 	return published, err
+}
+
+// RunService runs what every shopbus service runs beside its RPCs: the relay
+// of its outbox (in schema) and its durable consumer, until ctx is done. It
+// returns nil on a clean stop.
+func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, cfg ConsumerConfig, h Handler, log *slog.Logger) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return NewRelay(pool, js, schema, WithRelayLogger(log)).Run(ctx) })
+	g.Go(func() error { return Consume(ctx, js, cfg, h, log) })
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }

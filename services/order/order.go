@@ -16,7 +16,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 )
@@ -60,20 +59,9 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Lo
 
 // Run relays the outbox and consumes inventory outcomes until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		return messaging.NewRelay(s.pool, s.js, s.schema, messaging.WithRelayLogger(s.log)).Run(ctx)
-	})
-	g.Go(func() error {
-		cfg := InventoryOutcomeConsumer(s.Workers)
-		cfg.Retry = s.Retry
-		return messaging.Consume(ctx, s.js, cfg, s.ApplyInventoryOutcome, s.log)
-	})
-	err := g.Wait()
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
+	cfg := InventoryOutcomeConsumer(s.Workers)
+	cfg.Retry = s.Retry
+	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ApplyInventoryOutcome, s.log)
 }
 
 // Schema is the PostgreSQL schema the service works in (its outbox's).
