@@ -46,9 +46,13 @@ var (
 
 const (
 	skus         = 20
-	stockPerSKU  = 150 // about 3,000 units for 2,000 orders of 1–3 units: some orders are rejected
 	clientsCount = 8
 )
+
+// stockPerSKU gives 1.5 units per order in all, against about 2.4 units
+// ordered on average: roughly two orders in three are confirmed, the rest
+// rejected.
+func stockPerSKU() int64 { return int64(*ordersFlag) * 3 / 2 / skus }
 
 // world is one chaos run: a restartable embedded nats-server, the services
 // on schemas of their own, and the fault counters.
@@ -160,7 +164,7 @@ func newWorld(t *testing.T) *world {
 	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
 	stock := map[string]int64{}
 	for i := range skus {
-		stock[sku(i)] = stockPerSKU
+		stock[sku(i)] = stockPerSKU()
 	}
 	if err := w.inv.SeedStock(ctx, stock); err != nil {
 		t.Fatal(err)
@@ -432,9 +436,9 @@ func (w *world) check(t *testing.T, accepted []string) {
 		if onHand < 0 {
 			negative++
 		}
-		if onHand+reserved != stockPerSKU || reserved != confirmedUnits[s] {
+		if onHand+reserved != stockPerSKU() || reserved != confirmedUnits[s] {
 			oversold++
-			t.Errorf("%s: on hand %d + reserved %d != %d, or reserved != %d units of confirmed orders", s, onHand, reserved, stockPerSKU, confirmedUnits[s])
+			t.Errorf("%s: on hand %d + reserved %d != %d, or reserved != %d units of confirmed orders", s, onHand, reserved, stockPerSKU(), confirmedUnits[s])
 		}
 	}
 	rows.Close()

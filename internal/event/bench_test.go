@@ -33,3 +33,27 @@ func BenchmarkOrderCreatedRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkValidate measures one protovalidate pass over each half of the
+// round trip, which runs each twice (producer and consumer).
+func BenchmarkValidate(b *testing.B) {
+	msg := orderCreated()
+	env, err := event.New(context.Background(), msg, event.WithSource("shopbus/order"), event.WithPartitionKey(msg.GetOrderId()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("envelope", func(b *testing.B) {
+		for b.Loop() {
+			if err := event.Validate(env); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("order.created.v1", func(b *testing.B) {
+		for b.Loop() {
+			if err := event.Validate(msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -35,7 +35,7 @@ func Decode(b []byte) (*eventv1.Envelope, error) {
 	if err := proto.Unmarshal(b, env); err != nil {
 		return nil, fmt.Errorf("%w: envelope: %w", ErrMalformed, err)
 	}
-	if err := validate("envelope", env); err != nil {
+	if err := validate(envelopeName, env); err != nil {
 		return nil, err
 	}
 	return env, nil
@@ -56,7 +56,7 @@ func open(name string, version uint32, payload []byte) (proto.Message, Spec, err
 	if err := proto.Unmarshal(payload, msg); err != nil {
 		return nil, Spec{}, fmt.Errorf("%w: %s payload: %w", ErrMalformed, spec, err)
 	}
-	if err := validate(spec.String(), msg); err != nil {
+	if err := validate(spec, msg); err != nil {
 		return nil, Spec{}, err
 	}
 	return msg, spec, nil

@@ -66,7 +66,7 @@ func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envel
 	if err != nil {
 		return nil, err
 	}
-	if err := validate(spec.String(), msg); err != nil {
+	if err := validate(spec, msg); err != nil {
 		return nil, err
 	}
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
@@ -92,7 +92,7 @@ func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envel
 		env.CausationId = o.cause.GetId()
 	}
 	env.TraceId, env.SpanId = traceOf(ctx, o.cause)
-	if err := validate("envelope", env); err != nil {
+	if err := validate(envelopeName, env); err != nil {
 		return nil, err
 	}
 	return env, nil

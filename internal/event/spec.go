@@ -90,7 +90,7 @@ func (s Spec) SchemaPath() string {
 
 // String returns "<entity>.<action>.v<N>".
 func (s Spec) String() string {
-	return fmt.Sprintf("%s.v%d", s.Name, s.Version)
+	return s.Name + ".v" + strconv.FormatUint(uint64(s.Version), 10)
 }
 
 // Entity is the first part of the name ("order" in "order.created").

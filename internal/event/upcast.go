@@ -44,7 +44,7 @@ func Latest(env *eventv1.Envelope) (proto.Message, Spec, error) {
 		if msg, err = up(msg); err != nil {
 			return nil, Spec{}, fmt.Errorf("%w: upcast %s to %s: %w", ErrInvalid, spec, next, err)
 		}
-		if err := validate(next.String()+" (upcast from "+spec.String()+")", msg); err != nil {
+		if err := validate(named(next.String()+" (upcast from "+spec.String()+")"), msg); err != nil {
 			return nil, Spec{}, err
 		}
 		spec = next
