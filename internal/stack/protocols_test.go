@@ -1,0 +1,94 @@
+package stack_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+
+	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/testenv"
+)
+
+// h2c is an HTTP client speaking cleartext HTTP/2 only, as gRPC clients do.
+var h2c = func() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}}
+}()
+
+// TestGatewayProtocols: one port serves Connect, gRPC and gRPC-Web, and gRPC
+// health.
+func TestGatewayProtocols(t *testing.T) {
+	s := startStack(t)
+	s.setStock(t, "MUG-001", 7)
+	for name, client := range map[string]inventoryv1connect.InventoryServiceClient{
+		"connect":  inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),
+		"grpc":     inventoryv1connect.NewInventoryServiceClient(h2c, s.URL(), connect.WithGRPC()),
+		"grpc-web": inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL(), connect.WithGRPCWeb()),
+	} {
+		res, err := client.GetStock(context.Background(), connect.NewRequest(&inventoryv1.GetStockRequest{Sku: "MUG-001"}))
+		if err != nil || res.Msg.GetStock().GetOnHand() != 7 {
+			t.Errorf("%s: GetStock = %v, %v", name, res, err)
+		}
+	}
+	health := grpchealth.NewClient(h2c, s.URL(), connect.WithGRPC())
+	for _, service := range []string{"", orderv1connect.OrderServiceName, "shopbus.deadletter.v1.DeadLetterService"} {
+		res, err := health.Check(context.Background(), &grpchealth.CheckRequest{Service: service})
+		if err != nil || res.Status != grpchealth.StatusServing {
+			t.Errorf("health of %q: %v, %v", service, res, err)
+		}
+	}
+}
+
+// TestDistributed: `shopbus serve order|inventory|gateway` as three
+// components sharing only NATS and PostgreSQL; the gateway reaches the
+// services through their generated Connect clients.
+func TestDistributed(t *testing.T) {
+	srv, _ := testenv.NATS(t)
+	schema := testenv.Schema()
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	start := func(component string, cfg stack.Config) *stack.Stack {
+		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
+		ctx, cancel := context.WithCancel(context.Background())
+		st, err := stack.Start(ctx, cfg)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- st.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done; st.Close() })
+		return st
+	}
+	orders := start("order", stack.Config{})
+	inventory := start("inventory", stack.Config{})
+	gw := start("gateway", stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL()})
+	if gw.Orders != nil || gw.Inventory != nil || orders.Inventory != nil {
+		t.Fatal("a component runs a service it was not asked to")
+	}
+
+	s := &testStack{Stack: gw, schema: schema,
+		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, gw.URL()),
+		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, gw.URL()),
+	}
+	s.setStock(t, "MUG-001", 3)
+	o := s.await(t, s.create(t, orderRequest(line("MUG-001", 2))).GetOrderId())
+	if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		t.Errorf("order %v, want CONFIRMED", o.GetStatus())
+	}
+	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 1 {
+		t.Errorf("stock %v, want 1 on hand", st)
+	}
+	// Validation happens at the gateway as well as in the service.
+	_, err := s.orders.CreateOrder(context.Background(), connect.NewRequest(orderRequest(line("MUG-001", 0))))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("invalid request through the gateway: %v", err)
+	}
+}
