@@ -112,7 +112,8 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins}
-	if s.JS != nil {
+	if s.JS != nil && cfg.runs("gateway") {
+		// An admin API: only the gateway serves it.
 		gw.DeadLetters = deadletter.NewHandler(deadletter.NewStore(s.JS), cfg.Log)
 	}
 	if s.Orders != nil {
@@ -139,7 +140,8 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 }
 
 // connectNATS connects to NATS (starting the embedded server when no URL is
-// given) and declares the event streams and the dead-letter queue.
+// given). Where services run, it declares the event streams and the
+// dead-letter queue; a gateway alone uses them as they are.
 func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	cfg := s.cfg
 	if cfg.NATSURL == "" {
@@ -157,6 +159,9 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	s.JS, err = jetstream.New(s.Conn)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
+	}
+	if !cfg.runs("order") && !cfg.runs("inventory") {
+		return nil
 	}
 	if err := messaging.EnsureStreams(ctx, s.JS, cfg.Streams); err != nil {
 		return err

@@ -103,12 +103,14 @@ type DeadLetter struct {
 	FailedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=failed_at,json=failedAt,proto3" json:"failed_at,omitempty"`
 	// published_at is when the original message was stored.
 	PublishedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
-	// event_type, event_version and event_id come from the original headers;
-	// empty for a message that was not a shopbus event.
+	// event_type and event_version come from the original headers; empty for
+	// a message that was not a shopbus event.
 	EventType string `protobuf:"bytes,12,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
 	// event_version is the event's version.
 	EventVersion uint32 `protobuf:"varint,13,opt,name=event_version,json=eventVersion,proto3" json:"event_version,omitempty"`
-	// event_id is the envelope id.
+	// event_id is the original Nats-Msg-Id: the envelope id for events
+	// published by an outbox relay (a redriven copy carries
+	// "<id>:redrive:<dead letter id>").
 	EventId string `protobuf:"bytes,14,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	// headers are the original message's headers.
 	Headers map[string]string `protobuf:"bytes,15,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`

@@ -100,8 +100,8 @@ export type DeadLetter = Message<"shopbus.deadletter.v1.DeadLetter"> & {
   publishedAt?: Timestamp | undefined;
 
   /**
-   * event_type, event_version and event_id come from the original headers;
-   * empty for a message that was not a shopbus event.
+   * event_type and event_version come from the original headers; empty for
+   * a message that was not a shopbus event.
    *
    * @generated from field: string event_type = 12;
    */
@@ -115,7 +115,9 @@ export type DeadLetter = Message<"shopbus.deadletter.v1.DeadLetter"> & {
   eventVersion: number;
 
   /**
-   * event_id is the envelope id.
+   * event_id is the original Nats-Msg-Id: the envelope id for events
+   * published by an outbox relay (a redriven copy carries
+   * "<id>:redrive:<dead letter id>").
    *
    * @generated from field: string event_id = 14;
    */
