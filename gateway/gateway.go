@@ -11,6 +11,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -39,6 +40,10 @@ type Config struct {
 	// AllowedOrigins are the browser origins allowed by CORS ("*" for any);
 	// none by default.
 	AllowedOrigins []string
+	// AdminToken, when set, is required (Authorization: Bearer) by the
+	// admin procedures: SetStock, Restock and DeadLetterService. Without
+	// it they are open, for development.
+	AdminToken string
 }
 
 // Service is one more Connect service for the gateway to mount.
@@ -55,11 +60,16 @@ type Service struct {
 const MaxRequestBytes = 1 << 20
 
 // HandlerOptions returns the options every service mounted by the gateway
-// (or served by a service of its own) gets: protovalidate request validation
-// (InvalidArgument with field violations) and the request size limit.
-func HandlerOptions() []connect.HandlerOption {
+// (or served by a service of its own) gets: the admin token check when
+// adminToken is set, protovalidate request validation (InvalidArgument with
+// field violations) and the request size limit.
+func HandlerOptions(adminToken string) []connect.HandlerOption {
+	interceptors := []connect.Interceptor{validate.NewInterceptor()}
+	if adminToken != "" {
+		interceptors = append([]connect.Interceptor{adminAuth(adminToken)}, interceptors...)
+	}
 	return []connect.HandlerOption{
-		connect.WithInterceptors(validate.NewInterceptor()),
+		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(MaxRequestBytes),
 		connect.WithCompressMinBytes(4096), // small messages cost more to compress than to send
 	}
@@ -70,15 +80,15 @@ func Handler(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	services := cfg.Services
 	if cfg.Orders != nil {
-		path, h := orderv1connect.NewOrderServiceHandler(cfg.Orders, HandlerOptions()...)
+		path, h := orderv1connect.NewOrderServiceHandler(cfg.Orders, HandlerOptions(cfg.AdminToken)...)
 		services = append(services, Service{Name: orderv1connect.OrderServiceName, Path: path, Handler: h})
 	}
 	if cfg.Inventory != nil {
-		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions()...)
+		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions(cfg.AdminToken)...)
 		services = append(services, Service{Name: inventoryv1connect.InventoryServiceName, Path: path, Handler: h})
 	}
 	if cfg.DeadLetters != nil {
-		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions()...)
+		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions(cfg.AdminToken)...)
 		services = append(services, Service{Name: deadletterv1connect.DeadLetterServiceName, Path: path, Handler: h})
 	}
 	names := make([]string, 0, len(services))
@@ -118,8 +128,23 @@ func NewServer(addr string, h http.Handler) *http.Server {
 // Remote returns handlers that forward to services at their base URLs
 // through the generated Connect clients (distributed mode). The generated
 // client and handler interfaces have the same methods, so a client is a
-// handler.
-func Remote(client connect.HTTPClient, ordersURL, inventoryURL string) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
-	return orderv1connect.NewOrderServiceClient(client, ordersURL),
-		inventoryv1connect.NewInventoryServiceClient(client, inventoryURL)
+// handler. Admin calls carry adminToken to the service.
+func Remote(client connect.HTTPClient, ordersURL, inventoryURL, adminToken string) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
+	var opts []connect.ClientOption
+	if adminToken != "" {
+		opts = append(opts, connect.WithInterceptors(BearerToken(adminToken)))
+	}
+	return orderv1connect.NewOrderServiceClient(client, ordersURL, opts...),
+		inventoryv1connect.NewInventoryServiceClient(client, inventoryURL, opts...)
+}
+
+// BearerToken is a client interceptor that sends token as
+// "Authorization: Bearer <token>".
+func BearerToken(token string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+token)
+			return next(ctx, req)
+		}
+	}
 }

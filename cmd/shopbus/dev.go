@@ -25,6 +25,7 @@ func dev(ctx context.Context, args []string) error {
 	natsPort := fs.Int("nats-port", envInt("SHOPBUS_NATS_PORT", 14222), "embedded NATS client port, never 4222 (env SHOPBUS_NATS_PORT)")
 	dbURL := fs.String("database-url", env("DATABASE_URL", postgres.DefaultURL), "PostgreSQL (env DATABASE_URL); the database is created if missing")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
+	adminToken := fs.String("admin-token", env("SHOPBUS_ADMIN_TOKEN", ""), "require this bearer token for SetStock, Restock and the DeadLetterService (env SHOPBUS_ADMIN_TOKEN); open when empty")
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
@@ -41,7 +42,7 @@ func dev(ctx context.Context, args []string) error {
 	}
 	s, err := stack.Start(ctx, stack.Config{
 		DataDir: *dataDir, NATSPort: *natsPort, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: []string{"*"}, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, Log: log,
 	})
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shopbus/shopbus/gateway"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	"github.com/shopbus/shopbus/internal/event"
@@ -37,7 +38,8 @@ func dlq(ctx context.Context, args []string) error {
 	limit := fs.Int("limit", 50, "list: how many to show")
 	all := fs.Bool("all", false, "redrive, discard: every dead letter matching the filters")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: shopbus dlq list [filters] | show ID | redrive ID... | redrive --all [filters] | discard ID... | discard --all [filters]\n")
+		fmt.Fprintf(fs.Output(), "usage: shopbus dlq list [filters] | show ID | redrive ID... | redrive --all [filters] | discard ID... | discard --all [filters]\n"+
+			"The gateway's admin token, if it has one, is read from SHOPBUS_ADMIN_TOKEN.\n")
 		fs.PrintDefaults()
 	}
 	// Flags may come before or after the ids.
@@ -51,7 +53,11 @@ func dlq(ctx context.Context, args []string) error {
 		}
 		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
-	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url)
+	var opts []connect.ClientOption
+	if token := os.Getenv("SHOPBUS_ADMIN_TOKEN"); token != "" {
+		opts = append(opts, connect.WithInterceptors(gateway.BearerToken(token)))
+	}
+	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url, opts...)
 	filter := &deadletterv1.ListDeadLettersRequest{OriginalStream: *stream, Consumer: *consumer, EventType: *eventType}
 	switch *reason {
 	case "":

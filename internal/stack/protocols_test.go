@@ -8,6 +8,8 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 
+	"github.com/shopbus/shopbus/gateway"
+	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -90,5 +92,34 @@ func TestDistributed(t *testing.T) {
 	_, err := s.orders.CreateOrder(context.Background(), connect.NewRequest(orderRequest(line("MUG-001", 0))))
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Errorf("invalid request through the gateway: %v", err)
+	}
+}
+
+// TestAdminToken: with an admin token, SetStock, Restock and the
+// DeadLetterService need it; the rest of the API does not.
+func TestAdminToken(t *testing.T) {
+	s := startStack(t, func(c *stack.Config) { c.AdminToken = "s3cret" })
+	ctx := context.Background()
+	_, err := s.inventory.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "MUG-001", OnHand: 1}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("SetStock without the token: %v, want Unauthenticated", err)
+	}
+	_, err = s.dlq.ListDeadLetters(ctx, connect.NewRequest(&deadletterv1.ListDeadLettersRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("ListDeadLetters without the token: %v, want Unauthenticated", err)
+	}
+	wrong := inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL(), connect.WithInterceptors(gateway.BearerToken("guess")))
+	if _, err := wrong.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "MUG-001", OnHand: 1})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("SetStock with a wrong token: %v, want Unauthenticated", err)
+	}
+	admin := inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL(), connect.WithInterceptors(gateway.BearerToken("s3cret")))
+	if _, err := admin.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "MUG-001", OnHand: 1})); err != nil {
+		t.Errorf("SetStock with the token: %v", err)
+	}
+	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 1 { // GetStock needs no token
+		t.Errorf("stock %v", st)
+	}
+	if o := s.await(t, s.create(t, orderRequest(line("MUG-001", 1))).GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		t.Errorf("order %v", o.GetStatus())
 	}
 }

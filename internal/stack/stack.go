@@ -57,6 +57,8 @@ type Config struct {
 	Retry messaging.RetryPolicy
 	// AllowedOrigins are the gateway's CORS origins.
 	AllowedOrigins []string
+	// AdminToken protects the admin procedures (see gateway.Config).
+	AdminToken string
 	// Components lists what runs here: "order", "inventory", "gateway"
 	// (all three when empty). Without "gateway", the one service listed
 	// serves its own Connect API on Addr.
@@ -111,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.startServices(ctx); err != nil {
 		return nil, err
 	}
-	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins}
+	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, AdminToken: cfg.AdminToken}
 	if s.JS != nil && cfg.runs("gateway") {
 		// An admin API: only the gateway serves it.
 		gw.DeadLetters = deadletter.NewHandler(deadletter.NewStore(s.JS), cfg.Log)
@@ -123,7 +125,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		gw.Inventory = inventory.NewHandler(s.Inventory)
 	}
 	if cfg.runs("gateway") {
-		remoteOrders, remoteInventory := gateway.Remote(http.DefaultClient, cfg.OrderURL, cfg.InventoryURL)
+		remoteOrders, remoteInventory := gateway.Remote(http.DefaultClient, cfg.OrderURL, cfg.InventoryURL, cfg.AdminToken)
 		if gw.Orders == nil {
 			gw.Orders = remoteOrders
 		}
