@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // --debug-addr
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/shopbus/shopbus/internal/messaging"
@@ -69,7 +72,9 @@ Stop with Ctrl-C.
 }
 
 // runUntilStopped runs s until ctx is cancelled (SIGINT, SIGTERM), then gives
-// it stopTimeout to finish the work in hand before giving up.
+// it stopTimeout to finish the work in hand. Past that, or on a second
+// signal, the process exits at once: work in hand stays unacked and is
+// redelivered.
 func runUntilStopped(ctx context.Context, s *stack.Stack) error {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -78,15 +83,21 @@ func runUntilStopped(ctx context.Context, s *stack.Stack) error {
 		return err
 	case <-ctx.Done():
 	}
+	second := make(chan os.Signal, 1)
+	signal.Notify(second, os.Interrupt, syscall.SIGTERM)
 	select {
 	case err := <-done:
-		if err != nil && ctx.Err() == nil {
-			return err
+		if errors.Is(err, context.Canceled) {
+			return nil
 		}
-		return nil
+		return err
+	case <-second:
+		fmt.Fprintln(os.Stderr, "shopbus: second signal; exiting now (work in hand will be redelivered)")
 	case <-time.After(stopTimeout):
-		return fmt.Errorf("did not stop within %s; exiting with work in hand unacked (it will be redelivered)", stopTimeout)
+		fmt.Fprintf(os.Stderr, "shopbus: did not stop within %s; exiting now (work in hand will be redelivered)\n", stopTimeout)
 	}
+	os.Exit(1) // without closing pools that may wait on stuck connections
+	return nil
 }
 
 // serveDebug serves Go's profiler on addr, when set.

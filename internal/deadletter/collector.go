@@ -42,6 +42,25 @@ type advisory struct {
 // Run collects until ctx is done. Advisories that arrived while no collector
 // ran wait in the advisory stream and are collected when it starts.
 func (c *Collector) Run(ctx context.Context) error {
+	for failures := 0; ; {
+		err := c.run(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failures++
+		wait := messaging.Backoff(failures)
+		c.log.Error("stopped receiving advisories; starting again", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// run declares the collector's consumer and collects until ctx is done or
+// the message iterator ends.
+func (c *Collector) run(ctx context.Context) error {
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, AdvisoryStream, jetstream.ConsumerConfig{
 		Durable:       collectorDurable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -61,10 +80,13 @@ func (c *Collector) Run(ctx context.Context) error {
 	for {
 		msg, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return ctx.Err()
+			return errors.New("message iterator closed")
 		}
 		if err != nil {
 			c.log.Warn("next advisory", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) {
+				it.Stop()
+			}
 			continue
 		}
 		if err := c.collect(ctx, msg); err != nil {

@@ -19,9 +19,10 @@ import (
 
 // Streams of the dead-letter queue.
 const (
-	// Stream holds the dead letters, one per (stream, consumer, sequence),
-	// on subject SubjectPrefix + "<stream>.<consumer>.<sequence>".
-	Stream        = "SHOPBUS_DLQ"
+	// Stream holds the dead letters, one per (stream, consumer, sequence).
+	Stream = "SHOPBUS_DLQ"
+	// SubjectPrefix starts the subject of every dead letter:
+	// SubjectPrefix + "<stream>.<consumer>.<sequence>".
 	SubjectPrefix = "shopbus.dlq."
 	// AdvisoryStream keeps JetStream's MAX_DELIVERIES and MSG_TERMINATED
 	// advisories until the collector has turned them into dead letters.

@@ -35,8 +35,10 @@ func WithSource(source string) Option {
 	return func(o *options) { o.source = source }
 }
 
-// WithPartitionKey sets the key that orders events: events with the same key
-// are consumed in order. Use the aggregate id (order id, device id).
+// WithPartitionKey sets the event's partition key, the aggregate id (order
+// id, device id). It is carried in the envelope and the
+// Shopbus-Partition-Key header for partitioned consumers; the consumers of
+// today do not order by it.
 func WithPartitionKey(key string) Option {
 	return func(o *options) { o.partitionKey = key }
 }

@@ -10,8 +10,8 @@ import (
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 )
 
-// Upcasters reports whether an upcaster from the given version of an event to
-// the next exists.
+// hasUpcaster reports whether an upcaster from the given version of an event
+// to the next exists.
 func hasUpcaster(name string, version uint32) bool {
 	_, ok := upcasters[key{name, version}]
 	return ok

@@ -29,6 +29,7 @@ func validate(what fmt.Stringer, msg proto.Message) error {
 // named is a constant fmt.Stringer.
 type named string
 
+// String returns n.
 func (n named) String() string { return string(n) }
 
 const envelopeName = named("envelope")

@@ -93,32 +93,45 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerCon
 // Consume declares the consumer and handles its messages until ctx is done.
 // On stop it finishes the messages in hand (acking those that succeed) and
 // leaves the rest unacked for redelivery; it returns when its workers have.
+// If the consumer disappears while running (deleted by an operator, a stream
+// restored), each worker declares it again and carries on: a consumer never
+// stops silently.
 func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h Handler, log *slog.Logger) error {
 	cfg.defaults()
-	cons, err := EnsureConsumer(ctx, js, cfg)
-	if err != nil {
+	if _, err := EnsureConsumer(ctx, js, cfg); err != nil {
 		return err
 	}
 	log = log.With("consumer", cfg.Durable, "stream", cfg.Stream)
 	s := &settler{retry: cfg.Retry, log: log, firstFailure: map[uint64]time.Time{}}
 	var wg sync.WaitGroup
-	errs := make(chan error, cfg.Workers)
 	for range cfg.Workers {
 		wg.Go(func() {
-			if err := consumeLoop(ctx, cons, h, s); err != nil {
-				errs <- err
+			for failures := 0; ctx.Err() == nil; {
+				err := consumeLoop(ctx, js, cfg, h, s)
+				if ctx.Err() != nil {
+					return
+				}
+				failures++
+				wait := Backoff(failures)
+				log.Error("consumer: stopped receiving; declaring it again", "err", err, "retry_in", wait)
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+				}
 			}
 		})
 	}
 	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
 	return ctx.Err()
 }
 
-func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *settler) error {
+// consumeLoop declares the consumer and handles messages until ctx is done
+// (nil) or its message iterator ends (an error).
+func consumeLoop(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h Handler, s *settler) error {
+	cons, err := EnsureConsumer(ctx, js, cfg)
+	if err != nil {
+		return err
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -129,9 +142,15 @@ func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *set
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("message iterator closed")
 			}
 			s.log.Warn("consumer: next", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) {
+				it.Stop()
+			}
 			continue
 		}
 		// A message in hand is finished even when ctx is cancelled, so a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
@@ -132,5 +133,63 @@ func TestRelay(t *testing.T) {
 	var unpublished int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox WHERE published_at IS NULL").Scan(&unpublished); err != nil || unpublished != 0 {
 		t.Errorf("%d rows unpublished, %v", unpublished, err)
+	}
+}
+
+// TestConsumeSurvivesConsumerDeletion: an operator deletes the durable
+// consumer while it runs; Consume declares it again and keeps handling
+// events instead of stopping silently.
+func TestConsumeSurvivesConsumerDeletion(t *testing.T) {
+	_, js := testenv.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	handled := make(chan string, 100)
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-survivor"}
+	done := make(chan error, 1)
+	go func() {
+		done <- messaging.Consume(ctx, js, cfg, func(_ context.Context, d *messaging.Delivery) error {
+			handled <- d.Envelope.GetId()
+			return nil
+		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	publish := func() string {
+		env, err := event.New(ctx, &ordereventsv2.OrderCreated{
+			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+			Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
+			Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1},
+			CreatedAt: timestamppb.Now(),
+		}, event.WithSource("test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := event.Encode(env)
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: b, Header: event.Headers(env)}); err != nil {
+			t.Fatal(err)
+		}
+		return env.GetId()
+	}
+	// A consumer declared again delivers the stream from its start: earlier
+	// events come again (Once absorbs them in a real handler).
+	await := func(id string) {
+		t.Helper()
+		for deadline := time.After(20 * time.Second); ; {
+			select {
+			case got := <-handled:
+				if got == id {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("event %s not handled within 20s", id)
+			}
+		}
+	}
+	await(publish())
+	if err := js.DeleteConsumer(ctx, cfg.Stream, cfg.Durable); err != nil {
+		t.Fatal(err)
+	}
+	await(publish())
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Consume returned %v, want context.Canceled", err)
 	}
 }

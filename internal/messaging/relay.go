@@ -57,7 +57,12 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, schema string, opts ..
 // are logged and retried with backoff; Run returns only ctx's error.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
-	go r.listen(ctx, wake)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		r.listen(ctx, wake)
+	}()
+	defer func() { <-listening }()
 	failures := 0
 	for {
 		n, err := r.PublishBatch(ctx)
@@ -96,7 +101,14 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 			if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 				return err
 			}
-			defer conn.Exec(context.WithoutCancel(ctx), "UNLISTEN "+notifyChannel) //nolint:errcheck
+			defer func() {
+				// A connection back in the pool must not listen any more.
+				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer cancel()
+				if _, err := conn.Exec(uctx, "UNLISTEN "+notifyChannel); err != nil {
+					conn.Conn().Close(uctx) //nolint:errcheck // the pool replaces it
+				}
+			}()
 			for {
 				n, err := conn.Conn().WaitForNotification(ctx)
 				if err != nil {

@@ -61,6 +61,11 @@ func TestBadRPCRequests(t *testing.T) {
 			_, err := s.inventory.Restock(ctx, connect.NewRequest(&inventoryv1.RestockRequest{Sku: "NOPE-404", Quantity: 1}))
 			return err
 		}, connect.CodeNotFound, "NOPE-404"},
+		{"order total above the contract's limit", func() error {
+			_, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(
+				&orderv1.OrderLine{Sku: "MUG-001", Quantity: 200, UnitPriceMinor: 10_000_000_000})))
+			return err
+		}, connect.CodeInvalidArgument, "exceeds"},
 		{"oversized request (2 MiB)", func() error {
 			req := orderRequest(line("MUG-001", 1))
 			req.CouponCode = strings.Repeat("A", 2<<20)

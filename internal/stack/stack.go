@@ -209,8 +209,9 @@ func (s *Stack) open(ctx context.Context, schema string, migrations fs.FS) (*pgx
 func (s *Stack) URL() string { return "http://" + s.Listener.Addr().String() }
 
 // Run serves until ctx is done, then stops gracefully: the gateway stops
-// accepting requests, consumers finish the messages in hand, and Run returns
-// within about ShutdownTimeout.
+// accepting requests and waits up to ShutdownTimeout for those in flight,
+// and consumers finish the message in hand (each bounded by the consumer's
+// handler timeout, 20s).
 func (s *Stack) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if s.Orders != nil {
@@ -254,7 +255,6 @@ func (s *Stack) Close() {
 		p.Close()
 	}
 	if s.Conn != nil {
-		s.Conn.Drain() //nolint:errcheck // closing anyway
 		s.Conn.Close()
 	}
 	if s.NATS != nil {

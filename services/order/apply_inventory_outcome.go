@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -46,7 +47,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delive
 		}
 		var current string
 		err = tx.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, orderID).Scan(&current)
-		if err == pgx.ErrNoRows {
+		if errors.Is(err, pgx.ErrNoRows) {
 			return messaging.Permanent(fmt.Errorf("order: %s for unknown order %s", d.Spec, orderID))
 		}
 		if err != nil {

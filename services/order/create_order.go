@@ -35,7 +35,10 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	now := time.Now().UTC()
 	var total int64
 	for _, l := range req.GetLines() {
-		total += int64(l.GetQuantity()) * l.GetUnitPriceMinor()
+		total += int64(l.GetQuantity()) * l.GetUnitPriceMinor() // ≤ 100 × 1e4 × 1e10: no overflow
+	}
+	if total > MaxTotalMinor {
+		return nil, false, fmt.Errorf("%w: the total %d exceeds %d minor units", ErrInvalidOrder, total, int64(MaxTotalMinor))
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO orders
@@ -88,6 +91,10 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 // requestHash fingerprints a request, to tell a retry from a different order
 // under the same idempotency key.
 func requestHash(req *orderv1.CreateOrderRequest) ([]byte, error) {
+	if id, err := uuid.Parse(req.GetCustomerId()); err == nil && id.String() != req.GetCustomerId() {
+		req = proto.CloneOf(req)
+		req.CustomerId = id.String() // the same customer, however the id is cased
+	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("hash request: %w", err)

@@ -59,7 +59,7 @@ func (h *Handler) toConnect(method string, err error) error {
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, ErrIdempotencyKeyReused):
 		return connect.NewError(connect.CodeAlreadyExists, err)
-	case errors.Is(err, ErrBadPageToken):
+	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalidOrder):
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, err)

@@ -36,7 +36,14 @@ var (
 	// ErrIdempotencyKeyReused means a CreateOrder retry carried a known
 	// idempotency key with a different request.
 	ErrIdempotencyKeyReused = errors.New("idempotency key already used for a different order")
+	// ErrInvalidOrder means an order breaks a rule the request's field
+	// rules cannot express (its total is too large).
+	ErrInvalidOrder = errors.New("invalid order")
 )
+
+// MaxTotalMinor is the largest order total, in minor units: the bound of
+// order.created's Money.amount_minor.
+const MaxTotalMinor = 1_000_000_000_000
 
 // Service is the order service.
 type Service struct {
