@@ -71,7 +71,7 @@ func (c *Collector) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: consumer %s: %w", collectorDurable, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(16))
+	it, err := cons.Messages(messaging.PullOptions(16)...)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -82,11 +82,11 @@ func (c *Collector) run(ctx context.Context) error {
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 			return errors.New("message iterator closed")
 		}
+		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			return fmt.Errorf("jetstream: %w", err)
+		}
 		if err != nil {
 			c.log.Warn("next advisory", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerDeleted) {
-				it.Stop()
-			}
 			continue
 		}
 		if err := c.collect(ctx, msg); err != nil {

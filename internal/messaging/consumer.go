@@ -132,7 +132,7 @@ func consumeLoop(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	it, err := cons.Messages(PullOptions(1)...)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -147,10 +147,12 @@ func consumeLoop(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 				}
 				return errors.New("message iterator closed")
 			}
-			s.log.Warn("consumer: next", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerDeleted) {
-				it.Stop()
+			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				// The server stopped answering for this consumer (it
+				// was deleted, or NATS moved): declare it again.
+				return fmt.Errorf("jetstream: %w", err)
 			}
+			s.log.Warn("consumer: next", "err", err)
 			continue
 		}
 		// A message in hand is finished even when ctx is cancelled, so a
@@ -158,6 +160,19 @@ func consumeLoop(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 		s.handle(hctx, msg, h)
 		cancel()
+	}
+}
+
+// PullOptions are the pull settings of every shopbus consumer: at most
+// max messages buffered, pull requests that expire after 10s with
+// heartbeats every 5s, and missing heartbeats reported, so a consumer that
+// was deleted or lost is noticed within about 10s and declared again.
+func PullOptions(max int) []jetstream.PullMessagesOpt {
+	return []jetstream.PullMessagesOpt{
+		jetstream.PullMaxMessages(max),
+		jetstream.PullExpiry(10 * time.Second),
+		jetstream.PullHeartbeat(5 * time.Second),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true),
 	}
 }
 

@@ -172,14 +172,14 @@ func TestConsumeSurvivesConsumerDeletion(t *testing.T) {
 	// events come again (Once absorbs them in a real handler).
 	await := func(id string) {
 		t.Helper()
-		for deadline := time.After(20 * time.Second); ; {
+		for deadline := time.After(40 * time.Second); ; {
 			select {
 			case got := <-handled:
 				if got == id {
 					return
 				}
 			case <-deadline:
-				t.Fatalf("event %s not handled within 20s", id)
+				t.Fatalf("event %s not handled within 40s", id)
 			}
 		}
 	}
