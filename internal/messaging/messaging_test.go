@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/testenv"
@@ -75,15 +76,7 @@ func TestRelay(t *testing.T) {
 	ctx := context.Background()
 	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	enqueue := func() string {
-		env, err := event.New(ctx, &ordereventsv2.OrderCreated{
-			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
-			Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
-			Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1},
-			CreatedAt: timestamppb.Now(),
-		}, event.WithSource("test"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		env := newOrderCreated(t)
 		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return messaging.Enqueue(ctx, tx, env) }); err != nil {
 			t.Fatal(err)
 		}
@@ -153,15 +146,7 @@ func TestConsumeSurvivesConsumerDeletion(t *testing.T) {
 		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	publish := func() string {
-		env, err := event.New(ctx, &ordereventsv2.OrderCreated{
-			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
-			Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
-			Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1},
-			CreatedAt: timestamppb.Now(),
-		}, event.WithSource("test"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		env := newOrderCreated(t)
 		b, _ := event.Encode(env)
 		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: b, Header: event.Headers(env)}); err != nil {
 			t.Fatal(err)
@@ -192,4 +177,21 @@ func TestConsumeSurvivesConsumerDeletion(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Consume returned %v, want context.Canceled", err)
 	}
+}
+
+// newOrderCreated returns a valid order.created.v2 envelope.
+func newOrderCreated(t *testing.T) *eventv1.Envelope {
+	t.Helper()
+	eur := &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}
+	env, err := event.New(context.Background(), &ordereventsv2.OrderCreated{
+		OrderId:   "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b",
+		Customer:  &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+		Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: eur}},
+		Total:     eur,
+		CreatedAt: timestamppb.Now(),
+	}, event.WithSource("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
 }
