@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
-	"github.com/shopbus/shopbus/gateway"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -40,11 +38,7 @@ func bench(ctx context.Context, args []string) error {
 	}
 	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients * 2}}
 	orders := orderv1connect.NewOrderServiceClient(httpClient, *url)
-	var adminOpts []connect.ClientOption
-	if token := os.Getenv("SHOPBUS_ADMIN_TOKEN"); token != "" {
-		adminOpts = append(adminOpts, connect.WithInterceptors(gateway.BearerToken(token)))
-	}
-	inventory := inventoryv1connect.NewInventoryServiceClient(httpClient, *url, adminOpts...)
+	inventory := inventoryv1connect.NewInventoryServiceClient(httpClient, *url, adminClientOptions()...)
 	run := strings.ToUpper(uuid.NewString()[:8])
 	catalog := make([]string, max(*skus, 1))
 	for i := range catalog {

@@ -28,7 +28,7 @@ func dev(ctx context.Context, args []string) error {
 	natsPort := fs.Int("nats-port", envInt("SHOPBUS_NATS_PORT", 14222), "embedded NATS client port, never 4222 (env SHOPBUS_NATS_PORT)")
 	dbURL := fs.String("database-url", env("DATABASE_URL", postgres.DefaultURL), "PostgreSQL (env DATABASE_URL); the database is created if missing")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
-	adminToken := fs.String("admin-token", env("SHOPBUS_ADMIN_TOKEN", ""), "require this bearer token for SetStock, Restock and the DeadLetterService (env SHOPBUS_ADMIN_TOKEN); open when empty")
+	adminToken := adminTokenFlag(fs)
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shopbus/shopbus/gateway"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	"github.com/shopbus/shopbus/internal/event"
@@ -53,11 +52,7 @@ func dlq(ctx context.Context, args []string) error {
 		}
 		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
-	var opts []connect.ClientOption
-	if token := os.Getenv("SHOPBUS_ADMIN_TOKEN"); token != "" {
-		opts = append(opts, connect.WithInterceptors(gateway.BearerToken(token)))
-	}
-	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url, opts...)
+	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url, adminClientOptions()...)
 	filter := &deadletterv1.ListDeadLettersRequest{OriginalStream: *stream, Consumer: *consumer, EventType: *eventType}
 	switch *reason {
 	case "":

@@ -21,6 +21,9 @@ import (
 	"syscall"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/internal/postgres"
 )
 
@@ -95,6 +98,21 @@ func envDuration(name string, def time.Duration) time.Duration {
 		}
 	}
 	return def
+}
+
+// adminTokenFlag declares --admin-token, the bearer token the gateway's admin
+// procedures require.
+func adminTokenFlag(fs *flag.FlagSet) *string {
+	return fs.String("admin-token", env("SHOPBUS_ADMIN_TOKEN", ""),
+		"require this bearer token for SetStock, Restock and the DeadLetterService (env SHOPBUS_ADMIN_TOKEN); open when empty")
+}
+
+// adminClientOptions makes a client send SHOPBUS_ADMIN_TOKEN, when set.
+func adminClientOptions() []connect.ClientOption {
+	if token := os.Getenv("SHOPBUS_ADMIN_TOKEN"); token != "" {
+		return []connect.ClientOption{connect.WithInterceptors(gateway.BearerToken(token))}
+	}
+	return nil
 }
 
 func newLogger(level string) (*slog.Logger, error) {

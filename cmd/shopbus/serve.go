@@ -29,7 +29,7 @@ func serve(ctx context.Context, args []string) error {
 	maxAge := fs.Duration("retention", envDuration("SHOPBUS_STREAM_RETENTION", 7*24*time.Hour), "how long streams keep events (env SHOPBUS_STREAM_RETENTION)")
 	orderURL := fs.String("order-url", env("SHOPBUS_ORDER_URL", "http://127.0.0.1:8081"), "gateway only: the order service (env SHOPBUS_ORDER_URL)")
 	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
-	adminToken := fs.String("admin-token", env("SHOPBUS_ADMIN_TOKEN", ""), "require this bearer token for SetStock, Restock and the DeadLetterService (env SHOPBUS_ADMIN_TOKEN); open when empty")
+	adminToken := adminTokenFlag(fs)
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	if err := parse(fs, args); err != nil {
 		return err

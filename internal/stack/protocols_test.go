@@ -58,16 +58,7 @@ func TestDistributed(t *testing.T) {
 	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
 	start := func(component string, cfg stack.Config) *stack.Stack {
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
-		ctx, cancel := context.WithCancel(context.Background())
-		st, err := stack.Start(ctx, cfg)
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- st.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; st.Close() })
-		return st
+		return runStack(t, cfg)
 	}
 	orders := start("order", stack.Config{})
 	inventory := start("inventory", stack.Config{})

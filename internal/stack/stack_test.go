@@ -37,7 +37,7 @@ type testStack struct {
 func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 	t.Helper()
 	schema := testenv.Schema()
-	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
 	cfg := stack.Config{
 		DataDir:     t.TempDir(),
 		DatabaseURL: testenv.DatabaseURL(),
@@ -48,6 +48,20 @@ func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 	for _, opt := range opts {
 		opt(&cfg)
 	}
+	s := runStack(t, cfg)
+	return &testStack{
+		Stack:     s,
+		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL()),
+		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),
+		dlq:       deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, s.URL()),
+		schema:    schema,
+	}
+}
+
+// runStack starts a stack and runs it until the test ends.
+func runStack(t *testing.T, cfg stack.Config) *stack.Stack {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {
 		cancel()
@@ -66,15 +80,8 @@ func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 			t.Error("the stack did not stop within 30s")
 		}
 		s.Close()
-		testenv.DropSchemas(t, schema+"_order", schema+"_inventory")
 	})
-	return &testStack{
-		Stack:     s,
-		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL()),
-		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),
-		dlq:       deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, s.URL()),
-		schema:    schema,
-	}
+	return s
 }
 
 // count runs a query in one of the stack's schemas ("order", "inventory")
