@@ -26,9 +26,10 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type fixture struct {
-	pool *pgxpool.Pool
-	js   jetstream.JetStream
-	svc  *inventory.Service
+	pool    *pgxpool.Pool
+	js      jetstream.JetStream
+	svc     *inventory.Service
+	lastSeq uint64 // stream sequence of the last event published
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -38,7 +39,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := svc.SetStock(context.Background(), "MUG-001", 10); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{pool, js, svc}
+	return &fixture{pool: pool, js: js, svc: svc}
 }
 
 const orderID = "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b"
@@ -70,14 +71,16 @@ func (f *fixture) publish(t *testing.T, msg proto.Message) {
 	}
 	spec, _ := event.SpecOf(msg)
 	b, _ := event.Encode(env)
-	if _, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.Subject(), Data: b, Header: event.Headers(env)},
-		jetstream.WithMsgID(env.GetId())); err != nil {
+	ack, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.Subject(), Data: b, Header: event.Headers(env)},
+		jetstream.WithMsgID(env.GetId()))
+	if err != nil {
 		t.Fatal(err)
 	}
+	f.lastSeq = ack.Sequence
 }
 
-// consume runs the reserve-stock consumer with h until every message is
-// acked or terminated.
+// consume runs the reserve-stock consumer with h until every message
+// published so far is acked or terminated.
 func (f *fixture) consume(t *testing.T, h messaging.Handler) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -102,7 +105,7 @@ func (f *fixture) consume(t *testing.T, h messaging.Handler) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
+		if info.AckFloor.Stream >= f.lastSeq && info.NumAckPending == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
