@@ -34,6 +34,7 @@ fuzz:
 ## generate: regenerate gen/ (Go, Connect, TypeScript) and the JSON Schemas and catalog in event-contracts/.
 generate: protodeps node_modules/.package-lock.json
 	$(BUF) generate
+	$(BUF) generate --template buf.gen.events.yaml
 	go run ./tools/contractgen
 
 ## checkgenerate: fail when regenerating changes anything committed.

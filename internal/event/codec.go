@@ -1,7 +1,9 @@
 package event
 
 import (
+	"bytes"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -11,7 +13,7 @@ import (
 // Encode returns env in protobuf binary encoding. It does not validate: New
 // did, and Decode does on the consumer's side.
 func Encode(env *eventv1.Envelope) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(env)
+	b, err := marshal(env)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode envelope: %w", ErrMalformed, err)
 	}
@@ -32,7 +34,7 @@ func Decode(b []byte) (*eventv1.Envelope, error) {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d-byte envelope limit", ErrMalformed, len(b), maxEnvelopeSize)
 	}
 	env := &eventv1.Envelope{}
-	if err := proto.Unmarshal(b, env); err != nil {
+	if err := unmarshal(b, env); err != nil {
 		return nil, fmt.Errorf("%w: envelope: %w", ErrMalformed, err)
 	}
 	if err := validate(envelopeName, env); err != nil {
@@ -53,7 +55,7 @@ func open(name string, version uint32, payload []byte) (proto.Message, Spec, err
 		return nil, Spec{}, err
 	}
 	msg := spec.Message.New().Interface()
-	if err := proto.Unmarshal(payload, msg); err != nil {
+	if err := unmarshal(payload, msg); err != nil {
 		return nil, Spec{}, fmt.Errorf("%w: %s payload: %w", ErrMalformed, spec, err)
 	}
 	if err := validate(spec, msg); err != nil {
@@ -61,3 +63,57 @@ func open(name string, version uint32, payload []byte) (proto.Message, Spec, err
 	}
 	return msg, spec, nil
 }
+
+// vtMessage is implemented by the envelope and every event: vtprotobuf's
+// encoding, generated without reflection, and Plain, which says when that
+// encoding is protobuf-go's (buf.gen.events.yaml).
+type vtMessage interface {
+	MarshalVT() ([]byte, error)
+	MarshalToSizedBufferVT([]byte) (int, error)
+	SizeVT() int
+	UnmarshalVT([]byte) error
+	Plain() bool
+}
+
+// marshal encodes msg as protobuf-go would. The generated encoder takes a
+// plain message (valid UTF-8, no unknown fields); protobuf-go takes any
+// other, and refuses one with a string that is not UTF-8, naming the field.
+// TestCodecAgreesWithProtobufGo holds the two to the same bytes.
+func marshal(msg proto.Message) ([]byte, error) {
+	if vt, ok := msg.(vtMessage); ok && vt.Plain() {
+		return vt.MarshalVT()
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+}
+
+// unmarshal decodes b into msg, a new message, as protobuf-go would. The
+// generated decoder's answer is taken when it gives a plain message and b is
+// exactly that message's encoding, as every shopbus producer writes it: then
+// nothing in b was malformed in a way vtprotobuf overlooks (a string that is
+// not UTF-8, a broken group in an unknown field), skipped (vtprotobuf drops
+// unknown fields inside well-known types such as Timestamp) or read
+// otherwise. protobuf-go decides, and explains, anything else. FuzzDecode
+// holds unmarshal to proto.Unmarshal.
+func unmarshal(b []byte, msg proto.Message) error {
+	if vt, ok := msg.(vtMessage); ok && vt.UnmarshalVT(b) == nil && vt.Plain() && encodesTo(vt, b) {
+		return nil
+	}
+	return proto.Unmarshal(b, msg)
+}
+
+// encodesTo reports whether msg encodes to exactly b.
+func encodesTo(msg vtMessage, b []byte) bool {
+	if msg.SizeVT() != len(b) {
+		return false
+	}
+	buf := buffers.Get().(*[]byte)
+	defer buffers.Put(buf)
+	if cap(*buf) < len(b) {
+		*buf = make([]byte, len(b))
+	}
+	n, err := msg.MarshalToSizedBufferVT((*buf)[:len(b)])
+	return err == nil && n == len(b) && bytes.Equal((*buf)[:len(b)], b)
+}
+
+// buffers holds the scratch space of encodesTo.
+var buffers = sync.Pool{New: func() any { return new([]byte) }}

@@ -71,7 +71,7 @@ func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envel
 	if err := validate(spec, msg); err != nil {
 		return nil, err
 	}
-	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	payload, err := marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("event: encode %s payload: %w", spec, err)
 	}
@@ -79,14 +79,15 @@ func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envel
 	if err != nil {
 		return nil, fmt.Errorf("event: new id: %w", err)
 	}
+	ids := id.String()
 	env := &eventv1.Envelope{
-		Id:            id.String(),
+		Id:            ids,
 		Type:          spec.Name,
 		Version:       spec.Version,
 		Ts:            timestamppb.New(o.now().UTC()),
 		Source:        o.source,
 		PartitionKey:  o.partitionKey,
-		CorrelationId: id.String(),
+		CorrelationId: ids,
 		Payload:       payload,
 	}
 	if o.cause != nil {
