@@ -7,12 +7,13 @@ import (
 
 // Pattern matches a string.pattern rule. Patterns of the common shape, an
 // anchored run of ASCII character classes each repeated a bounded or
-// unbounded number of times (`^[A-Z]{3}$`, `^[a-z][a-z0-9_]*\.[a-z]+$`), are
-// matched by a single greedy scan; every other pattern by Go's regexp, the
-// engine protovalidate uses. Both give the same answer.
+// unbounded number of times (`^[A-Z]{3}$`, `^[a-z][a-z0-9_]*\.[a-z]+$`), or
+// alternatives of that shape (`^$|^[A-Z0-9]{4,16}$`), are matched by greedy
+// scans; every other pattern by Go's regexp, the engine protovalidate uses.
+// Both give the same answer.
 type Pattern struct {
-	runs []run
-	re   *regexp.Regexp // nil when runs match
+	alternatives [][]run
+	re           *regexp.Regexp // nil when the alternatives match
 }
 
 // run is one element of a scan pattern: between min and max bytes (max -1:
@@ -26,8 +27,8 @@ type run struct {
 // valid RE2 expression. Generated code calls it for the patterns buf has
 // already compiled.
 func MustCompile(expr string) *Pattern {
-	if runs, ok := scanPattern(expr); ok {
-		return &Pattern{runs: runs}
+	if alternatives, ok := scanPattern(expr); ok {
+		return &Pattern{alternatives: alternatives}
 	}
 	return &Pattern{re: regexp.MustCompile(expr)}
 }
@@ -37,9 +38,19 @@ func (p *Pattern) MatchString(s string) bool {
 	if p.re != nil {
 		return p.re.MatchString(s)
 	}
+	for _, runs := range p.alternatives {
+		if scan(runs, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// scan reports whether s is matched by runs, one after the other.
+func scan(runs []run, s string) bool {
 	pos := 0
-	for i := range p.runs {
-		r := &p.runs[i]
+	for i := range runs {
+		r := &runs[i]
 		n := 0
 		for pos < len(s) && (r.max < 0 || n < r.max) && s[pos] < 128 && r.set[s[pos]] {
 			pos++
@@ -52,15 +63,37 @@ func (p *Pattern) MatchString(s string) bool {
 	return pos == len(s)
 }
 
-// scanPattern compiles expr to runs when a greedy scan matches exactly what
-// the regular expression matches: expr is ^…$ around a sequence of ASCII
+// scanPattern compiles expr to alternatives of runs when greedy scans match
+// exactly what the regular expression matches: expr is one or more
+// alternatives, each ^…$ around a sequence of ASCII literals and classes
+// with repetition counts (scanConcat).
+func scanPattern(expr string) ([][]run, bool) {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil, false
+	}
+	subs := []*syntax.Regexp{re}
+	if re.Op == syntax.OpAlternate {
+		subs = re.Sub
+	}
+	var alternatives [][]run
+	for _, sub := range subs {
+		runs, ok := scanConcat(sub)
+		if !ok {
+			return nil, false
+		}
+		alternatives = append(alternatives, runs)
+	}
+	return alternatives, true
+}
+
+// scanConcat compiles re to runs when it is ^…$ around a sequence of ASCII
 // literals and classes with repetition counts, and each run of variable
 // length shares no byte with the runs that could match next (up to the next
 // one that must match at least one byte). Then no match can give a byte to a
 // later run that the scan gave to an earlier one.
-func scanPattern(expr string) ([]run, bool) {
-	re, err := syntax.Parse(expr, syntax.Perl)
-	if err != nil || re.Op != syntax.OpConcat || len(re.Sub) < 2 ||
+func scanConcat(re *syntax.Regexp) ([]run, bool) {
+	if re.Op != syntax.OpConcat || len(re.Sub) < 2 ||
 		re.Sub[0].Op != syntax.OpBeginText || re.Sub[len(re.Sub)-1].Op != syntax.OpEndText {
 		return nil, false
 	}

@@ -53,7 +53,11 @@ var patterns = []struct {
 	{`^a*b?a$`, false},
 	{`^[a-z]*[a-z0-9]$`, false},
 	{`^[0-9]{2,4}[0-9]$`, false},
-	// Not anchored, not ASCII, case folding, alternation, groups: regexp.
+	// Alternatives of that shape.
+	{`^$|^[A-Z0-9]{4,16}$`, true},
+	{`^[a-z]+$|^[0-9]{2}$`, true},
+	{`^[a-z]+$|[0-9]{2}`, false},
+	// Not anchored, not ASCII, case folding, groups: regexp.
 	{`[A-Z]{3}`, false},
 	{`^[A-Z]{3}`, false},
 	{`^é+$`, false},
@@ -75,8 +79,8 @@ var patternInputs = []string{
 func TestPatternAgreesWithRegexp(t *testing.T) {
 	for _, p := range patterns {
 		compiled := MustCompile(p.expr)
-		if scan := compiled.re == nil; scan != p.scan {
-			t.Errorf("%s: scanned = %v, want %v", p.expr, scan, p.scan)
+		if scanned := compiled.re == nil; scanned != p.scan {
+			t.Errorf("%s: scanned = %v, want %v", p.expr, scanned, p.scan)
 		}
 		re := regexp.MustCompile(p.expr)
 		for _, s := range patternInputs {
