@@ -15,4 +15,11 @@
 // into bytes and back; Open decodes the payload by dispatching on type and
 // version; Latest also upcasts an old version to the newest one; Headers
 // gives the NATS headers that mirror the envelope.
+//
+// Validation means protovalidate's rules, and encoding means protobuf-go's.
+// Both run on every event at both ends, so the package takes a generated
+// fast path where it is provably the same answer: each message's IsValid
+// (compiled from its rules by tools/protoc-gen-shopbus-valid) and
+// vtprotobuf's encoding of plain messages. protovalidate and protobuf-go
+// decide, and explain, everything else (docs/adr/007-event-fast-path.md).
 package event
