@@ -47,27 +47,30 @@ const (
 )
 
 func main() {
-	protogen.Options{}.Run(func(plugin *protogen.Plugin) error {
-		plugin.SupportedFeatures = uint64(pluginpb.CodeGeneratorResponse_FEATURE_PROTO3_OPTIONAL)
-		c := &compiler{
-			messages: map[protoreflect.FullName]*protogen.Message{},
-			state:    map[protoreflect.FullName]*state{},
-			plain:    map[protoreflect.FullName]*state{},
-		}
-		for _, f := range plugin.Files {
-			if f.Generate {
-				for _, m := range allMessages(f.Messages) {
-					c.messages[m.Desc.FullName()] = m
-				}
+	protogen.Options{}.Run(generate)
+}
+
+// generate writes the .valid.pb.go file of every file to generate.
+func generate(plugin *protogen.Plugin) error {
+	plugin.SupportedFeatures = uint64(pluginpb.CodeGeneratorResponse_FEATURE_PROTO3_OPTIONAL)
+	c := &compiler{
+		messages: map[protoreflect.FullName]*protogen.Message{},
+		state:    map[protoreflect.FullName]*state{},
+		plain:    map[protoreflect.FullName]*state{},
+	}
+	for _, f := range plugin.Files {
+		if f.Generate {
+			for _, m := range allMessages(f.Messages) {
+				c.messages[m.Desc.FullName()] = m
 			}
 		}
-		for _, f := range plugin.Files {
-			if f.Generate {
-				c.generate(plugin, f)
-			}
+	}
+	for _, f := range plugin.Files {
+		if f.Generate {
+			c.generate(plugin, f)
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 func allMessages(ms []*protogen.Message) []*protogen.Message {
@@ -698,9 +701,8 @@ func (e *emitter) numberRules(r protoreflect.Message, kind protoreflect.Kind, v 
 	var fails []string
 	var lower, upper protoreflect.Value
 	var hasLower, hasUpper bool
-	var err error
-	r.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		name := string(fd.Name())
+	for _, name := range setFields(r.Interface()) { // sorted: the output must not vary
+		val := r.Get(r.Descriptor().Fields().ByName(protoreflect.Name(name)))
 		switch name {
 		case "gt", "gte":
 			lower, hasLower = val, true
@@ -716,8 +718,7 @@ func (e *emitter) numberRules(r protoreflect.Message, kind protoreflect.Kind, v 
 			}
 		case "in", "not_in":
 			if float {
-				err = unsupported("%s rule %s", kind, name)
-				return false
+				return nil, unsupported("%s rule %s", kind, name)
 			}
 			var values []string
 			for i := range val.List().Len() {
@@ -730,13 +731,8 @@ func (e *emitter) numberRules(r protoreflect.Message, kind protoreflect.Kind, v 
 			}
 		case "example":
 		default:
-			err = unsupported("%s rule %s", kind, name)
-			return false
+			return nil, unsupported("%s rule %s", kind, name)
 		}
-		return true
-	})
-	if err != nil {
-		return nil, err
 	}
 	if hasLower && hasUpper && !less(lower, upper, kind) {
 		return nil, unsupported("an inverted (exclusive) %s range", kind)

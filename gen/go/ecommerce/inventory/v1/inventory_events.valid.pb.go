@@ -42,7 +42,7 @@ func (x *Reservation) IsValid() bool {
 	if x.Sku == "" || !pattern0.MatchString(x.Sku) {
 		return false
 	}
-	if x.Quantity == 0 || !(x.Quantity <= 10000) || !(x.Quantity > 0) {
+	if x.Quantity == 0 || !(x.Quantity > 0) || !(x.Quantity <= 10000) {
 		return false
 	}
 	if !(x.Remaining >= 0) {
@@ -88,7 +88,7 @@ func (x *Shortage) IsValid() bool {
 	if x.Sku == "" || !pattern0.MatchString(x.Sku) {
 		return false
 	}
-	if x.Requested == 0 || !(x.Requested <= 10000) || !(x.Requested > 0) {
+	if x.Requested == 0 || !(x.Requested > 0) || !(x.Requested <= 10000) {
 		return false
 	}
 	if !(x.Available >= 0) {

@@ -32,7 +32,7 @@ func (x *OrderCreated) IsValid() bool {
 	if x.Currency == "" || !pattern0.MatchString(x.Currency) {
 		return false
 	}
-	if !(x.TotalMinor <= 1000000000000) || !(x.TotalMinor >= 0) {
+	if !(x.TotalMinor >= 0) || !(x.TotalMinor <= 1000000000000) {
 		return false
 	}
 	if x.CreatedAt == nil {
@@ -56,10 +56,10 @@ func (x *LineItem) IsValid() bool {
 	if x.Sku == "" || !pattern2.MatchString(x.Sku) {
 		return false
 	}
-	if x.Quantity == 0 || !(x.Quantity <= 10000) || !(x.Quantity > 0) {
+	if x.Quantity == 0 || !(x.Quantity > 0) || !(x.Quantity <= 10000) {
 		return false
 	}
-	if !(x.UnitPriceMinor <= 10000000000) || !(x.UnitPriceMinor >= 0) {
+	if !(x.UnitPriceMinor >= 0) || !(x.UnitPriceMinor <= 10000000000) {
 		return false
 	}
 	return true

@@ -67,7 +67,7 @@ func (x *OrderLine) IsValid() bool {
 	if x.Sku == "" || !pattern1.MatchString(x.Sku) {
 		return false
 	}
-	if x.Quantity == 0 || !(x.Quantity <= 10000) || !(x.Quantity > 0) {
+	if x.Quantity == 0 || !(x.Quantity > 0) || !(x.Quantity <= 10000) {
 		return false
 	}
 	if x.UnitPrice == nil || !x.UnitPrice.IsValid() {
@@ -86,7 +86,7 @@ func (x *Money) IsValid() bool {
 	if x.Currency == "" || !pattern2.MatchString(x.Currency) {
 		return false
 	}
-	if !(x.AmountMinor <= 1000000000000) || !(x.AmountMinor >= 0) {
+	if !(x.AmountMinor >= 0) || !(x.AmountMinor <= 1000000000000) {
 		return false
 	}
 	return true

@@ -24,7 +24,7 @@ func (x *OrderScored) IsValid() bool {
 	if x.ModelVersion == "" || (len(x.ModelVersion) > 64 && utf8.RuneCountInString(x.ModelVersion) > 64) || (len(x.ModelVersion) < 4 && utf8.RuneCountInString(x.ModelVersion) < 1) {
 		return false
 	}
-	if !(x.Score <= 1) || !(x.Score >= 0) {
+	if !(x.Score >= 0) || !(x.Score <= 1) {
 		return false
 	}
 	if x.Decision == 0 || !(x.Decision == 0 || x.Decision == 1 || x.Decision == 2 || x.Decision == 3) {

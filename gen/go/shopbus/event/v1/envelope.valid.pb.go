@@ -21,7 +21,7 @@ func (x *Envelope) IsValid() bool {
 	if x.Type == "" || !pattern0.MatchString(x.Type) {
 		return false
 	}
-	if x.Version == 0 || !(x.Version <= 99) || !(x.Version >= 1) {
+	if x.Version == 0 || !(x.Version >= 1) || !(x.Version <= 99) {
 		return false
 	}
 	if x.Ts == nil {
