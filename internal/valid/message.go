@@ -47,8 +47,8 @@ type goForm struct {
 
 var (
 	mu      sync.Mutex
-	goRules = map[string]goForm{}                    // by rule id
-	byType  = map[protoreflect.FullName][]RuleFunc{} // nil: protovalidate decides
+	goRules = map[string]goForm{} // by rule id
+	byType  sync.Map              // protoreflect.FullName → []RuleFunc; nil: protovalidate decides
 )
 
 // RegisterRule gives the message-level CEL rule id, whose expression is
@@ -69,11 +69,11 @@ func RegisterRule(id, expression string, fn RuleFunc) {
 // goFormsOf returns the Go forms of d's message-level rules, or nil when
 // one of them has none.
 func goFormsOf(d protoreflect.MessageDescriptor) []RuleFunc {
+	if forms, ok := byType.Load(d.FullName()); ok {
+		return forms.([]RuleFunc)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if forms, ok := byType[d.FullName()]; ok {
-		return forms
-	}
 	var forms []RuleFunc
 	rules, _ := proto.GetExtension(d.Options(), validate.E_Message).(*validate.MessageRules)
 	if len(rules.GetCelExpression()) == 0 && len(rules.GetOneof()) == 0 {
@@ -86,7 +86,7 @@ func goFormsOf(d protoreflect.MessageDescriptor) []RuleFunc {
 			forms = append(forms, form.fn)
 		}
 	}
-	byType[d.FullName()] = forms
+	byType.Store(d.FullName(), forms)
 	return forms
 }
 
