@@ -365,10 +365,15 @@ func (w *world) republishSomeOrders(ctx context.Context) {
 	}
 }
 
-// awaitQuiet waits until every order has a decision and every consumer and
-// outbox is drained.
+// awaitQuiet waits until every order has a decision, every consumer and
+// outbox is drained, and the DLQ holds as many dead letters as poison events
+// were published. The last is eventual: the server publishes a
+// MSG_TERMINATED advisory after the Term that empties the consumer, and the
+// collector needs a moment to file it. Should dead letters still be missing
+// 30 s after everything else drained, it returns and check names them.
 func (w *world) awaitQuiet(t *testing.T, accepted int) {
 	deadline := time.Now().Add(5 * time.Minute)
+	var drainedAt time.Time
 	for {
 		var pending, unpublished int64
 		_ = w.orderDB.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM orders WHERE status = 'PENDING'),
@@ -379,7 +384,14 @@ func (w *world) awaitQuiet(t *testing.T, accepted int) {
 			w.consumerIdle("ECOMMERCE_ORDER", "inventory-reserve-stock") &&
 			w.consumerIdle("ECOMMERCE_INVENTORY", "order-apply-inventory-outcome") &&
 			w.consumerIdle(deadletter.AdvisoryStream, "deadletter-collector")
-		if drained {
+		switch {
+		case !drained:
+			drainedAt = time.Time{}
+		case w.deadLetters() >= w.poisonCount():
+			return
+		case drainedAt.IsZero():
+			drainedAt = time.Now()
+		case time.Since(drainedAt) > 30*time.Second:
 			return
 		}
 		if time.Now().After(deadline) {
@@ -387,6 +399,20 @@ func (w *world) awaitQuiet(t *testing.T, accepted int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func (w *world) deadLetters() int {
+	dls, _, err := deadletter.NewStore(w.js).List(context.Background(), deadletter.Filter{}, 0, 10_000)
+	if err != nil {
+		return -1
+	}
+	return len(dls)
+}
+
+func (w *world) poisonCount() int {
+	n := 0
+	w.poisonSeqs.Range(func(any, any) bool { n++; return true })
+	return n
 }
 
 func (w *world) consumerIdle(stream, durable string) bool {
