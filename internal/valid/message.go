@@ -2,6 +2,7 @@ package valid
 
 import (
 	"fmt"
+	"sort"
 	"sync"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
@@ -48,7 +49,7 @@ type goForm struct {
 var (
 	mu      sync.Mutex
 	goRules = map[string]goForm{} // by rule id
-	byType  sync.Map              // protoreflect.FullName → []RuleFunc; nil: protovalidate decides
+	byType  sync.Map              // protoreflect.MessageDescriptor → []RuleFunc; nil: protovalidate decides
 )
 
 // RegisterRule gives the message-level CEL rule id, whose expression is
@@ -69,7 +70,7 @@ func RegisterRule(id, expression string, fn RuleFunc) {
 // goFormsOf returns the Go forms of d's message-level rules, or nil when
 // one of them has none.
 func goFormsOf(d protoreflect.MessageDescriptor) []RuleFunc {
-	if forms, ok := byType.Load(d.FullName()); ok {
+	if forms, ok := byType.Load(d); ok {
 		return forms.([]RuleFunc)
 	}
 	mu.Lock()
@@ -86,7 +87,7 @@ func goFormsOf(d protoreflect.MessageDescriptor) []RuleFunc {
 			forms = append(forms, form.fn)
 		}
 	}
-	byType.Store(d.FullName(), forms)
+	byType.Store(d, forms)
 	return forms
 }
 
@@ -96,14 +97,15 @@ func goFormsOf(d protoreflect.MessageDescriptor) []RuleFunc {
 func StaleRules() []string {
 	mu.Lock()
 	defer mu.Unlock()
-	live := map[string]string{}
+	type rule struct{ id, expression string }
+	live := map[rule]bool{}
 	protoregistry.GlobalFiles.RangeFiles(func(f protoreflect.FileDescriptor) bool {
 		var walk func(ms protoreflect.MessageDescriptors)
 		walk = func(ms protoreflect.MessageDescriptors) {
 			for i := range ms.Len() {
 				rules, _ := proto.GetExtension(ms.Get(i).Options(), validate.E_Message).(*validate.MessageRules)
 				for _, r := range rules.GetCel() {
-					live[r.GetId()] = r.GetExpression()
+					live[rule{r.GetId(), r.GetExpression()}] = true
 				}
 				walk(ms.Get(i).Messages())
 			}
@@ -113,9 +115,10 @@ func StaleRules() []string {
 	})
 	var stale []string
 	for id, form := range goRules {
-		if live[id] != form.expression {
+		if !live[rule{id, form.expression}] {
 			stale = append(stale, id)
 		}
 	}
+	sort.Strings(stale)
 	return stale
 }

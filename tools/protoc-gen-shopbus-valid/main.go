@@ -299,21 +299,19 @@ func (c *compiler) inspectPlain(d protoreflect.MessageDescriptor) *state {
 	for i := range d.Fields().Len() {
 		f := d.Fields().Get(i)
 		switch {
-		case f.IsMap():
-			if f.MapKey().Kind() == protoreflect.StringKind || f.MapValue().Kind() == protoreflect.StringKind || f.MapValue().Message() != nil {
-				s.unsupported = fmt.Sprintf("map field %s holds strings or messages", f.Name())
-			}
+		case f.IsMap(): // vtprotobuf writes a map in Go's random order
+			s.unsupported = fmt.Sprintf("map field %s", f.Name())
 		case f.ContainingOneof() != nil && !f.ContainingOneof().IsSynthetic():
-			if f.Kind() == protoreflect.StringKind || f.Message() != nil {
-				s.unsupported = fmt.Sprintf("field %s in oneof %s is a string or a message", f.Name(), f.ContainingOneof().Name())
+			if f.Kind() == protoreflect.StringKind || f.Message() != nil || isFloat(f) {
+				s.unsupported = fmt.Sprintf("field %s in oneof %s is a string, a message or a float", f.Name(), f.ContainingOneof().Name())
 			}
 		case f.Message() != nil:
 			if _, ok := c.messages[f.Message().FullName()]; ok {
 				if is := c.inspectPlain(f.Message()); is.unsupported != "" {
 					s.unsupported = fmt.Sprintf("field %s: %s", f.Name(), is.unsupported)
 				}
-			} else if holdsString(f.Message(), map[protoreflect.FullName]bool{}) {
-				s.unsupported = fmt.Sprintf("field %s: %s holds strings but has no Plain", f.Name(), f.Message().FullName())
+			} else if !flat(f.Message()) {
+				s.unsupported = fmt.Sprintf("field %s: %s is not generated here and holds more than integers and bytes", f.Name(), f.Message().FullName())
 			}
 		}
 		if s.unsupported != "" {
@@ -323,27 +321,21 @@ func (c *compiler) inspectPlain(d protoreflect.MessageDescriptor) *state {
 	return s
 }
 
-// holdsString reports whether message d has a string field, in itself or in
-// a message inside it.
-func holdsString(d protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) bool {
-	if seen[d.FullName()] {
-		return false
-	}
-	seen[d.FullName()] = true
+// flat reports whether message d holds only integers, booleans, enums and
+// bytes, as google.protobuf.Timestamp does: then a Plain check of it needs
+// only its unknown fields, which vtprotobuf's well-known-type code drops.
+func flat(d protoreflect.MessageDescriptor) bool {
 	for i := range d.Fields().Len() {
 		f := d.Fields().Get(i)
-		if f.IsMap() {
-			if f.MapKey().Kind() == protoreflect.StringKind || f.MapValue().Kind() == protoreflect.StringKind ||
-				(f.MapValue().Message() != nil && holdsString(f.MapValue().Message(), seen)) {
-				return true
-			}
-			continue
-		}
-		if f.Kind() == protoreflect.StringKind || (f.Message() != nil && holdsString(f.Message(), seen)) {
-			return true
+		if f.IsMap() || f.Message() != nil || f.Kind() == protoreflect.StringKind || isFloat(f) {
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+func isFloat(f protoreflect.FieldDescriptor) bool {
+	return f.Kind() == protoreflect.DoubleKind || f.Kind() == protoreflect.FloatKind
 }
 
 // generatePlain writes m's Plain method, or says why there is none.
@@ -354,9 +346,9 @@ func (c *compiler) generatePlain(g *protogen.GeneratedFile, m *protogen.Message)
 		return
 	}
 	validString := g.QualifiedGoIdent(utf8Package.Ident("ValidString"))
-	g.P("// Plain reports whether x, and every message in it that this file's")
-	g.P("// package declares, holds only valid UTF-8 strings, as proto3 requires, and")
-	g.P("// no unknown fields. vtprotobuf reads and writes a plain message exactly as")
+	g.P("// Plain reports whether x, and every message in it, holds no unknown field,")
+	g.P("// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float")
+	g.P("// without presence. vtprotobuf reads and writes a plain message exactly as")
 	g.P("// protobuf-go does.")
 	g.P("func (x *", m.GoIdent, ") Plain() bool {")
 	g.P("if x == nil {")
@@ -368,11 +360,17 @@ func (c *compiler) generatePlain(g *protogen.GeneratedFile, m *protogen.Message)
 		switch {
 		case f.Desc.Kind() == protoreflect.StringKind:
 			check = func(v string) string { return "!" + validString + "(" + v + ")" }
-		case f.Desc.Message() != nil && !f.Desc.IsMap():
-			if _, ok := c.messages[f.Desc.Message().FullName()]; !ok {
-				continue // no strings (inspectPlain checked)
+		case f.Desc.Message() != nil:
+			if _, ok := c.messages[f.Desc.Message().FullName()]; ok {
+				check = func(v string) string { return "!" + v + ".Plain()" }
+			} else { // flat (inspectPlain checked): only its unknown fields
+				check = func(v string) string { return v + " != nil && len(" + v + ".ProtoReflect().GetUnknown()) > 0" }
 			}
-			check = func(v string) string { return "!" + v + ".Plain()" }
+		case isFloat(f.Desc) && !f.Desc.HasPresence() && !f.Desc.IsList():
+			// vtprotobuf leaves out -0.0 as if it were 0; protobuf-go writes it.
+			check = func(v string) string {
+				return v + " == 0 && " + g.QualifiedGoIdent(mathPackage.Ident("Signbit")) + "(float64(" + v + "))"
+			}
 		default:
 			continue
 		}
@@ -467,7 +465,7 @@ func (e *emitter) field(f protoreflect.FieldDescriptor, rules *validate.FieldRul
 			out = append(out, "if "+v+" != nil {", ifFail(fails...), "}")
 		}
 	default:
-		zero, err := zeroTest(f, v)
+		zero, err := e.zeroTest(f, v, false)
 		if err != nil {
 			return nil, err
 		}
@@ -537,7 +535,7 @@ func (e *emitter) list(f protoreflect.FieldDescriptor, rules *validate.FieldRule
 	if len(each) > 0 {
 		out = append(out, "for _, v := range "+v+" {")
 		if items.GetIgnore() == validate.Ignore_IGNORE_IF_ZERO_VALUE {
-			zero, err := zeroTest(f, "v")
+			zero, err := e.zeroTest(f, "v", true)
 			if err != nil {
 				return nil, err
 			}
@@ -621,8 +619,12 @@ func (e *emitter) stringRules(r *validate.StringRules, v string) ([]string, erro
 			fails = append(fails, fmt.Sprintf("%s != %s", v, strconv.Quote(r.GetConst())))
 		case "len":
 			fails = append(fails, fmt.Sprintf("%s(%s) != %d", e.ident(utf8Package, "RuneCountInString"), v, r.GetLen()))
-		case "min_len": // a rune takes at most 4 bytes: 4n bytes hold at least n runes
-			fails = append(fails, fmt.Sprintf("(len(%s) < %d && %s(%s) < %d)", v, 4*r.GetMinLen(), e.ident(utf8Package, "RuneCountInString"), v, r.GetMinLen()))
+		case "min_len":
+			if n := r.GetMinLen(); n <= 1<<20 { // a rune takes at most 4 bytes: 4n bytes hold at least n runes
+				fails = append(fails, fmt.Sprintf("(len(%s) < %d && %s(%s) < %d)", v, 4*n, e.ident(utf8Package, "RuneCountInString"), v, n))
+			} else {
+				fails = append(fails, fmt.Sprintf("%s(%s) < %d", e.ident(utf8Package, "RuneCountInString"), v, n))
+			}
 		case "max_len": // no more bytes than n means no more runes
 			fails = append(fails, fmt.Sprintf("(len(%s) > %d && %s(%s) > %d)", v, r.GetMaxLen(), e.ident(utf8Package, "RuneCountInString"), v, r.GetMaxLen()))
 		case "len_bytes":
@@ -762,9 +764,11 @@ func less(a, b protoreflect.Value, kind protoreflect.Kind) bool {
 	}
 }
 
-// zeroTest is the Go condition that v, a value of f without presence, is its
-// zero value.
-func zeroTest(f protoreflect.FieldDescriptor, v string) (string, error) {
+// zeroTest is the Go condition that v, a value of f without presence (or an
+// element of f when item), is its zero value as protovalidate sees it: a
+// field's by protobuf-go's Has, which tells -0.0 from 0, a list element's by
+// equality, which does not.
+func (e *emitter) zeroTest(f protoreflect.FieldDescriptor, v string, item bool) (string, error) {
 	switch f.Kind() {
 	case protoreflect.StringKind:
 		return v + ` == ""`, nil
@@ -779,6 +783,11 @@ func zeroTest(f protoreflect.FieldDescriptor, v string) (string, error) {
 			return "", unsupported("an enum whose first value is not 0")
 		}
 		return v + " == 0", nil
+	case protoreflect.DoubleKind, protoreflect.FloatKind:
+		if item {
+			return v + " == 0", nil
+		}
+		return e.ident(mathPackage, "Float64bits") + "(float64(" + v + ")) == 0", nil
 	default:
 		return v + " == 0", nil
 	}

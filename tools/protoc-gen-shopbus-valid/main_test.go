@@ -118,8 +118,8 @@ func TestSaysWhatItDoesNotCompile(t *testing.T) {
 			"M has no IsValid: field n: an inverted (exclusive) int64 range."},
 		{"rules of another type", field{name: "s", typ: str, rules: &validate.FieldRules{Type: &validate.FieldRules_Int64{Int64: &validate.Int64Rules{Const: proto.Int64(1)}}}},
 			"M has no IsValid: field s: int64 rules on a string field."},
-		{"map of strings", field{name: "entries", typ: descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, label: descriptorpb.FieldDescriptorProto_LABEL_REPEATED, typeName: ".t.v1.M.EntriesEntry"},
-			"M has no Plain: map field entries holds strings or messages."},
+		{"map", field{name: "entries", typ: descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, label: descriptorpb.FieldDescriptorProto_LABEL_REPEATED, typeName: ".t.v1.M.EntriesEntry"},
+			"M has no Plain: map field entries. protobuf-go encodes and decodes it."},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if src := run(t, c.field); !strings.Contains(src, c.want) {

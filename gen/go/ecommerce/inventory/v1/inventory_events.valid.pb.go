@@ -97,9 +97,9 @@ func (x *Shortage) IsValid() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *InventoryAdjusted) Plain() bool {
 	if x == nil {
@@ -116,12 +116,15 @@ func (x *InventoryAdjusted) Plain() bool {
 			return false
 		}
 	}
+	if x.AdjustedAt != nil && len(x.AdjustedAt.ProtoReflect().GetUnknown()) > 0 {
+		return false
+	}
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *Reservation) Plain() bool {
 	if x == nil {
@@ -136,9 +139,9 @@ func (x *Reservation) Plain() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *InventoryRejected) Plain() bool {
 	if x == nil {
@@ -155,12 +158,15 @@ func (x *InventoryRejected) Plain() bool {
 			return false
 		}
 	}
+	if x.RejectedAt != nil && len(x.RejectedAt.ProtoReflect().GetUnknown()) > 0 {
+		return false
+	}
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *Shortage) Plain() bool {
 	if x == nil {

@@ -65,9 +65,9 @@ func (x *LineItem) IsValid() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *OrderCreated) Plain() bool {
 	if x == nil {
@@ -90,15 +90,18 @@ func (x *OrderCreated) Plain() bool {
 	if !utf8.ValidString(x.Currency) {
 		return false
 	}
+	if x.CreatedAt != nil && len(x.CreatedAt.ProtoReflect().GetUnknown()) > 0 {
+		return false
+	}
 	if x.CouponCode != nil && !utf8.ValidString(*x.CouponCode) {
 		return false
 	}
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *LineItem) Plain() bool {
 	if x == nil {

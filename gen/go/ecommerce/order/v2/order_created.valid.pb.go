@@ -92,9 +92,9 @@ func (x *Money) IsValid() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *OrderCreated) Plain() bool {
 	if x == nil {
@@ -117,15 +117,18 @@ func (x *OrderCreated) Plain() bool {
 	if !x.Total.Plain() {
 		return false
 	}
+	if x.CreatedAt != nil && len(x.CreatedAt.ProtoReflect().GetUnknown()) > 0 {
+		return false
+	}
 	if !utf8.ValidString(x.CouponCode) {
 		return false
 	}
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *Customer) Plain() bool {
 	if x == nil {
@@ -140,9 +143,9 @@ func (x *Customer) Plain() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *OrderLine) Plain() bool {
 	if x == nil {
@@ -160,9 +163,9 @@ func (x *OrderLine) Plain() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *Money) Plain() bool {
 	if x == nil {

@@ -55,9 +55,9 @@ func (x *Reading) IsValid() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *TelemetryRaw) Plain() bool {
 	if x == nil {
@@ -74,15 +74,18 @@ func (x *TelemetryRaw) Plain() bool {
 			return false
 		}
 	}
+	if x.MeasuredAt != nil && len(x.MeasuredAt.ProtoReflect().GetUnknown()) > 0 {
+		return false
+	}
 	if !utf8.ValidString(x.FirmwareVersion) {
 		return false
 	}
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *Reading) Plain() bool {
 	if x == nil {
@@ -92,6 +95,9 @@ func (x *Reading) Plain() bool {
 		return false
 	}
 	if !utf8.ValidString(x.Metric) {
+		return false
+	}
+	if x.Value == 0 && math.Signbit(float64(x.Value)) {
 		return false
 	}
 	if !utf8.ValidString(x.Unit) {

@@ -5,6 +5,7 @@ package fraudv1
 
 import (
 	valid "github.com/shopbus/shopbus/internal/valid"
+	math "math"
 	utf8 "unicode/utf8"
 )
 
@@ -44,9 +45,9 @@ func (x *OrderScored) IsValid() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *OrderScored) Plain() bool {
 	if x == nil {
@@ -64,10 +65,16 @@ func (x *OrderScored) Plain() bool {
 	if !utf8.ValidString(x.ModelVersion) {
 		return false
 	}
+	if x.Score == 0 && math.Signbit(float64(x.Score)) {
+		return false
+	}
 	for _, v := range x.ReasonCodes {
 		if !utf8.ValidString(v) {
 			return false
 		}
+	}
+	if x.ScoredAt != nil && len(x.ScoredAt.ProtoReflect().GetUnknown()) > 0 {
+		return false
 	}
 	return true
 }

@@ -53,9 +53,9 @@ func (x *Envelope) IsValid() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *Envelope) Plain() bool {
 	if x == nil {
@@ -68,6 +68,9 @@ func (x *Envelope) Plain() bool {
 		return false
 	}
 	if !utf8.ValidString(x.Type) {
+		return false
+	}
+	if x.Ts != nil && len(x.Ts.ProtoReflect().GetUnknown()) > 0 {
 		return false
 	}
 	if !utf8.ValidString(x.Source) {

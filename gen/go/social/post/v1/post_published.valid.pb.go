@@ -44,9 +44,9 @@ func (x *PostPublished) IsValid() bool {
 	return true
 }
 
-// Plain reports whether x, and every message in it that this file's
-// package declares, holds only valid UTF-8 strings, as proto3 requires, and
-// no unknown fields. vtprotobuf reads and writes a plain message exactly as
+// Plain reports whether x, and every message in it, holds no unknown field,
+// only valid UTF-8 strings, as proto3 requires, and no -0.0 in a float
+// without presence. vtprotobuf reads and writes a plain message exactly as
 // protobuf-go does.
 func (x *PostPublished) Plain() bool {
 	if x == nil {
@@ -70,6 +70,9 @@ func (x *PostPublished) Plain() bool {
 		}
 	}
 	if !utf8.ValidString(x.ProductSku) {
+		return false
+	}
+	if x.PublishedAt != nil && len(x.PublishedAt.ProtoReflect().GetUnknown()) > 0 {
 		return false
 	}
 	return true
