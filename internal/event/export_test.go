@@ -1,4 +1,7 @@
 package event
 
-// Unmarshal exposes unmarshal to the tests of the fast path.
-var Unmarshal = unmarshal
+// The codec's internals, for the tests of the fast path.
+var (
+	Marshal   = marshal
+	Unmarshal = unmarshal
+)
