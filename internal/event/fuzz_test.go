@@ -6,14 +6,16 @@ import (
 	"testing"
 
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
+	validtestv1 "github.com/shopbus/shopbus/gen/go/shopbus/validtest/v1"
 	"github.com/shopbus/shopbus/internal/event"
 )
 
 // FuzzDecode feeds arbitrary bytes to Decode and Open: they may fail, never
 // panic, and an envelope they accept re-encodes. The same bytes, read as the
-// envelope and as every event, must decode as protobuf-go decodes them,
-// through the generated decoder or not.
-// The seed corpus runs in every `go test`; `make fuzz` explores further.
+// envelope, as every event and as validtest.Rules (every scalar kind), must
+// decode as protobuf-go decodes them, and re-encode as protobuf-go writes
+// what it read. The seed corpus runs in every `go test`; `make fuzz` explores
+// further.
 func FuzzDecode(f *testing.F) {
 	env, err := event.New(context.Background(), orderCreated(), event.WithSource("shopbus/order"))
 	if err != nil {
@@ -45,6 +47,7 @@ func FuzzDecode(f *testing.F) {
 		for _, spec := range event.Catalog() {
 			decodeAgrees(t, spec.Message, b)
 		}
+		decodeAgrees(t, (&validtestv1.Rules{}).ProtoReflect().Type(), b) // every scalar kind
 		env, err := event.Decode(b)
 		if err != nil {
 			return
