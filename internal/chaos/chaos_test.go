@@ -92,13 +92,15 @@ func TestChaos(t *testing.T) {
 	run(messaging.NewRelay(w.orderDB, w.js, w.orders.Schema(), messaging.WithRelayLogger(log)).Run)
 	run(messaging.NewRelay(w.invDB, w.js, w.inv.Schema(), messaging.WithRelayLogger(log)).Run)
 	run(deadletter.NewCollector(w.js, log).Run)
+	reserve, outcome := inventory.ReserveStockConsumer(2), order.InventoryOutcomeConsumer(2)
+	reserve.DeadLetter, outcome.DeadLetter = deadletter.Filer(w.js), deadletter.Filer(w.js)
 	for range 2 { // two inventory instances share the durable consumer
 		run(func(ctx context.Context) error {
-			return messaging.Consume(ctx, w.js, inventory.ReserveStockConsumer(2), w.ackLostAfterCommit(w.inv.ReserveStock), log)
+			return messaging.Consume(ctx, w.js, reserve, w.ackLostAfterCommit(w.inv.ReserveStock), log)
 		})
 	}
 	run(func(ctx context.Context) error {
-		return messaging.Consume(ctx, w.js, order.InventoryOutcomeConsumer(2), w.ackLostAfterCommit(w.orders.ApplyInventoryOutcome), log)
+		return messaging.Consume(ctx, w.js, outcome, w.ackLostAfterCommit(w.orders.ApplyInventoryOutcome), log)
 	})
 
 	// Place the orders while faults happen.

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
@@ -115,12 +113,11 @@ func (c *Collector) collect(ctx context.Context, msg jetstream.Msg) error {
 	if a.Stream == Stream || a.Stream == AdvisoryStream {
 		return nil // the DLQ machinery's own streams are never dead-lettered
 	}
-	reason, errText, first := ReasonMaxDeliveries, "", ""
+	l := letter{stream: a.Stream, consumer: a.Consumer, seq: a.StreamSeq, deliveries: a.Deliveries, failedAt: a.Time}
+	l.reason = ReasonMaxDeliveries
 	if strings.Contains(msg.Subject(), ".MSG_TERMINATED.") {
-		reason, errText, first = parseTermReason(a.Reason)
+		l.reason, l.errText, l.firstFailure = parseTermReason(a.Reason)
 	}
-	h := nats.Header{}
-	var data []byte
 	orig, err := c.js.Stream(ctx, a.Stream)
 	var raw *jetstream.RawStreamMsg
 	if err == nil {
@@ -128,71 +125,18 @@ func (c *Collector) collect(ctx context.Context, msg jetstream.Msg) error {
 	}
 	switch {
 	case err == nil:
-		data = raw.Data
-		for k, vs := range raw.Header {
-			if k == nats.MsgIdHdr {
-				h.Set(HeaderOriginalMsgID, vs[0])
-				continue
-			}
-			if strings.HasPrefix(k, "Nats-") {
-				continue
-			}
-			h[k] = vs
-		}
-		h.Set(HeaderOriginalSubject, raw.Subject)
-		h.Set(HeaderOriginalTimestamp, raw.Time.UTC().Format(time.RFC3339Nano))
+		l.subject, l.data, l.header, l.storedAt = raw.Subject, raw.Data, raw.Header, raw.Time
 	case errors.Is(err, jetstream.ErrMsgNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
-		h.Set(HeaderOriginalMissing, "true")
+		l.missing = true
 	default:
 		return fmt.Errorf("fetch %s #%d: %w", a.Stream, a.StreamSeq, err)
 	}
-	failedAt := a.Time
-	if failedAt.IsZero() {
-		failedAt = time.Now()
-	}
-	h.Set(HeaderOriginalStream, a.Stream)
-	h.Set(HeaderOriginalSequence, strconv.FormatUint(a.StreamSeq, 10))
-	h.Set(HeaderOriginalConsumer, a.Consumer)
-	h.Set(HeaderDeliveryCount, strconv.FormatUint(a.Deliveries, 10))
-	h.Set(HeaderReason, reason)
-	h.Set(HeaderLastFailure, failedAt.UTC().Format(time.RFC3339Nano))
-	if errText != "" {
-		h.Set(HeaderExceptionMessage, errText)
-	}
-	if first != "" {
-		h.Set(HeaderFirstFailure, first)
-	}
-	subj := subject(a.Stream, a.Consumer, a.StreamSeq)
-	_, err = c.js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: data, Header: h},
-		jetstream.WithMsgID(strings.TrimPrefix(subj, SubjectPrefix)), jetstream.WithExpectStream(Stream))
-	if isAlreadyStored(err) {
-		return nil // seen before: one dead letter per message and consumer
-	}
+	stored, err := l.store(ctx, c.js)
 	if err != nil {
-		return fmt.Errorf("store dead letter %s: %w", subj, err)
+		return err
 	}
-	c.log.Info("dead letter stored", "subject", subj, "reason", reason, "error", errText)
+	if stored {
+		c.log.Info("dead letter stored", "stream", l.stream, "seq", l.seq, "reason", l.reason, "error", l.errText)
+	}
 	return nil
-}
-
-// isAlreadyStored reports the DLQ's refusal of a second dead letter for the
-// same subject.
-func isAlreadyStored(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages per subject exceeded")
-}
-
-// parseTermReason reads the reason messaging.Consume gives TermWithReason:
-// "<kind>: <error> [first failure <RFC 3339>]", where kind is "poison" or
-// "retries exhausted".
-func parseTermReason(r string) (reason, errText, firstFailure string) {
-	reason = ReasonTerminated
-	if strings.HasPrefix(r, messaging.TermExhausted) {
-		reason = ReasonMaxDeliveries
-	}
-	if i := strings.LastIndex(r, " [first failure "); i >= 0 && strings.HasSuffix(r, "]") {
-		firstFailure = r[i+len(" [first failure ") : len(r)-1]
-		r = r[:i]
-	}
-	return reason, r, firstFailure
 }

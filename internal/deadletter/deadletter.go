@@ -4,9 +4,12 @@
 // shopbus captures those advisories in a stream (AdvisoryStream), so none is
 // lost while the collector is down; the Collector turns each into a dead
 // letter in the DLQ stream: the original message, fetched by its stream
-// sequence, with headers that say where it came from and why (Header*). The
-// Store lists, shows, redrives and discards dead letters; Handler serves it
-// as the DeadLetterService.
+// sequence, with headers that say where it came from and why (Header*). A
+// consumer that terminates a message stores its dead letter first, through a
+// Filer, because the MSG_TERMINATED advisory is lost if the server stops just
+// after the Term; the advisory then adds nothing. The Store lists, shows,
+// redrives and discards dead letters; Handler serves it as the
+// DeadLetterService.
 package deadletter
 
 import (

@@ -55,7 +55,16 @@ type ConsumerConfig struct {
 	MaxAckPending int
 	// Workers is how many messages this instance handles at once (default 1).
 	Workers int
+	// DeadLetter, when set, stores a message in the dead-letter queue
+	// before the consumer terminates it (deadletter.Filer); if it fails, the
+	// message is retried instead. Without it, the MSG_TERMINATED advisory
+	// that follows the Term is the only record.
+	DeadLetter DeadLetterFunc
 }
+
+// DeadLetterFunc stores msg in the dead-letter queue. reason is what the
+// consumer gives TermWithReason.
+type DeadLetterFunc func(ctx context.Context, msg jetstream.Msg, reason string) error
 
 func (c *ConsumerConfig) defaults() {
 	if c.AckWait == 0 {
@@ -102,7 +111,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		return err
 	}
 	log = log.With("consumer", cfg.Durable, "stream", cfg.Stream)
-	s := &settler{retry: cfg.Retry, log: log, firstFailure: map[uint64]time.Time{}}
+	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, log: log, firstFailure: map[uint64]time.Time{}}
 	var wg sync.WaitGroup
 	for range cfg.Workers {
 		wg.Go(func() {
@@ -190,8 +199,9 @@ const (
 
 // settler settles messages: ack, nak with delay, or term.
 type settler struct {
-	retry RetryPolicy
-	log   *slog.Logger
+	retry      RetryPolicy
+	deadLetter DeadLetterFunc
+	log        *slog.Logger
 
 	mu           sync.Mutex
 	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ
@@ -231,12 +241,22 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 			first = time.Now()
 		}
 		reason := fmt.Sprintf("%s: %s [first failure %s]", kind, truncate(err.Error(), 400), first.UTC().Format(time.RFC3339Nano))
+		if s.deadLetter != nil {
+			if err := s.deadLetter(ctx, msg, reason); err != nil {
+				// On the last delivery, JetStream's MAX_DELIVERIES advisory
+				// will file it instead.
+				s.remember(seq, first)
+				s.log.Warn("consumer: dead letter not stored; retrying", append(attrs, "err", err)...)
+				_ = msg.NakWithDelay(s.retry.Delay(int(meta.NumDelivered)))
+				return
+			}
+		}
 		s.log.Error("consumer: giving up; terminating (dead-letter queue)", append(attrs, "err", err, "kind", kind)...)
 		if err := msg.TermWithReason(reason); err != nil {
 			s.log.Warn("consumer: term", append(attrs, "err", err)...)
 		}
 	default:
-		s.remember(seq)
+		s.remember(seq, time.Now())
 		delay := s.retry.Delay(int(meta.NumDelivered))
 		s.log.Warn("consumer: transient failure; retrying", append(attrs, "err", err, "retry_in", delay)...)
 		if err := msg.NakWithDelay(delay); err != nil {
@@ -245,7 +265,8 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	}
 }
 
-func (s *settler) remember(seq uint64) {
+// remember records at as the first failure of seq, unless it has one.
+func (s *settler) remember(seq uint64, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.firstFailure[seq]; ok {
@@ -257,7 +278,7 @@ func (s *settler) remember(seq uint64) {
 			break
 		}
 	}
-	s.firstFailure[seq] = time.Now()
+	s.firstFailure[seq] = at
 }
 
 func (s *settler) forget(seq uint64) time.Time {

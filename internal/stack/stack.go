@@ -182,6 +182,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		}
 		s.Orders = order.New(pool, s.JS, cfg.Schema+"_order", cfg.Log)
 		s.Orders.Retry = cfg.Retry
+		s.Orders.DeadLetter = deadletter.Filer(s.JS)
 	}
 	if cfg.runs("inventory") {
 		pool, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
@@ -190,6 +191,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		}
 		s.Inventory = inventory.New(pool, s.JS, cfg.Schema+"_inventory", cfg.Log)
 		s.Inventory.Retry = cfg.Retry
+		s.Inventory.DeadLetter = deadletter.Filer(s.JS)
 	}
 	return nil
 }

@@ -46,6 +46,10 @@ type Service struct {
 	// Retry is the consumer's retry policy (messaging.DefaultRetry when
 	// zero).
 	Retry messaging.RetryPolicy
+	// DeadLetter stores a message in the dead-letter queue before the
+	// consumer terminates it (deadletter.Filer); nil leaves it to the
+	// MSG_TERMINATED advisory.
+	DeadLetter messaging.DeadLetterFunc
 	// Workers is how many order.created events are handled at once.
 	Workers int
 }
@@ -60,6 +64,7 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Lo
 func (s *Service) Run(ctx context.Context) error {
 	cfg := ReserveStockConsumer(s.Workers)
 	cfg.Retry = s.Retry
+	cfg.DeadLetter = s.DeadLetter
 	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ReserveStock, s.log)
 }
 

@@ -54,6 +54,10 @@ type Service struct {
 	// Retry is the consumer's retry policy (messaging.DefaultRetry when
 	// zero).
 	Retry messaging.RetryPolicy
+	// DeadLetter stores a message in the dead-letter queue before the
+	// consumer terminates it (deadletter.Filer); nil leaves it to the
+	// MSG_TERMINATED advisory.
+	DeadLetter messaging.DeadLetterFunc
 	// Workers is how many inventory outcomes are handled at once.
 	Workers int
 }
@@ -68,6 +72,7 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Lo
 func (s *Service) Run(ctx context.Context) error {
 	cfg := InventoryOutcomeConsumer(s.Workers)
 	cfg.Retry = s.Retry
+	cfg.DeadLetter = s.DeadLetter
 	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ApplyInventoryOutcome, s.log)
 }
 

@@ -1,0 +1,86 @@
+package deadletter_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
+	"github.com/shopbus/shopbus/internal/deadletter"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// TestFilerStoresBeforeTerm: a consumer with a Filer stores the dead letter
+// itself before it terminates the message, so the dead letter exists even if
+// the MSG_TERMINATED advisory is never collected (no collector runs here).
+// While the DLQ cannot take it, the message is retried, not terminated; and
+// the advisory collected afterwards adds nothing.
+func TestFilerStoresBeforeTerm(t *testing.T) {
+	js := setup(t)
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, deadletter.Stream); err != nil { // the DLQ is unavailable
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: []byte("poison")}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", DeadLetter: deadletter.Filer(js),
+		Retry: messaging.RetryPolicy{MaxDeliver: 1000, Base: 20 * time.Millisecond, Cap: 50 * time.Millisecond}}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- messaging.Consume(cctx, js, cfg, func(context.Context, *messaging.Delivery) error { return nil }, quiet)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	var consumer jetstream.Consumer
+	waitFor(t, "the consumer", func() bool {
+		c, err := js.Consumer(ctx, "ECOMMERCE_ORDER", "test-consumer")
+		consumer = c
+		return err == nil
+	})
+	waitFor(t, "redeliveries while the DLQ is down", func() bool {
+		info, err := consumer.Info(ctx)
+		return err == nil && info.NumRedelivered > 0
+	})
+	if n := msgs(t, js, deadletter.AdvisoryStream); n != 0 {
+		t.Fatalf("the message was terminated (%d advisories) while its dead letter could not be stored", n)
+	}
+
+	if err := deadletter.Ensure(ctx, js, deadletter.Options{}); err != nil { // the DLQ is back
+		t.Fatal(err)
+	}
+	waitFor(t, "the dead letter", func() bool { return msgs(t, js, deadletter.Stream) == 1 })
+	waitFor(t, "the Term's advisory", func() bool { return msgs(t, js, deadletter.AdvisoryStream) == 1 })
+	dls, _, err := deadletter.NewStore(js).List(ctx, deadletter.Filter{}, 0, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("List = %v, %v", dls, err)
+	}
+	dl := dls[0]
+	if dl.GetOriginalStream() != "ECOMMERCE_ORDER" || dl.GetOriginalSequence() != 1 || dl.GetConsumer() != "test-consumer" ||
+		dl.GetOriginalSubject() != "ecommerce.order.created.v2" || dl.GetReason() != deadletterv1.Reason_REASON_TERMINATED ||
+		!strings.Contains(dl.GetError(), "malformed event") || dl.GetDeliveries() < 2 || dl.GetFirstFailureAt() == nil {
+		t.Errorf("dead letter = %v", dl)
+	}
+	if first, last := dl.GetFirstFailureAt().AsTime(), dl.GetFailedAt().AsTime(); !first.Before(last) {
+		t.Errorf("first failure %v is not before the last %v: the retries' first failure was lost", first, last)
+	}
+
+	// The collector sees the advisory and stores nothing more.
+	runCollector(t, js)
+	waitFor(t, "the collector", func() bool {
+		c, err := js.Consumer(ctx, deadletter.AdvisoryStream, "deadletter-collector")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.AckFloor.Stream == 1
+	})
+	if n := msgs(t, js, deadletter.Stream); n != 1 {
+		t.Errorf("%d dead letters after the collector ran, want 1", n)
+	}
+}
