@@ -113,6 +113,9 @@ func (c *Collector) collect(ctx context.Context, msg jetstream.Msg) error {
 	if a.Stream == Stream || a.Stream == AdvisoryStream {
 		return nil // the DLQ machinery's own streams are never dead-lettered
 	}
+	if strings.Contains(msg.Subject(), ".MSG_TERMINATED.") && strings.HasSuffix(a.Reason, " "+messaging.TermFiled) {
+		return nil // its consumer stored the dead letter before the Term (Filer)
+	}
 	l := letter{stream: a.Stream, consumer: a.Consumer, seq: a.StreamSeq, deliveries: a.Deliveries, failedAt: a.Time}
 	l.reason = ReasonMaxDeliveries
 	if strings.Contains(msg.Subject(), ".MSG_TERMINATED.") {

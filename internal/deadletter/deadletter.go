@@ -47,6 +47,7 @@ const (
 	HeaderOriginalMsgID     = "Shopbus-Dlq-Original-Msg-Id"
 	HeaderOriginalTimestamp = "Shopbus-Dlq-Original-Timestamp" // when the original was stored
 	HeaderOriginalMissing   = "Shopbus-Dlq-Original-Missing"   // "true": the original was gone
+	HeaderOriginalOmitted   = "Shopbus-Dlq-Original-Omitted"   // "true": too large to copy; it is in its stream
 	HeaderDeliveryCount     = "Shopbus-Dlq-Delivery-Count"
 	HeaderReason            = "Shopbus-Dlq-Reason" // "max_deliveries" or "terminated"
 	HeaderExceptionMessage  = "Shopbus-Dlq-Exception-Message"

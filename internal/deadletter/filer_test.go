@@ -1,6 +1,7 @@
 package deadletter_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -70,7 +71,22 @@ func TestFilerStoresBeforeTerm(t *testing.T) {
 		t.Errorf("first failure %v is not before the last %v: the retries' first failure was lost", first, last)
 	}
 
-	// The collector sees the advisory and stores nothing more.
+	// An operator discards the dead letter; a collector that sees the Term's
+	// advisory only now (down, or lagging past the DLQ's duplicate window)
+	// does not bring it back.
+	if err := deadletter.NewStore(js).Discard(ctx, dl.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	dlq, err := js.Stream(ctx, deadletter.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortWindow := dlq.CachedInfo().Config
+	shortWindow.Duplicates = 100 * time.Millisecond // stands for the 10 minutes having passed
+	if _, err := js.UpdateStream(ctx, shortWindow); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
 	runCollector(t, js)
 	waitFor(t, "the collector", func() bool {
 		c, err := js.Consumer(ctx, deadletter.AdvisoryStream, "deadletter-collector")
@@ -80,7 +96,81 @@ func TestFilerStoresBeforeTerm(t *testing.T) {
 		info, err := c.Info(ctx)
 		return err == nil && info.AckFloor.Stream == 1
 	})
-	if n := msgs(t, js, deadletter.Stream); n != 1 {
-		t.Errorf("%d dead letters after the collector ran, want 1", n)
+	if n := msgs(t, js, deadletter.Stream); n != 0 {
+		t.Errorf("%d dead letters after the collector ran, want the discarded one to stay discarded", n)
+	}
+}
+
+// TestFilerFailsOnLastDelivery: when the dead letter cannot be stored on the
+// last allowed delivery, the message is not terminated, and JetStream's
+// MAX_DELIVERIES advisory files it once the DLQ is back.
+func TestFilerFailsOnLastDelivery(t *testing.T) {
+	js := setup(t)
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, deadletter.Stream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: []byte("poison")}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", DeadLetter: deadletter.Filer(js),
+		AckWait: time.Second, Retry: messaging.RetryPolicy{MaxDeliver: 2, Base: 20 * time.Millisecond, Cap: 50 * time.Millisecond}}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- messaging.Consume(cctx, js, cfg, func(context.Context, *messaging.Delivery) error { return nil }, quiet)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "the MAX_DELIVERIES advisory", func() bool { return msgs(t, js, deadletter.AdvisoryStream) == 1 })
+	if err := deadletter.Ensure(ctx, js, deadletter.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	runCollector(t, js)
+	waitFor(t, "the dead letter", func() bool { return msgs(t, js, deadletter.Stream) == 1 })
+	dls, _, err := deadletter.NewStore(js).List(ctx, deadletter.Filter{}, 0, 10)
+	if err != nil || len(dls) != 1 || dls[0].GetReason() != deadletterv1.Reason_REASON_MAX_DELIVERIES || dls[0].GetDeliveries() != 2 {
+		t.Fatalf("List = %v, %v; want one max_deliveries dead letter after 2 deliveries", dls, err)
+	}
+}
+
+// TestFilerTooLarge: a message whose dead letter, with its headers, would
+// exceed NATS's maximum payload is dead-lettered without its data, and
+// redrive fetches the original from its stream.
+func TestFilerTooLarge(t *testing.T) {
+	js := setup(t)
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("x"), 1<<20-300) // fits alone, not with the Shopbus-Dlq-* headers
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: big}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", DeadLetter: deadletter.Filer(js)}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- messaging.Consume(cctx, js, cfg, func(context.Context, *messaging.Delivery) error { return nil }, quiet)
+	}()
+	waitFor(t, "the dead letter", func() bool { return msgs(t, js, deadletter.Stream) == 1 })
+	waitFor(t, "the Term's advisory", func() bool { return msgs(t, js, deadletter.AdvisoryStream) == 1 })
+	cancel()
+	<-done
+	store := deadletter.NewStore(js)
+	dls, _, err := store.List(ctx, deadletter.Filter{}, 0, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("List = %v, %v", dls, err)
+	}
+	seq, err := store.Redrive(ctx, dls[0].GetId())
+	if err != nil {
+		t.Fatalf("Redrive: %v", err)
+	}
+	stream, err := js.Stream(ctx, "ECOMMERCE_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw.Data, big) {
+		t.Fatalf("redriven message #%d: %d bytes; want the original %d bytes", seq, len(raw.Data), len(big))
 	}
 }

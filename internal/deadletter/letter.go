@@ -70,8 +70,18 @@ func (l *letter) store(ctx context.Context, js jetstream.JetStream) (stored bool
 		h.Set(HeaderFirstFailure, l.firstFailure)
 	}
 	subj := subject(l.stream, l.consumer, l.seq)
-	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: l.data, Header: h},
-		jetstream.WithMsgID(strings.TrimPrefix(subj, SubjectPrefix)), jetstream.WithExpectStream(Stream))
+	publish := func(data []byte) (*jetstream.PubAck, error) {
+		return js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: data, Header: h},
+			jetstream.WithMsgID(strings.TrimPrefix(subj, SubjectPrefix)), jetstream.WithExpectStream(Stream))
+	}
+	ack, err := publish(l.data)
+	if tooLarge(err) && !l.missing {
+		// The original with the Shopbus-Dlq-* headers exceeds what NATS
+		// takes: store the dead letter without the data, which stays in its
+		// stream, where Store.Redrive fetches it.
+		h.Set(HeaderOriginalOmitted, "true")
+		ack, err = publish(nil)
+	}
 	if isAlreadyStored(err) {
 		return false, nil // seen before: one dead letter per message and consumer
 	}
@@ -103,6 +113,13 @@ func Filer(js jetstream.JetStream) messaging.DeadLetterFunc {
 	}
 }
 
+// tooLarge reports a dead letter bigger than NATS or the DLQ stream take.
+func tooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "message size exceeds maximum")
+}
+
 // isAlreadyStored reports the DLQ's refusal of a second dead letter for the
 // same subject.
 func isAlreadyStored(err error) bool {
@@ -114,6 +131,7 @@ func isAlreadyStored(err error) bool {
 // "<kind>: <error> [first failure <RFC 3339>]", where kind is "poison" or
 // "retries exhausted".
 func parseTermReason(r string) (reason, errText, firstFailure string) {
+	r = strings.TrimSuffix(r, " "+messaging.TermFiled)
 	reason = ReasonTerminated
 	if strings.HasPrefix(r, messaging.TermExhausted) {
 		reason = ReasonMaxDeliveries

@@ -156,12 +156,18 @@ func (s *Store) Redrive(ctx context.Context, id uint64) (uint64, error) {
 			out[k] = vs
 		}
 	}
+	data := raw.Data
+	if h.Get(HeaderOriginalOmitted) == "true" { // too large to copy: fetch it from its stream
+		if data, err = s.original(ctx, h); err != nil {
+			return 0, fmt.Errorf("%w: %d: %w", ErrNotRedrivable, id, err)
+		}
+	}
 	msgID := h.Get(HeaderOriginalMsgID)
 	if msgID == "" {
 		msgID = strings.TrimPrefix(raw.Subject, SubjectPrefix)
 	}
 	out.Set("Shopbus-Redriven-From", strconv.FormatUint(id, 10))
-	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: origSubject, Data: raw.Data, Header: out},
+	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: origSubject, Data: data, Header: out},
 		jetstream.WithMsgID(msgID+":redrive:"+strconv.FormatUint(id, 10)), jetstream.WithExpectStream(origStream))
 	if err != nil {
 		return 0, fmt.Errorf("redrive %d to %s: %w", id, origSubject, err)
@@ -170,6 +176,26 @@ func (s *Store) Redrive(ctx context.Context, id uint64) (uint64, error) {
 		return ack.Sequence, fmt.Errorf("redriven to %s #%d, but not removed from the DLQ: %w", origSubject, ack.Sequence, err)
 	}
 	return ack.Sequence, nil
+}
+
+// original returns the data of the message a dead letter stored without it.
+func (s *Store) original(ctx context.Context, h nats.Header) ([]byte, error) {
+	seq, err := strconv.ParseUint(h.Get(HeaderOriginalSequence), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("original sequence %q: %w", h.Get(HeaderOriginalSequence), err)
+	}
+	stream, err := s.js.Stream(ctx, h.Get(HeaderOriginalStream))
+	if err != nil {
+		return nil, fmt.Errorf("original stream %s: %w", h.Get(HeaderOriginalStream), err)
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("the original, %s #%d, is gone from its stream: %w", h.Get(HeaderOriginalStream), seq, err)
+	}
+	if raw.Header.Get(nats.MsgIdHdr) != h.Get(HeaderOriginalMsgID) {
+		return nil, fmt.Errorf("%s #%d is no longer the original message (its stream was recreated)", h.Get(HeaderOriginalStream), seq)
+	}
+	return raw.Data, nil
 }
 
 // Discard removes the dead letter id.

@@ -185,8 +185,12 @@ func PullOptions(max int) []jetstream.PullMessagesOpt {
 	}
 }
 
-// handleTimeout bounds one handler call (and thus a graceful stop).
-const handleTimeout = 20 * time.Second
+// handleTimeout bounds one handler call (and thus a graceful stop), and
+// deadLetterTimeout the storing of a dead letter.
+const (
+	handleTimeout     = 20 * time.Second
+	deadLetterTimeout = 10 * time.Second
+)
 
 // Reasons given to TermWithReason, which the MSG_TERMINATED advisory carries
 // to the dead-letter queue: "<kind>: <error> [first failure <RFC 3339>]".
@@ -195,6 +199,10 @@ const (
 	TermPoison = "poison"
 	// TermExhausted marks a transient failure on the last allowed delivery.
 	TermExhausted = "retries exhausted"
+	// TermFiled ends the reason of a message whose dead letter the consumer
+	// stored before terminating it (ConsumerConfig.DeadLetter): the
+	// advisory's collector has nothing to add.
+	TermFiled = "[filed]"
 )
 
 // settler settles messages: ack, nak with delay, or term.
@@ -242,14 +250,19 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 		}
 		reason := fmt.Sprintf("%s: %s [first failure %s]", kind, truncate(err.Error(), 400), first.UTC().Format(time.RFC3339Nano))
 		if s.deadLetter != nil {
-			if err := s.deadLetter(ctx, msg, reason); err != nil {
-				// On the last delivery, JetStream's MAX_DELIVERIES advisory
-				// will file it instead.
-				s.remember(seq, first)
+			// Its own time: the handler may have used up ctx's.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+			err := s.deadLetter(dctx, msg, reason)
+			cancel()
+			if err != nil {
+				if int(meta.NumDelivered) < s.retry.MaxDeliver {
+					s.remember(seq, first)
+				} // else no redelivery: JetStream's MAX_DELIVERIES advisory files it
 				s.log.Warn("consumer: dead letter not stored; retrying", append(attrs, "err", err)...)
 				_ = msg.NakWithDelay(s.retry.Delay(int(meta.NumDelivered)))
 				return
 			}
+			reason += " " + TermFiled
 		}
 		s.log.Error("consumer: giving up; terminating (dead-letter queue)", append(attrs, "err", err, "kind", kind)...)
 		if err := msg.TermWithReason(reason); err != nil {

@@ -220,15 +220,44 @@ func fieldRules(f protoreflect.FieldDescriptor) *validate.FieldRules {
 	return r
 }
 
-// setFields lists the names of m's populated fields, extensions included.
+// setFields lists the names of m's populated fields. An extension (a
+// predefined rule) is named "(<full name>)", and fields this plugin's copy
+// of validate.proto does not know, "(unknown fields)": no rule compiles
+// them, so a message using one gets no IsValid.
 func setFields(m proto.Message) []string {
 	var names []string
 	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-		names = append(names, string(fd.Name()))
+		if fd.IsExtension() {
+			names = append(names, "("+string(fd.FullName())+")")
+		} else {
+			names = append(names, string(fd.Name()))
+		}
 		return true
 	})
+	if len(m.ProtoReflect().GetUnknown()) > 0 {
+		names = append(names, "(unknown fields)")
+	}
 	sort.Strings(names)
 	return names
+}
+
+// checkFieldRules refuses a FieldRules that sets anything but required,
+// ignore and type rules.
+func checkFieldRules(r *validate.FieldRules) error {
+	if r == nil {
+		return nil
+	}
+	for _, name := range setFields(r) {
+		switch {
+		case name == "required", name == "ignore":
+		case name == "cel", name == "cel_expression":
+			return unsupported("a CEL rule")
+		case typeOneof.Fields().ByName(protoreflect.Name(name)) != nil:
+		default:
+			return unsupported("field rule %s", name)
+		}
+	}
+	return nil
 }
 
 func (c *compiler) generate(plugin *protogen.Plugin, file *protogen.File) {
@@ -444,8 +473,8 @@ func (e *emitter) pattern(expr string) string {
 // field returns the Go statements that return false when the field at v
 // breaks its rules.
 func (e *emitter) field(f protoreflect.FieldDescriptor, rules *validate.FieldRules, v string) ([]string, error) {
-	if len(rules.GetCel()) > 0 || len(rules.GetCelExpression()) > 0 {
-		return nil, unsupported("a CEL rule")
+	if err := checkFieldRules(rules); err != nil {
+		return nil, err
 	}
 	inner := e.c.innerMessage(f)
 	if f.IsList() {
@@ -522,8 +551,11 @@ func (e *emitter) list(f protoreflect.FieldDescriptor, rules *validate.FieldRule
 	if len(fails) > 0 {
 		out = append(out, ifFail(fails...))
 	}
-	if len(items.GetCel()) > 0 || len(items.GetCelExpression()) > 0 || items.GetRequired() {
-		return nil, unsupported("a CEL or required rule on items")
+	if err := checkFieldRules(items); err != nil {
+		return nil, fmt.Errorf("items: %w", err)
+	}
+	if items.GetRequired() {
+		return nil, unsupported("a required rule on items")
 	}
 	if items.GetIgnore() == validate.Ignore_IGNORE_ALWAYS {
 		items = nil

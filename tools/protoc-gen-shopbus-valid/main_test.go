@@ -6,6 +6,7 @@ import (
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/pluginpb"
@@ -118,6 +119,8 @@ func TestSaysWhatItDoesNotCompile(t *testing.T) {
 			"M has no IsValid: field n: an inverted (exclusive) int64 range."},
 		{"rules of another type", field{name: "s", typ: str, rules: &validate.FieldRules{Type: &validate.FieldRules_Int64{Int64: &validate.Int64Rules{Const: proto.Int64(1)}}}},
 			"M has no IsValid: field s: int64 rules on a string field."},
+		{"predefined rule", field{name: "s", typ: str, rules: predefined()},
+			"M has no IsValid: field s: string rule (unknown fields)."},
 		{"map", field{name: "entries", typ: descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, label: descriptorpb.FieldDescriptorProto_LABEL_REPEATED, typeName: ".t.v1.M.EntriesEntry"},
 			"M has no Plain: map field entries. protobuf-go encodes and decodes it."},
 	} {
@@ -127,4 +130,12 @@ func TestSaysWhatItDoesNotCompile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// predefined returns string rules holding an extension the plugin does not
+// link, as a predefined rule declared in a contract's own proto arrives.
+func predefined() *validate.FieldRules {
+	r := &validate.StringRules{}
+	r.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 1000, protowire.VarintType), 1))
+	return &validate.FieldRules{Type: &validate.FieldRules_String_{String_: r}}
 }
