@@ -11,10 +11,7 @@ import (
 // rules. The error wraps ErrInvalid and a *protovalidate.ValidationError whose
 // violations name each offending field.
 func Validate(msg proto.Message) error {
-	if isValid(msg) {
-		return nil
-	}
-	return explain(named(msg.ProtoReflect().Descriptor().FullName()), msg)
+	return validate(named(msg.ProtoReflect().Descriptor().FullName()), msg)
 }
 
 // validate is Validate naming what was validated ("envelope",
