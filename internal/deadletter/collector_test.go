@@ -63,14 +63,14 @@ func runCollector(t *testing.T, js jetstream.JetStream) {
 func TestCollectorCatchesUp(t *testing.T) {
 	js := setup(t)
 	ctx := context.Background()
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: []byte("poison")}); err != nil {
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("poison")}); err != nil {
 		t.Fatal(err)
 	}
 	// A consumer terminates the poison message; no collector is running.
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- messaging.Consume(cctx, js, messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer"},
+		done <- messaging.Consume(cctx, js, messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", Subjects: orderCreated, Strategy: messaging.RoundRobin},
 			func(context.Context, *messaging.Delivery) error { return nil }, quiet)
 	}()
 	waitFor(t, "the advisory", func() bool { return msgs(t, js, deadletter.AdvisoryStream) == 1 })
@@ -121,7 +121,7 @@ func TestMaxDeliveriesAdvisory(t *testing.T) {
 	js := setup(t)
 	ctx := context.Background()
 	runCollector(t, js)
-	if _, err := js.Publish(ctx, "ecommerce.order.created.v2", []byte("never acked")); err != nil {
+	if _, err := js.Publish(ctx, "ecommerce.order.created.v2.k1", []byte("never acked")); err != nil {
 		t.Fatal(err)
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, "ECOMMERCE_ORDER", jetstream.ConsumerConfig{

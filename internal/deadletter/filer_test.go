@@ -20,16 +20,19 @@ import (
 // the MSG_TERMINATED advisory is never collected (no collector runs here).
 // While the DLQ cannot take it, the message is retried, not terminated; and
 // the advisory collected afterwards adds nothing.
+// orderCreated is the subject filter of the tests' consumers.
+var orderCreated = []string{"ecommerce.order.created"}
+
 func TestFilerStoresBeforeTerm(t *testing.T) {
 	js := setup(t)
 	ctx := context.Background()
 	if err := js.DeleteStream(ctx, deadletter.Stream); err != nil { // the DLQ is unavailable
 		t.Fatal(err)
 	}
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: []byte("poison")}); err != nil {
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("poison")}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", DeadLetter: deadletter.Filer(js),
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", Subjects: orderCreated, Strategy: messaging.RoundRobin, DeadLetter: deadletter.Filer(js),
 		Retry: messaging.RetryPolicy{MaxDeliver: 1000, Base: 20 * time.Millisecond, Cap: 50 * time.Millisecond}}
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -63,7 +66,7 @@ func TestFilerStoresBeforeTerm(t *testing.T) {
 	}
 	dl := dls[0]
 	if dl.GetOriginalStream() != "ECOMMERCE_ORDER" || dl.GetOriginalSequence() != 1 || dl.GetConsumer() != "test-consumer" ||
-		dl.GetOriginalSubject() != "ecommerce.order.created.v2" || dl.GetReason() != deadletterv1.Reason_REASON_TERMINATED ||
+		messaging.PublishedSubject(dl.GetOriginalSubject()) != "ecommerce.order.created.v2.k1" || dl.GetReason() != deadletterv1.Reason_REASON_TERMINATED ||
 		!strings.Contains(dl.GetError(), "malformed event") || dl.GetDeliveries() < 2 || dl.GetFirstFailureAt() == nil {
 		t.Errorf("dead letter = %v", dl)
 	}
@@ -110,10 +113,10 @@ func TestFilerFailsOnLastDelivery(t *testing.T) {
 	if err := js.DeleteStream(ctx, deadletter.Stream); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: []byte("poison")}); err != nil {
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("poison")}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", DeadLetter: deadletter.Filer(js),
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", Subjects: orderCreated, Strategy: messaging.RoundRobin, DeadLetter: deadletter.Filer(js),
 		AckWait: time.Second, Retry: messaging.RetryPolicy{MaxDeliver: 2, Base: 20 * time.Millisecond, Cap: 50 * time.Millisecond}}
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -140,10 +143,10 @@ func TestFilerTooLarge(t *testing.T) {
 	js := setup(t)
 	ctx := context.Background()
 	big := bytes.Repeat([]byte("x"), 1<<20-300) // fits alone, not with the Shopbus-Dlq-* headers
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: big}); err != nil {
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: big}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", DeadLetter: deadletter.Filer(js)}
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", Subjects: orderCreated, Strategy: messaging.RoundRobin, DeadLetter: deadletter.Filer(js)}
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {

@@ -14,6 +14,7 @@ import (
 
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
 )
 
 // Errors of the Store.
@@ -167,6 +168,9 @@ func (s *Store) Redrive(ctx context.Context, id uint64) (uint64, error) {
 		msgID = strings.TrimPrefix(raw.Subject, SubjectPrefix)
 	}
 	out.Set("Shopbus-Redriven-From", strconv.FormatUint(id, 10))
+	// Published where it was first published: the stream inserts its
+	// partition again.
+	origSubject = messaging.PublishedSubject(origSubject)
 	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: origSubject, Data: data, Header: out},
 		jetstream.WithMsgID(msgID+":redrive:"+strconv.FormatUint(id, 10)), jetstream.WithExpectStream(origStream))
 	if err != nil {

@@ -35,7 +35,7 @@ type catalog struct {
 var loadCatalog = sync.OnceValue(func() *catalog {
 	c := &catalog{byKey: map[key]Spec{}}
 	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
-		if _, ok := declaredName(mt.Descriptor()); !ok {
+		if _, ok := declaredOptions(mt.Descriptor()); !ok {
 			return true
 		}
 		spec, err := specOfType(mt)

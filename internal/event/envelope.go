@@ -23,24 +23,15 @@ func init() { uuid.EnableRandPool() }
 type Option func(*options)
 
 type options struct {
-	source       string
-	partitionKey string
-	cause        *eventv1.Envelope
-	now          func() time.Time
+	source string
+	cause  *eventv1.Envelope
+	now    func() time.Time
 }
 
 // WithSource names the producing service, for example "shopbus/order". It is
 // required.
 func WithSource(source string) Option {
 	return func(o *options) { o.source = source }
-}
-
-// WithPartitionKey sets the event's partition key, the aggregate id (order
-// id, device id). It is carried in the envelope and the
-// Shopbus-Partition-Key header for partitioned consumers; the consumers of
-// today do not order by it.
-func WithPartitionKey(key string) Option {
-	return func(o *options) { o.partitionKey = key }
 }
 
 // WithCause marks the new event as caused by cause: it inherits cause's
@@ -56,7 +47,8 @@ func WithClock(now func() time.Time) Option {
 }
 
 // New wraps msg, an event message, in a validated Envelope. Its type and
-// version come from msg's proto definition, its id is a new UUIDv7, its ts is
+// version come from msg's proto definition, its partition key is the payload
+// field its contract names (Spec.KeyField), its id is a new UUIDv7, its ts is
 // the current time in UTC, and its trace is ctx's OpenTelemetry span when
 // there is one (else the cause's trace, else a new trace id).
 func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envelope, error) {
@@ -86,7 +78,7 @@ func New(ctx context.Context, msg proto.Message, opts ...Option) (*eventv1.Envel
 		Version:       spec.Version,
 		Ts:            timestamppb.New(o.now().UTC()),
 		Source:        o.source,
-		PartitionKey:  o.partitionKey,
+		PartitionKey:  spec.Key(msg),
 		CorrelationId: ids,
 		Payload:       payload,
 	}

@@ -40,7 +40,7 @@ func orderCreated() *orderv1.OrderCreated {
 func TestNewRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	msg := orderCreated()
-	env, err := event.New(ctx, msg, event.WithSource("shopbus/order"), event.WithPartitionKey(msg.GetOrderId()))
+	env, err := event.New(ctx, msg, event.WithSource("shopbus/order"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestNewTraceAndCause(t *testing.T) {
 }
 
 func TestHeaders(t *testing.T) {
-	env, err := event.New(context.Background(), orderCreated(), event.WithSource("shopbus/order"), event.WithPartitionKey("k1"))
+	env, err := event.New(context.Background(), orderCreated(), event.WithSource("shopbus/order"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestHeaders(t *testing.T) {
 		"Shopbus-Version":        "1",
 		"Shopbus-Source":         "shopbus/order",
 		"Shopbus-Correlation-Id": env.GetId(),
-		"Shopbus-Partition-Key":  "k1",
+		"Shopbus-Partition-Key":  "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b",
 	} {
 		if got := h.Get(name); got != want {
 			t.Errorf("header %s = %q, want %q", name, got, want)

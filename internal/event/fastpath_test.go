@@ -48,7 +48,7 @@ func samples(t *testing.T) map[string][]proto.Message {
 			out[spec.String()] = append(out[spec.String()], validtest.Variants(msg)...)
 		}
 	}
-	env, err := event.New(context.Background(), orderCreated(), event.WithSource("shopbus/order"), event.WithPartitionKey("p"))
+	env, err := event.New(context.Background(), orderCreated(), event.WithSource("shopbus/order"))
 	if err != nil {
 		t.Fatal(err)
 	}

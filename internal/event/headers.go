@@ -32,9 +32,7 @@ func Headers(env *eventv1.Envelope) nats.Header {
 	h.Set(HeaderVersion, strconv.FormatUint(uint64(env.GetVersion()), 10))
 	h.Set(HeaderSource, env.GetSource())
 	h.Set(HeaderCorrelationID, env.GetCorrelationId())
-	if env.GetPartitionKey() != "" {
-		h.Set(HeaderPartitionKey, env.GetPartitionKey())
-	}
+	h.Set(HeaderPartitionKey, env.GetPartitionKey())
 	return h
 }
 
@@ -47,7 +45,7 @@ func Traceparent(env *eventv1.Envelope) string {
 // env disagree with it: a message whose headers lie is not trusted.
 func CheckHeaders(h nats.Header, env *eventv1.Envelope) error {
 	want := Headers(env)
-	for _, name := range []string{HeaderType, HeaderVersion} {
+	for _, name := range []string{HeaderType, HeaderVersion, HeaderPartitionKey} {
 		if got := h.Get(name); got != "" && got != want.Get(name) {
 			return fmt.Errorf("%w: header %s is %q but the envelope says %q", ErrInvalid, name, got, want.Get(name))
 		}

@@ -28,6 +28,9 @@ type Spec struct {
 	Version uint32
 	// Message is the event's protobuf message type.
 	Message protoreflect.MessageType
+	// KeyField is the payload field that holds the event's partition key
+	// ((shopbus.event.v1.event).partition_key): a top-level string field.
+	KeyField protoreflect.FieldDescriptor
 }
 
 var (
@@ -57,7 +60,8 @@ var specCache sync.Map
 
 func specOfType(mt protoreflect.MessageType) (Spec, error) {
 	md := mt.Descriptor()
-	name, ok := declaredName(md)
+	opts, ok := declaredOptions(md)
+	name := opts.GetName()
 	if !ok {
 		return Spec{}, fmt.Errorf("%w: %s has no (shopbus.event.v1.event) option", ErrNotEvent, md.FullName())
 	}
@@ -73,13 +77,34 @@ func specOfType(mt protoreflect.MessageType) (Spec, error) {
 	if err != nil {
 		return Spec{}, fmt.Errorf("%w: %s: package version %q: %w", ErrNotEvent, md.FullName(), m[3], err)
 	}
-	return Spec{Domain: m[1], Context: m[2], Name: name, Version: uint32(version), Message: mt}, nil
+	keyName := opts.GetPartitionKey()
+	if keyName == "" {
+		return Spec{}, fmt.Errorf("%w: %s: no partition_key in its (shopbus.event.v1.event) option", ErrNotEvent, md.FullName())
+	}
+	key := md.Fields().ByName(protoreflect.Name(keyName))
+	if key == nil || key.Kind() != protoreflect.StringKind || key.Cardinality() == protoreflect.Repeated {
+		return Spec{}, fmt.Errorf("%w: %s: partition_key %q is not a top-level string field", ErrNotEvent, md.FullName(), keyName)
+	}
+	return Spec{Domain: m[1], Context: m[2], Name: name, Version: uint32(version), Message: mt, KeyField: key}, nil
 }
 
-// Subject is the NATS subject the event is published on:
-// "<domain>.<entity>.<action>.v<N>", for example "ecommerce.order.created.v1".
+// Subject is the event's type subject, "<domain>.<entity>.<action>.v<N>",
+// for example "ecommerce.order.created.v1". An event is published on its type
+// subject followed by its partition key (SubjectFor), and stored by JetStream
+// with its partition inserted before the key (messaging.EnsureStream).
 func (s Spec) Subject() string {
 	return fmt.Sprintf("%s.%s.v%d", s.Domain, s.Name, s.Version)
+}
+
+// SubjectFor is the NATS subject an event with the given partition key is
+// published on: "<domain>.<entity>.<action>.v<N>.<key>".
+func (s Spec) SubjectFor(key string) string {
+	return s.Subject() + "." + key
+}
+
+// Key returns msg's partition key, the value of its KeyField.
+func (s Spec) Key(msg proto.Message) string {
+	return msg.ProtoReflect().Get(s.KeyField).String()
 }
 
 // SchemaPath is the event's JSON Schema, relative to event-contracts/:
@@ -99,12 +124,12 @@ func (s Spec) Entity() string {
 	return entity
 }
 
-// declaredName returns the name in a message's (shopbus.event.v1.event)
-// option, and whether it has one.
-func declaredName(md protoreflect.MessageDescriptor) (string, bool) {
+// declaredOptions returns a message's (shopbus.event.v1.event) option, and
+// whether it has one.
+func declaredOptions(md protoreflect.MessageDescriptor) (*eventv1.EventOptions, bool) {
 	opts, _ := md.Options().(*descriptorpb.MessageOptions)
 	if opts == nil || !proto.HasExtension(opts, eventv1.E_Event) {
-		return "", false
+		return nil, false
 	}
-	return proto.GetExtension(opts, eventv1.E_Event).(*eventv1.EventOptions).GetName(), true
+	return proto.GetExtension(opts, eventv1.E_Event).(*eventv1.EventOptions), true
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,107 +39,265 @@ type Delivery struct {
 // policy's delay, and terminates it when its deliveries are used up.
 type Handler func(ctx context.Context, d *Delivery) error
 
-// ConsumerConfig declares a durable pull consumer.
+// Strategy is how the instances of a consumer group share its events. Every
+// consumer chooses one (ConsumerConfig.Strategy); docs/adr/008 compares them.
+type Strategy string
+
+const (
+	// RoundRobin shares one durable consumer between every instance and
+	// every worker: any event goes to any of them, with the highest
+	// throughput and no order at all (a retry overtakes later events). For
+	// effects that do not depend on order, such as counting or aggregating.
+	RoundRobin Strategy = "round-robin"
+	// KeyBased gives each partition of the stream a durable consumer of its
+	// own, owned by one live instance of the group at a time (group.go) and
+	// handled one event at a time in stream order (MaxAckPending 1): events
+	// with the same partition key take effect in the order they were
+	// published, and a retried event holds back the events behind it in its
+	// partition until it succeeds or is dead-lettered.
+	KeyBased Strategy = "key-based"
+)
+
+// ConsumerConfig declares a consumer: a group of instances sharing a
+// stream's events by a Strategy.
 type ConsumerConfig struct {
 	// Stream is the stream to consume.
 	Stream string
-	// Durable is the consumer's name; instances with the same name share
-	// the work.
+	// Durable names the consumer and its group: instances with the same
+	// Durable share the work. A round-robin group has one durable consumer
+	// of that name, a key-based one a durable "<Durable>-p<N>" per partition.
 	Durable string
-	// Subjects filters the stream (all of it when empty).
+	// Subjects are the events consumed, as type subjects without their
+	// version ("ecommerce.order.created" for every version of
+	// order.created). Required.
 	Subjects []string
+	// Strategy is RoundRobin or KeyBased. Required: a consumer says whether
+	// it needs per-key order.
+	Strategy Strategy
 	// AckWait is how long a delivery may stay unacked before JetStream
-	// redelivers it (default 30s).
+	// redelivers it; a handler that runs longer tells JetStream it is still
+	// working every AckWait/2. Default 30s for round-robin, Lease for
+	// key-based, whose unacked event must come back soon after its owner dies.
 	AckWait time.Duration
 	// Retry is the retry policy; zero fields take DefaultRetry's.
 	Retry RetryPolicy
-	// MaxAckPending bounds unacked deliveries across instances (default 256).
+	// MaxAckPending bounds unacked deliveries across instances of a
+	// round-robin consumer (default 256). Key-based consumers have one per
+	// partition; setting more is an error.
 	MaxAckPending int
-	// Workers is how many messages this instance handles at once (default 1).
+	// Workers is how many events this instance of a round-robin consumer
+	// handles at once (default 1). A key-based instance handles each
+	// partition it owns on its own; setting more than 1 is an error.
 	Workers int
 	// DeadLetter, when set, stores a message in the dead-letter queue
 	// before the consumer terminates it (deadletter.Filer); if it fails, the
 	// message is retried instead. Without it, the MSG_TERMINATED advisory
 	// that follows the Term is the only record.
 	DeadLetter DeadLetterFunc
+	// Instance identifies this process in the group (default host, process
+	// id and a random suffix); letters, digits, "-" and "_".
+	Instance string
+	// Lease is how long a member's keys in the group's KV bucket live
+	// without renewal (DefaultLease when 0, at least 1s): a member that dies
+	// loses its partitions after it.
+	Lease time.Duration
 }
 
 // DeadLetterFunc stores msg in the dead-letter queue. reason is what the
 // consumer gives TermWithReason.
 type DeadLetterFunc func(ctx context.Context, msg jetstream.Msg, reason string) error
 
-func (c *ConsumerConfig) defaults() {
+// ErrBadConfig is wrapped by the errors of a ConsumerConfig that cannot run.
+var ErrBadConfig = errors.New("bad consumer config")
+
+func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
+		if c.Strategy == KeyBased {
+			c.AckWait = c.Lease
+		}
 	}
 	c.Retry = c.Retry.withDefaults()
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 256
+		if c.Strategy == KeyBased {
+			c.MaxAckPending = 1
+		}
 	}
 	if c.Workers == 0 {
 		c.Workers = 1
 	}
+	if c.Instance == "" {
+		c.Instance = defaultInstance()
+	}
+	return c
 }
 
-// EnsureConsumer creates or updates the durable consumer: explicit acks,
-// bounded AckWait and MaxAckPending, delivering from the start of the
-// stream. Stopping a consumer never deletes it.
-func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) (jetstream.Consumer, error) {
-	cfg.defaults()
-	c, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:        cfg.Durable,
-		FilterSubjects: cfg.Subjects,
+// validate reports what makes c unable to run, naming the field.
+func (c ConsumerConfig) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: consumer %q: %s", ErrBadConfig, c.Durable, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.Stream == "":
+		return bad("no Stream")
+	case !isName(c.Durable):
+		return bad("Durable must be letters, digits, - and _")
+	case len(c.Subjects) == 0:
+		return bad("no Subjects")
+	case c.Strategy != RoundRobin && c.Strategy != KeyBased:
+		return bad("Strategy %q is neither %q nor %q", c.Strategy, RoundRobin, KeyBased)
+	case c.Workers < 0, c.MaxAckPending < 0, c.AckWait < 0:
+		return bad("negative Workers, MaxAckPending or AckWait")
+	case c.Lease < time.Second:
+		return bad("Lease %v is below 1s", c.Lease)
+	case !isName(c.Instance):
+		return bad("Instance %q must be letters, digits, - and _", c.Instance)
+	case c.Strategy == KeyBased && c.Workers > 1:
+		return bad("a key-based consumer handles each partition with one worker; Workers is %d", c.Workers)
+	case c.Strategy == KeyBased && c.MaxAckPending > 1:
+		return bad("a key-based consumer has one event in flight per partition; MaxAckPending is %d", c.MaxAckPending)
+	}
+	for _, s := range c.Subjects {
+		tokens := strings.Split(s, ".")
+		if len(tokens) != 3 || slices.Contains(tokens, "") || strings.ContainsAny(s, "*> \t") {
+			return bad("subject %q is not a type subject without version, <domain>.<entity>.<action>", s)
+		}
+	}
+	return nil
+}
+
+// isName reports whether s is a non-empty name of letters, digits, "-" and
+// "_", usable as a durable name and a KV key token.
+func isName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// PartitionDurable is the durable consumer of partition p of a key-based
+// consumer.
+func PartitionDurable(durable string, p int) string {
+	return durable + "-p" + strconv.Itoa(p)
+}
+
+// durableConfig is the JetStream configuration of one durable consumer of
+// cfg: the shared one (p < 0) or partition p's.
+func durableConfig(cfg ConsumerConfig, p int) jetstream.ConsumerConfig {
+	name := cfg.Durable
+	if p >= 0 {
+		name = PartitionDurable(cfg.Durable, p)
+	}
+	return jetstream.ConsumerConfig{
+		Durable:        name,
+		FilterSubjects: filters(cfg.Subjects, p),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.AckWait,
 		MaxDeliver:     cfg.Retry.MaxDeliver,
 		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+}
+
+// ensureConsumer creates or updates a durable consumer: explicit acks,
+// bounded AckWait and MaxAckPending, delivering from the start of the
+// stream. Stopping a consumer never deletes it.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, cc)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+		return nil, fmt.Errorf("jetstream: consumer %s on %s: %w", cc.Durable, stream, err)
 	}
 	return c, nil
 }
 
-// Consume declares the consumer and handles its messages until ctx is done.
-// On stop it finishes the messages in hand (acking those that succeed) and
-// leaves the rest unacked for redelivery; it returns when its workers have.
-// If the consumer disappears while running (deleted by an operator, a stream
-// restored), each worker declares it again and carries on: a consumer never
-// stops silently.
+// Consume runs this instance's part of the consumer cfg declares until ctx is
+// done: it joins the group, then handles events by the group's Strategy. On
+// stop it finishes the messages in hand (acking those that succeed), leaves
+// the rest for redelivery, leaves the group and returns when its workers
+// have. If a durable consumer disappears while running (deleted by an
+// operator, a stream restored), it is declared again: a consumer never stops
+// silently. A config that cannot run is an error wrapping ErrBadConfig.
 func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h Handler, log *slog.Logger) error {
-	cfg.defaults()
-	if _, err := EnsureConsumer(ctx, js, cfg); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
 		return err
 	}
-	log = log.With("consumer", cfg.Durable, "stream", cfg.Stream)
-	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, log: log, firstFailure: map[uint64]time.Time{}}
+	log = log.With("consumer", cfg.Durable, "stream", cfg.Stream, "instance", cfg.Instance)
+	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log, firstFailure: map[uint64]time.Time{}}
+	partitions := 0
+	if cfg.Strategy == KeyBased {
+		n, err := Partitions(ctx, js, cfg.Stream)
+		if err != nil {
+			return fmt.Errorf("%w: consumer %q is key-based: %w", ErrBadConfig, cfg.Durable, err)
+		}
+		partitions = n
+	}
+	// Every durable is declared before the group starts, so each partition
+	// shows its backlog even while no member owns it.
+	for p := range max(partitions, 1) {
+		if cfg.Strategy == RoundRobin {
+			p = -1
+		}
+		if _, err := ensureConsumer(ctx, js, cfg.Stream, durableConfig(cfg, p)); err != nil {
+			return err
+		}
+	}
+	kv, err := ensureGroupBucket(ctx, js, cfg, partitions)
+	if err != nil {
+		return err
+	}
+	m := newMember(kv, cfg, partitions, func(ctx context.Context, p int) {
+		run(ctx, js, cfg.Stream, durableConfig(cfg, p), h, s)
+	}, log)
+	if cfg.Strategy == KeyBased {
+		return m.run(ctx)
+	}
 	var wg sync.WaitGroup
+	wctx, stop := context.WithCancel(ctx)
+	wg.Go(func() {
+		defer stop()
+		_ = m.run(wctx)
+	})
 	for range cfg.Workers {
-		wg.Go(func() {
-			for failures := 0; ctx.Err() == nil; {
-				err := consumeLoop(ctx, js, cfg, h, s)
-				if ctx.Err() != nil {
-					return
-				}
-				failures++
-				wait := Backoff(failures)
-				log.Error("consumer: stopped receiving; declaring it again", "err", err, "retry_in", wait)
-				select {
-				case <-ctx.Done():
-				case <-time.After(wait):
-				}
-			}
-		})
+		wg.Go(func() { run(wctx, js, cfg.Stream, durableConfig(cfg, -1), h, s) })
 	}
 	wg.Wait()
 	return ctx.Err()
 }
 
+// run handles the messages of one durable consumer until ctx is done,
+// declaring it again (after a backoff) whenever receiving fails.
+func run(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, h Handler, s *settler) {
+	for failures := 0; ctx.Err() == nil; {
+		err := consumeLoop(ctx, js, stream, cc, h, s)
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		wait := Backoff(failures)
+		s.log.Error("consumer: stopped receiving; declaring it again", "durable", cc.Durable, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
 // consumeLoop declares the consumer and handles messages until ctx is done
-// (nil) or its message iterator ends (an error).
-func consumeLoop(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h Handler, s *settler) error {
-	cons, err := EnsureConsumer(ctx, js, cfg)
+// (nil) or its message iterator ends (an error). When ctx is done it drains
+// the iterator: messages already delivered to it are handled, not left to
+// wait out their AckWait.
+func consumeLoop(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, h Handler, s *settler) error {
+	cons, err := ensureConsumer(ctx, js, stream, cc)
 	if err != nil {
 		return err
 	}
@@ -145,7 +305,8 @@ func consumeLoop(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	stop := context.AfterFunc(ctx, it.Stop)
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
 	for {
 		msg, err := it.Next()
@@ -161,7 +322,7 @@ func consumeLoop(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 				// was deleted, or NATS moved): declare it again.
 				return fmt.Errorf("jetstream: %w", err)
 			}
-			s.log.Warn("consumer: next", "err", err)
+			s.log.Warn("consumer: next", "durable", cc.Durable, "err", err)
 			continue
 		}
 		// A message in hand is finished even when ctx is cancelled, so a
@@ -209,6 +370,7 @@ const (
 type settler struct {
 	retry      RetryPolicy
 	deadLetter DeadLetterFunc
+	ackWait    time.Duration
 	log        *slog.Logger
 
 	mu           sync.Mutex
@@ -227,7 +389,9 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	}
 	d, err := decode(msg, meta)
 	if err == nil {
+		stop := keepAlive(msg, s.ackWait/2)
 		err = h(event.ContextWithTrace(ctx, d.Envelope), d)
+		stop()
 	}
 	seq := meta.Sequence.Stream
 	attrs := []any{"subject", msg.Subject(), "stream_seq", seq, "delivered", meta.NumDelivered}
@@ -310,11 +474,44 @@ func decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Delivery, error) {
 	if err := event.CheckHeaders(msg.Headers(), env); err != nil {
 		return nil, err
 	}
+	if key, ok := KeyOf(msg.Subject()); env.GetPartitionKey() != "" && (!ok || key != env.GetPartitionKey()) {
+		// A key-based consumer orders by the subject's key: one that
+		// disagrees with the envelope would put the event out of order.
+		return nil, fmt.Errorf("%w: subject %s does not end in the envelope's partition key %q", event.ErrInvalid, msg.Subject(), env.GetPartitionKey())
+	}
 	payload, spec, err := event.Latest(env)
 	if err != nil {
 		return nil, err
 	}
 	return &Delivery{Envelope: env, Event: payload, Spec: spec, Subject: msg.Subject(), Metadata: meta}, nil
+}
+
+// keepAlive tells JetStream every interval that msg is still being handled,
+// until the returned stop is called, so a handler that runs longer than
+// AckWait is not redelivered meanwhile.
+func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
+	if every <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			_ = msg.InProgress()
+			t.Reset(every)
+		}
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // truncate cuts s to at most n bytes without splitting a character.

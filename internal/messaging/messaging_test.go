@@ -116,7 +116,7 @@ func TestRelay(t *testing.T) {
 	}
 
 	// A bad row, then a good one.
-	if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, subject, envelope) VALUES (gen_random_uuid(), 'ecommerce.order.created.v2', '\x0001')`); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, subject, envelope) VALUES (gen_random_uuid(), 'ecommerce.order.created.v2.bad', '\x0001')`); err != nil {
 		t.Fatal(err)
 	}
 	enqueue()
@@ -130,52 +130,65 @@ func TestRelay(t *testing.T) {
 }
 
 // TestConsumeSurvivesConsumerDeletion: an operator deletes the durable
-// consumer while it runs; Consume declares it again and keeps handling
+// consumers while they run; Consume declares them again and keeps handling
 // events instead of stopping silently.
 func TestConsumeSurvivesConsumerDeletion(t *testing.T) {
-	_, js := testenv.NATS(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	handled := make(chan string, 100)
-	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-survivor"}
-	done := make(chan error, 1)
-	go func() {
-		done <- messaging.Consume(ctx, js, cfg, func(_ context.Context, d *messaging.Delivery) error {
-			handled <- d.Envelope.GetId()
-			return nil
-		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	publish := func() string {
-		env := newOrderCreated(t)
-		b, _ := event.Encode(env)
-		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: b, Header: event.Headers(env)}); err != nil {
-			t.Fatal(err)
-		}
-		return env.GetId()
-	}
-	// A consumer declared again delivers the stream from its start: earlier
-	// events come again (Once absorbs them in a real handler).
-	await := func(id string) {
-		t.Helper()
-		for deadline := time.After(40 * time.Second); ; {
-			select {
-			case got := <-handled:
-				if got == id {
-					return
+	for _, strategy := range []messaging.Strategy{messaging.RoundRobin, messaging.KeyBased} {
+		t.Run(string(strategy), func(t *testing.T) {
+			t.Parallel()
+			_, js := testenv.NATS(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			handled := make(chan string, 100)
+			cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-survivor",
+				Subjects: []string{"ecommerce.order.created"}, Strategy: strategy}
+			done := make(chan error, 1)
+			go func() {
+				done <- messaging.Consume(ctx, js, cfg, func(_ context.Context, d *messaging.Delivery) error {
+					handled <- d.Envelope.GetId()
+					return nil
+				}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			}()
+			publish := func() string {
+				env := newOrderCreated(t)
+				b, _ := event.Encode(env)
+				if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2." + env.GetPartitionKey(), Data: b, Header: event.Headers(env)}); err != nil {
+					t.Fatal(err)
 				}
-			case <-deadline:
-				t.Fatalf("event %s not handled within 40s", id)
+				return env.GetId()
 			}
-		}
-	}
-	await(publish())
-	if err := js.DeleteConsumer(ctx, cfg.Stream, cfg.Durable); err != nil {
-		t.Fatal(err)
-	}
-	await(publish())
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Consume returned %v, want context.Canceled", err)
+			// A consumer declared again delivers the stream from its start: earlier
+			// events come again (Once absorbs them in a real handler).
+			await := func(id string) {
+				t.Helper()
+				for deadline := time.After(40 * time.Second); ; {
+					select {
+					case got := <-handled:
+						if got == id {
+							return
+						}
+					case <-deadline:
+						t.Fatalf("event %s not handled within 40s", id)
+					}
+				}
+			}
+			await(publish())
+			stream, err := js.Stream(ctx, cfg.Stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			names := stream.ConsumerNames(ctx)
+			for name := range names.Name() {
+				if err := js.DeleteConsumer(ctx, cfg.Stream, name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			await(publish())
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Consume returned %v, want context.Canceled", err)
+			}
+		})
 	}
 }
 

@@ -27,7 +27,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) error {
 		return err
 	}
 	if _, err := tx.Exec(ctx, "INSERT INTO outbox (id, subject, envelope) VALUES ($1, $2, $3)",
-		env.GetId(), spec.Subject(), b); err != nil {
+		env.GetId(), spec.SubjectFor(env.GetPartitionKey()), b); err != nil {
 		return fmt.Errorf("outbox: insert %s %s: %w", spec, env.GetId(), err)
 	}
 	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, current_schema())", notifyChannel); err != nil {

@@ -2,7 +2,9 @@ package messaging
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +32,22 @@ type StreamOptions struct {
 	MaxAge time.Duration
 	// DuplicateWindow is the deduplication window (DefaultDuplicateWindow).
 	DuplicateWindow time.Duration
+	// Partitions is the number of partitions JetStream maps partition keys
+	// to (DefaultPartitions when 0, at most MaxPartitions). It is fixed when
+	// a stream is created: changing it would send a key's later events to
+	// another partition than its earlier ones, so EnsureStream refuses to.
+	Partitions int
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if o.Partitions == 0 {
+		o.Partitions = DefaultPartitions
+	}
+	o.Replicas = max(o.Replicas, 1)
+	return o
 }
 
 // StreamName returns the stream that holds the events of a domain's bounded
@@ -42,7 +60,7 @@ func StreamName(domain, context string) string {
 func StreamOf(spec event.Spec) string { return StreamName(spec.Domain, spec.Context) }
 
 // EnsureStreams creates or updates one stream per bounded context of the
-// event catalog, holding the subjects of its events, with file storage. It is
+// event catalog, holding the events of its context (EnsureStream). It is
 // idempotent: running it at every start is safe.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptions) error {
 	subjects := map[string][]string{}
@@ -54,25 +72,53 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptio
 		}
 		subjects[name] = append(subjects[name], spec.Subject())
 	}
-	window := opts.DuplicateWindow
-	if window == 0 {
-		window = DefaultDuplicateWindow
-	}
-	replicas := max(opts.Replicas, 1)
 	for _, name := range names {
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:        name,
-			Description: "shopbus events of " + strings.ToLower(strings.Replace(name, "_", "/", 1)),
-			Subjects:    subjects[name],
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      opts.MaxAge,
-			Replicas:    replicas,
-			Duplicates:  window,
-		})
-		if err != nil {
-			return fmt.Errorf("jetstream: stream %s: %w", name, err)
+		if err := EnsureStream(ctx, js, name, subjects[name], opts); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// EnsureStream creates or updates the stream name holding the events whose
+// type subjects ("<domain>.<entity>.<action>.v<N>") are given, published
+// with their partition key as a fifth token, with file storage and a subject
+// transform that stores each event with its partition (see partition.go). It
+// refuses to change the partition count of an existing stream.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, typeSubjects []string, opts StreamOptions) error {
+	opts = opts.withDefaults()
+	if opts.Partitions < 1 || opts.Partitions > MaxPartitions {
+		return fmt.Errorf("jetstream: stream %s: %d partitions, want 1 to %d", name, opts.Partitions, MaxPartitions)
+	}
+	subjects := make([]string, len(typeSubjects))
+	for i, ts := range typeSubjects {
+		if tokens := strings.Split(ts, "."); len(tokens) != 4 || strings.ContainsAny(ts, "*> ") {
+			return fmt.Errorf("jetstream: stream %s: type subject %q is not <domain>.<entity>.<action>.v<N>", name, ts)
+		}
+		subjects[i] = ts + ".*"
+	}
+	if s, err := js.Stream(ctx, name); err == nil {
+		if n, err := partitionsOf(s.CachedInfo().Config); err == nil && n != opts.Partitions {
+			return fmt.Errorf("jetstream: stream %s has %d partitions; changing it to %d would move keys between partitions "+
+				"and break their order: keep %d, or drain and delete the stream first", name, n, opts.Partitions, n)
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("jetstream: stream %s: %w", name, err)
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:             name,
+		Description:      "shopbus events of " + strings.ToLower(strings.Replace(name, "_", "/", 1)),
+		Subjects:         subjects,
+		SubjectTransform: partitionTransform(opts.Partitions),
+		Metadata:         map[string]string{MetadataPartitions: strconv.Itoa(opts.Partitions)},
+		Storage:          jetstream.FileStorage,
+		Retention:        jetstream.LimitsPolicy,
+		MaxAge:           opts.MaxAge,
+		Replicas:         opts.Replicas,
+		Duplicates:       opts.DuplicateWindow,
+	})
+	if err != nil {
+		return fmt.Errorf("jetstream: stream %s: %w", name, err)
 	}
 	return nil
 }

@@ -64,14 +64,14 @@ func (s *testStack) exec(t *testing.T, service, sql string) {
 // from and why.
 func TestPoisonGoesToDLQ(t *testing.T) {
 	s := startStack(t, fastRetry)
-	ack, err := s.JS.PublishMsg(context.Background(), &nats.Msg{Subject: "ecommerce.order.created.v2", Data: []byte("not an envelope")})
+	ack, err := s.JS.PublishMsg(context.Background(), &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("not an envelope")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dl := s.awaitDeadLetters(t, 1)[0]
 	if dl.GetReason() != deadletterv1.Reason_REASON_TERMINATED || dl.GetDeliveries() != 1 ||
 		dl.GetOriginalStream() != "ECOMMERCE_ORDER" || dl.GetOriginalSequence() != ack.Sequence ||
-		dl.GetOriginalSubject() != "ecommerce.order.created.v2" || dl.GetConsumer() != "inventory-reserve-stock" ||
+		messaging.PublishedSubject(dl.GetOriginalSubject()) != "ecommerce.order.created.v2.k1" || dl.GetConsumer() != "inventory-reserve-stock" ||
 		!strings.Contains(dl.GetError(), "malformed event") || dl.GetFailedAt() == nil || dl.GetFirstFailureAt() == nil {
 		t.Errorf("dead letter %v", dl)
 	}

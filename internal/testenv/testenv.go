@@ -8,9 +8,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -35,6 +37,13 @@ func DatabaseURL() string {
 // streams declared, and returns it and a JetStream client.
 func NATS(t testing.TB) (*server.Server, jetstream.JetStream) {
 	t.Helper()
+	return NATSWith(t, messaging.StreamOptions{})
+}
+
+// NATSWith is NATS with the streams declared with opts (a partition count
+// of the test's own, say).
+func NATSWith(t testing.TB, opts messaging.StreamOptions) (*server.Server, jetstream.JetStream) {
+	t.Helper()
 	s, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +61,7 @@ func NATS(t testing.TB) (*server.Server, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := messaging.EnsureStreams(context.Background(), js, messaging.StreamOptions{}); err != nil {
+	if err := messaging.EnsureStreams(context.Background(), js, opts); err != nil {
 		t.Fatal(err)
 	}
 	return s, js
@@ -96,4 +105,41 @@ func DropSchemas(t testing.TB, schemas ...string) {
 			t.Errorf("drop schema %s: %v", s, err)
 		}
 	}
+}
+
+// CheckFor calls f every interval until it returns nil, and fails the test
+// with f's last error if that has not happened within total: a condition
+// polled with a deadline instead of a sleep.
+func CheckFor(t testing.TB, total, interval time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %v", total, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// WaitSettled waits (up to 30s) until the consumer group durable on stream
+// has settled the events at the stream sequences seqs and everything before
+// them in their partitions (messaging.Settled).
+func WaitSettled(t testing.TB, js jetstream.JetStream, stream, durable string, seqs ...uint64) {
+	t.Helper()
+	CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		for _, seq := range seqs {
+			ok, err := messaging.Settled(context.Background(), js, stream, durable, seq)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%s has not settled %s #%d", durable, stream, seq)
+			}
+		}
+		return nil
+	})
 }

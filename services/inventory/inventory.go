@@ -50,19 +50,21 @@ type Service struct {
 	// consumer terminates it (deadletter.Filer); nil leaves it to the
 	// MSG_TERMINATED advisory.
 	DeadLetter messaging.DeadLetterFunc
-	// Workers is how many order.created events are handled at once.
-	Workers int
+	// Instance names this process in its consumer group (default: host,
+	// process id and a random suffix).
+	Instance string
 }
 
 // New returns the inventory service on pool (its search_path is schema,
 // migrated with Migrations and messaging.Migrations) and js.
 func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "inventory"), Workers: 4}
+	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "inventory")}
 }
 
 // Run relays the outbox and consumes order.created until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	cfg := ReserveStockConsumer(s.Workers)
+	cfg := ReserveStockConsumer()
+	cfg.Instance = s.Instance
 	cfg.Retry = s.Retry
 	cfg.DeadLetter = s.DeadLetter
 	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ReserveStock, s.log)

@@ -16,16 +16,15 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
-// ReserveStockConsumer is the durable consumer of order.created, every
-// version (v1 is upcast to v2 before the handler sees it).
-func ReserveStockConsumer(workers int) messaging.ConsumerConfig {
+// ReserveStockConsumer is the consumer of order.created, every version (v1
+// is upcast to v2 before the handler sees it). It is key-based, keyed by
+// order id: the events of one order are handled one at a time, in order.
+func ReserveStockConsumer() messaging.ConsumerConfig {
 	return messaging.ConsumerConfig{
-		Stream:        "ECOMMERCE_ORDER",
-		Durable:       "inventory-reserve-stock",
-		Subjects:      []string{"ecommerce.order.created.>"},
-		AckWait:       30 * time.Second,
-		MaxAckPending: 256,
-		Workers:       workers,
+		Stream:   "ECOMMERCE_ORDER",
+		Durable:  "inventory-reserve-stock",
+		Subjects: []string{"ecommerce.order.created"},
+		Strategy: messaging.KeyBased,
 	}
 }
 
@@ -37,13 +36,13 @@ func (s *Service) ReserveStock(ctx context.Context, d *messaging.Delivery) error
 	if !ok {
 		return messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", d.Spec))
 	}
-	_, err := messaging.Once(ctx, s.pool, ReserveStockConsumer(0).Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
+	_, err := messaging.Once(ctx, s.pool, ReserveStockConsumer().Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
 		outcome, err := reserve(ctx, tx, order)
 		if err != nil || outcome == nil {
 			return err
 		}
 		env, err := event.New(ctx, outcome, event.WithSource(Source),
-			event.WithCause(d.Envelope), event.WithPartitionKey(order.GetOrderId()))
+			event.WithCause(d.Envelope))
 		if err != nil {
 			return err
 		}

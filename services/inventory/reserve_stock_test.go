@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -71,7 +70,7 @@ func (f *fixture) publish(t *testing.T, msg proto.Message) {
 	}
 	spec, _ := event.SpecOf(msg)
 	b, _ := event.Encode(env)
-	ack, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.Subject(), Data: b, Header: event.Headers(env)},
+	ack, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.SubjectFor(env.GetPartitionKey()), Data: b, Header: event.Headers(env)},
 		jetstream.WithMsgID(env.GetId()))
 	if err != nil {
 		t.Fatal(err)
@@ -85,33 +84,13 @@ func (f *fixture) consume(t *testing.T, h messaging.Handler) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	cfg := inventory.ReserveStockConsumer(1)
+	cfg := inventory.ReserveStockConsumer()
 	go func() { done <- messaging.Consume(ctx, f.js, cfg, h, quiet) }()
 	defer func() {
 		cancel()
 		<-done
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		time.Sleep(20 * time.Millisecond)
-		c, err := f.js.Consumer(ctx, cfg.Stream, cfg.Durable)
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.AckFloor.Stream >= f.lastSeq && info.NumAckPending == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer not done after 20s: %+v", info)
-		}
-	}
+	testenv.WaitSettled(t, f.js, cfg.Stream, cfg.Durable, f.lastSeq)
 }
 
 func (f *fixture) scalar(t *testing.T, sql string) int64 {

@@ -12,14 +12,15 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
-// InventoryOutcomeConsumer is the durable consumer of the inventory
-// service's outcomes (inventory.adjusted, inventory.rejected).
-func InventoryOutcomeConsumer(workers int) messaging.ConsumerConfig {
+// InventoryOutcomeConsumer is the consumer of the inventory service's
+// outcomes (inventory.adjusted, inventory.rejected). It is key-based, keyed
+// by order id, like the order.created that caused them.
+func InventoryOutcomeConsumer() messaging.ConsumerConfig {
 	return messaging.ConsumerConfig{
 		Stream:   "ECOMMERCE_INVENTORY",
 		Durable:  "order-apply-inventory-outcome",
-		Subjects: []string{"ecommerce.inventory.adjusted.>", "ecommerce.inventory.rejected.>"},
-		Workers:  workers,
+		Subjects: []string{"ecommerce.inventory.adjusted", "ecommerce.inventory.rejected"},
+		Strategy: messaging.KeyBased,
 	}
 }
 
@@ -36,7 +37,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delive
 	default:
 		return messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))
 	}
-	_, err := messaging.Once(ctx, s.pool, InventoryOutcomeConsumer(0).Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
+	_, err := messaging.Once(ctx, s.pool, InventoryOutcomeConsumer().Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE orders SET status = $2, reject_reason = $3, updated_at = now()
 			WHERE id = $1 AND status = 'PENDING'`, orderID, status, reason)
 		if err != nil {

@@ -60,7 +60,7 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 			}
 		}
 		env, err := event.New(ctx, orderCreated(id.String(), req, total, now),
-			event.WithSource(Source), event.WithPartitionKey(id.String()))
+			event.WithSource(Source))
 		if err != nil {
 			return err
 		}

@@ -58,19 +58,21 @@ type Service struct {
 	// consumer terminates it (deadletter.Filer); nil leaves it to the
 	// MSG_TERMINATED advisory.
 	DeadLetter messaging.DeadLetterFunc
-	// Workers is how many inventory outcomes are handled at once.
-	Workers int
+	// Instance names this process in its consumer group (default: host,
+	// process id and a random suffix).
+	Instance string
 }
 
 // New returns the order service on pool (its search_path is schema, migrated
 // with Migrations and messaging.Migrations) and js.
 func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "order"), Workers: 4}
+	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "order")}
 }
 
 // Run relays the outbox and consumes inventory outcomes until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	cfg := InventoryOutcomeConsumer(s.Workers)
+	cfg := InventoryOutcomeConsumer()
+	cfg.Instance = s.Instance
 	cfg.Retry = s.Retry
 	cfg.DeadLetter = s.DeadLetter
 	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ApplyInventoryOutcome, s.log)

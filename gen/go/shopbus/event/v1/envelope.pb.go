@@ -46,8 +46,18 @@ type Envelope struct {
 	SpanId []byte `protobuf:"bytes,6,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
 	// source names the producing service, for example "shopbus/order".
 	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
-	// partition_key orders events: events with the same key are consumed in
-	// order. Usually the aggregate id (an order id, a device id).
+	// partition_key is the event's aggregate id (an order id, a device id),
+	// copied from the payload field its contract names
+	// ((shopbus.event.v1.event).partition_key). It is also the last token of
+	// the NATS subject, "<domain>.<entity>.<action>.v<N>.<key>", from which
+	// JetStream derives the event's partition. Key-based consumers handle the
+	// events of one partition, and so of one key, strictly one at a time in
+	// stream order, a retried event holding back those behind it until it
+	// succeeds or is dead-lettered; round-robin consumers give no order at all
+	// (docs/adr/008-partitions-and-consumer-groups.md). A redriven dead letter
+	// is appended again, after events of its key that followed it. It is a
+	// subject token: letters, digits and "_-:=@+" only. event.New always sets
+	// it; it is empty only in events written before partitioning existed.
 	PartitionKey string `protobuf:"bytes,8,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
 	// correlation_id ties together every event of one business flow; the first
 	// event of a flow uses its own id.
@@ -173,7 +183,7 @@ var File_shopbus_event_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_shopbus_event_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x1fshopbus/event/v1/envelope.proto\x12\x10shopbus.event.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x03\n" +
+	"\x1fshopbus/event/v1/envelope.proto\x12\x10shopbus.event.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x04\n" +
 	"\bEnvelope\x12\x1b\n" +
 	"\x02id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x02id\x12@\n" +
 	"\x04type\x18\x02 \x01(\tB,\xbaH)\xc8\x01\x01r$2\"^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$R\x04type\x12&\n" +
@@ -184,8 +194,8 @@ const file_shopbus_event_v1_envelope_proto_rawDesc = "" +
 	"\aspan_id\x18\x06 \x01(\fB\n" +
 	"\xbaH\a\xc8\x01\x01z\x02h\bR\x06spanId\x12%\n" +
 	"\x06source\x18\a \x01(\tB\r\xbaH\n" +
-	"\xc8\x01\x01r\x05\x10\x01\x18\x80\x01R\x06source\x12-\n" +
-	"\rpartition_key\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\fpartitionKey\x122\n" +
+	"\xc8\x01\x01r\x05\x10\x01\x18\x80\x01R\x06source\x12F\n" +
+	"\rpartition_key\x18\b \x01(\tB!\xbaH\x1e\xd8\x01\x01r\x19\x18\x80\x022\x14^[A-Za-z0-9_:=@+-]+$R\fpartitionKey\x122\n" +
 	"\x0ecorrelation_id\x18\t \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\rcorrelationId\x12.\n" +
 	"\fcausation_id\x18\n" +
 	" \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\vcausationId\x12(\n" +

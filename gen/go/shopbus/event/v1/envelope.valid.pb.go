@@ -36,8 +36,10 @@ func (x *Envelope) IsValid() bool {
 	if x.Source == "" || (len(x.Source) > 128 && utf8.RuneCountInString(x.Source) > 128) || (len(x.Source) < 4 && utf8.RuneCountInString(x.Source) < 1) {
 		return false
 	}
-	if len(x.PartitionKey) > 256 && utf8.RuneCountInString(x.PartitionKey) > 256 {
-		return false
+	if !(x.PartitionKey == "") {
+		if (len(x.PartitionKey) > 256 && utf8.RuneCountInString(x.PartitionKey) > 256) || !pattern1.MatchString(x.PartitionKey) {
+			return false
+		}
 	}
 	if x.CorrelationId == "" || !valid.UUID(x.CorrelationId) {
 		return false
@@ -91,4 +93,5 @@ func (x *Envelope) Plain() bool {
 // The string.pattern rules of this file.
 var (
 	pattern0 = valid.MustCompile("^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$")
+	pattern1 = valid.MustCompile("^[A-Za-z0-9_:=@+-]+$")
 )

@@ -24,13 +24,20 @@ const (
 
 // EventOptions declares a protobuf message to be a shopbus event. The event's
 // version is the major version of its proto package (v1, v2 ...), so only the
-// name is declared here.
+// name and the partition key are declared here.
 type EventOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event name, "<entity>.<action>" in lower snake case, for example
 	// "order.created". It is unique across the catalog and, with the version,
 	// names the JSON Schema file and the NATS subject.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The name of the event's top-level string field that is its partition
+	// key, usually the aggregate id ("order_id", "device_id"). Events with the
+	// same key are kept in order by key-based consumers: event.New copies the
+	// field into Envelope.partition_key, the key is the last token of the NATS
+	// subject, and JetStream maps it to a partition. Required; the field must
+	// be required and hold a NATS subject token (a UUID, for example).
+	PartitionKey  string `protobuf:"bytes,2,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -72,6 +79,13 @@ func (x *EventOptions) GetName() string {
 	return ""
 }
 
+func (x *EventOptions) GetPartitionKey() string {
+	if x != nil {
+		return x.PartitionKey
+	}
+	return ""
+}
+
 var file_shopbus_event_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MessageOptions)(nil),
@@ -95,9 +109,10 @@ var File_shopbus_event_v1_options_proto protoreflect.FileDescriptor
 
 const file_shopbus_event_v1_options_proto_rawDesc = "" +
 	"\n" +
-	"\x1eshopbus/event/v1/options.proto\x12\x10shopbus.event.v1\x1a google/protobuf/descriptor.proto\"\"\n" +
+	"\x1eshopbus/event/v1/options.proto\x12\x10shopbus.event.v1\x1a google/protobuf/descriptor.proto\"G\n" +
 	"\fEventOptions\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name:W\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rpartition_key\x18\x02 \x01(\tR\fpartitionKey:W\n" +
 	"\x05event\x12\x1f.google.protobuf.MessageOptions\x18\xb4\x87\x03 \x01(\v2\x1e.shopbus.event.v1.EventOptionsR\x05eventB\xc2\x01\n" +
 	"\x14com.shopbus.event.v1B\fOptionsProtoP\x01Z:github.com/shopbus/shopbus/gen/go/shopbus/event/v1;eventv1\xa2\x02\x03SEX\xaa\x02\x10Shopbus.Event.V1\xca\x02\x10Shopbus\\Event\\V1\xe2\x02\x1cShopbus\\Event\\V1\\GPBMetadata\xea\x02\x12Shopbus::Event::V1b\x06proto3"
 

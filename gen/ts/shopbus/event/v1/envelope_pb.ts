@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/event/v1/envelope.proto.
  */
 export const file_shopbus_event_v1_envelope: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zaG9wYnVzL2V2ZW50L3YxL2VudmVsb3BlLnByb3RvEhBzaG9wYnVzLmV2ZW50LnYxIpIDCghFbnZlbG9wZRIXCgJpZBgBIAEoCUILukgIyAEBcgOwAQESOgoEdHlwZRgCIAEoCUIsukgpyAEBciQyIl5bYS16XVthLXowLTlfXSpcLlthLXpdW2EtejAtOV9dKiQSHQoHdmVyc2lvbhgDIAEoDUIMukgJyAEBKgQYYygBEi4KAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEhwKCHRyYWNlX2lkGAUgASgMQgq6SAfIAQF6AmgQEhsKB3NwYW5faWQYBiABKAxCCrpIB8gBAXoCaAgSHQoGc291cmNlGAcgASgJQg26SArIAQFyBRABGIABEh8KDXBhcnRpdGlvbl9rZXkYCCABKAlCCLpIBXIDGIACEiMKDmNvcnJlbGF0aW9uX2lkGAkgASgJQgu6SAjIAQFyA7ABARIhCgxjYXVzYXRpb25faWQYCiABKAlCC7pICNgBAXIDsAEBEh8KB3BheWxvYWQYCyABKAxCDrpIC8gBAXoGEAEYgIBAQsMBChRjb20uc2hvcGJ1cy5ldmVudC52MUINRW52ZWxvcGVQcm90b1ABWjpnaXRodWIuY29tL3Nob3BidXMvc2hvcGJ1cy9nZW4vZ28vc2hvcGJ1cy9ldmVudC92MTtldmVudHYxogIDU0VYqgIQU2hvcGJ1cy5FdmVudC5WMcoCEFNob3BidXNcRXZlbnRcVjHiAhxTaG9wYnVzXEV2ZW50XFYxXEdQQk1ldGFkYXRh6gISU2hvcGJ1czo6RXZlbnQ6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("Ch9zaG9wYnVzL2V2ZW50L3YxL2VudmVsb3BlLnByb3RvEhBzaG9wYnVzLmV2ZW50LnYxIqsDCghFbnZlbG9wZRIXCgJpZBgBIAEoCUILukgIyAEBcgOwAQESOgoEdHlwZRgCIAEoCUIsukgpyAEBciQyIl5bYS16XVthLXowLTlfXSpcLlthLXpdW2EtejAtOV9dKiQSHQoHdmVyc2lvbhgDIAEoDUIMukgJyAEBKgQYYygBEi4KAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEhwKCHRyYWNlX2lkGAUgASgMQgq6SAfIAQF6AmgQEhsKB3NwYW5faWQYBiABKAxCCrpIB8gBAXoCaAgSHQoGc291cmNlGAcgASgJQg26SArIAQFyBRABGIABEjgKDXBhcnRpdGlvbl9rZXkYCCABKAlCIbpIHtgBAXIZGIACMhReW0EtWmEtejAtOV86PUArLV0rJBIjCg5jb3JyZWxhdGlvbl9pZBgJIAEoCUILukgIyAEBcgOwAQESIQoMY2F1c2F0aW9uX2lkGAogASgJQgu6SAjYAQFyA7ABARIfCgdwYXlsb2FkGAsgASgMQg66SAvIAQF6BhABGICAQELDAQoUY29tLnNob3BidXMuZXZlbnQudjFCDUVudmVsb3BlUHJvdG9QAVo6Z2l0aHViLmNvbS9zaG9wYnVzL3Nob3BidXMvZ2VuL2dvL3Nob3BidXMvZXZlbnQvdjE7ZXZlbnR2MaICA1NFWKoCEFNob3BidXMuRXZlbnQuVjHKAhBTaG9wYnVzXEV2ZW50XFYx4gIcU2hvcGJ1c1xFdmVudFxWMVxHUEJNZXRhZGF0YeoCElNob3BidXM6OkV2ZW50OjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Envelope is the one wire format of every shopbus event. Its key fields are
@@ -77,8 +77,18 @@ export type Envelope = Message<"shopbus.event.v1.Envelope"> & {
   source: string;
 
   /**
-   * partition_key orders events: events with the same key are consumed in
-   * order. Usually the aggregate id (an order id, a device id).
+   * partition_key is the event's aggregate id (an order id, a device id),
+   * copied from the payload field its contract names
+   * ((shopbus.event.v1.event).partition_key). It is also the last token of
+   * the NATS subject, "<domain>.<entity>.<action>.v<N>.<key>", from which
+   * JetStream derives the event's partition. Key-based consumers handle the
+   * events of one partition, and so of one key, strictly one at a time in
+   * stream order, a retried event holding back those behind it until it
+   * succeeds or is dead-lettered; round-robin consumers give no order at all
+   * (docs/adr/008-partitions-and-consumer-groups.md). A redriven dead letter
+   * is appended again, after events of its key that followed it. It is a
+   * subject token: letters, digits and "_-:=@+" only. event.New always sets
+   * it; it is empty only in events written before partitioning existed.
    *
    * @generated from field: string partition_key = 8;
    */

@@ -12,12 +12,12 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/event/v1/options.proto.
  */
 export const file_shopbus_event_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zaG9wYnVzL2V2ZW50L3YxL29wdGlvbnMucHJvdG8SEHNob3BidXMuZXZlbnQudjEiHAoMRXZlbnRPcHRpb25zEgwKBG5hbWUYASABKAk6VwoFZXZlbnQSHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMYtIcDIAEoCzIeLnNob3BidXMuZXZlbnQudjEuRXZlbnRPcHRpb25zUgVldmVudELCAQoUY29tLnNob3BidXMuZXZlbnQudjFCDE9wdGlvbnNQcm90b1ABWjpnaXRodWIuY29tL3Nob3BidXMvc2hvcGJ1cy9nZW4vZ28vc2hvcGJ1cy9ldmVudC92MTtldmVudHYxogIDU0VYqgIQU2hvcGJ1cy5FdmVudC5WMcoCEFNob3BidXNcRXZlbnRcVjHiAhxTaG9wYnVzXEV2ZW50XFYxXEdQQk1ldGFkYXRh6gISU2hvcGJ1czo6RXZlbnQ6OlYxYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("Ch5zaG9wYnVzL2V2ZW50L3YxL29wdGlvbnMucHJvdG8SEHNob3BidXMuZXZlbnQudjEiMwoMRXZlbnRPcHRpb25zEgwKBG5hbWUYASABKAkSFQoNcGFydGl0aW9uX2tleRgCIAEoCTpXCgVldmVudBIfLmdvb2dsZS5wcm90b2J1Zi5NZXNzYWdlT3B0aW9ucxi0hwMgASgLMh4uc2hvcGJ1cy5ldmVudC52MS5FdmVudE9wdGlvbnNSBWV2ZW50QsIBChRjb20uc2hvcGJ1cy5ldmVudC52MUIMT3B0aW9uc1Byb3RvUAFaOmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL2V2ZW50L3YxO2V2ZW50djGiAgNTRViqAhBTaG9wYnVzLkV2ZW50LlYxygIQU2hvcGJ1c1xFdmVudFxWMeICHFNob3BidXNcRXZlbnRcVjFcR1BCTWV0YWRhdGHqAhJTaG9wYnVzOjpFdmVudDo6VjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * EventOptions declares a protobuf message to be a shopbus event. The event's
  * version is the major version of its proto package (v1, v2 ...), so only the
- * name is declared here.
+ * name and the partition key are declared here.
  *
  * @generated from message shopbus.event.v1.EventOptions
  */
@@ -30,6 +30,18 @@ export type EventOptions = Message<"shopbus.event.v1.EventOptions"> & {
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * The name of the event's top-level string field that is its partition
+   * key, usually the aggregate id ("order_id", "device_id"). Events with the
+   * same key are kept in order by key-based consumers: event.New copies the
+   * field into Envelope.partition_key, the key is the last token of the NATS
+   * subject, and JetStream maps it to a partition. Required; the field must
+   * be required and hold a NATS subject token (a UUID, for example).
+   *
+   * @generated from field: string partition_key = 2;
+   */
+  partitionKey: string;
 };
 
 /**

@@ -1,0 +1,443 @@
+package messaging
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Consumer groups. The instances that run one consumer (one Durable) form a
+// group whose state lives in a JetStream KV bucket of its own, with keys
+// that expire: no coordinator of shopbus's own.
+//
+//	members.<instance>  a Member, written every Lease/5; it expires after
+//	                    Lease without a write, and its expiry marker tells
+//	                    the others at once
+//	partitions.<n>      a Lease naming the partition's owner: taken with
+//	                    Create (only if absent), renewed with Update at the
+//	                    revision the owner last wrote (compare-and-set),
+//	                    released with Delete at that revision
+//
+// Each member computes its share from the live members it sees (sorted by
+// instance id, the first P mod M members take one partition more than the
+// rest), releases the partitions above its share once their consumers have
+// finished the event in hand, and takes free partitions up to its share.
+// A member that stops deletes its keys, so the others take over at once; one
+// that dies stops writing, its keys expire after Lease, and the others take
+// over when the expiry marker arrives. A member that cannot renew a lease
+// for 4/5 of Lease stops consuming that partition on its own.
+//
+// Order does not depend on the leases being exact: each partition's durable
+// consumer has MaxAckPending 1, so JetStream itself delivers no event of a
+// partition while another is unacked, and redelivers an unacked one (after
+// AckWait, which for key-based consumers is Lease) before anything behind
+// it, whichever member asks. That is the handover rule: a new owner cannot
+// take new events while the old owner's unacked one can still be redelivered.
+
+// GroupBucketPrefix begins the name of every consumer group's KV bucket.
+const GroupBucketPrefix = "shopbus-group-"
+
+// GroupBucket returns the KV bucket of the consumer group durable.
+func GroupBucket(durable string) string { return GroupBucketPrefix + durable }
+
+// Metadata keys of a group's KV bucket, so the group can be listed without
+// its members.
+const (
+	metadataStream   = "shopbus.stream"
+	metadataStrategy = "shopbus.strategy"
+)
+
+// DefaultLease is how long a member's keys live without being renewed.
+const DefaultLease = 5 * time.Second
+
+// Member is one instance of a consumer group, as its member key records it.
+type Member struct {
+	// Instance identifies the member (ConsumerConfig.Instance).
+	Instance string `json:"instance"`
+	// Host is the host it runs on.
+	Host string `json:"host"`
+	// PID is its process id.
+	PID int `json:"pid"`
+	// Since is when it joined.
+	Since time.Time `json:"since"`
+}
+
+// Lease names the owner of a partition, as its partition key records it.
+type Lease struct {
+	// Owner is the owning member's instance id.
+	Owner string `json:"owner"`
+	// Since is when the owner took the partition.
+	Since time.Time `json:"since"`
+}
+
+const (
+	memberKeyPrefix    = "members."
+	partitionKeyPrefix = "partitions."
+)
+
+func partitionKey(p int) string { return partitionKeyPrefix + strconv.Itoa(p) }
+
+// ensureGroupBucket creates or updates the KV bucket of cfg's group.
+func ensureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, partitions int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      GroupBucket(cfg.Durable),
+		Description: "shopbus consumer group " + cfg.Durable + ": members and partition leases",
+		TTL:         cfg.Lease,
+		// Expiries leave a marker, so watchers see a member die.
+		LimitMarkerTTL: cfg.Lease,
+		// Leases are rewritten every second: in memory, they cost no
+		// fsync, and after a NATS restart every member takes its share
+		// again.
+		Storage: jetstream.MemoryStorage,
+		Metadata: map[string]string{
+			metadataStream:     cfg.Stream,
+			metadataStrategy:   string(cfg.Strategy),
+			MetadataPartitions: strconv.Itoa(partitions),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: consumer group bucket %s (needs nats-server 2.11 or later): %w", GroupBucket(cfg.Durable), err)
+	}
+	return kv, nil
+}
+
+// member is this instance's membership of a group: it keeps its member key
+// alive and, for key-based consumers, owns its share of the partitions and
+// runs consume for each while it owns it.
+type member struct {
+	kv         jetstream.KeyValue
+	self       Member
+	lease      time.Duration
+	partitions int
+	consume    func(ctx context.Context, p int)
+	log        *slog.Logger
+
+	// What the watch of the bucket shows.
+	members map[string]Member
+	owners  map[int]string
+	ready   bool // the watch has delivered the bucket's current state
+
+	held     map[int]*held
+	released chan int
+}
+
+// held is a partition this member owns.
+type held struct {
+	rev       uint64    // the revision of its last write, for compare-and-set
+	renewed   time.Time // when that write was sent
+	since     time.Time
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when its consumer has returned
+	releasing bool
+}
+
+func newMember(kv jetstream.KeyValue, cfg ConsumerConfig, partitions int, consume func(context.Context, int), log *slog.Logger) *member {
+	host, _ := os.Hostname()
+	return &member{
+		kv:         kv,
+		self:       Member{Instance: cfg.Instance, Host: host, PID: os.Getpid(), Since: time.Now().UTC()},
+		lease:      cfg.Lease,
+		partitions: partitions,
+		consume:    consume,
+		log:        log,
+		members:    map[string]Member{},
+		owners:     map[int]string{},
+		held:       map[int]*held{},
+		released:   make(chan int, partitions+1),
+	}
+}
+
+// run keeps the membership until ctx is done, then leaves the group: it
+// stops its consumers (each finishes the event in hand) and deletes its keys.
+func (m *member) run(ctx context.Context) error {
+	defer m.leave()
+	tick := time.NewTicker(m.lease / 5)
+	defer tick.Stop()
+	for failures := 0; ctx.Err() == nil; {
+		w, err := m.kv.WatchAll(ctx)
+		if err != nil {
+			failures++
+			wait := Backoff(failures)
+			m.log.Warn("consumer group: cannot watch; retrying", "err", err, "retry_in", wait)
+			m.beat(ctx)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			continue
+		}
+		failures = 0
+		m.ready = false
+		clear(m.members)
+		clear(m.owners)
+		m.beat(ctx)
+		m.watch(ctx, w, tick.C)
+		_ = w.Stop()
+	}
+	return ctx.Err()
+}
+
+// watch handles the bucket's updates, the renewal ticks and the released
+// partitions until ctx is done or the watcher ends.
+func (m *member) watch(ctx context.Context, w jetstream.KeyWatcher, tick <-chan time.Time) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				m.log.Warn("consumer group: watch ended; watching again")
+				return
+			}
+			if e == nil {
+				m.ready = true
+			} else {
+				m.apply(e)
+			}
+			m.reconcile(ctx)
+		case <-tick:
+			m.beat(ctx)
+			m.renew(ctx)
+			m.reconcile(ctx)
+		case p := <-m.released:
+			m.deleteLease(ctx, p)
+		}
+	}
+}
+
+// apply records one update of the bucket.
+func (m *member) apply(e jetstream.KeyValueEntry) {
+	gone := e.Operation() != jetstream.KeyValuePut
+	switch key := e.Key(); {
+	case strings.HasPrefix(key, memberKeyPrefix):
+		id := strings.TrimPrefix(key, memberKeyPrefix)
+		if gone {
+			delete(m.members, id)
+			return
+		}
+		var mem Member
+		if err := json.Unmarshal(e.Value(), &mem); err != nil {
+			m.log.Warn("consumer group: unreadable member; ignored", "key", key, "err", err)
+			return
+		}
+		m.members[id] = mem
+	case strings.HasPrefix(key, partitionKeyPrefix):
+		p, err := strconv.Atoi(strings.TrimPrefix(key, partitionKeyPrefix))
+		if err != nil || p < 0 || p >= m.partitions {
+			return
+		}
+		owner := ""
+		if !gone {
+			var l Lease
+			if err := json.Unmarshal(e.Value(), &l); err != nil {
+				m.log.Warn("consumer group: unreadable lease; ignored", "key", key, "err", err)
+				return
+			}
+			owner = l.Owner
+		}
+		if owner == "" {
+			delete(m.owners, p)
+		} else {
+			m.owners[p] = owner
+		}
+		if h, ok := m.held[p]; ok && owner != m.self.Instance && e.Revision() > h.rev {
+			// Taken by another member, or expired: no longer ours.
+			m.log.Warn("consumer group: lost partition", "partition", p, "owner", owner)
+			m.drop(p)
+		}
+	}
+}
+
+// beat writes this member's key.
+func (m *member) beat(ctx context.Context) {
+	b, _ := json.Marshal(m.self)
+	wctx, cancel := context.WithTimeout(ctx, m.lease/5)
+	defer cancel()
+	if _, err := m.kv.Put(wctx, memberKeyPrefix+m.self.Instance, b); err != nil && ctx.Err() == nil {
+		m.log.Warn("consumer group: heartbeat failed", "err", err)
+	}
+}
+
+// renew rewrites the lease of every partition held, at its last revision.
+// A lease another member took is dropped at once; one that could not be
+// written for 4/5 of the lease is dropped before it can expire.
+func (m *member) renew(ctx context.Context) {
+	for _, p := range slices.Sorted(maps.Keys(m.held)) {
+		h := m.held[p]
+		sent := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, m.lease/5)
+		rev, err := m.kv.Update(wctx, partitionKey(p), m.leaseValue(h.since), h.rev)
+		cancel()
+		switch {
+		case err == nil:
+			h.rev, h.renewed = rev, sent
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists):
+			m.log.Warn("consumer group: lease taken over", "partition", p)
+			m.drop(p)
+		case time.Since(h.renewed) > m.lease*4/5:
+			m.log.Warn("consumer group: lease not renewed in time; stopping its consumer", "partition", p, "err", err)
+			m.drop(p)
+		case ctx.Err() == nil:
+			m.log.Warn("consumer group: lease renewal failed", "partition", p, "err", err)
+		}
+	}
+}
+
+// reconcile moves this member toward its share: it releases partitions above
+// it and takes free ones below it.
+func (m *member) reconcile(ctx context.Context) {
+	if !m.ready || m.partitions == 0 || ctx.Err() != nil {
+		return
+	}
+	live := slices.Sorted(maps.Keys(m.members))
+	if !slices.Contains(live, m.self.Instance) {
+		live = append(live, m.self.Instance)
+		slices.Sort(live)
+	}
+	i := slices.Index(live, m.self.Instance)
+	share := m.partitions / len(live)
+	if i < m.partitions%len(live) {
+		share++
+	}
+	var active []int
+	for p, h := range m.held {
+		if !h.releasing {
+			active = append(active, p)
+		}
+	}
+	slices.Sort(active)
+	for len(active) > share {
+		p := active[len(active)-1]
+		active = active[:len(active)-1]
+		m.release(p)
+	}
+	// Start looking where this member's share would begin, so members do
+	// not all race for the same free partition.
+	start := i * m.partitions / len(live)
+	for k := 0; k < m.partitions && len(active) < share; k++ {
+		p := (start + k) % m.partitions
+		if _, taken := m.owners[p]; taken {
+			continue
+		}
+		if _, mine := m.held[p]; mine {
+			continue
+		}
+		if m.acquire(ctx, p) {
+			active = append(active, p)
+		}
+	}
+}
+
+func (m *member) leaseValue(since time.Time) []byte {
+	b, _ := json.Marshal(Lease{Owner: m.self.Instance, Since: since})
+	return b
+}
+
+// acquire takes partition p if no one holds it, and starts its consumer.
+func (m *member) acquire(ctx context.Context, p int) bool {
+	now := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, m.lease/5)
+	rev, err := m.kv.Create(wctx, partitionKey(p), m.leaseValue(now.UTC()))
+	cancel()
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+			m.log.Warn("consumer group: cannot take partition", "partition", p, "err", err)
+		}
+		return false
+	}
+	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	h := &held{rev: rev, renewed: now, since: now.UTC(), cancel: stop, done: make(chan struct{})}
+	m.held[p] = h
+	m.owners[p] = m.self.Instance
+	m.log.Info("consumer group: took partition", "partition", p)
+	go func() {
+		defer close(h.done)
+		m.consume(pctx, p)
+	}()
+	return true
+}
+
+// release stops partition p's consumer and, once it has returned, deletes
+// the lease (in watch, through m.released).
+func (m *member) release(p int) {
+	h := m.held[p]
+	h.releasing = true
+	h.cancel()
+	m.log.Info("consumer group: releasing partition", "partition", p)
+	go func() {
+		<-h.done
+		m.released <- p
+	}()
+}
+
+// deleteLease deletes the lease of a released partition, at the revision
+// this member last wrote: if it expired meanwhile, the delete fails and the
+// key is left to its new owner.
+func (m *member) deleteLease(ctx context.Context, p int) {
+	h, ok := m.held[p]
+	if !ok {
+		return
+	}
+	delete(m.held, p)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.lease/5)
+	defer cancel()
+	if err := m.kv.Delete(wctx, partitionKey(p), jetstream.LastRevision(h.rev)); err != nil {
+		m.log.Warn("consumer group: release not recorded; the lease will expire", "partition", p, "err", err)
+		return
+	}
+	delete(m.owners, p)
+}
+
+// drop stops partition p's consumer without touching its lease: it is
+// another member's, or expired.
+func (m *member) drop(p int) {
+	if h, ok := m.held[p]; ok {
+		h.cancel()
+		delete(m.held, p)
+	}
+}
+
+// leave stops every consumer, waits for them (each finishes the event in
+// hand), and deletes this member's leases and member key so the others
+// take over without waiting for expiry.
+func (m *member) leave() {
+	var wg sync.WaitGroup
+	for _, h := range m.held {
+		h.cancel()
+		wg.Go(func() { <-h.done })
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, p := range slices.Sorted(maps.Keys(m.held)) {
+		_ = m.kv.Delete(ctx, partitionKey(p), jetstream.LastRevision(m.held[p].rev))
+	}
+	clear(m.held)
+	_ = m.kv.Delete(ctx, memberKeyPrefix+m.self.Instance)
+}
+
+// defaultInstance names this process in its groups: host, process id and a
+// random suffix, in the characters a KV key allows.
+func defaultInstance() string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, cmp.Or(host, "host"))
+	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.N(0x10000))
+}

@@ -1,0 +1,181 @@
+package messaging
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Group is what an operator sees of a consumer group (`shopbus groups`, the
+// admin GroupService): its members and, per durable consumer, the owner and
+// the backlog.
+type Group struct {
+	// Name is the consumer's Durable.
+	Name string
+	// Stream is the stream it consumes.
+	Stream string
+	// Strategy is RoundRobin or KeyBased.
+	Strategy Strategy
+	// Members are the live instances, sorted by instance id.
+	Members []Member
+	// Partitions are the durable consumers: one per partition of a
+	// key-based group, in partition order, or the shared one of a
+	// round-robin group (Partition -1).
+	Partitions []PartitionState
+}
+
+// PartitionState is one durable consumer of a group.
+type PartitionState struct {
+	// Partition is the partition number, or -1 for a round-robin group's
+	// shared consumer.
+	Partition int
+	// Consumer is the durable consumer's name.
+	Consumer string
+	// Owner is the member that holds its lease (key-based), or empty.
+	Owner string
+	// OwnerSince is when Owner took it.
+	OwnerSince time.Time
+	// Pending is how many stream messages it has yet to deliver.
+	Pending uint64
+	// AckPending is how many it delivered and has not had acked.
+	AckPending int
+	// Redelivered is how many of those were delivered more than once.
+	Redelivered int
+	// Missing is set when the durable consumer does not exist.
+	Missing bool
+}
+
+// ListGroups returns every consumer group on js, sorted by name, read from
+// the groups' KV buckets and their consumers' info.
+func ListGroups(ctx context.Context, js jetstream.JetStream) ([]Group, error) {
+	names := js.KeyValueStoreNames(ctx)
+	var groups []Group
+	for bucket := range names.Name() {
+		if !strings.HasPrefix(bucket, GroupBucketPrefix) {
+			continue
+		}
+		g, err := groupOf(ctx, js, bucket)
+		if err != nil {
+			return nil, err
+		}
+		groups = append(groups, g)
+	}
+	if err := names.Error(); err != nil {
+		return nil, fmt.Errorf("jetstream: list consumer groups: %w", err)
+	}
+	slices.SortFunc(groups, func(a, b Group) int { return cmp.Compare(a.Name, b.Name) })
+	return groups, nil
+}
+
+func groupOf(ctx context.Context, js jetstream.JetStream, bucket string) (Group, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return Group{}, fmt.Errorf("jetstream: consumer group %s: %w", bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return Group{}, fmt.Errorf("jetstream: consumer group %s: %w", bucket, err)
+	}
+	meta := map[string]string{}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		meta = bs.StreamInfo().Config.Metadata
+	}
+	g := Group{
+		Name:     strings.TrimPrefix(bucket, GroupBucketPrefix),
+		Stream:   meta[metadataStream],
+		Strategy: Strategy(meta[metadataStrategy]),
+	}
+	partitions, _ := strconv.Atoi(meta[MetadataPartitions])
+	leases := map[int]Lease{}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return Group{}, fmt.Errorf("jetstream: consumer group %s: %w", bucket, err)
+	}
+	for key := range keys.Keys() {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // expired meanwhile
+		}
+		if err != nil {
+			return Group{}, fmt.Errorf("jetstream: consumer group %s: %s: %w", bucket, key, err)
+		}
+		switch {
+		case strings.HasPrefix(key, memberKeyPrefix):
+			var m Member
+			if json.Unmarshal(e.Value(), &m) == nil {
+				g.Members = append(g.Members, m)
+			}
+		case strings.HasPrefix(key, partitionKeyPrefix):
+			var l Lease
+			p, err := strconv.Atoi(strings.TrimPrefix(key, partitionKeyPrefix))
+			if err == nil && json.Unmarshal(e.Value(), &l) == nil {
+				leases[p] = l
+			}
+		}
+	}
+	slices.SortFunc(g.Members, func(a, b Member) int { return cmp.Compare(a.Instance, b.Instance) })
+	if g.Strategy == RoundRobin {
+		g.Partitions = []PartitionState{partitionState(ctx, js, g.Stream, g.Name, -1, Lease{})}
+		return g, nil
+	}
+	for p := range partitions {
+		g.Partitions = append(g.Partitions, partitionState(ctx, js, g.Stream, PartitionDurable(g.Name, p), p, leases[p]))
+	}
+	return g, nil
+}
+
+func partitionState(ctx context.Context, js jetstream.JetStream, stream, durable string, p int, l Lease) PartitionState {
+	ps := PartitionState{Partition: p, Consumer: durable, Owner: l.Owner, OwnerSince: l.Since}
+	c, err := js.Consumer(ctx, stream, durable)
+	if err != nil {
+		ps.Missing = true
+		return ps
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		ps.Missing = true
+		return ps
+	}
+	ps.Pending, ps.AckPending, ps.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered
+	return ps
+}
+
+// Settled reports whether the consumer group durable on stream has settled
+// (acked or terminated) the event at stream sequence seq and every event
+// before it that the same durable consumer receives: for a key-based group,
+// the durable of the event's partition; for a round-robin one, the shared
+// durable.
+func Settled(ctx context.Context, js jetstream.JetStream, stream, durable string, seq uint64) (bool, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, fmt.Errorf("jetstream: stream %s: %w", stream, err)
+	}
+	msg, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return false, fmt.Errorf("jetstream: %s #%d: %w", stream, seq, err)
+	}
+	name := durable
+	if tokens := strings.Split(msg.Subject, "."); len(tokens) == 6 && isPartition(tokens[4]) {
+		p, _ := strconv.Atoi(tokens[4])
+		if _, err := js.Consumer(ctx, stream, PartitionDurable(durable, p)); err == nil {
+			name = PartitionDurable(durable, p)
+		}
+	}
+	c, err := js.Consumer(ctx, stream, name)
+	if err != nil {
+		return false, fmt.Errorf("jetstream: consumer %s: %w", name, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("jetstream: consumer %s: %w", name, err)
+	}
+	return info.AckFloor.Stream >= seq, nil
+}
