@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/shopbus/shopbus/internal/event"
@@ -22,6 +25,7 @@ func TestCatalogIsSound(t *testing.T) {
 		t.Error(err)
 	}
 	subjects := map[string]event.Spec{}
+	keys := map[string]protoreflect.Name{}
 	for _, spec := range event.Catalog() {
 		if other, dup := subjects[spec.Subject()]; dup {
 			t.Errorf("%s and %s share subject %s", spec, other, spec.Subject())
@@ -30,6 +34,17 @@ func TestCatalogIsSound(t *testing.T) {
 		if want := spec.Domain + "." + spec.Name + ".v"; !strings.HasPrefix(spec.Subject(), want) {
 			t.Errorf("%s: subject %s does not follow <domain>.<entity>.<action>.v<N>", spec, spec.Subject())
 		}
+		// The partition key is required, so no event of the type goes
+		// unordered, and the same field in every version, so the events
+		// of one aggregate share a partition across versions.
+		rules, _ := proto.GetExtension(spec.KeyField.Options(), validate.E_Field).(*validate.FieldRules)
+		if !rules.GetRequired() {
+			t.Errorf("%s: partition key field %s is not required", spec, spec.KeyField.Name())
+		}
+		if other, ok := keys[spec.Name]; ok && other != spec.KeyField.Name() {
+			t.Errorf("%s: partition key %s, but another version uses %s", spec, spec.KeyField.Name(), other)
+		}
+		keys[spec.Name] = spec.KeyField.Name()
 	}
 	if len(event.Catalog()) == 0 {
 		t.Fatal("the catalog is empty: are the generated packages linked in internal/event/catalog.go?")
@@ -115,6 +130,7 @@ func TestCatalogFileMatches(t *testing.T) {
 		Type    string `json:"type"`
 		Version uint32 `json:"version"`
 		Subject string `json:"subject"`
+		Key     string `json:"partition_key"`
 		Schema  string `json:"schema"`
 	}
 	if err := json.Unmarshal([]byte(readFile(t, "catalog.json")), &entries); err != nil {
@@ -122,10 +138,10 @@ func TestCatalogFileMatches(t *testing.T) {
 	}
 	var got, want []string
 	for _, e := range entries {
-		got = append(got, strings.Join([]string{e.Type, itoa(e.Version), e.Subject, e.Schema}, " "))
+		got = append(got, strings.Join([]string{e.Type, itoa(e.Version), e.Subject, e.Key, e.Schema}, " "))
 	}
 	for _, s := range event.Catalog() {
-		want = append(want, strings.Join([]string{s.Name, itoa(s.Version), s.Subject(), s.SchemaPath()}, " "))
+		want = append(want, strings.Join([]string{s.Name, itoa(s.Version), s.Subject(), string(s.KeyField.Name()), s.SchemaPath()}, " "))
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("catalog.json is stale (run make generate):\n got %q\nwant %q", got, want)

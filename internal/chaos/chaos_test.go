@@ -92,9 +92,11 @@ func TestChaos(t *testing.T) {
 	run(messaging.NewRelay(w.orderDB, w.js, w.orders.Schema(), messaging.WithRelayLogger(log)).Run)
 	run(messaging.NewRelay(w.invDB, w.js, w.inv.Schema(), messaging.WithRelayLogger(log)).Run)
 	run(deadletter.NewCollector(w.js, log).Run)
-	reserve, outcome := inventory.ReserveStockConsumer(2), order.InventoryOutcomeConsumer(2)
+	reserve, outcome := inventory.ReserveStockConsumer(), order.InventoryOutcomeConsumer()
 	reserve.DeadLetter, outcome.DeadLetter = deadletter.Filer(w.js), deadletter.Filer(w.js)
-	for range 2 { // two inventory instances share the durable consumer
+	for _, name := range []string{"inventory-a", "inventory-b"} { // a group of two shares the partitions
+		reserve := reserve
+		reserve.Instance = name
 		run(func(ctx context.Context) error {
 			return messaging.Consume(ctx, w.js, reserve, w.ackLostAfterCommit(w.inv.ReserveStock), log)
 		})
@@ -283,7 +285,7 @@ func (w *world) publishPoison(ctx context.Context) {
 		data, _ = event.Encode(env)
 	}
 	for range 100 {
-		ack, err := w.js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2", Data: data, Header: h})
+		ack, err := w.js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2." + env.GetPartitionKey(), Data: data, Header: h})
 		if err == nil {
 			w.poisonSeqs.Store(ack.Sequence, kind)
 			return
@@ -418,12 +420,25 @@ func (w *world) poisonCount() int {
 }
 
 func (w *world) consumerIdle(stream, durable string) bool {
-	c, err := w.js.Consumer(context.Background(), stream, durable)
-	if err != nil {
-		return false
+	ctx := context.Background()
+	names := []string{durable}
+	if n, err := messaging.Partitions(ctx, w.js, stream); err == nil && stream != deadletter.AdvisoryStream {
+		names = names[:0]
+		for p := range n {
+			names = append(names, messaging.PartitionDurable(durable, p))
+		}
 	}
-	info, err := c.Info(context.Background())
-	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	for _, name := range names {
+		c, err := w.js.Consumer(ctx, stream, name)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // check verifies the invariants and prints the summary line.

@@ -251,11 +251,13 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			return err
 		}
 	}
-	kv, err := ensureGroupBucket(ctx, js, cfg, partitions)
-	if err != nil {
+	// An old server (before 2.11) cannot make the bucket: an error at
+	// start, not a group that never forms.
+	if _, err := ensureGroupBucket(ctx, js, cfg, partitions); err != nil {
 		return err
 	}
-	m := newMember(kv, cfg, partitions, func(ctx context.Context, p int) {
+	ensure := func(ctx context.Context) (jetstream.KeyValue, error) { return ensureGroupBucket(ctx, js, cfg, partitions) }
+	m := newMember(ensure, cfg, partitions, func(ctx context.Context, p int) {
 		run(ctx, js, cfg.Stream, durableConfig(cfg, p), h, s)
 	}, log)
 	if cfg.Strategy == KeyBased {

@@ -118,6 +118,7 @@ func ensureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg Consumer
 // alive and, for key-based consumers, owns its share of the partitions and
 // runs consume for each while it owns it.
 type member struct {
+	ensure     func(context.Context) (jetstream.KeyValue, error)
 	kv         jetstream.KeyValue
 	self       Member
 	lease      time.Duration
@@ -144,10 +145,10 @@ type held struct {
 	releasing bool
 }
 
-func newMember(kv jetstream.KeyValue, cfg ConsumerConfig, partitions int, consume func(context.Context, int), log *slog.Logger) *member {
+func newMember(ensure func(context.Context) (jetstream.KeyValue, error), cfg ConsumerConfig, partitions int, consume func(context.Context, int), log *slog.Logger) *member {
 	host, _ := os.Hostname()
 	return &member{
-		kv:         kv,
+		ensure:     ensure,
 		self:       Member{Instance: cfg.Instance, Host: host, PID: os.Getpid(), Since: time.Now().UTC()},
 		lease:      cfg.Lease,
 		partitions: partitions,
@@ -162,17 +163,25 @@ func newMember(kv jetstream.KeyValue, cfg ConsumerConfig, partitions int, consum
 
 // run keeps the membership until ctx is done, then leaves the group: it
 // stops its consumers (each finishes the event in hand) and deletes its keys.
+// When the bucket disappears (a NATS restart loses a memory bucket, an
+// operator deletes it), it declares the bucket again and carries on.
 func (m *member) run(ctx context.Context) error {
 	defer m.leave()
 	tick := time.NewTicker(m.lease / 5)
 	defer tick.Stop()
 	for failures := 0; ctx.Err() == nil; {
-		w, err := m.kv.WatchAll(ctx)
+		kv, err := m.ensure(ctx)
+		var w jetstream.KeyWatcher
+		if err == nil {
+			m.kv = kv
+			w, err = kv.WatchAll(ctx)
+		}
 		if err != nil {
 			failures++
 			wait := Backoff(failures)
-			m.log.Warn("consumer group: cannot watch; retrying", "err", err, "retry_in", wait)
-			m.beat(ctx)
+			if ctx.Err() == nil {
+				m.log.Warn("consumer group: cannot watch the group; retrying", "err", err, "retry_in", wait)
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
@@ -183,7 +192,7 @@ func (m *member) run(ctx context.Context) error {
 		m.ready = false
 		clear(m.members)
 		clear(m.owners)
-		m.beat(ctx)
+		_ = m.beat(ctx)
 		m.watch(ctx, w, tick.C)
 		_ = w.Stop()
 	}
@@ -191,7 +200,7 @@ func (m *member) run(ctx context.Context) error {
 }
 
 // watch handles the bucket's updates, the renewal ticks and the released
-// partitions until ctx is done or the watcher ends.
+// partitions until ctx is done, the watcher ends or the bucket is gone.
 func (m *member) watch(ctx context.Context, w jetstream.KeyWatcher, tick <-chan time.Time) {
 	for {
 		select {
@@ -209,13 +218,22 @@ func (m *member) watch(ctx context.Context, w jetstream.KeyWatcher, tick <-chan 
 			}
 			m.reconcile(ctx)
 		case <-tick:
-			m.beat(ctx)
+			if err := m.beat(ctx); bucketGone(err) {
+				m.log.Warn("consumer group: bucket gone; declaring it again", "err", err)
+				return
+			}
 			m.renew(ctx)
 			m.reconcile(ctx)
 		case p := <-m.released:
 			m.deleteLease(ctx, p)
 		}
 	}
+}
+
+// bucketGone reports whether err says the group's bucket does not exist.
+func bucketGone(err error) bool {
+	return errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // apply records one update of the bucket.
@@ -262,13 +280,15 @@ func (m *member) apply(e jetstream.KeyValueEntry) {
 }
 
 // beat writes this member's key.
-func (m *member) beat(ctx context.Context) {
+func (m *member) beat(ctx context.Context) error {
 	b, _ := json.Marshal(m.self)
 	wctx, cancel := context.WithTimeout(ctx, m.lease/5)
 	defer cancel()
-	if _, err := m.kv.Put(wctx, memberKeyPrefix+m.self.Instance, b); err != nil && ctx.Err() == nil {
+	_, err := m.kv.Put(wctx, memberKeyPrefix+m.self.Instance, b)
+	if err != nil && ctx.Err() == nil {
 		m.log.Warn("consumer group: heartbeat failed", "err", err)
 	}
+	return err
 }
 
 // renew rewrites the lease of every partition held, at its last revision.
@@ -327,6 +347,12 @@ func (m *member) reconcile(ctx context.Context) {
 	// Start looking where this member's share would begin, so members do
 	// not all race for the same free partition.
 	start := i * m.partitions / len(live)
+	var took []int
+	defer func() {
+		if len(took) > 0 {
+			m.log.Info("consumer group: took partitions", "partitions", took, "members", len(live))
+		}
+	}()
 	for k := 0; k < m.partitions && len(active) < share; k++ {
 		p := (start + k) % m.partitions
 		if _, taken := m.owners[p]; taken {
@@ -337,6 +363,7 @@ func (m *member) reconcile(ctx context.Context) {
 		}
 		if m.acquire(ctx, p) {
 			active = append(active, p)
+			took = append(took, p)
 		}
 	}
 }
@@ -362,7 +389,6 @@ func (m *member) acquire(ctx context.Context, p int) bool {
 	h := &held{rev: rev, renewed: now, since: now.UTC(), cancel: stop, done: make(chan struct{})}
 	m.held[p] = h
 	m.owners[p] = m.self.Instance
-	m.log.Info("consumer group: took partition", "partition", p)
 	go func() {
 		defer close(h.done)
 		m.consume(pctx, p)
@@ -414,6 +440,9 @@ func (m *member) drop(p int) {
 // hand), and deletes this member's leases and member key so the others
 // take over without waiting for expiry.
 func (m *member) leave() {
+	if m.kv == nil {
+		return
+	}
 	var wg sync.WaitGroup
 	for _, h := range m.held {
 		h.cancel()

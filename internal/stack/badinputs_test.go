@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"net/http"
 	"strings"
@@ -182,6 +183,9 @@ func TestBadEvents(t *testing.T) {
 			}, same)
 			return h, b
 		}, "unexpected event inventory.rejected.v1"},
+		{"a subject whose key is not the envelope's", "ecommerce.order.created.v2.another-key", func() (nats.Header, []byte) {
+			return envelope(valid, same)
+		}, "does not end in the envelope's partition key"},
 		{"an outcome for an order that does not exist", "ecommerce.inventory.adjusted.v1", func() (nats.Header, []byte) {
 			h, b := envelope(&inventoryeventsv1.InventoryAdjusted{
 				OrderId: "0193a5e2-0000-7000-8000-000000000000", AdjustedAt: timestamppb.Now(),
@@ -192,7 +196,12 @@ func TestBadEvents(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, data := tc.build()
-			ack, err := s.JS.PublishMsg(ctx, &nats.Msg{Subject: tc.subject, Data: data, Header: h})
+			// Published on its key, unless the case names another.
+			subject := tc.subject + "." + cmp.Or(h.Get(event.HeaderPartitionKey), "k1")
+			if strings.Count(tc.subject, ".") == 4 {
+				subject = tc.subject
+			}
+			ack, err := s.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data, Header: h})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -207,27 +208,40 @@ func TestRepublishUnderAnotherMsgID(t *testing.T) {
 	}
 }
 
-// awaitConsumed waits until the consumer has acked everything in its stream.
+// awaitConsumed waits until the consumer group durable (its shared durable,
+// or every partition's) has acked everything in its stream.
 func (s *testStack) awaitConsumed(t *testing.T, stream, durable string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := s.JS.Consumer(context.Background(), stream, durable)
+	ctx := context.Background()
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := s.JS.Stream(ctx, stream)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		info, err := c.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
+		names := st.ConsumerNames(ctx)
+		found := false
+		for name := range names.Name() {
+			if name != durable && !strings.HasPrefix(name, durable+"-p") {
+				continue
+			}
+			found = true
+			c, err := st.Consumer(ctx, name)
+			if err != nil {
+				return err
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.NumPending != 0 || info.NumAckPending != 0 {
+				return fmt.Errorf("consumer %s: %d pending, %d unacked", name, info.NumPending, info.NumAckPending)
+			}
 		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
-			return
+		if !found {
+			return fmt.Errorf("no consumer of group %s on %s", durable, stream)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer %s: %d pending, %d unacked after 30s", durable, info.NumPending, info.NumAckPending)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return names.Err()
+	})
 }
 
 func TestInvalidRequests(t *testing.T) {

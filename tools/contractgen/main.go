@@ -33,9 +33,12 @@ type Entry struct {
 	Domain  string `json:"domain"`
 	Context string `json:"context"`
 	Subject string `json:"subject"`
-	Message string `json:"message"`
-	Proto   string `json:"proto"`
-	Schema  string `json:"schema"`
+	// PartitionKey is the payload field whose value ends the subject
+	// ("<subject>.<key>") and orders key-based consumers.
+	PartitionKey string `json:"partition_key"`
+	Message      string `json:"message"`
+	Proto        string `json:"proto"`
+	Schema       string `json:"schema"`
 }
 
 func run(in, out string) error {
@@ -59,14 +62,15 @@ func run(in, out string) error {
 			return err
 		}
 		entries = append(entries, Entry{
-			Type:    spec.Name,
-			Version: spec.Version,
-			Domain:  spec.Domain,
-			Context: spec.Context,
-			Subject: spec.Subject(),
-			Message: string(md.FullName()),
-			Proto:   md.ParentFile().Path(),
-			Schema:  spec.SchemaPath(),
+			Type:         spec.Name,
+			Version:      spec.Version,
+			Domain:       spec.Domain,
+			Context:      spec.Context,
+			Subject:      spec.Subject(),
+			PartitionKey: string(spec.KeyField.Name()),
+			Message:      string(md.FullName()),
+			Proto:        md.ParentFile().Path(),
+			Schema:       spec.SchemaPath(),
 		})
 	}
 	return writeJSON(filepath.Join(out, "catalog.json"), entries)
