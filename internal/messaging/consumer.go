@@ -256,7 +256,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	if _, err := ensureGroupBucket(ctx, js, cfg, partitions); err != nil {
 		return err
 	}
-	ensure := func(ctx context.Context) (jetstream.KeyValue, error) { return ensureGroupBucket(ctx, js, cfg, partitions) }
+	ensure := func(ctx context.Context) (jetstream.KeyValue, error) {
+		return ensureGroupBucket(ctx, js, cfg, partitions)
+	}
 	m := newMember(ensure, cfg, partitions, func(ctx context.Context, p int) {
 		run(ctx, js, cfg.Stream, durableConfig(cfg, p), h, s)
 	}, log)
