@@ -9,10 +9,12 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 )
 
-// adminProcedures change stock or see and change dead letters.
+// adminProcedures change stock, see and change dead letters, or see the
+// consumer groups.
 var adminProcedures = map[string]bool{
 	inventoryv1connect.InventoryServiceSetStockProcedure:             true,
 	inventoryv1connect.InventoryServiceRestockProcedure:              true,
@@ -20,6 +22,7 @@ var adminProcedures = map[string]bool{
 	deadletterv1connect.DeadLetterServiceGetDeadLetterProcedure:      true,
 	deadletterv1connect.DeadLetterServiceRedriveDeadLettersProcedure: true,
 	deadletterv1connect.DeadLetterServiceDiscardDeadLettersProcedure: true,
+	groupv1connect.GroupServiceListGroupsProcedure:                   true,
 }
 
 // IsAdmin reports whether a procedure is an admin one, which needs the

@@ -1,7 +1,7 @@
 // Package gateway is shopbus's client-facing façade: one HTTP port that
-// serves OrderService, InventoryService and the admin DeadLetterService over
-// Connect, gRPC and gRPC-Web
-// (HTTP/1.1 and cleartext HTTP/2), with request validation, gRPC health,
+// serves OrderService, InventoryService and the admin DeadLetterService and
+// GroupService over Connect, gRPC and gRPC-Web (HTTP/1.1 and cleartext
+// HTTP/2), with request validation, gRPC health,
 // gRPC server reflection (so buf curl and grpcurl need no local protos) and
 // CORS for browser clients.
 //
@@ -22,6 +22,7 @@ import (
 	"github.com/rs/cors"
 
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 )
@@ -34,6 +35,9 @@ type Config struct {
 	Inventory inventoryv1connect.InventoryServiceHandler
 	// DeadLetters serves DeadLetterService (admin).
 	DeadLetters deadletterv1connect.DeadLetterServiceHandler
+	// Groups serves GroupService (admin): the consumer groups, their
+	// members and partitions.
+	Groups groupv1connect.GroupServiceHandler
 	// Services mounts more Connect services: path prefix → handler, with
 	// their fully-qualified names for health and reflection.
 	Services []Service
@@ -41,8 +45,8 @@ type Config struct {
 	// none by default.
 	AllowedOrigins []string
 	// AdminToken, when set, is required (Authorization: Bearer) by the
-	// admin procedures: SetStock, Restock and DeadLetterService. Without
-	// it they are open, for development.
+	// admin procedures: SetStock, Restock, DeadLetterService and
+	// GroupService. Without it they are open, for development.
 	AdminToken string
 }
 
@@ -90,6 +94,10 @@ func Handler(cfg Config) http.Handler {
 	if cfg.DeadLetters != nil {
 		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions(cfg.AdminToken)...)
 		services = append(services, Service{Name: deadletterv1connect.DeadLetterServiceName, Path: path, Handler: h})
+	}
+	if cfg.Groups != nil {
+		path, h := groupv1connect.NewGroupServiceHandler(cfg.Groups, HandlerOptions(cfg.AdminToken)...)
+		services = append(services, Service{Name: groupv1connect.GroupServiceName, Path: path, Handler: h})
 	}
 	names := make([]string, 0, len(services))
 	for _, s := range services {

@@ -4,6 +4,7 @@
 //	shopbus serve order|inventory|gateway one component against external NATS and PostgreSQL
 //	shopbus bench                        place orders against a running gateway and print latency and throughput
 //	shopbus dlq list|show|redrive|discard the dead-letter queue, through a running gateway
+//	shopbus groups [--watch] [NAME]      the consumer groups, their members and partitions, through a running gateway
 //
 // Every flag has an environment fallback, shown in -h.
 package main
@@ -44,6 +45,8 @@ func main() {
 		err = bench(ctx, args)
 	case "dlq":
 		err = dlq(ctx, args)
+	case "groups":
+		err = groups(ctx, args)
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -69,6 +72,7 @@ func usage() {
   shopbus serve order|inventory|gateway [flags] run one component against external NATS and PostgreSQL
   shopbus bench [flags]                         measure CreateOrder → CONFIRMED against a running gateway
   shopbus dlq list|show|redrive|discard [flags] the dead-letter queue, through a running gateway
+  shopbus groups [--watch] [NAME]               the consumer groups: members, partition owners, backlog
 
 Run "shopbus <command> -h" for the flags of a command.
 `)
@@ -104,7 +108,7 @@ func envDuration(name string, def time.Duration) time.Duration {
 // procedures require.
 func adminTokenFlag(fs *flag.FlagSet) *string {
 	return fs.String("admin-token", env("SHOPBUS_ADMIN_TOKEN", ""),
-		"require this bearer token for SetStock, Restock and the DeadLetterService (env SHOPBUS_ADMIN_TOKEN); open when empty")
+		"require this bearer token for SetStock, Restock, the DeadLetterService and the GroupService (env SHOPBUS_ADMIN_TOKEN); open when empty")
 }
 
 // adminClientOptions makes a client send SHOPBUS_ADMIN_TOKEN, when set.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,15 +98,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 		}
 		subjects[i] = ts + ".*"
 	}
-	if s, err := js.Stream(ctx, name); err == nil {
-		if n, err := partitionsOf(s.CachedInfo().Config); err == nil && n != opts.Partitions {
-			return fmt.Errorf("jetstream: stream %s has %d partitions; changing it to %d would move keys between partitions "+
-				"and break their order: keep %d, or drain and delete the stream first", name, n, opts.Partitions, n)
-		}
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("jetstream: stream %s: %w", name, err)
-	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := jetstream.StreamConfig{
 		Name:             name,
 		Description:      "shopbus events of " + strings.ToLower(strings.Replace(name, "_", "/", 1)),
 		Subjects:         subjects,
@@ -116,9 +109,35 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 		MaxAge:           opts.MaxAge,
 		Replicas:         opts.Replicas,
 		Duplicates:       opts.DuplicateWindow,
-	})
+	}
+	if s, err := js.Stream(ctx, name); err == nil {
+		have := s.CachedInfo().Config
+		if n, err := partitionsOf(have); err == nil && n != opts.Partitions {
+			return fmt.Errorf("jetstream: stream %s has %d partitions; changing it to %d would move keys between partitions "+
+				"and break their order: keep %d, or drain and delete the stream first", name, n, opts.Partitions, n)
+		}
+		if sameStream(have, want) {
+			// Every instance runs this at start: an update that changes
+			// nothing is not sent (nats-server 2.15 races a stream
+			// update against a consumer being created on it).
+			return nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("jetstream: stream %s: %w", name, err)
+	}
+	_, err := js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
 		return fmt.Errorf("jetstream: stream %s: %w", name, err)
 	}
 	return nil
+}
+
+// sameStream reports whether an existing stream's configuration has what
+// EnsureStream would set.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.SubjectTransform != nil && *have.SubjectTransform == *want.SubjectTransform &&
+		have.Metadata[MetadataPartitions] == want.Metadata[MetadataPartitions] &&
+		have.Storage == want.Storage && have.Retention == want.Retention && have.MaxAge == want.MaxAge &&
+		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates
 }

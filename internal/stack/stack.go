@@ -24,6 +24,7 @@ import (
 
 	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/internal/deadletter"
+	"github.com/shopbus/shopbus/internal/groups"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
@@ -115,8 +116,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, AdminToken: cfg.AdminToken}
 	if s.JS != nil && cfg.runs("gateway") {
-		// An admin API: only the gateway serves it.
+		// Admin APIs: only the gateway serves them.
 		gw.DeadLetters = deadletter.NewHandler(deadletter.NewStore(s.JS), cfg.Log)
+		gw.Groups = groups.NewHandler(s.JS, cfg.Log)
 	}
 	if s.Orders != nil {
 		gw.Orders = order.NewHandler(s.Orders)
