@@ -27,6 +27,7 @@ func serve(ctx context.Context, args []string) error {
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	replicas := fs.Int("replicas", envInt("SHOPBUS_STREAM_REPLICAS", 1), "stream replicas; 3 in a production cluster (env SHOPBUS_STREAM_REPLICAS)")
 	maxAge := fs.Duration("retention", envDuration("SHOPBUS_STREAM_RETENTION", 7*24*time.Hour), "how long streams keep events (env SHOPBUS_STREAM_RETENTION)")
+	partitions := fs.Int("partitions", envInt("SHOPBUS_STREAM_PARTITIONS", messaging.DefaultPartitions), "partitions of each event stream, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)")
 	orderURL := fs.String("order-url", env("SHOPBUS_ORDER_URL", "http://127.0.0.1:8081"), "gateway only: the order service (env SHOPBUS_ORDER_URL)")
 	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
 	adminToken := adminTokenFlag(fs)
@@ -40,7 +41,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	s, err := stack.Start(ctx, stack.Config{
 		Components: []string{component}, NATSURL: *natsURL, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge},
+		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
 		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, Log: log,
 	})
 	if err != nil {

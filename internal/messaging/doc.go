@@ -6,7 +6,11 @@
 //   - Relay publishes outbox rows to JetStream with Nats-Msg-Id = envelope id
 //     and marks them sent only after JetStream acknowledged them; a re-publish
 //     after a crash is dropped by the stream's duplicate window.
-//   - Consume runs a durable pull consumer: it decodes and validates each
+//   - Consume runs this instance's part of a consumer group: by its Strategy,
+//     round-robin (one shared durable) or key-based (a durable per partition
+//     of the stream, each owned by one live instance through leases in a KV
+//     bucket, one event in flight at a time, so a key's events take effect
+//     in order: group.go, partition.go, docs/adr/008). It decodes and validates each
 //     envelope and payload (upcast to the newest version), calls the handler,
 //     and acks only after the handler returned nil (its transaction
 //     committed). A handler error is retried with backoff; a permanent one
@@ -14,13 +18,16 @@
 //     terminated at once so it reaches the dead-letter queue.
 //   - Once records (consumer, event id) in processed_events in the handler's
 //     transaction, so a redelivered event has no second effect.
-//   - EnsureStreams declares the streams of the event catalog, idempotently.
+//   - EnsureStreams declares the streams of the event catalog, idempotently,
+//     each with the subject transform that maps a partition key to one of N
+//     partitions.
+//   - ListGroups and Settled show what a group owns and has done.
 //
 // JetStream features come first (duplicate window, MaxDeliver, Nak with
 // delay, Term with a reason, advisories: see internal/deadletter); this
 // package adds only what JetStream does not give. docs/adr/006 explains the
-// retry policy. Partitioned consumers, consumer groups and batched commits fit in
-// as more ConsumerConfig fields and another Handler shape.
+// retry policy, docs/adr/008 partitions and groups. Batched commits fit in as
+// another Handler shape.
 package messaging
 
 import "embed"
