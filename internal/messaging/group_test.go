@@ -366,10 +366,13 @@ func runChurn(t *testing.T, w *workload) outcome {
 // fails only if no takeover happens within 30s.
 func TestTakeover(t *testing.T) {
 	t.Parallel()
+	var all []time.Duration
 	for range *takeoverRuns {
 		d := measureTakeover(t)
+		all = append(all, d)
 		t.Logf("takeover: %v after the lease expired", d.Round(time.Millisecond))
 	}
+	t.Logf("takeover over %d runs: median %v, max %v", len(all), median(all).Round(time.Millisecond), slices.Max(all).Round(time.Millisecond))
 }
 
 var takeoverRuns = flag.Int("groups.takeovers", 1, "takeovers TestTakeover measures")
@@ -463,4 +466,44 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-var _ = median
+// BenchmarkGroups measures events/s of one group, by strategy, instances
+// and partitions, in one run: each case publishes -groups.bench.events
+// events first, then starts its instances and times the group until every
+// event has had its PostgreSQL effect. Run with -benchtime=1x:
+//
+//	go test -run '^$' -bench Groups -benchtime=1x ./internal/messaging/
+func BenchmarkGroups(b *testing.B) {
+	for _, strategy := range []messaging.Strategy{messaging.RoundRobin, messaging.KeyBased} {
+		for _, instances := range []int{1, 2, 3} {
+			for _, partitions := range []int{1, 8, 32} {
+				name := fmt.Sprintf("%s/instances=%d/partitions=%d", strategy, instances, partitions)
+				b.Run(name, func(b *testing.B) {
+					var rate float64
+					for range b.N {
+						rate = benchGroup(b, strategy, instances, partitions)
+					}
+					b.ReportMetric(rate, "events/s")
+				})
+			}
+		}
+	}
+}
+
+var benchEvents = flag.Int("groups.bench.events", 10_000, "events per case of BenchmarkGroups")
+
+func benchGroup(b *testing.B, strategy messaging.Strategy, instances, partitions int) float64 {
+	b.StopTimer()
+	w := newWorkload(b, strategy, partitions)
+	n := *benchEvents
+	w.publish(context.Background(), n)
+	b.StartTimer()
+	start := time.Now()
+	for i := range instances {
+		w.start(string(rune('a' + i)))
+	}
+	w.awaitHandled(n, 10*time.Minute)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	w.stopAll()
+	return float64(n) / elapsed.Seconds()
+}
