@@ -24,23 +24,6 @@ import (
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// checkFor calls f every interval until it returns nil, failing the test
-// with f's last error when total has passed.
-func checkFor(t *testing.T, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 // consume runs messaging.Consume for cfg until the returned stop is called
 // (or the test ends); stop waits for it to return.
 func consume(t *testing.T, js jetstream.JetStream, cfg messaging.ConsumerConfig) (stop func()) {
@@ -103,7 +86,7 @@ func TestListGroups(t *testing.T) {
 	client := serve(t, groups.NewHandler(js, quiet))
 
 	// Both members in, every partition owned, two each.
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		gs, err := messaging.ListGroups(ctx, js)
 		if err != nil {
 			return err
@@ -175,7 +158,7 @@ func TestListGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		res, err := client.ListGroups(ctx, connect.NewRequest(&groupv1.ListGroupsRequest{Name: "test-rr"}))
 		if err != nil {
 			return err
