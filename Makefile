@@ -10,7 +10,7 @@ all: generate lint test
 ## test: the whole test suite, with the race detector (needs PostgreSQL on
 ## DATABASE_URL). The chaos suite runs last, verbosely, so its summary line
 ## ("chaos: orders=… lost=0 doubled=0 oversold=0") is printed.
-test:
+test: protodeps
 	go test -race -count=1 $$(go list ./... | grep -v /internal/chaos)
 	go test -race -count=1 -v -run Chaos ./internal/chaos
 
