@@ -335,8 +335,8 @@ func TestRoundRobinGroup(t *testing.T) {
 // the effects show.
 func runChurn(t *testing.T, w *workload) outcome {
 	n := *groupEvents
-	a, b, c := w.start("a"), w.start("b"), w.start("c")
-	_ = a
+	w.start("a")
+	b, c := w.start("b"), w.start("c")
 	defer w.stopAll()
 	ctx := context.Background()
 	published := make(chan struct{})
@@ -382,7 +382,7 @@ func measureTakeover(t *testing.T) time.Duration {
 	w.tracing = true
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a := w.start("a")
+	w.start("a")
 	b := w.start("b")
 	defer w.stopAll()
 	// Wait until both own half of the partitions.
@@ -441,7 +441,6 @@ func measureTakeover(t *testing.T) time.Duration {
 		}
 		return errors.New("no partition of the killed instance taken over")
 	})
-	_ = a
 	return took.Sub(expired)
 }
 
