@@ -1,9 +1,10 @@
 // Package gateway is shopbus's client-facing façade: one HTTP port that
-// serves OrderService, InventoryService and the admin DeadLetterService and
-// GroupService over Connect, gRPC and gRPC-Web (HTTP/1.1 and cleartext
-// HTTP/2), with request validation, gRPC health,
-// gRPC server reflection (so buf curl and grpcurl need no local protos) and
-// CORS for browser clients.
+// serves OrderService, InventoryService and the admin DeadLetterService,
+// GroupService and LagService over Connect, gRPC and gRPC-Web (HTTP/1.1 and
+// cleartext HTTP/2), with request validation, OpenTelemetry metrics and
+// traces per procedure (otelconnect, honouring an incoming traceparent),
+// gRPC health and HTTP /healthz and /readyz, gRPC server reflection (so buf
+// curl and grpcurl need no local protos) and CORS for browser clients.
 //
 // The services behind it are any implementation of the generated handler
 // interfaces: the services themselves, mounted in process (all-in-one mode),
@@ -12,19 +13,24 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"connectrpc.com/otelconnect"
 	"connectrpc.com/validate"
 	"github.com/rs/cors"
 
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/lag/v1/lagv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/health"
+	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
 // Config says what the gateway serves.
@@ -38,6 +44,14 @@ type Config struct {
 	// Groups serves GroupService (admin): the consumer groups, their
 	// members and partitions.
 	Groups groupv1connect.GroupServiceHandler
+	// Lag serves LagService (admin): each consumer group's lag and status.
+	Lag lagv1connect.LagServiceHandler
+	// Telemetry records a span and the rpc.server.call.duration metric of
+	// every call (none when nil).
+	Telemetry *telemetry.Telemetry
+	// Health answers readiness (gRPC health, /readyz); without it the
+	// gateway is ready whenever it answers.
+	Health *health.Checker
 	// Services mounts more Connect services: path prefix → handler, with
 	// their fully-qualified names for health and reflection.
 	Services []Service
@@ -64,14 +78,16 @@ type Service struct {
 const MaxRequestBytes = 1 << 20
 
 // HandlerOptions returns the options every service mounted by the gateway
-// (or served by a service of its own) gets: the admin token check when
-// adminToken is set, protovalidate request validation (InvalidArgument with
-// field violations) and the request size limit.
-func HandlerOptions(adminToken string) []connect.HandlerOption {
-	interceptors := []connect.Interceptor{validate.NewInterceptor()}
+// (or served by a service of its own) gets: a span and metrics per call on
+// t (the span continues the caller's traceparent), the admin token check
+// when adminToken is set, protovalidate request validation (InvalidArgument
+// with field violations) and the request size limit.
+func HandlerOptions(adminToken string, t *telemetry.Telemetry) []connect.HandlerOption {
+	interceptors := []connect.Interceptor{otelInterceptor(t)}
 	if adminToken != "" {
-		interceptors = append([]connect.Interceptor{adminAuth(adminToken)}, interceptors...)
+		interceptors = append(interceptors, adminAuth(adminToken))
 	}
+	interceptors = append(interceptors, validate.NewInterceptor())
 	return []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(MaxRequestBytes),
@@ -84,27 +100,37 @@ func Handler(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	services := cfg.Services
 	if cfg.Orders != nil {
-		path, h := orderv1connect.NewOrderServiceHandler(cfg.Orders, HandlerOptions(cfg.AdminToken)...)
+		path, h := orderv1connect.NewOrderServiceHandler(cfg.Orders, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
 		services = append(services, Service{Name: orderv1connect.OrderServiceName, Path: path, Handler: h})
 	}
 	if cfg.Inventory != nil {
-		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions(cfg.AdminToken)...)
+		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
 		services = append(services, Service{Name: inventoryv1connect.InventoryServiceName, Path: path, Handler: h})
 	}
 	if cfg.DeadLetters != nil {
-		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions(cfg.AdminToken)...)
+		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
 		services = append(services, Service{Name: deadletterv1connect.DeadLetterServiceName, Path: path, Handler: h})
 	}
 	if cfg.Groups != nil {
-		path, h := groupv1connect.NewGroupServiceHandler(cfg.Groups, HandlerOptions(cfg.AdminToken)...)
+		path, h := groupv1connect.NewGroupServiceHandler(cfg.Groups, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
 		services = append(services, Service{Name: groupv1connect.GroupServiceName, Path: path, Handler: h})
+	}
+	if cfg.Lag != nil {
+		path, h := lagv1connect.NewLagServiceHandler(cfg.Lag, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
+		services = append(services, Service{Name: lagv1connect.LagServiceName, Path: path, Handler: h})
 	}
 	names := make([]string, 0, len(services))
 	for _, s := range services {
 		mux.Handle(s.Path, s.Handler)
 		names = append(names, s.Name)
 	}
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...)))
+	checker := cfg.Health
+	if checker == nil {
+		checker = health.NewChecker()
+	}
+	mux.Handle(grpchealth.NewHandler(health.GRPC(checker, names...)))
+	mux.Handle("GET /healthz", health.Live())
+	mux.Handle("GET /readyz", checker.ReadyHandler())
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
@@ -136,14 +162,32 @@ func NewServer(addr string, h http.Handler) *http.Server {
 // Remote returns handlers that forward to services at their base URLs
 // through the generated Connect clients (distributed mode). The generated
 // client and handler interfaces have the same methods, so a client is a
-// handler. Admin calls carry adminToken to the service.
-func Remote(client connect.HTTPClient, ordersURL, inventoryURL, adminToken string) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
-	var opts []connect.ClientOption
+// handler. Calls carry the trace (traceparent) and a client span on t;
+// admin calls carry adminToken to the service.
+func Remote(client connect.HTTPClient, ordersURL, inventoryURL, adminToken string, t *telemetry.Telemetry) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
+	opts := []connect.ClientOption{connect.WithInterceptors(otelInterceptor(t))}
 	if adminToken != "" {
 		opts = append(opts, connect.WithInterceptors(BearerToken(adminToken)))
 	}
 	return orderv1connect.NewOrderServiceClient(client, ordersURL, opts...),
 		inventoryv1connect.NewInventoryServiceClient(client, inventoryURL, opts...)
+}
+
+// otelInterceptor records a span and the RPC metrics of each call on t,
+// propagating W3C trace context; a server span continues the caller's
+// trace, so a client's traceparent is the trace of the order it places.
+func otelInterceptor(t *telemetry.Telemetry) connect.Interceptor {
+	i, err := otelconnect.NewInterceptor(
+		otelconnect.WithTracerProvider(t.TracerProvider()),
+		otelconnect.WithMeterProvider(t.MeterProvider()),
+		otelconnect.WithPropagator(telemetry.Propagator()),
+		otelconnect.WithTrustRemote(),
+	)
+	if err != nil {
+		// Only an invalid option makes it fail, and these are fixed.
+		panic(fmt.Sprintf("gateway: otelconnect: %v", err))
+	}
+	return i
 }
 
 // BearerToken is a client interceptor that sends token as

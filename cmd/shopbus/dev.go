@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
 )
@@ -26,6 +28,8 @@ func dev(ctx context.Context, args []string) error {
 	addr := fs.String("addr", env("SHOPBUS_ADDR", "127.0.0.1:8080"), "gateway listen address (env SHOPBUS_ADDR)")
 	dataDir := fs.String("data-dir", env("SHOPBUS_DATA_DIR", ".data"), "embedded NATS store (env SHOPBUS_DATA_DIR); a restart on it continues")
 	natsPort := fs.Int("nats-port", envInt("SHOPBUS_NATS_PORT", 14222), "embedded NATS client port, never 4222 (env SHOPBUS_NATS_PORT)")
+	natsMonitorPort := fs.Int("nats-monitor-port", envInt("SHOPBUS_NATS_MONITOR_PORT", 18222), "embedded NATS HTTP monitoring port on 127.0.0.1 (/varz, /jsz …), 0 for none (env SHOPBUS_NATS_MONITOR_PORT)")
+	metricsAddr := metricsAddrFlag(fs, "127.0.0.1:9464")
 	dbURL := fs.String("database-url", env("DATABASE_URL", postgres.DefaultURL), "PostgreSQL (env DATABASE_URL); the database is created if missing")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	adminToken := adminTokenFlag(fs)
@@ -44,7 +48,7 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	s, err := stack.Start(ctx, stack.Config{
-		DataDir: *dataDir, NATSPort: *natsPort, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
+		DataDir: *dataDir, NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, Log: log,
 	})
 	if err != nil {
@@ -57,9 +61,16 @@ func dev(ctx context.Context, args []string) error {
 		}
 	}
 	fmt.Fprintf(os.Stdout, `shopbus dev is running
-  gateway  %[1]s  (Connect, gRPC and gRPC-Web; health and reflection)
+  gateway  %[1]s  (Connect, gRPC and gRPC-Web; reflection; /healthz, /readyz)
   NATS     %[2]s  (embedded JetStream, store %[3]s)
+  NATS monitoring %[4]s  (nats CLI, Prometheus NATS exporter)
+  metrics  %[5]s  (Prometheus text format)
   stock    MUG-001, TEE-BLK-M, POSTER-A2 (seeded if missing)
+
+Look at it:
+  shopbus lag --watch                          consumer lag and status
+  nats --server %[2]s stream ls               streams (the nats CLI)
+  nats --server %[2]s consumer report ECOMMERCE_ORDER
 
 Place an order:
   go tool -modfile=tools/buf.mod buf curl --data '{"idempotency_key":"demo-0001","customer_id":"6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b","currency":"EUR","lines":[{"sku":"MUG-001","quantity":2,"unit_price_minor":1250}]}' %[1]s/shopbus.order.v1.OrderService/CreateOrder
@@ -67,7 +78,7 @@ Then read it back (GetOrder with its order_id) and the stock:
   go tool -modfile=tools/buf.mod buf curl --data '{"sku":"MUG-001"}' %[1]s/shopbus.inventory.v1.InventoryService/GetStock
 
 Stop with Ctrl-C.
-`, s.URL(), s.NATS.ClientURL(), *dataDir)
+`, s.URL(), s.NATS.ClientURL(), *dataDir, cmp.Or(natsembed.MonitorURL(s.NATS), "off"), cmp.Or(s.MetricsURL(), "off"))
 	return runUntilStopped(ctx, s)
 }
 

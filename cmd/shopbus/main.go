@@ -111,6 +111,12 @@ func adminTokenFlag(fs *flag.FlagSet) *string {
 		"require this bearer token for SetStock, Restock, the DeadLetterService and the GroupService (env SHOPBUS_ADMIN_TOKEN); open when empty")
 }
 
+// metricsAddrFlag declares --metrics-addr, where /metrics is served.
+func metricsAddrFlag(fs *flag.FlagSet, def string) *string {
+	return fs.String("metrics-addr", env("SHOPBUS_METRICS_ADDR", def),
+		"serve Prometheus metrics at /metrics on this address (env SHOPBUS_METRICS_ADDR); off when empty")
+}
+
 // adminClientOptions makes a client send SHOPBUS_ADMIN_TOKEN, when set.
 func adminClientOptions() []connect.ClientOption {
 	if token := os.Getenv("SHOPBUS_ADMIN_TOKEN"); token != "" {

@@ -31,6 +31,7 @@ func serve(ctx context.Context, args []string) error {
 	orderURL := fs.String("order-url", env("SHOPBUS_ORDER_URL", "http://127.0.0.1:8081"), "gateway only: the order service (env SHOPBUS_ORDER_URL)")
 	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
 	adminToken := adminTokenFlag(fs)
+	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466"}[component])
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -42,12 +43,12 @@ func serve(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		Components: []string{component}, NATSURL: *natsURL, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
-		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, Log: log,
+		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, MetricsAddr: *metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	log.Info("serving", "component", component, "addr", s.URL())
+	log.Info("serving", "component", component, "addr", s.URL(), "metrics", s.MetricsURL())
 	return runUntilStopped(ctx, s)
 }

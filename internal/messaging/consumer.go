@@ -12,10 +12,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
 // Delivery is one event handed to a Handler.
@@ -101,6 +105,8 @@ type ConsumerConfig struct {
 	// without renewal (DefaultLease when 0, at least 1s): a member that dies
 	// loses its partitions after it.
 	Lease time.Duration
+	// Telemetry receives the consumer's metrics and spans (none when nil).
+	Telemetry *telemetry.Telemetry
 }
 
 // DeadLetterFunc stores msg in the dead-letter queue. reason is what the
@@ -232,7 +238,12 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		return err
 	}
 	log = log.With("consumer", cfg.Durable, "stream", cfg.Stream, "instance", cfg.Instance)
-	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log, firstFailure: map[uint64]time.Time{}}
+	metrics, err := newConsumerMetrics(cfg.Telemetry, cfg.Durable)
+	if err != nil {
+		return err
+	}
+	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log,
+		tracer: cfg.Telemetry.Tracer(tracerName), metrics: metrics, firstFailure: map[uint64]time.Time{}}
 	partitions := 0
 	if cfg.Strategy == KeyBased {
 		n, err := Partitions(ctx, js, cfg.Stream)
@@ -376,27 +387,67 @@ type settler struct {
 	deadLetter DeadLetterFunc
 	ackWait    time.Duration
 	log        *slog.Logger
+	tracer     trace.Tracer
+	metrics    *consumerMetrics
 
 	mu           sync.Mutex
 	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ
 }
 
-// handle runs h on msg and settles msg. A transient failure on the last
-// allowed delivery is terminated with its error (rather than left to
-// JetStream's MAX_DELIVERIES advisory, which cannot say what went wrong), so
-// the dead letter records the last error.
+// Outcomes of handling an event, the outcome label of the consumer metrics
+// and the shopbus.outcome attribute of its span.
+const (
+	OutcomeAcked        = "acked"
+	OutcomeRetried      = "retried"
+	OutcomeDeadLettered = "dead_lettered"
+)
+
+// handle runs h on msg, settles msg, and records the outcome: a span that
+// continues the event's trace, and the consumer's metrics.
 func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		s.log.Error("consumer: message without JetStream metadata", "subject", msg.Subject(), "err", err)
 		return
 	}
+	start := time.Now()
 	d, err := decode(msg, meta)
+	if d != nil {
+		ctx = event.ContextWithTrace(ctx, d.Envelope)
+	}
+	ctx, span := s.tracer.Start(ctx, "process "+typeOf(msg.Subject()), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", msg.Subject()),
+			attribute.String("messaging.consumer.group.name", meta.Consumer),
+			attribute.Int64("messaging.nats.stream_sequence", int64(meta.Sequence.Stream)),
+			attribute.Int64("messaging.nats.delivered", int64(meta.NumDelivered)),
+		))
+	if d != nil {
+		span.SetAttributes(attribute.String("messaging.message.id", d.Envelope.GetId()))
+	}
 	if err == nil {
 		stop := keepAlive(msg, s.ackWait/2)
-		err = h(event.ContextWithTrace(ctx, d.Envelope), d)
+		err = h(ctx, d)
 		stop()
 	}
+	outcome := s.settle(ctx, msg, meta, err)
+	span.SetAttributes(attribute.String("shopbus.outcome", outcome))
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, truncate(err.Error(), 200))
+	}
+	span.End()
+	s.metrics.record(ctx, meta.Consumer, msg.Subject(), outcome, time.Since(start))
+}
+
+// settle acks, retries or terminates msg after its handler returned err,
+// and says which. A transient failure on the last allowed delivery is
+// terminated with its error (rather than left to JetStream's MAX_DELIVERIES
+// advisory, which cannot say what went wrong), so the dead letter records
+// the last error.
+func (s *settler) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, err error) string {
 	seq := meta.Sequence.Stream
 	attrs := []any{"subject", msg.Subject(), "stream_seq", seq, "delivered", meta.NumDelivered}
 	switch {
@@ -407,6 +458,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 			// processed_events.
 			s.log.Warn("consumer: ack not confirmed; the event may be redelivered", append(attrs, "err", err)...)
 		}
+		return OutcomeAcked
 	case IsPermanent(err), s.retry.MaxDeliver > 0 && int(meta.NumDelivered) >= s.retry.MaxDeliver:
 		kind := TermPoison
 		if !IsPermanent(err) {
@@ -428,7 +480,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 				} // else no redelivery: JetStream's MAX_DELIVERIES advisory files it
 				s.log.Warn("consumer: dead letter not stored; retrying", append(attrs, "err", err)...)
 				_ = msg.NakWithDelay(s.retry.Delay(int(meta.NumDelivered)))
-				return
+				return OutcomeRetried
 			}
 			reason += " " + TermFiled
 		}
@@ -436,6 +488,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 		if err := msg.TermWithReason(reason); err != nil {
 			s.log.Warn("consumer: term", append(attrs, "err", err)...)
 		}
+		return OutcomeDeadLettered
 	default:
 		s.remember(seq, time.Now())
 		delay := s.retry.Delay(int(meta.NumDelivered))
@@ -443,6 +496,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 		if err := msg.NakWithDelay(delay); err != nil {
 			s.log.Warn("consumer: nak", append(attrs, "err", err)...)
 		}
+		return OutcomeRetried
 	}
 }
 

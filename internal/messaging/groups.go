@@ -49,6 +49,15 @@ type PartitionState struct {
 	AckPending int
 	// Redelivered is how many of those were delivered more than once.
 	Redelivered int
+	// Delivered and Acked are the consumer sequences of the last delivery
+	// and of the ack floor: deliveries made, and deliveries settled with
+	// every one before them (a redelivery counts again).
+	Delivered, Acked uint64
+	// AckFloor is the stream sequence of the ack floor: the next message
+	// on Filters after it is the oldest one not yet settled.
+	AckFloor uint64
+	// Filters are the durable consumer's filter subjects.
+	Filters []string
 	// Missing is set when the durable consumer does not exist.
 	Missing bool
 }
@@ -145,6 +154,11 @@ func partitionState(ctx context.Context, js jetstream.JetStream, stream, durable
 		return ps
 	}
 	ps.Pending, ps.AckPending, ps.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered
+	ps.Delivered, ps.Acked, ps.AckFloor = info.Delivered.Consumer, info.AckFloor.Consumer, info.AckFloor.Stream
+	ps.Filters = info.Config.FilterSubjects
+	if info.Config.FilterSubject != "" {
+		ps.Filters = append(ps.Filters, info.Config.FilterSubject)
+	}
 	return ps
 }
 

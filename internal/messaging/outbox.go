@@ -2,9 +2,13 @@ package messaging
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
@@ -17,10 +21,37 @@ const notifyChannel = "shopbus_outbox"
 // Enqueue writes env to the outbox of the schema tx works in. It is published
 // after tx commits, and never if tx rolls back: never publish to the broker
 // inside a database transaction.
-func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) error {
+//
+// The insert is traced as a span of env's trace, a child of ctx's span (the
+// RPC or the handling of the event that caused env), with the tracer of
+// ctx's span; env's span id becomes this span's, so the relay's publish and
+// every consumer's handling of env are its children.
+func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) {
 	spec, err := event.Lookup(env.GetType(), env.GetVersion())
 	if err != nil {
 		return err
+	}
+	parent := ctx
+	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || sc.TraceID().String() != hex.EncodeToString(env.GetTraceId()) {
+		parent = event.ContextWithTrace(ctx, env)
+	}
+	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(parent, "outbox.insert "+spec.Name,
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "create"),
+			attribute.String("messaging.message.id", env.GetId()),
+			attribute.String("messaging.destination.name", spec.SubjectFor(env.GetPartitionKey())),
+		))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
+	if sc := span.SpanContext(); sc.IsValid() && sc.TraceID().String() == hex.EncodeToString(env.GetTraceId()) {
+		id := sc.SpanID()
+		env.SpanId = id[:]
 	}
 	b, err := event.Encode(env)
 	if err != nil {

@@ -11,9 +11,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
 // Relay publishes a service's outbox to JetStream. Several relays may run on
@@ -28,6 +33,17 @@ type Relay struct {
 	log    *slog.Logger
 	batch  int
 	poll   time.Duration
+	tel    *telemetry.Telemetry
+	tracer trace.Tracer
+	m      relayMetrics
+}
+
+// relayMetrics are a relay's instruments (telemetry.Outbox*).
+type relayMetrics struct {
+	attrs     metric.MeasurementOption
+	published metric.Int64Counter
+	errors    metric.Int64Counter
+	duration  metric.Float64Histogram
 }
 
 // RelayOption configures a Relay.
@@ -43,19 +59,70 @@ func WithPollInterval(d time.Duration) RelayOption { return func(r *Relay) { r.p
 // WithRelayLogger sets the logger.
 func WithRelayLogger(l *slog.Logger) RelayOption { return func(r *Relay) { r.log = l } }
 
+// WithRelayTelemetry makes the relay record its metrics (telemetry.Outbox*)
+// and a publish span per event on t.
+func WithRelayTelemetry(t *telemetry.Telemetry) RelayOption {
+	return func(r *Relay) { r.tel = t }
+}
+
 // NewRelay returns a relay for the outbox in schema, the search_path of pool.
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, schema string, opts ...RelayOption) *Relay {
 	r := &Relay{pool: pool, js: js, schema: schema, log: slog.Default(), batch: 256, poll: time.Second}
 	for _, opt := range opts {
 		opt(r)
 	}
+	r.tracer = r.tel.Tracer(tracerName)
+	m := r.tel.Meter(meterName)
+	r.m.attrs = metric.WithAttributes(attribute.String("schema", schema))
+	// Instrument errors only come from invalid names, which are constants.
+	r.m.published, _ = m.Int64Counter(telemetry.OutboxPublished, metric.WithUnit("{event}"),
+		metric.WithDescription("Outbox rows published to JetStream and acknowledged."))
+	r.m.errors, _ = m.Int64Counter(telemetry.OutboxPublishErrors, metric.WithUnit("{error}"),
+		metric.WithDescription("Outbox rows whose publish failed or was not acknowledged in time."))
+	r.m.duration, _ = m.Float64Histogram(telemetry.OutboxPublishDuration, metric.WithUnit("s"),
+		metric.WithDescription("From publishing an outbox row to JetStream's acknowledgement."),
+		metric.WithExplicitBucketBoundaries(telemetry.SecondsBuckets...))
 	return r
+}
+
+// observeBacklog reports the outbox backlog (telemetry.OutboxBacklog,
+// OutboxOldestAge) whenever metrics are collected, until unregistered.
+func (r *Relay) observeBacklog() (metric.Registration, error) {
+	m := r.tel.Meter(meterName)
+	backlog, err := m.Int64ObservableGauge(telemetry.OutboxBacklog, metric.WithUnit("{row}"),
+		metric.WithDescription("Outbox rows not yet published."))
+	if err != nil {
+		return nil, err
+	}
+	age, err := m.Float64ObservableGauge(telemetry.OutboxOldestAge, metric.WithUnit("s"),
+		metric.WithDescription("Age of the oldest unpublished outbox row (0 when none)."))
+	if err != nil {
+		return nil, err
+	}
+	return m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		var n int64
+		var oldest float64
+		if err := r.pool.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+			FROM outbox WHERE published_at IS NULL`).Scan(&n, &oldest); err != nil {
+			return fmt.Errorf("outbox backlog of %s: %w", r.schema, err)
+		}
+		o.ObserveInt64(backlog, n, r.m.attrs)
+		o.ObserveFloat64(age, max(oldest, 0), r.m.attrs)
+		return nil
+	}, backlog, age)
 }
 
 // Run publishes until ctx is done. It wakes on the notification Enqueue
 // sends at commit, and polls as a fallback. Errors (database or NATS down)
 // are logged and retried with backoff; Run returns only ctx's error.
 func (r *Relay) Run(ctx context.Context) error {
+	if reg, err := r.observeBacklog(); err == nil {
+		defer reg.Unregister() //nolint:errcheck // nothing to do about it
+	} else {
+		r.log.Warn("outbox relay: no backlog metrics", "err", err)
+	}
 	wake := make(chan struct{}, 1)
 	listening := make(chan struct{})
 	go func() {
@@ -145,6 +212,8 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		type pending struct {
 			id     string
 			future jetstream.PubAckFuture
+			span   trace.Span
+			start  time.Time
 		}
 		var inflight []pending
 		var publishErr error
@@ -155,19 +224,31 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				return fmt.Errorf("outbox: scan: %w", err)
 			}
 			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-			if env, err := event.Decode(data); err == nil {
+			sctx := ctx
+			env, err := event.Decode(data)
+			if err == nil {
 				msg.Header = event.Headers(env)
+				sctx = event.ContextWithTrace(ctx, env)
 			} else {
 				// Never block the outbox behind one bad row: publish it as
 				// it is; its consumers dead-letter it, where it is seen.
 				r.log.Error("outbox relay: row is not a valid event; publishing it for the dead-letter queue", "id", id, "err", err)
 			}
+			_, span := r.tracer.Start(sctx, "publish "+typeOf(subject), trace.WithSpanKind(trace.SpanKindProducer),
+				trace.WithAttributes(
+					attribute.String("messaging.system", "nats"),
+					attribute.String("messaging.operation.type", "send"),
+					attribute.String("messaging.destination.name", subject),
+					attribute.String("messaging.message.id", id),
+				))
+			start := time.Now()
 			f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
 			if err != nil {
 				publishErr = fmt.Errorf("publish %s: %w", id, err)
+				endSpan(span, publishErr)
 				break
 			}
-			inflight = append(inflight, pending{id, f})
+			inflight = append(inflight, pending{id, f, span, start})
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -177,11 +258,25 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		// failure: the rest stays unpublished and is retried.
 		var acked []string
 		timeout := time.After(10 * time.Second)
+		failed := 0
+		defer func() {
+			// Spans of rows not acknowledged in this pass end here.
+			for _, p := range inflight[len(acked):] {
+				endSpan(p.span, errors.New("not acknowledged in this pass; retried"))
+			}
+			r.m.published.Add(ctx, int64(len(acked)), r.m.attrs)
+			r.m.errors.Add(ctx, int64(failed+len(inflight)-len(acked)), r.m.attrs)
+		}()
+		if publishErr != nil {
+			failed = 1 // the row whose publish call failed
+		}
 	wait:
 		for _, p := range inflight {
 			select {
 			case <-p.future.Ok():
 				acked = append(acked, p.id)
+				r.m.duration.Record(ctx, time.Since(p.start).Seconds(), r.m.attrs)
+				endSpan(p.span, nil)
 			case err := <-p.future.Err():
 				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.id, err))
 				break wait
@@ -209,12 +304,23 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	return published, err
 }
 
+// endSpan ends span, marking it failed with err when err is not nil.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
 // RunService runs what every shopbus service runs beside its RPCs: the relay
 // of its outbox (in schema) and its durable consumer, until ctx is done. It
 // returns nil on a clean stop.
 func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, cfg ConsumerConfig, h Handler, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return NewRelay(pool, js, schema, WithRelayLogger(log)).Run(ctx) })
+	g.Go(func() error {
+		return NewRelay(pool, js, schema, WithRelayLogger(log), WithRelayTelemetry(cfg.Telemetry)).Run(ctx)
+	})
 	g.Go(func() error { return Consume(ctx, js, cfg, h, log) })
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err

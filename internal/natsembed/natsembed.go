@@ -19,6 +19,11 @@ type Options struct {
 	StoreDir string
 	// Port is the client port; 0 picks a free one. 4222 is refused.
 	Port int
+	// MonitorPort, when not 0, serves the server's HTTP monitoring
+	// endpoints (/varz, /jsz, /connz …, which the nats CLI's server
+	// commands and the Prometheus NATS exporter read) on 127.0.0.1; -1
+	// picks a free port.
+	MonitorPort int
 	// Logs turns the server's own log on.
 	Logs bool
 	// NoSync turns off the fsync before each acknowledgement (JetStream's
@@ -50,6 +55,8 @@ func Start(opts Options) (*server.Server, error) {
 		// default syncs every two minutes.
 		SyncAlways: !opts.NoSync,
 		NoSigs:     true,
+		HTTPHost:   "127.0.0.1",
+		HTTPPort:   opts.MonitorPort,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)
@@ -63,4 +70,13 @@ func Start(opts Options) (*server.Server, error) {
 		return nil, fmt.Errorf("natsembed: server on %s did not become ready in 30s", opts.StoreDir)
 	}
 	return s, nil
+}
+
+// MonitorURL is the base URL of s's monitoring endpoints, or "" when it
+// serves none.
+func MonitorURL(s *server.Server) string {
+	if addr := s.MonitorAddr(); addr != nil {
+		return "http://" + addr.String()
+	}
+	return ""
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,9 +26,12 @@ import (
 	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/groups"
+	"github.com/shopbus/shopbus/internal/health"
+	"github.com/shopbus/shopbus/internal/lag"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/telemetry"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
 )
@@ -41,6 +45,9 @@ type Config struct {
 	NATSURL string
 	// NATSPort is the embedded server's client port (0: a free one).
 	NATSPort int
+	// NATSMonitorPort, when not 0, is the embedded server's HTTP
+	// monitoring port (-1: a free one).
+	NATSMonitorPort int
 	// NATSNoSync turns off the embedded server's fsync before each
 	// acknowledgement (for measuring its cost only).
 	NATSNoSync bool
@@ -67,6 +74,14 @@ type Config struct {
 	// OrderURL and InventoryURL are where the gateway finds a service that
 	// does not run here (distributed mode).
 	OrderURL, InventoryURL string
+	// Telemetry receives metrics and spans; when nil, Start makes one with
+	// metrics on and traces as the OTEL_* environment says.
+	Telemetry *telemetry.Telemetry
+	// MetricsAddr, when set, is where /metrics is served (Prometheus text
+	// format); "" serves none.
+	MetricsAddr string
+	// Lag configures the lag monitor (lag.Options).
+	Lag lag.Options
 	// Log is the logger.
 	Log *slog.Logger
 }
@@ -86,6 +101,16 @@ type Stack struct {
 	Pools     []*pgxpool.Pool
 	Listener  net.Listener
 	Server    *http.Server
+	// Telemetry is the stack's; Monitor watches the consumer groups and
+	// Health answers readiness.
+	Telemetry *telemetry.Telemetry
+	Monitor   *lag.Monitor
+	Health    *health.Checker
+	// MetricsListener serves /metrics when Config.MetricsAddr is set.
+	MetricsListener net.Listener
+
+	ownTelemetry bool
+	metrics      *http.Server
 }
 
 // Start connects everything and declares the topology; Run then serves.
@@ -100,12 +125,19 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Schema == "" {
 		cfg.Schema = "shopbus"
 	}
-	s := &Stack{cfg: cfg}
+	s := &Stack{cfg: cfg, Telemetry: cfg.Telemetry, Health: health.NewChecker()}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
+	if s.Telemetry == nil {
+		s.Telemetry, err = telemetry.New(ctx, telemetry.Options{Service: "shopbus-" + strings.Join(cfg.Components, "-")})
+		if err != nil {
+			return nil, err
+		}
+		s.ownTelemetry = true
+	}
 	if cfg.runs("order") || cfg.runs("inventory") || cfg.NATSURL != "" {
 		if err := s.connectNATS(ctx); err != nil {
 			return nil, err
@@ -114,11 +146,15 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.startServices(ctx); err != nil {
 		return nil, err
 	}
-	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, AdminToken: cfg.AdminToken}
+	if err := s.startMonitor(); err != nil {
+		return nil, err
+	}
+	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, AdminToken: cfg.AdminToken, Telemetry: s.Telemetry, Health: s.Health}
 	if s.JS != nil && cfg.runs("gateway") {
 		// Admin APIs: only the gateway serves them.
 		gw.DeadLetters = deadletter.NewHandler(deadletter.NewStore(s.JS), cfg.Log)
 		gw.Groups = groups.NewHandler(s.JS, cfg.Log)
+		gw.Lag = lag.NewHandler(s.Monitor)
 	}
 	if s.Orders != nil {
 		gw.Orders = order.NewHandler(s.Orders)
@@ -127,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		gw.Inventory = inventory.NewHandler(s.Inventory)
 	}
 	if cfg.runs("gateway") {
-		remoteOrders, remoteInventory := gateway.Remote(http.DefaultClient, cfg.OrderURL, cfg.InventoryURL, cfg.AdminToken)
+		remoteOrders, remoteInventory := gateway.Remote(http.DefaultClient, cfg.OrderURL, cfg.InventoryURL, cfg.AdminToken, s.Telemetry)
 		if gw.Orders == nil {
 			gw.Orders = remoteOrders
 		}
@@ -140,7 +176,51 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s.Server = gateway.NewServer(s.Listener.Addr().String(), gateway.Handler(gw))
+	if cfg.MetricsAddr != "" {
+		s.MetricsListener, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.Telemetry.Handler())
+		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
 	return s, nil
+}
+
+// startMonitor starts watching the consumer groups and builds readiness:
+// every pool reaches PostgreSQL, NATS is connected and JetStream answers,
+// and the consumers of the services run here are neither STOP nor ERR. The
+// monitor watches only those consumers, or every group where the gateway
+// runs (it serves LagService).
+func (s *Stack) startMonitor() error {
+	for _, p := range s.Pools {
+		s.Health.Add(health.Postgres(p.Config().ConnConfig.RuntimeParams["search_path"], p))
+	}
+	if s.JS == nil {
+		return nil
+	}
+	s.Health.Add(health.NATS(s.Conn, s.JS))
+	var own []string
+	if s.Orders != nil {
+		own = append(own, order.InventoryOutcomeConsumer().Durable)
+	}
+	if s.Inventory != nil {
+		own = append(own, inventory.ReserveStockConsumer().Durable)
+	}
+	opts := s.cfg.Lag
+	if !s.cfg.runs("gateway") {
+		opts.Groups = own
+	}
+	var err error
+	s.Monitor, err = lag.NewMonitor(s.JS, s.Telemetry, opts, s.cfg.Log)
+	if err != nil {
+		return err
+	}
+	if len(own) > 0 {
+		s.Health.Add(health.Check{Name: "consumers", Func: s.Monitor.Check(own...)})
+	}
+	return nil
 }
 
 // connectNATS connects to NATS (starting the embedded server when no URL is
@@ -149,7 +229,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	cfg := s.cfg
 	if cfg.NATSURL == "" {
-		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort, NoSync: cfg.NATSNoSync})
+		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort, MonitorPort: cfg.NATSMonitorPort, NoSync: cfg.NATSNoSync})
 		if err != nil {
 			return err
 		}
@@ -183,6 +263,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return err
 		}
 		s.Orders = order.New(pool, s.JS, cfg.Schema+"_order", cfg.Log)
+		s.Orders.Telemetry = s.Telemetry
 		s.Orders.Retry = cfg.Retry
 		s.Orders.DeadLetter = deadletter.Filer(s.JS)
 	}
@@ -192,6 +273,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return err
 		}
 		s.Inventory = inventory.New(pool, s.JS, cfg.Schema+"_inventory", cfg.Log)
+		s.Inventory.Telemetry = s.Telemetry
 		s.Inventory.Retry = cfg.Retry
 		s.Inventory.DeadLetter = deadletter.Filer(s.JS)
 	}
@@ -234,16 +316,33 @@ func (s *Stack) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	if s.Monitor != nil {
+		g.Go(func() error {
+			_ = s.Monitor.Run(gctx)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := s.Server.Serve(s.Listener); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("gateway: %w", err)
 		}
 		return nil
 	})
+	if s.metrics != nil {
+		g.Go(func() error {
+			if err := s.metrics.Serve(s.MetricsListener); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 		defer cancel()
+		if s.metrics != nil {
+			_ = s.metrics.Close()
+		}
 		return s.Server.Shutdown(shutdownCtx)
 	})
 	return g.Wait()
@@ -253,8 +352,24 @@ func (s *Stack) Run(ctx context.Context) error {
 // when stopping.
 const ShutdownTimeout = 10 * time.Second
 
+// MetricsURL is the URL of /metrics, or "" when none is served.
+func (s *Stack) MetricsURL() string {
+	if s.MetricsListener == nil {
+		return ""
+	}
+	return "http://" + s.MetricsListener.Addr().String() + "/metrics"
+}
+
 // Close releases connections and stops the embedded server.
 func (s *Stack) Close() {
+	if s.MetricsListener != nil {
+		s.MetricsListener.Close()
+	}
+	if s.ownTelemetry {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.Telemetry.Shutdown(ctx) // flushes spans still to export
+		cancel()
+	}
 	for _, p := range s.Pools {
 		p.Close()
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
 // Source names this service in the envelopes it produces.
@@ -53,6 +54,8 @@ type Service struct {
 	// Instance names this process in its consumer group (default: host,
 	// process id and a random suffix).
 	Instance string
+	// Telemetry receives the service's metrics and spans (none when nil).
+	Telemetry *telemetry.Telemetry
 }
 
 // New returns the inventory service on pool (its search_path is schema,
@@ -67,6 +70,7 @@ func (s *Service) Run(ctx context.Context) error {
 	cfg.Instance = s.Instance
 	cfg.Retry = s.Retry
 	cfg.DeadLetter = s.DeadLetter
+	cfg.Telemetry = s.Telemetry
 	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ReserveStock, s.log)
 }
 

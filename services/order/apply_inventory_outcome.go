@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -37,14 +38,17 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delive
 	default:
 		return messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))
 	}
+	var createdAt time.Time
+	decided := false
 	_, err := messaging.Once(ctx, s.pool, InventoryOutcomeConsumer().Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE orders SET status = $2, reject_reason = $3, updated_at = now()
-			WHERE id = $1 AND status = 'PENDING'`, orderID, status, reason)
-		if err != nil {
-			return fmt.Errorf("update order %s: %w", orderID, err)
-		}
-		if tag.RowsAffected() == 1 {
+		err := tx.QueryRow(ctx, `UPDATE orders SET status = $2, reject_reason = $3, updated_at = now()
+			WHERE id = $1 AND status = 'PENDING' RETURNING created_at`, orderID, status, reason).Scan(&createdAt)
+		if err == nil {
+			decided = true
 			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("update order %s: %w", orderID, err)
 		}
 		var current string
 		err = tx.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, orderID).Scan(&current)
@@ -61,6 +65,9 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delive
 		}
 		return nil
 	})
+	if err == nil && decided {
+		s.metrics.decided(ctx, status, time.Since(createdAt))
+	}
 	return err
 }
 

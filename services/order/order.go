@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
 // Source names this service in the envelopes it produces.
@@ -61,6 +62,10 @@ type Service struct {
 	// Instance names this process in its consumer group (default: host,
 	// process id and a random suffix).
 	Instance string
+	// Telemetry receives the service's metrics and spans (none when nil).
+	Telemetry *telemetry.Telemetry
+
+	metrics *metrics
 }
 
 // New returns the order service on pool (its search_path is schema, migrated
@@ -75,6 +80,8 @@ func (s *Service) Run(ctx context.Context) error {
 	cfg.Instance = s.Instance
 	cfg.Retry = s.Retry
 	cfg.DeadLetter = s.DeadLetter
+	cfg.Telemetry = s.Telemetry
+	s.metrics = newMetrics(s.Telemetry)
 	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ApplyInventoryOutcome, s.log)
 }
 

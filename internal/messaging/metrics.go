@@ -1,0 +1,72 @@
+package messaging
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/shopbus/shopbus/internal/telemetry"
+)
+
+// tracerName and meterName name this package's spans and instruments.
+const (
+	tracerName = "github.com/shopbus/shopbus/internal/messaging"
+	meterName  = tracerName
+)
+
+// consumerMetrics are the instruments a consumer records as it settles
+// events (telemetry.ConsumerHandled, telemetry.ConsumerHandleDuration); the
+// lag monitor samples the rest from JetStream.
+type consumerMetrics struct {
+	group    string
+	handled  metric.Int64Counter
+	duration metric.Float64Histogram
+}
+
+func newConsumerMetrics(t *telemetry.Telemetry, group string) (*consumerMetrics, error) {
+	m := t.Meter(meterName)
+	handled, err := m.Int64Counter(telemetry.ConsumerHandled, metric.WithUnit("{event}"),
+		metric.WithDescription("Events a consumer settled, by outcome: acked, retried or dead_lettered."))
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	duration, err := m.Float64Histogram(telemetry.ConsumerHandleDuration, metric.WithUnit("s"),
+		metric.WithDescription("How long a consumer took to handle and settle one event."),
+		metric.WithExplicitBucketBoundaries(telemetry.SecondsBuckets...))
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return &consumerMetrics{group: group, handled: handled, duration: duration}, nil
+}
+
+// record counts one settled event of the durable consumer on subject.
+func (m *consumerMetrics) record(ctx context.Context, durable, subject, outcome string, took time.Duration) {
+	consumer := attribute.String("consumer", m.group)
+	out := attribute.String("outcome", outcome)
+	m.handled.Add(ctx, 1, metric.WithAttributes(consumer, attribute.String("partition", PartitionLabel(durable, m.group)), out))
+	m.duration.Record(ctx, took.Seconds(), metric.WithAttributes(consumer, out))
+}
+
+// PartitionLabel is the partition label of durable, a durable consumer of
+// group: its partition number for a key-based group, "shared" for the one
+// durable of a round-robin group.
+func PartitionLabel(durable, group string) string {
+	if p, ok := strings.CutPrefix(durable, group+"-p"); ok && isPartition(p) {
+		return p
+	}
+	return "shared"
+}
+
+// typeOf returns the event type of an event subject: its first three
+// tokens ("ecommerce.order.created").
+func typeOf(subject string) string {
+	tokens := strings.SplitN(subject, ".", 4)
+	if len(tokens) < 3 {
+		return subject
+	}
+	return strings.Join(tokens[:3], ".")
+}
