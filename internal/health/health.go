@@ -43,9 +43,9 @@ const (
 type Checker struct {
 	checks []Check
 
-	mu     sync.Mutex
-	at     time.Time
-	last   []Result
+	mu   sync.Mutex
+	at   time.Time
+	last []Result
 }
 
 // Result is the outcome of one check.
