@@ -5,6 +5,7 @@
 //	shopbus bench                        place orders against a running gateway and print latency and throughput
 //	shopbus dlq list|show|redrive|discard the dead-letter queue, through a running gateway
 //	shopbus groups [--watch] [NAME]      the consumer groups, their members and partitions, through a running gateway
+//	shopbus lag [--watch] [GROUP]        consumer lag in events and seconds, and Burrow-style status, through a running gateway
 //
 // Every flag has an environment fallback, shown in -h.
 package main
@@ -47,6 +48,8 @@ func main() {
 		err = dlq(ctx, args)
 	case "groups":
 		err = groups(ctx, args)
+	case "lag":
+		err = lagCmd(ctx, args)
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -73,6 +76,7 @@ func usage() {
   shopbus bench [flags]                         measure CreateOrder → CONFIRMED against a running gateway
   shopbus dlq list|show|redrive|discard [flags] the dead-letter queue, through a running gateway
   shopbus groups [--watch] [NAME]               the consumer groups: members, partition owners, backlog
+  shopbus lag [--watch] [GROUP]                 consumer lag in events and seconds, and Burrow-style status
 
 Run "shopbus <command> -h" for the flags of a command.
 `)
@@ -108,7 +112,7 @@ func envDuration(name string, def time.Duration) time.Duration {
 // procedures require.
 func adminTokenFlag(fs *flag.FlagSet) *string {
 	return fs.String("admin-token", env("SHOPBUS_ADMIN_TOKEN", ""),
-		"require this bearer token for SetStock, Restock, the DeadLetterService and the GroupService (env SHOPBUS_ADMIN_TOKEN); open when empty")
+		"require this bearer token for SetStock, Restock, the DeadLetterService, the GroupService and the LagService (env SHOPBUS_ADMIN_TOKEN); open when empty")
 }
 
 // metricsAddrFlag declares --metrics-addr, where /metrics is served.

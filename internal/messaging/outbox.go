@@ -35,12 +35,13 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || sc.TraceID().String() != hex.EncodeToString(env.GetTraceId()) {
 		parent = event.ContextWithTrace(ctx, env)
 	}
-	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(parent, "outbox.insert "+spec.Name,
+	subject := spec.SubjectFor(env.GetPartitionKey())
+	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(parent, "outbox.insert "+typeOf(subject),
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.operation.type", "create"),
 			attribute.String("messaging.message.id", env.GetId()),
-			attribute.String("messaging.destination.name", spec.SubjectFor(env.GetPartitionKey())),
+			attribute.String("messaging.destination.name", subject),
 		))
 	defer func() {
 		if err != nil {
@@ -58,7 +59,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 		return err
 	}
 	if _, err := tx.Exec(ctx, "INSERT INTO outbox (id, subject, envelope) VALUES ($1, $2, $3)",
-		env.GetId(), spec.SubjectFor(env.GetPartitionKey()), b); err != nil {
+		env.GetId(), subject, b); err != nil {
 		return fmt.Errorf("outbox: insert %s %s: %w", spec, env.GetId(), err)
 	}
 	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, current_schema())", notifyChannel); err != nil {

@@ -1,19 +1,35 @@
 package stack_test
 
 import (
+	"cmp"
+	"context"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/lag"
 	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/telemetry"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
 
@@ -88,6 +104,11 @@ func TestMetrics(t *testing.T) {
 		o := s.create(t, orderRequest(line("MUG-001", 1)))
 		s.await(t, o.GetOrderId())
 	}
+	// One poison event, for the dead-letter figures.
+	if _, err := s.JS.PublishMsg(context.Background(), &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("not an envelope")}); err != nil {
+		t.Fatal(err)
+	}
+	s.awaitDeadLetters(t, 1)
 	const (
 		inv = "inventory-reserve-stock"
 		ord = "order-apply-inventory-outcome"
@@ -108,6 +129,9 @@ func TestMetrics(t *testing.T) {
 				return fmt.Errorf("%s: acked %v of %d", group, acked, orders)
 			}
 		}
+		if _, ok := value(families, "shopbus_dlq_entries", "stream", "ECOMMERCE_ORDER"); !ok {
+			return errors.New("no shopbus_dlq_entries yet")
+		}
 		return nil
 	})
 	want := []struct {
@@ -116,6 +140,8 @@ func TestMetrics(t *testing.T) {
 		check  func(float64) bool
 	}{
 		{"shopbus_consumer_handled_total", []string{"consumer", inv, "outcome", "acked"}, func(v float64) bool { return v >= 1 }},
+		{"shopbus_consumer_handled_total", []string{"consumer", inv, "outcome", "dead_lettered"}, func(v float64) bool { return v == 1 }},
+		{"shopbus_dlq_entries", []string{"stream", "ECOMMERCE_ORDER", "reason", "terminated"}, func(v float64) bool { return v == 1 }},
 		{"shopbus_consumer_handle_duration_seconds", []string{"consumer", inv}, func(v float64) bool { return v >= 1 }},
 		{"shopbus_consumer_pending", []string{"consumer", inv}, func(v float64) bool { return v == 0 }},
 		{"shopbus_consumer_ack_pending", []string{"consumer", ord}, func(v float64) bool { return v == 0 }},
@@ -142,9 +168,155 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v", w.family, w.labels, v)
 		}
 	}
+	// The dashboard's queries name only metrics the code exports.
+	for _, name := range dashboardMetrics(t) {
+		family := name
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && families[base].GetType() == dto.MetricType_HISTOGRAM {
+				family = base
+			}
+		}
+		if _, ok := families[family]; !ok {
+			t.Errorf("the dashboard queries %s, which /metrics does not export", name)
+		}
+	}
 	if t.Failed() {
 		for name := range families {
 			t.Log(name)
 		}
 	}
+}
+
+// TestTrace places an order with a W3C traceparent and finds one trace with
+// the spans of every step, each parented on the step before: the RPC (a
+// child of the caller's span), the outbox insert, the relay's publish,
+// inventory's handling, its outbox insert and publish, and order's
+// handling. The events' envelopes carry the trace and their insert span.
+func TestTrace(t *testing.T) {
+	t.Parallel()
+	rec := tracetest.NewSpanRecorder()
+	tel, err := telemetry.New(context.Background(), telemetry.Options{SpanProcessor: rec, NoMetrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, func(c *stack.Config) { c.Telemetry = tel })
+	s.setStock(t, "MUG-001", 10)
+
+	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	req := connect.NewRequest(orderRequest(line("MUG-001", 1)))
+	req.Header().Set("traceparent", "00-"+traceID+"-"+callerSpan+"-01")
+	res, err := s.orders.CreateOrder(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := s.await(t, res.Msg.GetOrder().GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		t.Fatalf("order %v", o)
+	}
+	const created, adjusted = "ecommerce.order.created", "ecommerce.inventory.adjusted"
+	// name → parent name ("" for the caller's span)
+	want := []struct{ name, parent string }{
+		{"shopbus.order.v1.OrderService/CreateOrder", ""},
+		{"outbox.insert " + created, "shopbus.order.v1.OrderService/CreateOrder"},
+		{"publish " + created, "outbox.insert " + created},
+		{"process " + created, "outbox.insert " + created},
+		{"outbox.insert " + adjusted, "process " + created},
+		{"publish " + adjusted, "outbox.insert " + adjusted},
+		{"process " + adjusted, "outbox.insert " + adjusted},
+	}
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		clear(byName)
+		for _, sp := range rec.Ended() {
+			if sp.SpanContext().TraceID().String() == traceID {
+				if _, dup := byName[sp.Name()]; dup {
+					return fmt.Errorf("two spans named %q in the trace", sp.Name())
+				}
+				byName[sp.Name()] = sp
+			}
+		}
+		for _, w := range want {
+			if byName[w.name] == nil {
+				return fmt.Errorf("no span %q in the trace yet (have %v)", w.name, slices.Collect(maps.Keys(byName)))
+			}
+		}
+		return nil
+	})
+	for _, w := range want {
+		sp := byName[w.name]
+		parent := callerSpan
+		if w.parent != "" {
+			parent = byName[w.parent].SpanContext().SpanID().String()
+		}
+		if got := sp.Parent().SpanID().String(); got != parent {
+			t.Errorf("span %q: parent %s, want %s (%s)", w.name, got, parent, cmp.Or(w.parent, "the caller"))
+		}
+	}
+	if got := byName["process "+created].Attributes(); !slices.Contains(got, attribute.String("shopbus.outcome", "acked")) {
+		t.Errorf("process span attributes %v: no acked outcome", got)
+	}
+	// The envelope of order.created carries the trace and its insert span.
+	msg, err := s.JS.Stream(context.Background(), "ECOMMERCE_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := msg.GetLastMsgForSubject(context.Background(), "ecommerce.order.created.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := event.Decode(raw.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert := byName["outbox.insert "+created].SpanContext()
+	if hex.EncodeToString(env.GetTraceId()) != traceID || hex.EncodeToString(env.GetSpanId()) != insert.SpanID().String() {
+		t.Errorf("envelope trace %x span %x, want %s %s", env.GetTraceId(), env.GetSpanId(), traceID, insert.SpanID())
+	}
+	if got := raw.Header.Get("traceparent"); got != "00-"+traceID+"-"+insert.SpanID().String()+"-01" {
+		t.Errorf("traceparent header %q", got)
+	}
+}
+
+// TestReadinessFollowsPostgres: the stack is ready; when PostgreSQL refuses
+// connections, /readyz answers 503 naming it and gRPC health NOT_SERVING,
+// while /healthz (liveness) stays 200; when PostgreSQL is back, ready again.
+func TestReadinessFollowsPostgres(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(testenv.DatabaseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	s := startStack(t, withMetrics, func(c *stack.Config) { c.DatabaseURL = u.String() })
+	health := grpchealth.NewClient(http.DefaultClient, s.URL())
+	ready := func(want bool) error {
+		res, err := http.Get(s.URL() + "/readyz")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if got := res.StatusCode == http.StatusOK; got != want {
+			return fmt.Errorf("/readyz %s: %s", res.Status, body)
+		}
+		if !want && !strings.Contains(string(body), "fail postgres "+s.schema) {
+			return fmt.Errorf("/readyz does not name PostgreSQL: %s", body)
+		}
+		status, err := health.Check(context.Background(), &grpchealth.CheckRequest{})
+		if err != nil {
+			return err
+		}
+		if got := status.Status == grpchealth.StatusServing; got != want {
+			return fmt.Errorf("gRPC health %v", status.Status)
+		}
+		return nil
+	}
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error { return ready(true) })
+	proxy.Refuse()
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error { return ready(false) })
+	if res, err := http.Get(s.URL() + "/healthz"); err != nil || res.StatusCode != http.StatusOK {
+		t.Errorf("/healthz while PostgreSQL is away: %v %v", res, err)
+	}
+	proxy.Accept()
+	testenv.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error { return ready(true) })
 }

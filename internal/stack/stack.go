@@ -152,7 +152,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, AdminToken: cfg.AdminToken, Telemetry: s.Telemetry, Health: s.Health}
 	if s.JS != nil && cfg.runs("gateway") {
 		// Admin APIs: only the gateway serves them.
-		gw.DeadLetters = deadletter.NewHandler(deadletter.NewStore(s.JS), cfg.Log)
+		store := deadletter.NewStore(s.JS)
+		gw.DeadLetters = deadletter.NewHandler(store, cfg.Log)
+		if err := deadletter.RegisterMetrics(store, s.Telemetry); err != nil {
+			return nil, err
+		}
 		gw.Groups = groups.NewHandler(s.JS, cfg.Log)
 		gw.Lag = lag.NewHandler(s.Monitor)
 	}
