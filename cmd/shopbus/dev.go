@@ -18,6 +18,7 @@ import (
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
 // demoStock is seeded by shopbus dev (only SKUs that do not exist yet).
@@ -47,6 +48,7 @@ func dev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	telemetry.LogErrors(log)
 	s, err := stack.Start(ctx, stack.Config{
 		DataDir: *dataDir, NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, Log: log,

@@ -95,6 +95,7 @@ type Monitor struct {
 	consumers []Consumer
 	sampled   bool
 	sampledAt time.Time
+	expected  []string // groups readiness waits for (Check)
 }
 
 type key struct{ group, durable string }
@@ -114,17 +115,39 @@ func NewMonitor(js jetstream.JetStream, t *telemetry.Telemetry, opts Options, lo
 }
 
 // Run samples every Interval until ctx is done, and returns ctx's error.
+// While a group that readiness waits for (Check) has not appeared yet, it
+// samples every 200ms, so a starting process is ready as soon as its
+// consumers joined their groups.
 func (m *Monitor) Run(ctx context.Context) error {
-	t := time.NewTicker(m.opts.Interval)
-	defer t.Stop()
 	for {
 		m.Sample(ctx)
+		wait := m.opts.Interval
+		if m.missing() {
+			wait = min(wait, startupInterval)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
+}
+
+// startupInterval is how often Run samples while an expected group is
+// missing.
+const startupInterval = 200 * time.Millisecond
+
+// missing reports whether a group readiness waits for was not seen in the
+// last sample.
+func (m *Monitor) missing() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, g := range m.expected {
+		if !slices.ContainsFunc(m.consumers, func(c Consumer) bool { return c.Group == g }) {
+			return true
+		}
+	}
+	return false
 }
 
 // Sample reads every watched consumer once and judges it again. Run calls
@@ -251,6 +274,9 @@ func (m *Monitor) Window() time.Duration { return m.opts.Interval * time.Duratio
 // Check returns the consumers' part of readiness: an error naming each of
 // groups that is in STOP or ERR or that the monitor has not seen (yet).
 func (m *Monitor) Check(groups ...string) func(context.Context) error {
+	m.mu.Lock()
+	m.expected = append(m.expected, groups...)
+	m.mu.Unlock()
 	return func(context.Context) error {
 		m.mu.Lock()
 		defer m.mu.Unlock()

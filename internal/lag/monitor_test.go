@@ -138,7 +138,10 @@ func TestUnreadableIsERR(t *testing.T) {
 	cfg := messaging.ConsumerConfig{Stream: "IOT_TELEMETRY", Durable: "err-test", Subjects: []string{"iot.telemetry.raw"}, Strategy: messaging.RoundRobin}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = messaging.Consume(ctx, js, cfg, func(context.Context, *messaging.Delivery) error { return nil }, log) }()
+	go func() {
+		defer close(done)
+		_ = messaging.Consume(ctx, js, cfg, func(context.Context, *messaging.Delivery) error { return nil }, log)
+	}()
 	m, err := lag.NewMonitor(js, nil, lag.Options{Interval: 100 * time.Millisecond, Window: 3}, log)
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,10 @@ package stack_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -40,12 +42,16 @@ func TestGatewayProtocols(t *testing.T) {
 			t.Errorf("%s: GetStock = %v, %v", name, res, err)
 		}
 	}
+	// Ready once its consumers joined their groups and were sampled.
 	health := grpchealth.NewClient(h2c, s.URL(), connect.WithGRPC())
 	for _, service := range []string{"", orderv1connect.OrderServiceName, "shopbus.deadletter.v1.DeadLetterService"} {
-		res, err := health.Check(context.Background(), &grpchealth.CheckRequest{Service: service})
-		if err != nil || res.Status != grpchealth.StatusServing {
-			t.Errorf("health of %q: %v, %v", service, res, err)
-		}
+		testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			res, err := health.Check(context.Background(), &grpchealth.CheckRequest{Service: service})
+			if err != nil || res.Status != grpchealth.StatusServing {
+				return fmt.Errorf("health of %q: %v, %v", service, res, err)
+			}
+			return nil
+		})
 	}
 }
 

@@ -1,0 +1,81 @@
+package messaging_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/shopbus/shopbus/internal/lag"
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/telemetry"
+)
+
+// BenchmarkConsumerTelemetry measures what metrics and traces cost a
+// consumer group: the BenchmarkGroups workload (a stream pre-filled with
+// -groups.bench.events events, one PostgreSQL transaction per event) with
+// telemetry off, metrics on, and metrics and traces on. Compare the modes
+// within one run, interleaved by -count:
+//
+//	go test -run '^$' -bench ConsumerTelemetry -benchtime=1x -count=3 ./internal/messaging/
+func BenchmarkConsumerTelemetry(b *testing.B) {
+	for _, strategy := range []messaging.Strategy{messaging.RoundRobin, messaging.KeyBased} {
+		for _, mode := range telemetry.Modes {
+			b.Run(fmt.Sprintf("%s/%s", strategy, mode), func(b *testing.B) {
+				var rate float64
+				for range b.N {
+					rate = benchTelemetry(b, strategy, mode)
+				}
+				b.ReportMetric(rate, "events/s")
+			})
+		}
+	}
+}
+
+func benchTelemetry(b *testing.B, strategy messaging.Strategy, mode string) float64 {
+	b.StopTimer()
+	tel, err := telemetry.ForMode(context.Background(), mode)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background()) //nolint:errcheck // a benchmark
+	w := newWorkload(b, strategy, 8)
+	w.cfg.Telemetry = tel
+	n := *benchEvents
+	w.publish(context.Background(), n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if mode != "off" {
+		// What a process adds beside its consumers: the lag monitor, and
+		// a Prometheus scrape every second.
+		m, err := lag.NewMonitor(w.js, tel, lag.Options{}, w.log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go m.Run(ctx) //nolint:errcheck // ends with ctx
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					tel.Handler().ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/metrics", nil))
+				}
+			}
+		}()
+	}
+	b.StartTimer()
+	start := time.Now()
+	for i := range 2 {
+		w.start(string(rune('a' + i)))
+	}
+	w.awaitHandled(n, 10*time.Minute)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	w.stopAll()
+	return float64(n) / elapsed.Seconds()
+}
