@@ -132,7 +132,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}()
 	if s.Telemetry == nil {
-		s.Telemetry, err = telemetry.New(ctx, telemetry.Options{Service: "shopbus-" + strings.Join(cfg.Components, "-")})
+		service := "shopbus"
+		if len(cfg.Components) > 0 {
+			service += "-" + strings.Join(cfg.Components, "-")
+		}
+		s.Telemetry, err = telemetry.New(ctx, telemetry.Options{Service: service})
 		if err != nil {
 			return nil, err
 		}
