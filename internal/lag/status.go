@@ -1,6 +1,9 @@
 package lag
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Status is a consumer's health judged over a window of samples, as
 // LinkedIn's Burrow judges Kafka consumers. Higher is worse.
@@ -19,7 +22,9 @@ const (
 	STALL
 	// STOP: no live instance owns the consumer (a key-based partition
 	// without an owner, a round-robin group without members) in the last
-	// two samples: the consumer is gone.
+	// three samples: the consumer is gone. (A dead instance's partitions
+	// are unowned only until its lease expires and another takes them: one
+	// or two samples.)
 	STOP
 	// ERR: the consumer could not be read: its durable is missing, or NATS
 	// does not answer.
@@ -61,11 +66,16 @@ type Sample struct {
 // Lag is how many events the consumer has yet to settle.
 func (s Sample) Lag() uint64 { return s.Pending + s.AckPending }
 
+// stopSamples is how many samples in a row without an owner make a
+// consumer STOP: at the default interval, 10 seconds or more, longer than
+// a lease (5s) takes to expire and be taken over.
+const stopSamples = 3
+
 // Evaluate judges a window of samples of one durable consumer, oldest
 // first; size is the window's full length. The rules, after Burrow's:
 //
 //   - the latest sample failed: ERR;
-//   - no live owner in the latest two samples: STOP;
+//   - no live owner in the latest stopSamples samples: STOP;
 //   - the lag was zero in some sample of the window: OK;
 //   - a full window with the lag above zero and the ack floor unchanged:
 //     STALL;
@@ -81,7 +91,7 @@ func Evaluate(window []Sample, size int) Status {
 	if last.Err != nil {
 		return ERR
 	}
-	if n >= 2 && !last.Active && window[n-2].Err == nil && !window[n-2].Active {
+	if n >= stopSamples && !slices.ContainsFunc(window[n-stopSamples:], func(s Sample) bool { return s.Err != nil || s.Active }) {
 		return STOP
 	}
 	for _, s := range window {

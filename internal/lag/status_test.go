@@ -29,9 +29,9 @@ func TestEvaluate(t *testing.T) {
 		{"lag fell once", []Sample{s(0, 3, 5), s(1, 2, 8), s(2, 4, 9), s(3, 9, 12)}, OK},
 		{"unreadable", []Sample{s(0, 3, 5), down}, ERR},
 		{"recovered from an error", []Sample{down, s(1, 3, 5), s(2, 4, 5), s(3, 4, 5)}, OK},
-		{"no owner twice", []Sample{s(0, 0, 5), gone(1, 0), gone(2, 0)}, STOP},
-		{"no owner once (a rebalance)", []Sample{s(0, 3, 5), s(1, 3, 6), gone(2, 3)}, OK},
-		{"owner back", []Sample{gone(0, 3), gone(1, 3), s(2, 0, 8)}, OK},
+		{"no owner three times", []Sample{s(0, 0, 5), gone(1, 0), gone(2, 0), gone(3, 0)}, STOP},
+		{"no owner twice (a takeover)", []Sample{s(0, 3, 5), s(1, 3, 6), gone(2, 3), gone(3, 3)}, OK},
+		{"owner back", []Sample{gone(0, 3), gone(1, 3), gone(2, 3), s(3, 0, 8)}, OK},
 	}
 	for _, tt := range tests {
 		if got := Evaluate(tt.window, 4); got != tt.want {

@@ -2,7 +2,7 @@ package messaging_test
 
 import (
 	"context"
-	"fmt"
+	"flag"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -13,24 +13,27 @@ import (
 	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
+var telemetryRounds = flag.Int("telemetry.rounds", 5, "rounds of BenchmarkConsumerTelemetry")
+
 // BenchmarkConsumerTelemetry measures what metrics and traces cost a
 // consumer group: the BenchmarkGroups workload (a stream pre-filled with
-// -groups.bench.events events, one PostgreSQL transaction per event) with
-// telemetry off, metrics on, and metrics and traces on. Compare the modes
-// within one run, interleaved by -count:
+// -groups.bench.events events over 8 partitions, two instances, one
+// PostgreSQL transaction per event) with telemetry off, metrics on, and
+// metrics and traces on, the modes taking turns for -telemetry.rounds
+// rounds; it reports each mode's median and its cost against off:
 //
-//	go test -run '^$' -bench ConsumerTelemetry -benchtime=1x -count=3 ./internal/messaging/
+//	go test -run '^$' -bench ConsumerTelemetry -benchtime=1x ./internal/messaging/
 func BenchmarkConsumerTelemetry(b *testing.B) {
 	for _, strategy := range []messaging.Strategy{messaging.RoundRobin, messaging.KeyBased} {
-		for _, mode := range telemetry.Modes {
-			b.Run(fmt.Sprintf("%s/%s", strategy, mode), func(b *testing.B) {
-				var rate float64
-				for range b.N {
-					rate = benchTelemetry(b, strategy, mode)
-				}
-				b.ReportMetric(rate, "events/s")
-			})
-		}
+		b.Run(string(strategy), func(b *testing.B) {
+			var medians map[string]float64
+			for range b.N {
+				medians = telemetry.CompareModes(*telemetryRounds, func(mode string) float64 {
+					return benchTelemetry(b, strategy, mode)
+				})
+			}
+			telemetry.ReportModes(b, medians, "events/s")
+		})
 	}
 }
 

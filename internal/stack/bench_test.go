@@ -22,26 +22,24 @@ import (
 var (
 	pipelineOrders  = flag.Int("pipeline.orders", 2000, "orders per case of BenchmarkPipelineTelemetry")
 	pipelineClients = flag.Int("pipeline.clients", 16, "concurrent clients of BenchmarkPipelineTelemetry")
+	pipelineRounds  = flag.Int("pipeline.rounds", 5, "rounds of BenchmarkPipelineTelemetry")
 )
 
 // BenchmarkPipelineTelemetry measures what metrics and traces cost end to
 // end: a stack (embedded NATS, local PostgreSQL) takes -pipeline.orders
 // CreateOrder calls from -pipeline.clients concurrent clients over 100 SKUs,
 // timed until every order is CONFIRMED, with telemetry off, metrics on
-// (scraped every second), and metrics and traces on. Compare the modes
-// within one run, interleaved by -count:
+// (scraped every second), and metrics and traces on, the modes taking turns
+// for -pipeline.rounds rounds; it reports each mode's median and its cost
+// against off:
 //
-//	go test -run '^$' -bench PipelineTelemetry -benchtime=1x -count=3 ./internal/stack/
+//	go test -run '^$' -bench PipelineTelemetry -benchtime=1x ./internal/stack/
 func BenchmarkPipelineTelemetry(b *testing.B) {
-	for _, mode := range telemetry.Modes {
-		b.Run(mode, func(b *testing.B) {
-			var rate float64
-			for range b.N {
-				rate = benchPipeline(b, mode)
-			}
-			b.ReportMetric(rate, "orders/s")
-		})
+	var medians map[string]float64
+	for range b.N {
+		medians = telemetry.CompareModes(*pipelineRounds, func(mode string) float64 { return benchPipeline(b, mode) })
 	}
+	telemetry.ReportModes(b, medians, "orders/s")
 }
 
 func benchPipeline(b *testing.B, mode string) float64 {

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
@@ -31,3 +32,33 @@ type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discard) Shutdown(context.Context) error                             { return nil }
+
+// CompareModes runs measure once per mode, round after round (so a noisy
+// machine slows every mode alike), and returns the median figure of each
+// mode over the rounds.
+func CompareModes(rounds int, measure func(mode string) float64) map[string]float64 {
+	got := map[string][]float64{}
+	for range rounds {
+		for _, mode := range Modes {
+			got[mode] = append(got[mode], measure(mode))
+		}
+	}
+	medians := map[string]float64{}
+	for mode, xs := range got {
+		slices.Sort(xs)
+		medians[mode] = xs[len(xs)/2]
+	}
+	return medians
+}
+
+// ReportModes reports the medians of CompareModes on b as "<mode>-<unit>"
+// and the cost of each mode against "off" as "<mode>-cost-%" (negative:
+// faster than off, which is noise).
+func ReportModes(b interface{ ReportMetric(float64, string) }, medians map[string]float64, unit string) {
+	for _, mode := range Modes {
+		b.ReportMetric(medians[mode], mode+"-"+unit)
+		if mode != "off" && medians["off"] > 0 {
+			b.ReportMetric(100*(1-medians[mode]/medians["off"]), mode+"-cost-%")
+		}
+	}
+}
