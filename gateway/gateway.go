@@ -59,8 +59,8 @@ type Config struct {
 	// none by default.
 	AllowedOrigins []string
 	// AdminToken, when set, is required (Authorization: Bearer) by the
-	// admin procedures: SetStock, Restock, DeadLetterService and
-	// GroupService. Without it they are open, for development.
+	// admin procedures: SetStock, Restock, DeadLetterService, GroupService
+	// and LagService. Without it they are open, for development.
 	AdminToken string
 }
 
@@ -126,7 +126,7 @@ func Handler(cfg Config) http.Handler {
 	}
 	checker := cfg.Health
 	if checker == nil {
-		checker = health.NewChecker()
+		checker = health.NewChecker(nil)
 	}
 	mux.Handle(grpchealth.NewHandler(health.GRPC(checker, names...)))
 	mux.Handle("GET /healthz", health.Live())

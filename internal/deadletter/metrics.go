@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -22,27 +23,38 @@ type CensusKey struct{ Stream, Reason string }
 const maxCensus = 1_000_000
 
 // Census counts the dead letters by original stream and reason. It reads
-// only their headers, through an ordered consumer, so it costs one pass over
-// the DLQ stream.
+// only their headers, through one short-lived consumer of its own (deleted
+// when done, and by the server after 30s of inactivity if Census could not).
 func (s *Store) Census(ctx context.Context) (map[CensusKey]int, error) {
 	out := map[CensusKey]int{}
 	stream, err := s.js.Stream(ctx, Stream)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	if info.State.Msgs == 0 {
+	if stream.CachedInfo().State.Msgs == 0 {
 		return out, nil
 	}
-	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	c, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		AckPolicy: jetstream.AckNonePolicy, HeadersOnly: true, DeliverPolicy: jetstream.DeliverAllPolicy,
+		InactiveThreshold: 30 * time.Second, MemoryStorage: true, Replicas: 1,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: census of %s: %w", Stream, err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = stream.DeleteConsumer(dctx, c.CachedInfo().Name) // else the threshold removes it
+	}()
 	for read := 0; read < maxCensus; {
-		batch, err := c.FetchNoWait(1000)
+		wait := time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl))
+		}
+		if wait <= 0 {
+			return nil, fmt.Errorf("census of %s: %w", Stream, context.DeadlineExceeded)
+		}
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(wait))
 		if err != nil {
 			return nil, fmt.Errorf("jetstream: census of %s: %w", Stream, err)
 		}
@@ -55,7 +67,7 @@ func (s *Store) Census(ctx context.Context) (map[CensusKey]int, error) {
 				last = true
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
 			return nil, fmt.Errorf("jetstream: census of %s: %w", Stream, err)
 		}
 		read += n
@@ -66,43 +78,68 @@ func (s *Store) Census(ctx context.Context) (map[CensusKey]int, error) {
 	return out, nil
 }
 
-// censusEvery is how long a census is reused between metric collections.
-const censusEvery = 2 * time.Second
+// Metrics counts the dead letters in the background and exports the
+// counts (telemetry.DeadLetters) by original stream and reason. The gateway
+// process, which serves the DeadLetterService, runs it.
+type Metrics struct {
+	store *Store
+	every time.Duration
 
-// RegisterMetrics exports the dead letters by original stream and reason
-// (telemetry.DeadLetters) on t, counted by Census at most every 2 seconds.
-// The gateway process, which serves the DeadLetterService, registers it.
-func RegisterMetrics(store *Store, t *telemetry.Telemetry) error {
+	mu     sync.Mutex
+	counts map[CensusKey]int
+	ok     bool
+}
+
+// NewMetrics registers the dead-letter gauge on t, counted by Run every
+// interval (10s when 0); Close unregisters it.
+func NewMetrics(store *Store, t *telemetry.Telemetry, every time.Duration) (*Metrics, metric.Registration, error) {
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	m := &Metrics{store: store, every: every}
 	meter := t.Meter("github.com/shopbus/shopbus/internal/deadletter")
 	g, err := meter.Int64ObservableGauge(telemetry.DeadLetters, metric.WithUnit("{letter}"),
 		metric.WithDescription("Dead letters in the DLQ, by original stream and reason (max_deliveries or terminated)."))
 	if err != nil {
-		return fmt.Errorf("dead letters: metrics: %w", err)
+		return nil, nil, fmt.Errorf("dead letters: metrics: %w", err)
 	}
-	var (
-		mu   sync.Mutex
-		at   time.Time
-		last map[CensusKey]int
-	)
-	_, err = meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(at) >= censusEvery {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			counts, err := store.Census(cctx)
-			cancel()
-			if err != nil {
-				return err // nothing observed: the series disappear until NATS answers
-			}
-			at, last = time.Now(), counts
-		}
-		for k, n := range last {
+	// The callback only reads memory: a scrape never waits on NATS.
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for k, n := range m.counts {
 			o.ObserveInt64(g, int64(n), metric.WithAttributes(attribute.String("stream", k.Stream), attribute.String("reason", k.Reason)))
 		}
 		return nil
 	}, g)
 	if err != nil {
-		return fmt.Errorf("dead letters: metrics: %w", err)
+		return nil, nil, fmt.Errorf("dead letters: metrics: %w", err)
 	}
-	return nil
+	return m, reg, nil
+}
+
+// Run counts the dead letters every interval until ctx is done. While NATS
+// does not answer, the last counts are dropped (their series disappear
+// rather than show stale figures).
+func (m *Metrics) Run(ctx context.Context) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		counts, err := m.store.Census(cctx)
+		cancel()
+		m.mu.Lock()
+		m.counts, m.ok = counts, err == nil
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(m.every):
+		}
+	}
+}
+
+// Counted reports whether the last census succeeded.
+func (m *Metrics) Counted() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ok
 }

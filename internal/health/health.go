@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -41,11 +42,13 @@ const (
 
 // Checker runs the checks of readiness. It is safe for concurrent use.
 type Checker struct {
-	checks []Check
+	log *slog.Logger
 
-	mu   sync.Mutex
-	at   time.Time
-	last []Result
+	run    sync.Mutex // one run of the checks at a time
+	mu     sync.Mutex
+	checks []Check
+	at     time.Time
+	last   []Result
 }
 
 // Result is the outcome of one check.
@@ -54,8 +57,14 @@ type Result struct {
 	Err  error
 }
 
-// NewChecker returns a checker of checks.
-func NewChecker(checks ...Check) *Checker { return &Checker{checks: checks} }
+// NewChecker returns a checker of checks that logs each check's failure
+// (and its recovery) on log, when not nil.
+func NewChecker(log *slog.Logger, checks ...Check) *Checker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Checker{log: log, checks: checks}
+}
 
 // Add appends checks.
 func (c *Checker) Add(checks ...Check) {
@@ -65,30 +74,73 @@ func (c *Checker) Add(checks ...Check) {
 	c.at = time.Time{}
 }
 
-// Results runs every check at once (each bounded by Timeout) and returns
-// their results in order. Answers younger than half a second are reused.
+// Results runs every check at once (each bounded by Timeout, and not
+// cancelled with ctx: a caller that hangs up does not fail a check) and
+// returns their results in order. Only one run is in flight at a time, and
+// its answer is reused for half a second: however many probes arrive,
+// PostgreSQL and NATS see at most two rounds of checks a second.
 func (c *Checker) Results(ctx context.Context) []Result {
-	c.mu.Lock()
-	if time.Since(c.at) < cacheFor {
-		defer c.mu.Unlock()
-		return slices.Clone(c.last)
+	if r, ok := c.cached(); ok {
+		return r
 	}
+	c.run.Lock()
+	defer c.run.Unlock()
+	if r, ok := c.cached(); ok {
+		return r // another caller ran them meanwhile
+	}
+	c.mu.Lock()
 	checks := slices.Clone(c.checks)
+	previous := c.last
 	c.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
 	out := make([]Result, len(checks))
 	var wg sync.WaitGroup
 	for i, ch := range checks {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, Timeout)
 			defer cancel()
-			out[i] = Result{Name: ch.Name, Err: ch.Func(cctx)}
+			done := make(chan error, 1)
+			go func() { done <- ch.Func(cctx) }()
+			select {
+			case err := <-done:
+				out[i] = Result{Name: ch.Name, Err: err}
+			case <-cctx.Done(): // a check that ignores its ctx
+				out[i] = Result{Name: ch.Name, Err: fmt.Errorf("no answer in %v", Timeout)}
+			}
 		})
 	}
 	wg.Wait()
+	c.logChanges(previous, out)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.at, c.last = time.Now(), out
 	return slices.Clone(out)
+}
+
+func (c *Checker) cached() ([]Result, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last != nil && time.Since(c.at) < cacheFor {
+		return slices.Clone(c.last), true
+	}
+	return nil, false
+}
+
+// logChanges logs the checks that started failing (with their error) or
+// recovered since the previous run.
+func (c *Checker) logChanges(previous, now []Result) {
+	failed := map[string]bool{}
+	for _, r := range previous {
+		failed[r.Name] = r.Err != nil
+	}
+	for _, r := range now {
+		switch {
+		case r.Err != nil && !failed[r.Name]:
+			c.log.Warn("readiness: check failing", "check", r.Name, "err", r.Err)
+		case r.Err == nil && failed[r.Name]:
+			c.log.Info("readiness: check passing again", "check", r.Name)
+		}
+	}
 }
 
 // Ready returns nil when every check passes, else an error naming each
@@ -112,7 +164,9 @@ func Live() http.Handler {
 }
 
 // ReadyHandler serves readiness: 200 when every check passes, 503 when one
-// fails, with one line per check ("ok nats", "fail postgres order: …").
+// fails, with one line per check ("ok nats", "fail postgres shopbus_order").
+// It names the failing checks but never says why: the handler is served on
+// public ports, and the errors (in the log) name hosts and users.
 func (c *Checker) ReadyHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		results := c.Results(r.Context())
@@ -121,7 +175,7 @@ func (c *Checker) ReadyHandler() http.Handler {
 		for _, res := range results {
 			if res.Err != nil {
 				code = http.StatusServiceUnavailable
-				fmt.Fprintf(&b, "fail %s: %s\n", res.Name, strings.ReplaceAll(res.Err.Error(), "\n", "; "))
+				fmt.Fprintf(&b, "fail %s\n", res.Name)
 			} else {
 				fmt.Fprintf(&b, "ok %s\n", res.Name)
 			}

@@ -34,7 +34,7 @@ func TestReadiness(t *testing.T) {
 	}
 	failing := errors.New("disk on fire")
 	var broken atomic.Bool
-	c := health.NewChecker(health.NATS(nc, js), health.Check{Name: "disk", Func: func(context.Context) error {
+	c := health.NewChecker(nil, health.NATS(nc, js), health.Check{Name: "disk", Func: func(context.Context) error {
 		if broken.Load() {
 			return failing
 		}
@@ -81,7 +81,7 @@ func TestReadiness(t *testing.T) {
 	srv.WaitForShutdown()
 	testenv.CheckFor(t, 5*time.Second, 100*time.Millisecond, func() error {
 		code, body := get("/readyz")
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "fail nats: ") || !strings.Contains(body, "fail disk: disk on fire") {
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "fail nats\n") || !strings.Contains(body, "fail disk\n") || strings.Contains(body, "fire") {
 			return errors.New(body)
 		}
 		return nil

@@ -96,6 +96,7 @@ type Monitor struct {
 	sampled   bool
 	sampledAt time.Time
 	expected  []string // groups readiness waits for (Check)
+	reg       metric.Registration
 }
 
 type key struct{ group, durable string }
@@ -151,40 +152,39 @@ func (m *Monitor) missing() bool {
 }
 
 // Sample reads every watched consumer once and judges it again. Run calls
-// it every Interval.
+// it every Interval. It reads NATS without holding the monitor's lock, so
+// scrapes, readiness and the LagService never wait on NATS.
 func (m *Monitor) Sample(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, max(m.opts.Interval, 5*time.Second))
 	defer cancel()
 	now := time.Now()
-	groups, err := messaging.ListGroups(ctx, m.js)
+	reads, err := m.readAll(ctx, now)
 	if err != nil && ctx.Err() == nil {
-		m.log.Warn("lag monitor: cannot read consumer groups", "err", err)
+		m.log.Warn("lag monitor: cannot list consumer groups", "err", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
-		// Every consumer known so far gets a failed sample: ERR.
-		for i := range m.consumers {
-			c := &m.consumers[i]
-			for j := range c.Partitions {
-				p := &c.Partitions[j]
-				p.Latest = Sample{At: now, Err: err}
-				p.Status = Evaluate(m.push(key{c.Group, p.Durable}, p.Latest), m.opts.Window)
+		// Every consumer known so far gets a failed sample.
+		reads = nil
+		for _, c := range m.consumers {
+			r := groupRead{group: messaging.Group{Name: c.Group, Stream: c.Stream, Strategy: c.Strategy}, err: err}
+			for _, p := range c.Partitions {
+				r.group.Partitions = append(r.group.Partitions, messaging.PartitionState{Consumer: p.Durable, Owner: p.Owner})
 			}
-			c.Status, c.Rate = ERR, 0
+			reads = append(reads, r)
 		}
-		m.sampled, m.sampledAt = true, now
-		return
 	}
 	seen := map[key]bool{}
 	var consumers []Consumer
-	for _, g := range groups {
-		if len(m.opts.Groups) > 0 && !slices.Contains(m.opts.Groups, g.Name) {
-			continue
-		}
+	for _, r := range reads {
+		g := r.group
 		c := Consumer{Group: g.Name, Stream: g.Stream, Strategy: g.Strategy, Members: len(g.Members)}
-		for _, ps := range g.Partitions {
-			s := m.read(ctx, g, ps, now)
+		for i, ps := range g.Partitions {
+			s := Sample{At: now, Err: r.err}
+			if r.err == nil {
+				s = r.samples[i]
+			}
 			k := key{g.Name, ps.Consumer}
 			seen[k] = true
 			window := m.push(k, s)
@@ -209,11 +209,65 @@ func (m *Monitor) Sample(ctx context.Context) {
 	m.consumers, m.sampled, m.sampledAt = consumers, true, now
 }
 
+// groupRead is what one sample read of a group: a sample per partition, or
+// the error that kept it from being read.
+type groupRead struct {
+	group   messaging.Group
+	samples []Sample
+	err     error
+}
+
+// readAll reads the watched groups: Options.Groups, or every group on the
+// server. A group that cannot be read is an error of that group only; the
+// error returned is listing the groups failing.
+func (m *Monitor) readAll(ctx context.Context, now time.Time) ([]groupRead, error) {
+	names := m.opts.Groups
+	if len(names) == 0 {
+		var err error
+		if names, err = messaging.GroupNames(ctx, m.js); err != nil {
+			return nil, err
+		}
+	}
+	streams := map[string]jetstream.Stream{}
+	var reads []groupRead
+	for _, name := range names {
+		g, err := messaging.ReadGroup(ctx, m.js, name)
+		if errors.Is(err, messaging.ErrNoGroup) {
+			continue // not started yet: Check says so
+		}
+		if err != nil {
+			// Its partitions as last seen get the error.
+			m.mu.Lock()
+			if i := slices.IndexFunc(m.consumers, func(c Consumer) bool { return c.Group == name }); i >= 0 {
+				c := m.consumers[i]
+				g = messaging.Group{Name: c.Group, Stream: c.Stream, Strategy: c.Strategy}
+				for _, p := range c.Partitions {
+					g.Partitions = append(g.Partitions, messaging.PartitionState{Consumer: p.Durable, Owner: p.Owner})
+				}
+			}
+			m.mu.Unlock()
+			g.Name = name
+			reads = append(reads, groupRead{group: g, err: err})
+			continue
+		}
+		r := groupRead{group: g}
+		for _, ps := range g.Partitions {
+			r.samples = append(r.samples, m.read(ctx, g, ps, now, streams))
+		}
+		reads = append(reads, r)
+	}
+	return reads, nil
+}
+
 // read turns a durable consumer's state into a sample, reading the
-// timestamp of its oldest unsettled event from the stream.
-func (m *Monitor) read(ctx context.Context, g messaging.Group, ps messaging.PartitionState, now time.Time) Sample {
-	if ps.Missing {
+// timestamp of its oldest unsettled event from the stream (looked up once
+// per sample in streams).
+func (m *Monitor) read(ctx context.Context, g messaging.Group, ps messaging.PartitionState, now time.Time, streams map[string]jetstream.Stream) Sample {
+	switch {
+	case ps.Missing:
 		return Sample{At: now, Err: fmt.Errorf("durable consumer %s on %s is missing", ps.Consumer, g.Stream)}
+	case ps.Err != nil:
+		return Sample{At: now, Err: fmt.Errorf("durable consumer %s: %w", ps.Consumer, ps.Err)}
 	}
 	s := Sample{
 		At: now, Pending: ps.Pending, AckPending: uint64(max(ps.AckPending, 0)), Redelivered: uint64(max(ps.Redelivered, 0)),
@@ -223,9 +277,13 @@ func (m *Monitor) read(ctx context.Context, g messaging.Group, ps messaging.Part
 	if s.Lag() == 0 {
 		return s
 	}
-	stream, err := m.js.Stream(ctx, g.Stream)
-	if err != nil {
-		return Sample{At: now, Err: fmt.Errorf("stream %s: %w", g.Stream, err)}
+	stream, ok := streams[g.Stream]
+	if !ok {
+		var err error
+		if stream, err = m.js.Stream(ctx, g.Stream); err != nil {
+			return Sample{At: now, Err: fmt.Errorf("stream %s: %w", g.Stream, err)}
+		}
+		streams[g.Stream] = stream
 	}
 	var oldest time.Time
 	for _, f := range ps.Filters {
@@ -246,9 +304,17 @@ func (m *Monitor) read(ctx context.Context, g messaging.Group, ps messaging.Part
 	return s
 }
 
-// push appends s to k's window, dropping what falls out, and returns it.
+// push appends s to k's window, dropping what falls out, and returns it. A
+// sample taken less than half an Interval after the window's last (Run
+// samples faster while starting) replaces it, so a window always spans
+// about Window × Interval.
 func (m *Monitor) push(k key, s Sample) []Sample {
-	w := append(m.windows[k], s)
+	w := m.windows[k]
+	if n := len(w); n > 0 && s.At.Sub(w[n-1].At) < m.opts.Interval/2 {
+		w[n-1] = s
+		return w
+	}
+	w = append(w, s)
 	if len(w) > m.opts.Window {
 		w = slices.Clone(w[len(w)-m.opts.Window:])
 	}
@@ -267,6 +333,9 @@ func (m *Monitor) Consumers() ([]Consumer, time.Time) {
 	}
 	return out, m.sampledAt
 }
+
+// Close stops exporting the monitor's figures.
+func (m *Monitor) Close() error { return m.reg.Unregister() }
 
 // Window is the time a status is judged over: Interval × Window.
 func (m *Monitor) Window() time.Duration { return m.opts.Interval * time.Duration(m.opts.Window) }
@@ -324,7 +393,8 @@ func (m *Monitor) register(t *telemetry.Telemetry) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	var err error
+	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		consumers, _ := m.Consumers()
 		for _, c := range consumers {
 			group := attribute.String("consumer", c.Group)

@@ -57,7 +57,7 @@ func TestStatusFollowsTheConsumer(t *testing.T) {
 		publish(t, js, "5a0c9d0e-1b2c-4d3e-8f40-5a6b7c8d9e0f", uint64(i+1))
 	}
 
-	m, err := lag.NewMonitor(js, nil, lag.Options{Interval: time.Hour, Window: window, Groups: []string{group}}, log)
+	m, err := lag.NewMonitor(js, nil, lag.Options{Interval: time.Millisecond, Window: window, Groups: []string{group}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,11 +157,15 @@ func TestUnreadableIsERR(t *testing.T) {
 	<-done
 	s.Shutdown()
 	s.WaitForShutdown()
-	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 	defer scancel()
+	m.Sample(sctx) // one failed read is not yet ERR
+	if cs, _ := m.Consumers(); len(cs) != 1 || cs[0].Status != lag.STOP && cs[0].Status != lag.OK {
+		t.Fatalf("after one failed read: %+v, want the status before it", cs)
+	}
 	m.Sample(sctx)
 	if cs, _ := m.Consumers(); len(cs) != 1 || cs[0].Status != lag.ERR {
-		t.Fatalf("after NATS stopped: %+v, want ERR", cs)
+		t.Fatalf("after two failed reads: %+v, want ERR", cs)
 	}
 	if err := m.Check("err-test")(context.Background()); err == nil {
 		t.Error("readiness with the consumer ERR: ready")

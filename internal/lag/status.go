@@ -26,8 +26,8 @@ const (
 	// are unowned only until its lease expires and another takes them: one
 	// or two samples.)
 	STOP
-	// ERR: the consumer could not be read: its durable is missing, or NATS
-	// does not answer.
+	// ERR: the consumer could not be read twice in a row: its durable is
+	// missing, or NATS does not answer.
 	ERR
 )
 
@@ -74,7 +74,8 @@ const stopSamples = 3
 // Evaluate judges a window of samples of one durable consumer, oldest
 // first; size is the window's full length. The rules, after Burrow's:
 //
-//   - the latest sample failed: ERR;
+//   - the latest two samples failed (or the only one): ERR; when only the
+//     latest failed, the window before it is judged;
 //   - no live owner in the latest stopSamples samples: STOP;
 //   - the lag was zero in some sample of the window: OK;
 //   - a full window with the lag above zero and the ack floor unchanged:
@@ -89,7 +90,12 @@ func Evaluate(window []Sample, size int) Status {
 	}
 	last := window[n-1]
 	if last.Err != nil {
-		return ERR
+		if n == 1 || window[n-2].Err != nil {
+			return ERR
+		}
+		// One failed read (a timeout) is not yet an error: judge the
+		// window before it.
+		return Evaluate(window[:n-1], size)
 	}
 	if n >= stopSamples && !slices.ContainsFunc(window[n-stopSamples:], func(s Sample) bool { return s.Err != nil || s.Active }) {
 		return STOP

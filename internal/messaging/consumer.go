@@ -243,7 +243,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		return err
 	}
 	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log,
-		tracer: cfg.Telemetry.Tracer(tracerName), metrics: metrics, firstFailure: map[uint64]time.Time{}}
+		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{}}
 	partitions := 0
 	if cfg.Strategy == KeyBased {
 		n, err := Partitions(ctx, js, cfg.Stream)
@@ -388,6 +388,7 @@ type settler struct {
 	ackWait    time.Duration
 	log        *slog.Logger
 	tracer     trace.Tracer
+	tracing    bool // spans are recorded
 	metrics    *consumerMetrics
 
 	mu           sync.Mutex
@@ -415,17 +416,20 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	if d != nil {
 		ctx = event.ContextWithTrace(ctx, d.Envelope)
 	}
-	ctx, span := s.tracer.Start(ctx, "process "+typeOf(msg.Subject()), trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.operation.type", "process"),
-			attribute.String("messaging.destination.name", msg.Subject()),
-			attribute.String("messaging.consumer.group.name", meta.Consumer),
-			attribute.Int64("messaging.nats.stream_sequence", int64(meta.Sequence.Stream)),
-			attribute.Int64("messaging.nats.delivered", int64(meta.NumDelivered)),
-		))
-	if d != nil {
-		span.SetAttributes(attribute.String("messaging.message.id", d.Envelope.GetId()))
+	span := trace.SpanFromContext(ctx) // the event's, not recording
+	if s.tracing {
+		ctx, span = s.tracer.Start(ctx, "process "+typeOf(msg.Subject()), trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.operation.type", "process"),
+				attribute.String("messaging.destination.name", msg.Subject()),
+				attribute.String("messaging.consumer.group.name", meta.Consumer),
+				attribute.Int64("messaging.nats.stream_sequence", int64(meta.Sequence.Stream)),
+				attribute.Int64("messaging.nats.delivered", int64(meta.NumDelivered)),
+			))
+		if d != nil {
+			span.SetAttributes(attribute.String("messaging.message.id", d.Envelope.GetId()))
+		}
 	}
 	if err == nil {
 		stop := keepAlive(msg, s.ackWait/2)
@@ -433,13 +437,15 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 		stop()
 	}
 	outcome := s.settle(ctx, msg, meta, err)
-	span.SetAttributes(attribute.String("shopbus.outcome", outcome))
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, truncate(err.Error(), 200))
+	if s.tracing {
+		span.SetAttributes(attribute.String("shopbus.outcome", outcome))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, truncate(err.Error(), 200))
+		}
+		span.End()
 	}
-	span.End()
-	s.metrics.record(ctx, meta.Consumer, msg.Subject(), outcome, time.Since(start))
+	s.metrics.record(ctx, meta.Consumer, outcome, time.Since(start))
 }
 
 // settle acks, retries or terminates msg after its handler returned err,

@@ -60,28 +60,60 @@ type PartitionState struct {
 	Filters []string
 	// Missing is set when the durable consumer does not exist.
 	Missing bool
+	// Err is why the durable consumer could not be read (NATS did not
+	// answer, say), when it exists but its info is not known.
+	Err error
 }
 
 // ListGroups returns every consumer group on js, sorted by name, read from
 // the groups' KV buckets and their consumers' info.
 func ListGroups(ctx context.Context, js jetstream.JetStream) ([]Group, error) {
-	names := js.KeyValueStoreNames(ctx)
-	var groups []Group
-	for bucket := range names.Name() {
-		if !strings.HasPrefix(bucket, GroupBucketPrefix) {
-			continue
+	names, err := GroupNames(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	groups := make([]Group, 0, len(names))
+	for _, name := range names {
+		g, err := ReadGroup(ctx, js, name)
+		if errors.Is(err, ErrNoGroup) {
+			continue // removed meanwhile
 		}
-		g, err := groupOf(ctx, js, bucket)
 		if err != nil {
 			return nil, err
 		}
 		groups = append(groups, g)
 	}
-	if err := names.Error(); err != nil {
+	return groups, nil
+}
+
+// GroupNames returns the names of the consumer groups on js, sorted.
+func GroupNames(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	lister := js.KeyValueStoreNames(ctx)
+	var names []string
+	for bucket := range lister.Name() {
+		if name, ok := strings.CutPrefix(bucket, GroupBucketPrefix); ok {
+			names = append(names, name)
+		}
+	}
+	if err := lister.Error(); err != nil {
 		return nil, fmt.Errorf("jetstream: list consumer groups: %w", err)
 	}
-	slices.SortFunc(groups, func(a, b Group) int { return cmp.Compare(a.Name, b.Name) })
-	return groups, nil
+	slices.Sort(names)
+	return names, nil
+}
+
+// ErrNoGroup means a consumer group has no KV bucket: no instance of it
+// ever started, or an operator removed it.
+var ErrNoGroup = errors.New("no such consumer group")
+
+// ReadGroup reads the consumer group name (its Durable) from its KV bucket
+// and its consumers' info; ErrNoGroup when it has no bucket.
+func ReadGroup(ctx context.Context, js jetstream.JetStream, name string) (Group, error) {
+	g, err := groupOf(ctx, js, GroupBucketPrefix+name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return Group{}, fmt.Errorf("%w: %s", ErrNoGroup, name)
+	}
+	return g, err
 }
 
 func groupOf(ctx context.Context, js jetstream.JetStream, bucket string) (Group, error) {
@@ -143,14 +175,17 @@ func groupOf(ctx context.Context, js jetstream.JetStream, bucket string) (Group,
 
 func partitionState(ctx context.Context, js jetstream.JetStream, stream, durable string, p int, l Lease) PartitionState {
 	ps := PartitionState{Partition: p, Consumer: durable, Owner: l.Owner, OwnerSince: l.Since}
+	var info *jetstream.ConsumerInfo
 	c, err := js.Consumer(ctx, stream, durable)
-	if err != nil {
+	if err == nil {
+		info, err = c.Info(ctx)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
 		ps.Missing = true
 		return ps
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		ps.Missing = true
+	case err != nil:
+		ps.Err = err
 		return ps
 	}
 	ps.Pending, ps.AckPending, ps.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -25,7 +26,12 @@ type consumerMetrics struct {
 	group    string
 	handled  metric.Int64Counter
 	duration metric.Float64Histogram
+	sets     sync.Map // attrKey → *attrSets, built once per durable and outcome
 }
+
+type attrKey struct{ durable, outcome string }
+
+type attrSets struct{ handled, duration metric.MeasurementOption }
 
 func newConsumerMetrics(t *telemetry.Telemetry, group string) (*consumerMetrics, error) {
 	m := t.Meter(meterName)
@@ -43,12 +49,20 @@ func newConsumerMetrics(t *telemetry.Telemetry, group string) (*consumerMetrics,
 	return &consumerMetrics{group: group, handled: handled, duration: duration}, nil
 }
 
-// record counts one settled event of the durable consumer on subject.
-func (m *consumerMetrics) record(ctx context.Context, durable, subject, outcome string, took time.Duration) {
-	consumer := attribute.String("consumer", m.group)
-	out := attribute.String("outcome", outcome)
-	m.handled.Add(ctx, 1, metric.WithAttributes(consumer, attribute.String("partition", PartitionLabel(durable, m.group)), out))
-	m.duration.Record(ctx, took.Seconds(), metric.WithAttributes(consumer, out))
+// record counts one event the durable consumer settled with outcome.
+func (m *consumerMetrics) record(ctx context.Context, durable, outcome string, took time.Duration) {
+	k := attrKey{durable, outcome}
+	v, ok := m.sets.Load(k)
+	if !ok {
+		consumer, out := attribute.String("consumer", m.group), attribute.String("outcome", outcome)
+		v, _ = m.sets.LoadOrStore(k, &attrSets{
+			handled:  metric.WithAttributeSet(attribute.NewSet(consumer, attribute.String("partition", PartitionLabel(durable, m.group)), out)),
+			duration: metric.WithAttributeSet(attribute.NewSet(consumer, out)),
+		})
+	}
+	sets := v.(*attrSets)
+	m.handled.Add(ctx, 1, sets.handled)
+	m.duration.Record(ctx, took.Seconds(), sets.duration)
 }
 
 // PartitionLabel is the partition label of durable, a durable consumer of

@@ -1,8 +1,8 @@
 package messaging
 
 import (
+	"bytes"
 	"context"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -32,7 +32,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 		return err
 	}
 	parent := ctx
-	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || sc.TraceID().String() != hex.EncodeToString(env.GetTraceId()) {
+	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || !sameTrace(sc, env) {
 		parent = event.ContextWithTrace(ctx, env)
 	}
 	subject := spec.SubjectFor(env.GetPartitionKey())
@@ -50,7 +50,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 		}
 		span.End()
 	}()
-	if sc := span.SpanContext(); sc.IsValid() && sc.TraceID().String() == hex.EncodeToString(env.GetTraceId()) {
+	if sc := span.SpanContext(); sc.IsValid() && sameTrace(sc, env) {
 		id := sc.SpanID()
 		env.SpanId = id[:]
 	}
@@ -66,4 +66,10 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 		return fmt.Errorf("outbox: notify: %w", err)
 	}
 	return nil
+}
+
+// sameTrace reports whether sc belongs to env's trace.
+func sameTrace(sc trace.SpanContext, env *eventv1.Envelope) bool {
+	id := sc.TraceID()
+	return bytes.Equal(id[:], env.GetTraceId())
 }

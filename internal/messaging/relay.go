@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,15 +28,16 @@ import (
 // between, the row is published again and the stream's duplicate window,
 // keyed by Nats-Msg-Id = envelope id, drops the copy.
 type Relay struct {
-	pool   *pgxpool.Pool
-	js     jetstream.JetStream
-	schema string
-	log    *slog.Logger
-	batch  int
-	poll   time.Duration
-	tel    *telemetry.Telemetry
-	tracer trace.Tracer
-	m      relayMetrics
+	pool    *pgxpool.Pool
+	js      jetstream.JetStream
+	schema  string
+	log     *slog.Logger
+	batch   int
+	poll    time.Duration
+	tel     *telemetry.Telemetry
+	tracer  trace.Tracer
+	tracing bool
+	m       relayMetrics
 }
 
 // relayMetrics are a relay's instruments (telemetry.Outbox*).
@@ -71,7 +73,7 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, schema string, opts ..
 	for _, opt := range opts {
 		opt(r)
 	}
-	r.tracer = r.tel.Tracer(tracerName)
+	r.tracer, r.tracing = r.tel.Tracer(tracerName), r.tel.Tracing()
 	m := r.tel.Meter(meterName)
 	r.m.attrs = metric.WithAttributes(attribute.String("schema", schema))
 	// Instrument errors only come from invalid names, which are constants.
@@ -85,51 +87,79 @@ func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, schema string, opts ..
 	return r
 }
 
-// observeBacklog reports the outbox backlog (telemetry.OutboxBacklog,
-// OutboxOldestAge) whenever metrics are collected, until unregistered.
-func (r *Relay) observeBacklog() (metric.Registration, error) {
+// backlogEvery is how often a running relay measures its outbox backlog.
+const backlogEvery = 5 * time.Second
+
+// backlog is the outbox backlog as last measured.
+type backlog struct {
+	mu     sync.Mutex
+	ok     bool
+	rows   int64
+	oldest float64   // age of the oldest row, in seconds, when measured
+	at     time.Time // when measured
+}
+
+// observeBacklog measures the outbox backlog every backlogEvery until ctx
+// is done and reports it (telemetry.OutboxBacklog, OutboxOldestAge)
+// whenever metrics are collected: a scrape reads memory and never waits on
+// PostgreSQL. It returns when ctx is done.
+func (r *Relay) observeBacklog(ctx context.Context) {
 	m := r.tel.Meter(meterName)
-	backlog, err := m.Int64ObservableGauge(telemetry.OutboxBacklog, metric.WithUnit("{row}"),
+	rowsGauge, err1 := m.Int64ObservableGauge(telemetry.OutboxBacklog, metric.WithUnit("{row}"),
 		metric.WithDescription("Outbox rows not yet published."))
-	if err != nil {
-		return nil, err
-	}
-	age, err := m.Float64ObservableGauge(telemetry.OutboxOldestAge, metric.WithUnit("s"),
+	ageGauge, err2 := m.Float64ObservableGauge(telemetry.OutboxOldestAge, metric.WithUnit("s"),
 		metric.WithDescription("Age of the oldest unpublished outbox row (0 when none)."))
-	if err != nil {
-		return nil, err
+	if err := errors.Join(err1, err2); err != nil {
+		r.log.Warn("outbox relay: no backlog metrics", "err", err)
+		return
 	}
-	return m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		var n int64
-		var oldest float64
-		if err := r.pool.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-			FROM outbox WHERE published_at IS NULL`).Scan(&n, &oldest); err != nil {
-			return fmt.Errorf("outbox backlog of %s: %w", r.schema, err)
+	var b backlog
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !b.ok {
+			return nil // not measured, or PostgreSQL unreachable: no figure rather than a stale one
 		}
-		o.ObserveInt64(backlog, n, r.m.attrs)
-		o.ObserveFloat64(age, max(oldest, 0), r.m.attrs)
+		age := 0.0
+		if b.rows > 0 {
+			age = b.oldest + time.Since(b.at).Seconds()
+		}
+		o.ObserveInt64(rowsGauge, b.rows, r.m.attrs)
+		o.ObserveFloat64(ageGauge, age, r.m.attrs)
 		return nil
-	}, backlog, age)
+	}, rowsGauge, ageGauge)
+	if err != nil {
+		r.log.Warn("outbox relay: no backlog metrics", "err", err)
+		return
+	}
+	defer reg.Unregister() //nolint:errcheck // nothing to do about it
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		var rows int64
+		var oldest float64
+		err := r.pool.QueryRow(qctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+			FROM outbox WHERE published_at IS NULL`).Scan(&rows, &oldest)
+		cancel()
+		b.mu.Lock()
+		b.ok, b.rows, b.oldest, b.at = err == nil, rows, max(oldest, 0), time.Now()
+		b.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backlogEvery):
+		}
+	}
 }
 
 // Run publishes until ctx is done. It wakes on the notification Enqueue
 // sends at commit, and polls as a fallback. Errors (database or NATS down)
 // are logged and retried with backoff; Run returns only ctx's error.
 func (r *Relay) Run(ctx context.Context) error {
-	if reg, err := r.observeBacklog(); err == nil {
-		defer reg.Unregister() //nolint:errcheck // nothing to do about it
-	} else {
-		r.log.Warn("outbox relay: no backlog metrics", "err", err)
-	}
 	wake := make(chan struct{}, 1)
-	listening := make(chan struct{})
-	go func() {
-		defer close(listening)
-		r.listen(ctx, wake)
-	}()
-	defer func() { <-listening }()
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	bg.Go(func() { r.listen(ctx, wake) })
+	bg.Go(func() { r.observeBacklog(ctx) })
 	failures := 0
 	for {
 		n, err := r.PublishBatch(ctx)
@@ -202,7 +232,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 // PublishBatch publishes up to one batch of unpublished rows, oldest first,
 // and returns how many it published.
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
-	published := 0
+	published, failed := 0, 0
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT id::text, subject, envelope FROM outbox
 			WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
@@ -216,7 +246,15 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			start  time.Time
 		}
 		var inflight []pending
+		var acked []string
+		defer func() {
+			// Spans of rows not acknowledged in this pass end here.
+			for _, p := range inflight[len(acked):] {
+				endSpan(p.span, errors.New("not acknowledged in this pass; retried"))
+			}
+		}()
 		var publishErr error
+		callFailed := false
 		for rows.Next() {
 			var id, subject string
 			var data []byte
@@ -234,18 +272,22 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				// it is; its consumers dead-letter it, where it is seen.
 				r.log.Error("outbox relay: row is not a valid event; publishing it for the dead-letter queue", "id", id, "err", err)
 			}
-			_, span := r.tracer.Start(sctx, "publish "+typeOf(subject), trace.WithSpanKind(trace.SpanKindProducer),
-				trace.WithAttributes(
-					attribute.String("messaging.system", "nats"),
-					attribute.String("messaging.operation.type", "send"),
-					attribute.String("messaging.destination.name", subject),
-					attribute.String("messaging.message.id", id),
-				))
+			span := trace.SpanFromContext(sctx) // not recording: ending it does nothing
+			if r.tracing {
+				_, span = r.tracer.Start(sctx, "publish "+typeOf(subject), trace.WithSpanKind(trace.SpanKindProducer),
+					trace.WithAttributes(
+						attribute.String("messaging.system", "nats"),
+						attribute.String("messaging.operation.type", "send"),
+						attribute.String("messaging.destination.name", subject),
+						attribute.String("messaging.message.id", id),
+					))
+			}
 			start := time.Now()
 			f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
 			if err != nil {
 				publishErr = fmt.Errorf("publish %s: %w", id, err)
 				endSpan(span, publishErr)
+				callFailed = true
 				break
 			}
 			inflight = append(inflight, pending{id, f, span, start})
@@ -256,20 +298,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		}
 		// Mark what JetStream acknowledged, in order, up to the first
 		// failure: the rest stays unpublished and is retried.
-		var acked []string
 		timeout := time.After(10 * time.Second)
-		failed := 0
-		defer func() {
-			// Spans of rows not acknowledged in this pass end here.
-			for _, p := range inflight[len(acked):] {
-				endSpan(p.span, errors.New("not acknowledged in this pass; retried"))
-			}
-			r.m.published.Add(ctx, int64(len(acked)), r.m.attrs)
-			r.m.errors.Add(ctx, int64(failed+len(inflight)-len(acked)), r.m.attrs)
-		}()
-		if publishErr != nil {
-			failed = 1 // the row whose publish call failed
-		}
 	wait:
 		for _, p := range inflight {
 			select {
@@ -293,6 +322,10 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			}
 		}
 		published = len(acked)
+		failed = len(inflight) - len(acked)
+		if callFailed {
+			failed++
+		}
 		if publishErr != nil && len(acked) == 0 {
 			return publishErr // nothing to commit
 		}
@@ -301,6 +334,17 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		}
 		return nil
 	})
+	// Counted once the marks are committed (or nothing was to commit);
+	// nothing is counted for a pass cut short by a stop.
+	if ctx.Err() == nil {
+		if err == nil {
+			r.m.published.Add(ctx, int64(published), r.m.attrs)
+		}
+		r.m.errors.Add(ctx, int64(failed), r.m.attrs)
+	}
+	if err != nil {
+		published = 0
+	}
 	return published, err
 }
 

@@ -10,7 +10,8 @@ import (
 
 	"github.com/shopbus/shopbus/internal/lag"
 	"github.com/shopbus/shopbus/internal/messaging"
-	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/internal/telemetry/telemetrytest"
+	"github.com/shopbus/shopbus/internal/testenv"
 )
 
 var telemetryRounds = flag.Int("telemetry.rounds", 5, "rounds of BenchmarkConsumerTelemetry")
@@ -28,23 +29,25 @@ func BenchmarkConsumerTelemetry(b *testing.B) {
 		b.Run(string(strategy), func(b *testing.B) {
 			var medians map[string]float64
 			for range b.N {
-				medians = telemetry.CompareModes(*telemetryRounds, func(mode string) float64 {
+				medians = telemetrytest.CompareModes(*telemetryRounds, func(mode string) float64 {
 					return benchTelemetry(b, strategy, mode)
 				})
 			}
-			telemetry.ReportModes(b, medians, "events/s")
+			telemetrytest.ReportModes(b, medians, "events/s")
 		})
 	}
 }
 
 func benchTelemetry(b *testing.B, strategy messaging.Strategy, mode string) float64 {
 	b.StopTimer()
-	tel, err := telemetry.ForMode(context.Background(), mode)
+	tel, err := telemetrytest.ForMode(context.Background(), mode)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer tel.Shutdown(context.Background()) //nolint:errcheck // a benchmark
-	w := newWorkload(b, strategy, 8)
+	scope := testenv.NewScope(b) // this round's NATS server and schema go at its end
+	defer scope.Close()
+	w := newWorkload(scope, strategy, 8)
 	w.cfg.Telemetry = tel
 	n := *benchEvents
 	w.publish(context.Background(), n)

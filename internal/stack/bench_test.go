@@ -15,7 +15,7 @@ import (
 
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/stack"
-	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/internal/telemetry/telemetrytest"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
 
@@ -37,14 +37,14 @@ var (
 func BenchmarkPipelineTelemetry(b *testing.B) {
 	var medians map[string]float64
 	for range b.N {
-		medians = telemetry.CompareModes(*pipelineRounds, func(mode string) float64 { return benchPipeline(b, mode) })
+		medians = telemetrytest.CompareModes(*pipelineRounds, func(mode string) float64 { return benchPipeline(b, mode) })
 	}
-	telemetry.ReportModes(b, medians, "orders/s")
+	telemetrytest.ReportModes(b, medians, "orders/s")
 }
 
 func benchPipeline(b *testing.B, mode string) float64 {
 	b.StopTimer()
-	tel, err := telemetry.ForMode(context.Background(), mode)
+	tel, err := telemetrytest.ForMode(context.Background(), mode)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/gateway"
@@ -111,6 +112,8 @@ type Stack struct {
 
 	ownTelemetry bool
 	metrics      *http.Server
+	deadLetters  *deadletter.Metrics
+	unregister   []func() error
 }
 
 // Start connects everything and declares the topology; Run then serves.
@@ -125,7 +128,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Schema == "" {
 		cfg.Schema = "shopbus"
 	}
-	s := &Stack{cfg: cfg, Telemetry: cfg.Telemetry, Health: health.NewChecker()}
+	s := &Stack{cfg: cfg, Telemetry: cfg.Telemetry, Health: health.NewChecker(cfg.Log)}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -158,9 +161,12 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		// Admin APIs: only the gateway serves them.
 		store := deadletter.NewStore(s.JS)
 		gw.DeadLetters = deadletter.NewHandler(store, cfg.Log)
-		if err := deadletter.RegisterMetrics(store, s.Telemetry); err != nil {
+		var reg metric.Registration
+		s.deadLetters, reg, err = deadletter.NewMetrics(store, s.Telemetry, cfg.Lag.Interval)
+		if err != nil {
 			return nil, err
 		}
+		s.unregister = append(s.unregister, reg.Unregister)
 		gw.Groups = groups.NewHandler(s.JS, cfg.Log)
 		gw.Lag = lag.NewHandler(s.Monitor)
 	}
@@ -191,7 +197,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.Telemetry.Handler())
-		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	}
 	return s, nil
 }
@@ -217,14 +223,27 @@ func (s *Stack) startMonitor() error {
 		own = append(own, inventory.ReserveStockConsumer().Durable)
 	}
 	opts := s.cfg.Lag
-	if !s.cfg.runs("gateway") {
+	// A process that runs services watches and exports only their groups;
+	// a gateway alone watches every group for the LagService and exports
+	// nothing, so no figure is exported twice.
+	tel := s.Telemetry
+	switch {
+	case len(own) > 0:
 		opts.Groups = own
+	case !s.cfg.runs("gateway"):
+		return nil
+	default:
+		tel = nil
+	}
+	if len(own) > 0 && s.cfg.runs("gateway") {
+		opts.Groups = nil // all in one: every group is its own
 	}
 	var err error
-	s.Monitor, err = lag.NewMonitor(s.JS, s.Telemetry, opts, s.cfg.Log)
+	s.Monitor, err = lag.NewMonitor(s.JS, tel, opts, s.cfg.Log)
 	if err != nil {
 		return err
 	}
+	s.unregister = append(s.unregister, s.Monitor.Close)
 	if len(own) > 0 {
 		s.Health.Add(health.Check{Name: "consumers", Func: s.Monitor.Check(own...)})
 	}
@@ -330,6 +349,12 @@ func (s *Stack) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	if s.deadLetters != nil {
+		g.Go(func() error {
+			_ = s.deadLetters.Run(gctx)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := s.Server.Serve(s.Listener); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("gateway: %w", err)
@@ -370,6 +395,9 @@ func (s *Stack) MetricsURL() string {
 
 // Close releases connections and stops the embedded server.
 func (s *Stack) Close() {
+	for _, f := range s.unregister {
+		_ = f() // a closed stack stops reporting, even on a Telemetry it does not own
+	}
 	if s.MetricsListener != nil {
 		s.MetricsListener.Close()
 	}

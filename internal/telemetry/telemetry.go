@@ -3,8 +3,9 @@
 // Prometheus text format (Handler serves /metrics), and a TracerProvider
 // that exports spans over OTLP when the standard OTEL_* environment asks for
 // it and records nothing otherwise. Each process (and each stack a test
-// starts) has its own Telemetry, never OpenTelemetry's globals, so two stacks
-// in one test binary do not mix their figures.
+// starts) has its own Telemetry, never OpenTelemetry's global providers, so
+// two stacks in one test binary do not mix their figures. (LogErrors sets
+// the one global a command needs: where OpenTelemetry reports its errors.)
 //
 // The names of shopbus's own instruments are in names.go; docs/observability.md
 // lists every metric with its labels.
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -87,6 +89,7 @@ func New(ctx context.Context, opts Options) (*Telemetry, error) {
 	if processor == nil && TracesEnabled() {
 		exporter, err := otlptracehttp.New(ctx)
 		if err != nil {
+			_ = t.Shutdown(ctx)
 			return nil, fmt.Errorf("telemetry: OTLP trace exporter: %w", err)
 		}
 		processor = sdktrace.NewBatchSpanProcessor(exporter)
@@ -144,6 +147,17 @@ func (t *Telemetry) TracerProvider() trace.TracerProvider {
 	return t.tracers
 }
 
+// Tracing reports whether spans are recorded (a span processor or an
+// exporter is configured); code on a hot path skips building spans when
+// they are not.
+func (t *Telemetry) Tracing() bool {
+	if t == nil {
+		return false
+	}
+	_, ok := t.tracers.(*sdktrace.TracerProvider)
+	return ok
+}
+
 // Tracer returns the tracer named name.
 func (t *Telemetry) Tracer(name string) trace.Tracer { return t.TracerProvider().Tracer(name) }
 
@@ -157,7 +171,9 @@ func (t *Telemetry) Handler() http.Handler {
 	if t == nil || t.registry == nil {
 		return http.NotFoundHandler()
 	}
-	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError, Timeout: 10 * time.Second, MaxRequestsInFlight: 4,
+	})
 }
 
 // Shutdown flushes spans still waiting to be exported and stops the

@@ -143,3 +143,26 @@ func WaitSettled(t testing.TB, js jetstream.JetStream, stream, durable string, s
 		return nil
 	})
 }
+
+// Scope is a testing.TB whose Cleanup functions run when Close is called
+// rather than at the end of the test: a benchmark that builds a fresh
+// environment each round (a NATS server, a PostgreSQL schema and pool)
+// releases it at the round's end.
+type Scope struct {
+	testing.TB
+	cleanups []func()
+}
+
+// NewScope returns a scope of tb.
+func NewScope(tb testing.TB) *Scope { return &Scope{TB: tb} }
+
+// Cleanup registers f to run at Close.
+func (s *Scope) Cleanup(f func()) { s.cleanups = append(s.cleanups, f) }
+
+// Close runs the cleanups, last registered first.
+func (s *Scope) Close() {
+	for i := len(s.cleanups) - 1; i >= 0; i-- {
+		s.cleanups[i]()
+	}
+	s.cleanups = nil
+}

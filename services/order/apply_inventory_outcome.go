@@ -38,11 +38,12 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delive
 	default:
 		return messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))
 	}
-	var createdAt time.Time
+	var took float64 // seconds from the order's creation, on PostgreSQL's clock
 	decided := false
 	_, err := messaging.Once(ctx, s.pool, InventoryOutcomeConsumer().Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `UPDATE orders SET status = $2, reject_reason = $3, updated_at = now()
-			WHERE id = $1 AND status = 'PENDING' RETURNING created_at`, orderID, status, reason).Scan(&createdAt)
+			WHERE id = $1 AND status = 'PENDING'
+			RETURNING extract(epoch FROM clock_timestamp() - created_at)::float8`, orderID, status, reason).Scan(&took)
 		if err == nil {
 			decided = true
 			return nil
@@ -66,7 +67,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delive
 		return nil
 	})
 	if err == nil && decided {
-		s.metrics.decided(ctx, status, time.Since(createdAt))
+		s.metrics.decided(ctx, status, time.Duration(took*float64(time.Second)))
 	}
 	return err
 }

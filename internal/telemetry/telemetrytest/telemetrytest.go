@@ -1,4 +1,6 @@
-package telemetry
+// Package telemetrytest holds what the benchmarks of metrics and traces
+// share: the telemetry modes they compare and how they compare them.
+package telemetrytest
 
 import (
 	"context"
@@ -6,6 +8,8 @@ import (
 	"slices"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
 // Modes are the telemetry settings the benchmarks compare in one run:
@@ -15,14 +19,14 @@ import (
 var Modes = []string{"off", "metrics", "metrics+traces"}
 
 // ForMode returns the telemetry of one of Modes.
-func ForMode(ctx context.Context, mode string) (*Telemetry, error) {
+func ForMode(ctx context.Context, mode string) (*telemetry.Telemetry, error) {
 	switch mode {
 	case "off":
-		return New(ctx, Options{NoMetrics: true})
+		return telemetry.New(ctx, telemetry.Options{NoMetrics: true})
 	case "metrics":
-		return New(ctx, Options{})
+		return telemetry.New(ctx, telemetry.Options{})
 	case "metrics+traces":
-		return New(ctx, Options{SpanProcessor: sdktrace.NewBatchSpanProcessor(discard{})})
+		return telemetry.New(ctx, telemetry.Options{SpanProcessor: sdktrace.NewBatchSpanProcessor(discard{})})
 	}
 	return nil, fmt.Errorf("telemetry: unknown mode %q, want one of %v", mode, Modes)
 }
