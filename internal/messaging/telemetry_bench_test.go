@@ -45,7 +45,8 @@ func benchTelemetry(b *testing.B, strategy messaging.Strategy, mode string) floa
 		b.Fatal(err)
 	}
 	defer tel.Shutdown(context.Background()) //nolint:errcheck // a benchmark
-	scope := testenv.NewScope(b) // this round's NATS server and schema go at its end
+	// This round's NATS server and schema go at its end, not the benchmark's.
+	scope := testenv.NewScope(b)
 	defer scope.Close()
 	w := newWorkload(scope, strategy, 8)
 	w.cfg.Telemetry = tel
