@@ -98,11 +98,11 @@ func TestChaos(t *testing.T) {
 		reserve := reserve
 		reserve.Instance = name
 		run(func(ctx context.Context) error {
-			return messaging.Consume(ctx, w.js, reserve, w.ackLostAfterCommit(w.inv.ReserveStock), log)
+			return messaging.ConsumeBatch(ctx, w.js, reserve, w.ackLostAfterCommit(w.inv.ReserveStock), log)
 		})
 	}
 	run(func(ctx context.Context) error {
-		return messaging.Consume(ctx, w.js, outcome, w.ackLostAfterCommit(w.orders.ApplyInventoryOutcome), log)
+		return messaging.ConsumeBatch(ctx, w.js, outcome, w.ackLostAfterCommit(w.orders.ApplyInventoryOutcome), log)
 	})
 
 	// Place the orders while faults happen.
@@ -189,9 +189,9 @@ func (w *world) startNATS() {
 // ackLostAfterCommit wraps a handler: now and then the handler's effect
 // commits but the consumer "dies" before its ack (the message is
 // redelivered).
-func (w *world) ackLostAfterCommit(h messaging.Handler) messaging.Handler {
-	return func(ctx context.Context, d *messaging.Delivery) error {
-		if err := h(ctx, d); err != nil {
+func (w *world) ackLostAfterCommit(h messaging.BatchHandler) messaging.BatchHandler {
+	return func(ctx context.Context, batch []*messaging.Delivery) error {
+		if err := h(ctx, batch); err != nil {
 			return err
 		}
 		if rand.Float64() < 0.03 {

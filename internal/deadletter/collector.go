@@ -119,7 +119,9 @@ func (c *Collector) collect(ctx context.Context, msg jetstream.Msg) error {
 	l := letter{stream: a.Stream, consumer: a.Consumer, seq: a.StreamSeq, deliveries: a.Deliveries, failedAt: a.Time}
 	l.reason = ReasonMaxDeliveries
 	if strings.Contains(msg.Subject(), ".MSG_TERMINATED.") {
-		l.reason, l.errText, l.firstFailure = parseTermReason(a.Reason)
+		var attempts uint64
+		l.reason, l.errText, l.firstFailure, attempts = parseTermReason(a.Reason)
+		l.deliveries = max(l.deliveries, attempts)
 	}
 	orig, err := c.js.Stream(ctx, a.Stream)
 	var raw *jetstream.RawStreamMsg

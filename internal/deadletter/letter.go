@@ -107,7 +107,9 @@ func Filer(js jetstream.JetStream) messaging.DeadLetterFunc {
 			stream: meta.Stream, consumer: meta.Consumer, seq: meta.Sequence.Stream, deliveries: meta.NumDelivered,
 			subject: msg.Subject(), data: msg.Data(), header: msg.Headers(), storedAt: meta.Timestamp,
 		}
-		l.reason, l.errText, l.firstFailure = parseTermReason(reason)
+		var attempts uint64
+		l.reason, l.errText, l.firstFailure, attempts = parseTermReason(reason)
+		l.deliveries = max(l.deliveries, attempts)
 		_, err = l.store(ctx, js)
 		return err
 	}
@@ -128,9 +130,11 @@ func isAlreadyStored(err error) bool {
 }
 
 // parseTermReason reads the reason messaging.Consume gives TermWithReason:
-// "<kind>: <error> [first failure <RFC 3339>]", where kind is "poison" or
-// "retries exhausted".
-func parseTermReason(r string) (reason, errText, firstFailure string) {
+// "<kind>: <error> [attempts <n>] [first failure <RFC 3339>]", where kind is
+// "poison" or "retries exhausted" and the attempts, when present, count the
+// handler calls of a batch retried in place (more than JetStream's
+// deliveries).
+func parseTermReason(r string) (reason, errText, firstFailure string, attempts uint64) {
 	r = strings.TrimSuffix(r, " "+messaging.TermFiled)
 	reason = ReasonTerminated
 	if strings.HasPrefix(r, messaging.TermExhausted) {
@@ -140,5 +144,10 @@ func parseTermReason(r string) (reason, errText, firstFailure string) {
 		firstFailure = r[i+len(" [first failure ") : len(r)-1]
 		r = r[:i]
 	}
-	return reason, r, firstFailure
+	if i := strings.LastIndex(r, " [attempts "); i >= 0 && strings.HasSuffix(r, "]") {
+		if n, err := strconv.ParseUint(r[i+len(" [attempts "):len(r)-1], 10, 32); err == nil {
+			attempts, r = n, r[:i]
+		}
+	}
+	return reason, r, firstFailure, attempts
 }

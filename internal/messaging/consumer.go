@@ -107,6 +107,16 @@ type ConsumerConfig struct {
 	Lease time.Duration
 	// Telemetry receives the consumer's metrics and spans (none when nil).
 	Telemetry *telemetry.Telemetry
+	// BatchSize is how many events ConsumeBatch hands its handler at most
+	// (DefaultBatchSize when 0, at most MaxBatchSize). A key-based batch
+	// consumer has BatchSize events in flight per partition.
+	BatchSize int
+	// BatchWait is how long ConsumeBatch waits for more events once it has
+	// one, before it handles a batch that is not full (DefaultBatchWait
+	// when 0).
+	BatchWait time.Duration
+
+	batch bool // set by ConsumeBatch
 }
 
 // DeadLetterFunc stores msg in the dead-letter queue. reason is what the
@@ -127,10 +137,19 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 		}
 	}
 	c.Retry = c.Retry.withDefaults()
+	if c.BatchSize == 0 {
+		c.BatchSize = 1
+		if c.batch {
+			c.BatchSize = DefaultBatchSize
+		}
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = DefaultBatchWait
+	}
 	if c.MaxAckPending == 0 {
-		c.MaxAckPending = 256
+		c.MaxAckPending = max(256, 2*c.BatchSize)
 		if c.Strategy == KeyBased {
-			c.MaxAckPending = 1
+			c.MaxAckPending = c.BatchSize
 		}
 	}
 	if c.Workers == 0 {
@@ -156,16 +175,20 @@ func (c ConsumerConfig) validate() error {
 		return bad("no Subjects")
 	case c.Strategy != RoundRobin && c.Strategy != KeyBased:
 		return bad("Strategy %q is neither %q nor %q", c.Strategy, RoundRobin, KeyBased)
-	case c.Workers < 0, c.MaxAckPending < 0, c.AckWait < 0:
-		return bad("negative Workers, MaxAckPending or AckWait")
+	case c.Workers < 0, c.MaxAckPending < 0, c.AckWait < 0, c.BatchWait < 0:
+		return bad("negative Workers, MaxAckPending, AckWait or BatchWait")
+	case c.BatchSize < 1 || c.BatchSize > MaxBatchSize:
+		return bad("BatchSize %d is not between 1 and %d", c.BatchSize, MaxBatchSize)
+	case !c.batch && c.BatchSize > 1:
+		return bad("BatchSize %d needs ConsumeBatch and a BatchHandler", c.BatchSize)
 	case c.Lease < time.Second:
 		return bad("Lease %v is below 1s", c.Lease)
 	case !isName(c.Instance):
 		return bad("Instance %q must be letters, digits, - and _", c.Instance)
 	case c.Strategy == KeyBased && c.Workers > 1:
 		return bad("a key-based consumer handles each partition with one worker; Workers is %d", c.Workers)
-	case c.Strategy == KeyBased && c.MaxAckPending > 1:
-		return bad("a key-based consumer has one event in flight per partition; MaxAckPending is %d", c.MaxAckPending)
+	case c.Strategy == KeyBased && c.MaxAckPending != c.BatchSize:
+		return bad("a key-based consumer has one batch (BatchSize %d) in flight per partition; MaxAckPending is %d", c.BatchSize, c.MaxAckPending)
 	}
 	for _, s := range c.Subjects {
 		tokens := strings.Split(s, ".")
@@ -233,6 +256,18 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 // operator, a stream restored), it is declared again: a consumer never stops
 // silently. A config that cannot run is an error wrapping ErrBadConfig.
 func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h Handler, log *slog.Logger) error {
+	return consume(ctx, js, cfg, log, func(ctx context.Context, cons jetstream.Consumer, s *settler) error {
+		return consumeLoop(ctx, cons, h, s)
+	})
+}
+
+// loopFunc handles the messages of one durable consumer until ctx is done
+// (nil) or receiving fails (an error).
+type loopFunc func(ctx context.Context, cons jetstream.Consumer, s *settler) error
+
+// consume is Consume and ConsumeBatch: it joins the group and runs loop on
+// each durable this instance holds.
+func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, log *slog.Logger, loop loopFunc) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return err
@@ -243,7 +278,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		return err
 	}
 	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log,
-		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{}}
+		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{},
+		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait}
 	partitions := 0
 	if cfg.Strategy == KeyBased {
 		n, err := Partitions(ctx, js, cfg.Stream)
@@ -271,7 +307,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		return ensureGroupBucket(ctx, js, cfg, partitions)
 	}
 	m := newMember(ensure, cfg, partitions, func(ctx context.Context, p int) {
-		run(ctx, js, cfg.Stream, durableConfig(cfg, p), h, s)
+		run(ctx, js, cfg.Stream, durableConfig(cfg, p), loop, s)
 	}, log)
 	if cfg.Strategy == KeyBased {
 		return m.run(ctx)
@@ -283,7 +319,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		_ = m.run(wctx)
 	})
 	for range cfg.Workers {
-		wg.Go(func() { run(wctx, js, cfg.Stream, durableConfig(cfg, -1), h, s) })
+		wg.Go(func() { run(wctx, js, cfg.Stream, durableConfig(cfg, -1), loop, s) })
 	}
 	wg.Wait()
 	return ctx.Err()
@@ -291,9 +327,15 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 
 // run handles the messages of one durable consumer until ctx is done,
 // declaring it again (after a backoff) whenever receiving fails.
-func run(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, h Handler, s *settler) {
+func run(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, loop loopFunc, s *settler) {
 	for failures := 0; ctx.Err() == nil; {
-		err := consumeLoop(ctx, js, stream, cc, h, s)
+		err := func() error {
+			cons, err := ensureConsumer(ctx, js, stream, cc)
+			if err != nil {
+				return err
+			}
+			return loop(ctx, cons, s)
+		}()
 		if ctx.Err() != nil {
 			return
 		}
@@ -307,15 +349,11 @@ func run(ctx context.Context, js jetstream.JetStream, stream string, cc jetstrea
 	}
 }
 
-// consumeLoop declares the consumer and handles messages until ctx is done
+// consumeLoop handles the messages of cons one at a time until ctx is done
 // (nil) or its message iterator ends (an error). When ctx is done it drains
 // the iterator: messages already delivered to it are handled, not left to
 // wait out their AckWait.
-func consumeLoop(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, h Handler, s *settler) error {
-	cons, err := ensureConsumer(ctx, js, stream, cc)
-	if err != nil {
-		return err
-	}
+func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *settler) error {
 	it, err := cons.Messages(PullOptions(1)...)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -337,7 +375,7 @@ func consumeLoop(ctx context.Context, js jetstream.JetStream, stream string, cc 
 				// was deleted, or NATS moved): declare it again.
 				return fmt.Errorf("jetstream: %w", err)
 			}
-			s.log.Warn("consumer: next", "durable", cc.Durable, "err", err)
+			s.log.Warn("consumer: next", "durable", cons.CachedInfo().Name, "err", err)
 			continue
 		}
 		// A message in hand is finished even when ctx is cancelled, so a
@@ -390,6 +428,8 @@ type settler struct {
 	tracer     trace.Tracer
 	tracing    bool // spans are recorded
 	metrics    *consumerMetrics
+	batchSize  int
+	batchWait  time.Duration
 
 	mu           sync.Mutex
 	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ
@@ -432,7 +472,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 		}
 	}
 	if err == nil {
-		stop := keepAlive(msg, s.ackWait/2)
+		stop := keepAlive(s.ackWait/2, msg)
 		err = h(ctx, d)
 		stop()
 	}
@@ -470,31 +510,7 @@ func (s *settler) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream
 		if !IsPermanent(err) {
 			kind = TermExhausted
 		}
-		first := s.forget(seq)
-		if first.IsZero() {
-			first = time.Now()
-		}
-		reason := fmt.Sprintf("%s: %s [first failure %s]", kind, truncate(err.Error(), 400), first.UTC().Format(time.RFC3339Nano))
-		if s.deadLetter != nil {
-			// Its own time: the handler may have used up ctx's.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
-			err := s.deadLetter(dctx, msg, reason)
-			cancel()
-			if err != nil {
-				if int(meta.NumDelivered) < s.retry.MaxDeliver {
-					s.remember(seq, first)
-				} // else no redelivery: JetStream's MAX_DELIVERIES advisory files it
-				s.log.Warn("consumer: dead letter not stored; retrying", append(attrs, "err", err)...)
-				_ = msg.NakWithDelay(s.retry.Delay(int(meta.NumDelivered)))
-				return OutcomeRetried
-			}
-			reason += " " + TermFiled
-		}
-		s.log.Error("consumer: giving up; terminating (dead-letter queue)", append(attrs, "err", err, "kind", kind)...)
-		if err := msg.TermWithReason(reason); err != nil {
-			s.log.Warn("consumer: term", append(attrs, "err", err)...)
-		}
-		return OutcomeDeadLettered
+		return s.terminate(ctx, msg, meta, kind, err, 0)
 	default:
 		s.remember(seq, time.Now())
 		delay := s.retry.Delay(int(meta.NumDelivered))
@@ -504,6 +520,44 @@ func (s *settler) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream
 		}
 		return OutcomeRetried
 	}
+}
+
+// terminate dead-letters msg (kind is TermPoison or TermExhausted, err the
+// last failure, attempts the handler calls of a batch retried in place, or
+// 0) and terminates it; if the dead letter cannot be stored, msg is retried
+// instead, and the outcome says which.
+func (s *settler) terminate(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, kind string, err error, attempts int) string {
+	seq := meta.Sequence.Stream
+	attrs := []any{"subject", msg.Subject(), "stream_seq", seq, "delivered", meta.NumDelivered}
+	first := s.forget(seq)
+	if first.IsZero() {
+		first = time.Now()
+	}
+	var tried string
+	if attempts > int(meta.NumDelivered) {
+		tried = fmt.Sprintf(" [attempts %d]", attempts)
+	}
+	reason := fmt.Sprintf("%s: %s%s [first failure %s]", kind, truncate(err.Error(), 400), tried, first.UTC().Format(time.RFC3339Nano))
+	if s.deadLetter != nil {
+		// Its own time: the handler may have used up ctx's.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+		err := s.deadLetter(dctx, msg, reason)
+		cancel()
+		if err != nil {
+			if int(meta.NumDelivered) < s.retry.MaxDeliver {
+				s.remember(seq, first)
+			} // else no redelivery: JetStream's MAX_DELIVERIES advisory files it
+			s.log.Warn("consumer: dead letter not stored; retrying", append(attrs, "err", err)...)
+			_ = msg.NakWithDelay(s.retry.Delay(int(meta.NumDelivered)))
+			return OutcomeRetried
+		}
+		reason += " " + TermFiled
+	}
+	s.log.Error("consumer: giving up; terminating (dead-letter queue)", append(attrs, "err", err, "kind", kind)...)
+	if err := msg.TermWithReason(reason); err != nil {
+		s.log.Warn("consumer: term", append(attrs, "err", err)...)
+	}
+	return OutcomeDeadLettered
 }
 
 // remember records at as the first failure of seq, unless it has one.
@@ -550,10 +604,10 @@ func decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Delivery, error) {
 	return &Delivery{Envelope: env, Event: payload, Spec: spec, Subject: msg.Subject(), Metadata: meta}, nil
 }
 
-// keepAlive tells JetStream every interval that msg is still being handled,
-// until the returned stop is called, so a handler that runs longer than
-// AckWait is not redelivered meanwhile.
-func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
+// keepAlive tells JetStream every interval that msgs are still being
+// handled, until the returned stop is called, so a handler that runs longer
+// than AckWait is not redelivered meanwhile.
+func keepAlive(every time.Duration, msgs ...jetstream.Msg) (stop func()) {
 	if every <= 0 {
 		return func() {}
 	}
@@ -565,7 +619,9 @@ func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
 		mu.Lock()
 		defer mu.Unlock()
 		if !stopped {
-			_ = msg.InProgress()
+			for _, msg := range msgs {
+				_ = msg.InProgress()
+			}
 			t.Reset(every)
 		}
 	})

@@ -16,6 +16,11 @@
 //     committed). A handler error is retried with backoff; a permanent one
 //     (undecodable, invalid, unknown type, or wrapped with Permanent) is
 //     terminated at once so it reaches the dead-letter queue.
+//   - ConsumeBatch hands a BatchHandler up to BatchSize events of a durable
+//     at a time; OnceBatch applies them in one transaction, skipping those
+//     handled before, so a batch costs one commit and its acks
+//     (batch.go, docs/adr/009). A poison event is dead-lettered alone; a
+//     transient failure retries the batch in place, keeping per-key order.
 //   - Once records (consumer, event id) in processed_events in the handler's
 //     transaction, so a redelivered event has no second effect.
 //   - EnsureStreams declares the streams of the event catalog, idempotently,
@@ -26,8 +31,7 @@
 // JetStream features come first (duplicate window, MaxDeliver, Nak with
 // delay, Term with a reason, advisories: see internal/deadletter); this
 // package adds only what JetStream does not give. docs/adr/006 explains the
-// retry policy, docs/adr/008 partitions and groups. Batched commits fit in as
-// another Handler shape.
+// retry policy, docs/adr/008 partitions and groups, docs/adr/009 batches.
 package messaging
 
 import "embed"

@@ -32,7 +32,9 @@ import (
 )
 
 var (
-	groupEvents = flag.Int("groups.events", 50_000, "events published by the consumer-group tests")
+	// 20,000 keeps `make test` (with -race) within its time on a loaded
+	// two-core machine; docs/benchmarks.md records runs of 50,000.
+	groupEvents = flag.Int("groups.events", 20_000, "events published by the consumer-group tests")
 	groupKeys   = flag.Int("groups.keys", 1_000, "partition keys of the consumer-group tests")
 )
 
@@ -303,8 +305,8 @@ func (w *workload) check(n int) outcome {
 	return o
 }
 
-// TestKeyBasedGroup: three instances of a key-based group handle 50,000
-// events of 1,000 keys while one is killed, one is added, one stops
+// TestKeyBasedGroup: three instances of a key-based group handle 20,000
+// events (-groups.events) of 1,000 keys while one is killed, one is added, one stops
 // gracefully and another is added; 1 in 500 events fails its first delivery
 // (half before their effect, half after it, so the ack is lost). Nothing is
 // lost, nothing takes effect twice, and no key sees its events out of order.
@@ -344,16 +346,16 @@ func runChurn(t *testing.T, w *workload) outcome {
 		defer close(published)
 		w.publish(ctx, n)
 	}()
-	w.awaitHandled(n/5, 2*time.Minute)
+	w.awaitHandled(n/5, 4*time.Minute)
 	w.kill(b)
-	w.awaitHandled(2*n/5, 2*time.Minute)
+	w.awaitHandled(2*n/5, 4*time.Minute)
 	w.start("d")
-	w.awaitHandled(3*n/5, 2*time.Minute)
+	w.awaitHandled(3*n/5, 4*time.Minute)
 	w.stop(c)
-	w.awaitHandled(4*n/5, 2*time.Minute)
+	w.awaitHandled(4*n/5, 4*time.Minute)
 	w.start("e")
 	<-published
-	w.awaitHandled(n, 3*time.Minute)
+	w.awaitHandled(n, 5*time.Minute)
 	o := w.check(n)
 	t.Logf("%s: %d events, %d deliveries, %d effects, %d order violations", w.cfg.Strategy, n, w.deliveries.Load(), o.effects, o.violations)
 	return o

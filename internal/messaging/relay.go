@@ -358,14 +358,15 @@ func endSpan(span trace.Span, err error) {
 }
 
 // RunService runs what every shopbus service runs beside its RPCs: the relay
-// of its outbox (in schema) and its durable consumer, until ctx is done. It
+// of its outbox (in schema) and its durable consumer, handling batches,
+// until ctx is done. It
 // returns nil on a clean stop.
-func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, cfg ConsumerConfig, h Handler, log *slog.Logger) error {
+func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, cfg ConsumerConfig, h BatchHandler, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return NewRelay(pool, js, schema, WithRelayLogger(log), WithRelayTelemetry(cfg.Telemetry)).Run(ctx)
 	})
-	g.Go(func() error { return Consume(ctx, js, cfg, h, log) })
+	g.Go(func() error { return ConsumeBatch(ctx, js, cfg, h, log) })
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -18,7 +18,8 @@ import (
 
 // ReserveStockConsumer is the consumer of order.created, every version (v1
 // is upcast to v2 before the handler sees it). It is key-based, keyed by
-// order id: the events of one order are handled one at a time, in order.
+// order id: the events of one order are handled in order, a batch of a
+// partition's at a time (ReserveStock).
 func ReserveStockConsumer() messaging.ConsumerConfig {
 	return messaging.ConsumerConfig{
 		Stream:   "ECOMMERCE_ORDER",
@@ -28,27 +29,55 @@ func ReserveStockConsumer() messaging.ConsumerConfig {
 	}
 }
 
-// ReserveStock handles one order.created, once: in one transaction it records
-// the event as processed, reserves stock for every line or for none, and
-// writes the outcome event to the outbox.
-func (s *Service) ReserveStock(ctx context.Context, d *messaging.Delivery) error {
-	order, ok := d.Event.(*ordereventsv2.OrderCreated)
-	if !ok {
-		return messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", d.Spec))
-	}
-	_, err := messaging.Once(ctx, s.pool, ReserveStockConsumer().Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
+// ReserveStock handles a batch of order.created (one partition's, in
+// stream order), each once, in one transaction: it records the events as
+// processed, reserves stock for every line of an order or for none, and
+// writes each outcome event to the outbox. The stock rows the whole batch
+// needs are locked first, in one order, so that batches of different
+// partitions never deadlock. An event that is not an order.created is
+// dead-lettered alone.
+func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery) error {
+	locked := false
+	return messaging.OnceBatch(ctx, s.pool, ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+		order, ok := d.Event.(*ordereventsv2.OrderCreated)
+		if !ok {
+			return messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", d.Spec))
+		}
+		if !locked {
+			if err := lockStock(ctx, tx, batch); err != nil {
+				return err
+			}
+			locked = true
+		}
 		outcome, err := reserve(ctx, tx, order)
 		if err != nil || outcome == nil {
 			return err
 		}
-		env, err := event.New(ctx, outcome, event.WithSource(Source),
-			event.WithCause(d.Envelope))
+		env, err := event.New(ctx, outcome, event.WithSource(Source), event.WithCause(d.Envelope))
 		if err != nil {
 			return err
 		}
 		return messaging.Enqueue(ctx, tx, env)
 	})
-	return err
+}
+
+// lockStock locks the stock rows of every SKU the orders of batch name, in
+// SKU order.
+func lockStock(ctx context.Context, tx pgx.Tx, batch []*messaging.Delivery) error {
+	var skus []string
+	for _, d := range batch {
+		if order, ok := d.Event.(*ordereventsv2.OrderCreated); ok {
+			for _, l := range order.GetLines() {
+				skus = append(skus, l.GetSku())
+			}
+		}
+	}
+	slices.Sort(skus)
+	skus = slices.Compact(skus)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus); err != nil {
+		return fmt.Errorf("lock stock: %w", err)
+	}
+	return nil
 }
 
 // reserve decides and applies the reservation for order in tx, returning the

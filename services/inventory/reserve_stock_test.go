@@ -80,12 +80,12 @@ func (f *fixture) publish(t *testing.T, msg proto.Message) {
 
 // consume runs the reserve-stock consumer with h until every message
 // published so far is acked or terminated.
-func (f *fixture) consume(t *testing.T, h messaging.Handler) {
+func (f *fixture) consume(t *testing.T, h messaging.BatchHandler) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	cfg := inventory.ReserveStockConsumer()
-	go func() { done <- messaging.Consume(ctx, f.js, cfg, h, quiet) }()
+	go func() { done <- messaging.ConsumeBatch(ctx, f.js, cfg, h, quiet) }()
 	defer func() {
 		cancel()
 		<-done
@@ -110,8 +110,8 @@ func TestRedeliveryAfterCommit(t *testing.T) {
 	f := newFixture(t)
 	f.publish(t, orderCreatedV2(3))
 	var calls atomic.Int32
-	f.consume(t, func(ctx context.Context, d *messaging.Delivery) error {
-		if err := f.svc.ReserveStock(ctx, d); err != nil {
+	f.consume(t, func(ctx context.Context, batch []*messaging.Delivery) error {
+		if err := f.svc.ReserveStock(ctx, batch); err != nil {
 			return err
 		}
 		if calls.Add(1) == 1 {
@@ -138,12 +138,14 @@ func TestBothVersionsOneDecision(t *testing.T) {
 	f.publish(t, orderCreatedV1(2))
 	f.publish(t, orderCreatedV2(2))
 	var seen []uint32
-	f.consume(t, func(ctx context.Context, d *messaging.Delivery) error {
-		seen = append(seen, d.Envelope.GetVersion())
-		if _, ok := d.Event.(*ordereventsv2.OrderCreated); !ok {
-			t.Errorf("handler got %T, want the upcast v2", d.Event)
+	f.consume(t, func(ctx context.Context, batch []*messaging.Delivery) error {
+		for _, d := range batch {
+			seen = append(seen, d.Envelope.GetVersion())
+			if _, ok := d.Event.(*ordereventsv2.OrderCreated); !ok {
+				t.Errorf("handler got %T, want the upcast v2", d.Event)
+			}
 		}
-		return f.svc.ReserveStock(ctx, d)
+		return f.svc.ReserveStock(ctx, batch)
 	})
 	if len(seen) != 2 {
 		t.Fatalf("handled versions %v, want both", seen)

@@ -25,27 +25,34 @@ func InventoryOutcomeConsumer() messaging.ConsumerConfig {
 	}
 }
 
-// ApplyInventoryOutcome moves an order from PENDING to CONFIRMED
-// (inventory.adjusted) or REJECTED with the reason (inventory.rejected), once:
-// a redelivered outcome changes nothing.
-func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delivery) error {
-	var orderID, status, reason string
-	switch e := d.Event.(type) {
-	case *inventoryeventsv1.InventoryAdjusted:
-		orderID, status = e.GetOrderId(), "CONFIRMED"
-	case *inventoryeventsv1.InventoryRejected:
-		orderID, status, reason = e.GetOrderId(), "REJECTED", rejectReason(e)
-	default:
-		return messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))
+// ApplyInventoryOutcome moves orders from PENDING to CONFIRMED
+// (inventory.adjusted) or REJECTED with the reason (inventory.rejected), for
+// a batch of outcomes (one partition's, in stream order) in one
+// transaction, each once: a redelivered outcome changes nothing. An outcome
+// for an unknown order, a second different outcome for an order, or an
+// event that is not an outcome is dead-lettered alone.
+func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.Delivery) error {
+	type decision struct {
+		status string
+		took   float64 // seconds from the order's creation, on PostgreSQL's clock
 	}
-	var took float64 // seconds from the order's creation, on PostgreSQL's clock
-	decided := false
-	_, err := messaging.Once(ctx, s.pool, InventoryOutcomeConsumer().Durable, d.Envelope.GetId(), func(tx pgx.Tx) error {
+	var decided []decision
+	err := messaging.OnceBatch(ctx, s.pool, InventoryOutcomeConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+		var orderID, status, reason string
+		switch e := d.Event.(type) {
+		case *inventoryeventsv1.InventoryAdjusted:
+			orderID, status = e.GetOrderId(), "CONFIRMED"
+		case *inventoryeventsv1.InventoryRejected:
+			orderID, status, reason = e.GetOrderId(), "REJECTED", rejectReason(e)
+		default:
+			return messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))
+		}
+		var took float64
 		err := tx.QueryRow(ctx, `UPDATE orders SET status = $2, reject_reason = $3, updated_at = now()
 			WHERE id = $1 AND status = 'PENDING'
 			RETURNING extract(epoch FROM clock_timestamp() - created_at)::float8`, orderID, status, reason).Scan(&took)
 		if err == nil {
-			decided = true
+			decided = append(decided, decision{status, took})
 			return nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
@@ -66,8 +73,10 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, d *messaging.Delive
 		}
 		return nil
 	})
-	if err == nil && decided {
-		s.metrics.decided(ctx, status, time.Duration(took*float64(time.Second)))
+	if err == nil {
+		for _, d := range decided {
+			s.metrics.decided(ctx, d.status, time.Duration(d.took*float64(time.Second)))
+		}
 	}
 	return err
 }

@@ -1,0 +1,340 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shopbus/shopbus/internal/event"
+)
+
+// Batch sizes of ConsumeBatch.
+const (
+	// DefaultBatchSize is ConsumerConfig.BatchSize when it is 0.
+	DefaultBatchSize = 100
+	// MaxBatchSize bounds ConsumerConfig.BatchSize.
+	MaxBatchSize = 1000
+	// DefaultBatchWait is ConsumerConfig.BatchWait when it is 0.
+	DefaultBatchWait = 5 * time.Millisecond
+)
+
+// BatchHandler handles a batch of events of one durable consumer, in
+// stream order, with their effects in one transaction (OnceBatch). Returning
+// nil acks every event of the batch, so a handler returns nil only once the
+// transaction committed. An error wrapping an *EventError names one event
+// that can never succeed: it alone is dead-lettered and the handler is
+// called again with the rest. Any other error retries the whole batch after
+// the retry policy's delay (docs/adr/009-batches.md).
+type BatchHandler func(ctx context.Context, batch []*Delivery) error
+
+// EventError is the permanent failure of one event of a batch: the batch
+// without it can still succeed.
+type EventError struct {
+	// Delivery is the event that failed.
+	Delivery *Delivery
+	// Err is why; IsPermanent(Err) holds.
+	Err error
+}
+
+func (e *EventError) Error() string {
+	return fmt.Sprintf("event %s: %v", e.Delivery.Envelope.GetId(), e.Err)
+}
+
+func (e *EventError) Unwrap() error { return e.Err }
+
+// OnceBatch runs fn for each event of batch that consumer has not handled
+// yet, in order, in one transaction with the records that consumer handled
+// them (processed_events, claimed for the whole batch in one statement).
+// Events handled before (a redelivered batch, a partly redelivered one, a
+// crash between commit and acks) are skipped, not failed. If fn fails for
+// an event with a permanent error, nothing commits and the error is an
+// *EventError naming it; any other error is returned as it is.
+//
+// fn's ctx carries the event's trace (and its "process" span when traces
+// are recorded), so the events it enqueues continue that trace.
+func OnceBatch(ctx context.Context, pool *pgxpool.Pool, consumer string, batch []*Delivery, fn func(ctx context.Context, tx pgx.Tx, d *Delivery) error) error {
+	ids := make([]string, len(batch))
+	for i, d := range batch {
+		ids[i] = d.Envelope.GetId()
+	}
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO processed_events (consumer, event_id)
+			SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, ids)
+		if err != nil {
+			return fmt.Errorf("processed_events: %w", err)
+		}
+		fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("processed_events: %w", err)
+		}
+		for _, d := range batch {
+			i := slices.Index(fresh, d.Envelope.GetId())
+			if i < 0 {
+				continue // handled before, or a second copy in this batch
+			}
+			fresh = slices.Delete(fresh, i, i+1)
+			ectx, span := eventSpan(ctx, d)
+			err := fn(ectx, tx, d)
+			endSpan(span, err)
+			if err != nil {
+				if IsPermanent(err) {
+					return &EventError{Delivery: d, Err: err}
+				}
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ConsumeBatch is Consume for a BatchHandler: each durable this instance
+// holds hands h up to cfg.BatchSize events at a time, in stream order,
+// waiting up to cfg.BatchWait for a batch to fill once it has one event. A
+// key-based consumer has one batch in flight per partition (MaxAckPending =
+// BatchSize); its transient failures are retried in place, so no later
+// event of the partition overtakes them.
+func ConsumeBatch(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h BatchHandler, log *slog.Logger) error {
+	cfg.batch = true
+	return consume(ctx, js, cfg, log, func(ctx context.Context, cons jetstream.Consumer, s *settler) error {
+		return batchLoop(ctx, cons, h, s)
+	})
+}
+
+// batchLoop handles the messages of cons a batch at a time until ctx is
+// done (nil) or its message iterator ends (an error). When ctx is done it
+// drains the iterator: the messages already delivered are handled in their
+// batches, not left to wait out their AckWait.
+func batchLoop(ctx context.Context, cons jetstream.Consumer, h BatchHandler, s *settler) error {
+	size, wait := s.batchSize, s.batchWait
+	it, err := cons.Messages(PullOptions(size)...)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	for {
+		first, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("message iterator closed")
+			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				return fmt.Errorf("jetstream: %w", err)
+			}
+			s.log.Warn("consumer: next", "durable", cons.CachedInfo().Name, "err", err)
+			continue
+		}
+		msgs := []jetstream.Msg{first}
+		for deadline := time.Now().Add(wait); len(msgs) < size; {
+			left := time.Until(deadline)
+			if left <= 0 {
+				break
+			}
+			msg, err := it.Next(jetstream.NextMaxWait(left))
+			if err != nil {
+				break // none in time, or the iterator ends: the next Next says which
+			}
+			msgs = append(msgs, msg)
+		}
+		s.handleBatch(ctx, msgs, h)
+	}
+}
+
+// handleBatch decodes msgs (dead-lettering each that cannot be), runs h on
+// the rest until it succeeds, and settles every message. A failure that
+// names one event dead-letters it and runs h again without it; any other
+// failure waits out the retry policy's delay and runs h again on the same
+// batch, with the messages kept in hand, until the policy's MaxDeliver
+// attempts are used up (then every event of the batch is dead-lettered) or
+// ctx is done (then the batch is handed back with a Nak for another
+// instance, after the delay).
+func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h BatchHandler) {
+	start := time.Now()
+	var batch []*Delivery
+	msgOf := map[*Delivery]jetstream.Msg{}
+	for _, msg := range msgs {
+		meta, err := msg.Metadata()
+		if err != nil {
+			s.log.Error("consumer: message without JetStream metadata", "subject", msg.Subject(), "err", err)
+			continue
+		}
+		d, err := decode(msg, meta)
+		if err != nil {
+			s.metrics.record(ctx, meta.Consumer, s.terminate(ctx, msg, meta, TermPoison, err, 0), time.Since(start))
+			continue
+		}
+		batch = append(batch, d)
+		msgOf[d] = msg
+	}
+	if len(batch) == 0 {
+		return
+	}
+	stop := keepAlive(s.ackWait/2, inHand(batch, msgOf)...)
+	defer stop()
+	attempt := max(int(batch[0].Metadata.NumDelivered), 1)
+	for len(batch) > 0 {
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
+		hctx, span := s.batchSpan(hctx, batch)
+		err := h(hctx, batch)
+		cancel()
+		var ee *EventError
+		if s.tracing {
+			outcome := OutcomeAcked
+			switch {
+			case errors.As(err, &ee), IsPermanent(err):
+				outcome = OutcomeDeadLettered
+			case err != nil:
+				outcome = OutcomeRetried
+			}
+			span.SetAttributes(attribute.String("shopbus.outcome", outcome))
+		}
+		endSpan(span, err)
+		switch {
+		case err == nil:
+			s.ackBatch(ctx, batch, msgOf, start)
+			return
+		case errors.As(err, &ee) && slices.Contains(batch, ee.Delivery):
+			d := ee.Delivery
+			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, ee.Err, 0), time.Since(start))
+			batch = slices.DeleteFunc(batch, func(x *Delivery) bool { return x == d })
+		case IsPermanent(err) && len(batch) == 1:
+			d := batch[0]
+			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, err, 0), time.Since(start))
+			return
+		case s.retry.MaxDeliver > 0 && attempt >= s.retry.MaxDeliver:
+			for _, d := range batch {
+				s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermExhausted, err, attempt), time.Since(start))
+			}
+			return
+		default:
+			if IsPermanent(err) {
+				// Permanent, but for which event? One at a time finds it.
+				err = fmt.Errorf("a permanent failure naming no event; handling the batch one event at a time: %w", err)
+				s.oneByOne(ctx, batch, msgOf, h, start)
+				return
+			}
+			delay := s.retry.Delay(attempt)
+			for _, d := range batch {
+				s.remember(d.Metadata.Sequence.Stream, time.Now())
+				s.metrics.record(ctx, d.Metadata.Consumer, OutcomeRetried, time.Since(start))
+			}
+			s.log.Warn("consumer: transient failure of a batch; retrying it", "events", len(batch),
+				"first_seq", batch[0].Metadata.Sequence.Stream, "attempt", attempt, "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+				attempt++
+			case <-ctx.Done():
+				// Stopping: hand the batch back, due when its delay is.
+				for _, d := range batch {
+					_ = msgOf[d].NakWithDelay(delay)
+				}
+				return
+			}
+		}
+	}
+}
+
+// oneByOne handles each event of batch as a batch of its own, so that the
+// one whose failure is permanent is dead-lettered alone.
+func (s *settler) oneByOne(ctx context.Context, batch []*Delivery, msgOf map[*Delivery]jetstream.Msg, h BatchHandler, start time.Time) {
+	for _, d := range batch {
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
+		err := h(hctx, []*Delivery{d})
+		cancel()
+		switch {
+		case err == nil:
+			s.ackBatch(ctx, []*Delivery{d}, msgOf, start)
+		case IsPermanent(err):
+			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, err, 0), time.Since(start))
+		default:
+			// Leave it to JetStream's redelivery, with the policy's delay.
+			s.remember(d.Metadata.Sequence.Stream, time.Now())
+			_ = msgOf[d].NakWithDelay(s.retry.Delay(int(d.Metadata.NumDelivered)))
+			s.metrics.record(ctx, d.Metadata.Consumer, OutcomeRetried, time.Since(start))
+		}
+	}
+}
+
+// ackBatch acks every message of a committed batch: all but the last
+// without waiting, the last with a confirmation (acks on one connection
+// reach the server in order).
+func (s *settler) ackBatch(ctx context.Context, batch []*Delivery, msgOf map[*Delivery]jetstream.Msg, start time.Time) {
+	for i, d := range batch {
+		msg := msgOf[d]
+		s.forget(d.Metadata.Sequence.Stream)
+		var err error
+		if i < len(batch)-1 {
+			err = msg.Ack()
+		} else {
+			err = msg.DoubleAck(ctx)
+		}
+		if err != nil {
+			// The effects are committed; a redelivery finds them in
+			// processed_events.
+			s.log.Warn("consumer: ack not confirmed; the event may be redelivered", "subject", msg.Subject(),
+				"stream_seq", d.Metadata.Sequence.Stream, "err", err)
+		}
+		s.metrics.record(ctx, d.Metadata.Consumer, OutcomeAcked, time.Since(start))
+	}
+}
+
+// batchSpan starts the span of one attempt at a batch, in the trace of its
+// first event and linked to the others', when traces are recorded.
+func (s *settler) batchSpan(ctx context.Context, batch []*Delivery) (context.Context, trace.Span) {
+	ctx = event.ContextWithTrace(ctx, batch[0].Envelope)
+	if !s.tracing {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	links := make([]trace.Link, 0, len(batch)-1)
+	for _, d := range batch[1:] {
+		links = append(links, trace.Link{SpanContext: trace.SpanContextFromContext(event.ContextWithTrace(context.Background(), d.Envelope))})
+	}
+	return s.tracer.Start(ctx, "process batch "+typeOf(batch[0].Subject), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(links...), trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.consumer.group.name", batch[0].Metadata.Consumer),
+			attribute.Int("messaging.batch.message_count", len(batch)),
+		))
+}
+
+// eventSpan returns ctx carrying d's trace and, when ctx's span records
+// (a batch span), a "process" span of d as its child in d's trace, linked to
+// the batch.
+func eventSpan(ctx context.Context, d *Delivery) (context.Context, trace.Span) {
+	batch := trace.SpanFromContext(ctx)
+	ectx := event.ContextWithTrace(ctx, d.Envelope)
+	if !batch.IsRecording() {
+		return ectx, trace.SpanFromContext(ectx)
+	}
+	return batch.TracerProvider().Tracer(tracerName).Start(ectx, "process "+typeOf(d.Subject),
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(trace.Link{SpanContext: batch.SpanContext()}),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", d.Subject),
+			attribute.String("messaging.message.id", d.Envelope.GetId()),
+		))
+}
+
+// inHand returns the messages of batch.
+func inHand(batch []*Delivery, msgOf map[*Delivery]jetstream.Msg) []jetstream.Msg {
+	out := make([]jetstream.Msg, len(batch))
+	for i, d := range batch {
+		out[i] = msgOf[d]
+	}
+	return out
+}

@@ -1,0 +1,376 @@
+package messaging_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/testenv"
+)
+
+// batchRig is a batch consumer of order.created over 2 partitions whose
+// effect is a row per event in PostgreSQL, with the sequence (the line's
+// quantity) each key's events were published in.
+type batchRig struct {
+	t        *testing.T
+	js       jetstream.JetStream
+	pool     *pgxpool.Pool
+	cfg      messaging.ConsumerConfig
+	keys     []string
+	seqs     map[string]uint32
+	events   []*eventv1.Envelope
+	maxBatch atomic.Int64
+	calls    atomic.Int64
+
+	mu          sync.Mutex
+	deadLetters []string // envelope ids
+}
+
+const batchDurable = "test-batch"
+
+func newBatchRig(t *testing.T, strategy messaging.Strategy) *batchRig {
+	t.Helper()
+	_, js := testenv.NATSWith(t, messaging.StreamOptions{Partitions: 2})
+	pool, _ := testenv.Postgres(t)
+	if _, err := pool.Exec(context.Background(), `CREATE TABLE effects (
+		event_id uuid NOT NULL, key text NOT NULL, seq int NOT NULL, out_of_order boolean NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	r := &batchRig{t: t, js: js, pool: pool, seqs: map[string]uint32{}}
+	for range 5 {
+		r.keys = append(r.keys, uuid.NewString())
+	}
+	r.cfg = messaging.ConsumerConfig{
+		Stream: "ECOMMERCE_ORDER", Durable: batchDurable, Subjects: []string{"ecommerce.order.created"},
+		Strategy: strategy, BatchSize: 8, BatchWait: 20 * time.Millisecond, Lease: time.Second,
+		Retry: messaging.RetryPolicy{MaxDeliver: 5, Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond},
+		DeadLetter: func(_ context.Context, msg jetstream.Msg, _ string) error {
+			env, err := event.Decode(msg.Data())
+			if err != nil {
+				return err
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.deadLetters = append(r.deadLetters, env.GetId())
+			return nil
+		},
+	}
+	return r
+}
+
+// publish publishes n events over the rig's keys, numbering each key's.
+func (r *batchRig) publish(n int) {
+	r.t.Helper()
+	for i := range n {
+		key := r.keys[i%len(r.keys)]
+		r.seqs[key]++
+		eur := &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}
+		env, err := event.New(context.Background(), &ordereventsv2.OrderCreated{
+			OrderId:   key,
+			Customer:  &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+			Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: r.seqs[key], UnitPrice: eur}},
+			Total:     eur,
+			CreatedAt: timestamppb.Now(),
+		}, event.WithSource("test"))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		b, _ := event.Encode(env)
+		if _, err := r.js.PublishMsg(context.Background(), &nats.Msg{Subject: "ecommerce.order.created.v2." + key, Data: b, Header: event.Headers(env)},
+			jetstream.WithMsgID(env.GetId())); err != nil {
+			r.t.Fatal(err)
+		}
+		r.events = append(r.events, env)
+	}
+}
+
+// effect is the handler's effect for one event: a row, marked when an
+// earlier event of its key comes after a later one.
+func effect(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+	o := d.Event.(*ordereventsv2.OrderCreated)
+	_, err := tx.Exec(ctx, `INSERT INTO effects (event_id, key, seq, out_of_order)
+		VALUES ($1, $2, $3, EXISTS (SELECT 1 FROM effects WHERE key = $2 AND seq > $3))`,
+		d.Envelope.GetId(), o.GetOrderId(), o.GetLines()[0].GetQuantity())
+	return err
+}
+
+// handler is the rig's batch handler: before the effects, before(batch)
+// may fail the batch; fn may fail one event.
+func (r *batchRig) handler(before func([]*messaging.Delivery) error, fn func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error) messaging.BatchHandler {
+	if fn == nil {
+		fn = effect
+	}
+	return func(ctx context.Context, batch []*messaging.Delivery) error {
+		r.calls.Add(1)
+		for n := int64(len(batch)); ; {
+			m := r.maxBatch.Load()
+			if n <= m || r.maxBatch.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		if before != nil {
+			if err := before(batch); err != nil {
+				return err
+			}
+		}
+		return messaging.OnceBatch(ctx, r.pool, batchDurable, batch, fn)
+	}
+}
+
+// start runs an instance of the consumer; stop stops it and waits.
+func (r *batchRig) start(h messaging.BatchHandler) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := r.run(ctx, h)
+	stop = func() { cancel(); wait() }
+	r.t.Cleanup(stop)
+	return stop
+}
+
+// run runs an instance of the consumer until ctx is done; wait waits for
+// it to return.
+func (r *batchRig) run(ctx context.Context, h messaging.BatchHandler) (wait func()) {
+	done := make(chan error, 1)
+	go func() {
+		done <- messaging.ConsumeBatch(ctx, r.js, r.cfg, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				r.t.Errorf("ConsumeBatch: %v", err)
+			}
+		})
+	}
+}
+
+// awaitEffects waits until n effects are committed and every event is
+// settled, then checks each has exactly one effect, in order per key.
+func (r *batchRig) awaitEffects(n int) {
+	r.t.Helper()
+	ctx := context.Background()
+	testenv.CheckFor(r.t, 30*time.Second, 20*time.Millisecond, func() error {
+		var got int
+		if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM effects").Scan(&got); err != nil {
+			return err
+		}
+		if got < n {
+			return fmt.Errorf("%d of %d effects", got, n)
+		}
+		return nil
+	})
+	testenv.WaitSettled(r.t, r.js, r.cfg.Stream, r.cfg.Durable, uint64(len(r.events)))
+	var effects, distinct, outOfOrder int
+	if err := r.pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT event_id), count(*) FILTER (WHERE out_of_order) FROM effects`).
+		Scan(&effects, &distinct, &outOfOrder); err != nil {
+		r.t.Fatal(err)
+	}
+	if effects != n || distinct != n {
+		r.t.Errorf("%d effects of %d events, want %d, one each", effects, distinct, n)
+	}
+	if r.cfg.Strategy == messaging.KeyBased && outOfOrder != 0 {
+		r.t.Errorf("%d effects out of order within their key", outOfOrder)
+	}
+}
+
+// TestBatchOnceEach: events handled in batches take effect once each, in
+// order per key, including a batch whose first transaction committed but
+// whose acks were lost (the handler fails after commit) and events whose
+// effects committed before a crash (processed already).
+func TestBatchOnceEach(t *testing.T) {
+	for _, strategy := range []messaging.Strategy{messaging.KeyBased, messaging.RoundRobin} {
+		t.Run(string(strategy), func(t *testing.T) {
+			t.Parallel()
+			r := newBatchRig(t, strategy)
+			r.publish(60)
+			// A crash between commit and acks: five events have their
+			// effects already.
+			var early []*messaging.Delivery
+			for _, env := range r.events[:5] {
+				payload, _, err := event.Latest(env)
+				if err != nil {
+					t.Fatal(err)
+				}
+				early = append(early, &messaging.Delivery{Envelope: env, Event: payload})
+			}
+			if err := messaging.OnceBatch(context.Background(), r.pool, batchDurable, early, effect); err != nil {
+				t.Fatal(err)
+			}
+			var lostAck atomic.Bool
+			h := r.handler(nil, nil)
+			r.start(func(ctx context.Context, batch []*messaging.Delivery) error {
+				if err := h(ctx, batch); err != nil {
+					return err
+				}
+				if lostAck.CompareAndSwap(false, true) {
+					return errors.New("injected: the acks are lost after commit")
+				}
+				return nil
+			})
+			r.awaitEffects(60)
+			if r.maxBatch.Load() < 2 {
+				t.Errorf("largest batch %d: the events were not batched", r.maxBatch.Load())
+			}
+			if len(r.deadLetters) != 0 {
+				t.Errorf("dead letters %v", r.deadLetters)
+			}
+		})
+	}
+}
+
+// TestBatchPoison: an event that can never succeed is dead-lettered alone;
+// the rest of its batch commits.
+func TestBatchPoison(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publish(30)
+	poison := r.events[7].GetId()
+	r.start(r.handler(nil, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+		if d.Envelope.GetId() == poison {
+			return messaging.Permanent(errors.New("injected: a rule that can never pass"))
+		}
+		return effect(ctx, tx, d)
+	}))
+	r.awaitEffects(29)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.deadLetters) != 1 || r.deadLetters[0] != poison {
+		t.Errorf("dead letters %v, want only %s", r.deadLetters, poison)
+	}
+}
+
+// TestBatchTransient: a batch that fails twice (the database away, say) is
+// retried as a whole with the policy's delay and then takes effect once,
+// in order; nothing is dead-lettered.
+func TestBatchTransient(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publish(30)
+	var failures atomic.Int64
+	r.start(r.handler(func([]*messaging.Delivery) error {
+		if failures.Add(1) <= 2 {
+			return errors.New("injected: connection refused")
+		}
+		return nil
+	}, nil))
+	r.awaitEffects(30)
+	if len(r.deadLetters) != 0 {
+		t.Errorf("dead letters %v", r.deadLetters)
+	}
+}
+
+// TestBatchRetriesExhausted: a batch that keeps failing is dead-lettered,
+// every event of it, after MaxDeliver attempts.
+func TestBatchRetriesExhausted(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.RoundRobin)
+	r.cfg.Workers = 1
+	r.publish(3)
+	r.start(r.handler(func([]*messaging.Delivery) error { return errors.New("injected: always down") }, nil))
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.deadLetters) != 3 {
+			return fmt.Errorf("%d dead letters", len(r.deadLetters))
+		}
+		return nil
+	})
+	testenv.WaitSettled(t, r.js, r.cfg.Stream, r.cfg.Durable, 3)
+	if got := r.calls.Load(); got != int64(r.cfg.Retry.MaxDeliver) {
+		t.Errorf("%d attempts, want MaxDeliver %d", got, r.cfg.Retry.MaxDeliver)
+	}
+}
+
+// TestBatchStop: an instance stopped with a batch in hand finishes it (its
+// effects commit and it is acked); one stopped while a batch waits to be
+// retried hands it back, and another instance completes it.
+func TestBatchStop(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publish(10)
+	inHand, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := r.run(ctx, r.handler(func([]*messaging.Delivery) error {
+		if first.CompareAndSwap(false, true) {
+			close(inHand)
+			<-release
+		}
+		return nil
+	}, nil))
+	<-inHand
+	cancel() // the stop begins with the batch in hand
+	close(release)
+	wait()
+	var n int
+	if err := r.pool.QueryRow(context.Background(), "SELECT count(*) FROM effects").Scan(&n); err != nil || n == 0 {
+		t.Fatalf("after a stop with a batch in hand: %d effects, %v; want the batch committed", n, err)
+	}
+
+	// Stopped in a retry's wait: handed back, completed by another.
+	r.cfg.Retry.Base, r.cfg.Retry.Cap = 200*time.Millisecond, 200*time.Millisecond
+	r.publish(10)
+	failing := make(chan struct{})
+	var once sync.Once
+	stop := r.start(r.handler(func([]*messaging.Delivery) error {
+		once.Do(func() { close(failing) })
+		return errors.New("injected: down")
+	}, nil))
+	<-failing
+	stop()
+	r.start(r.handler(nil, nil))
+	r.awaitEffects(20)
+}
+
+// TestConsumerConfigRefused: a consumer that cannot run is an error at
+// start, naming what is wrong, before NATS is touched.
+func TestConsumerConfigRefused(t *testing.T) {
+	t.Parallel()
+	ok := messaging.ConsumerConfig{Stream: "S", Durable: "d", Subjects: []string{"a.b.c"}, Strategy: messaging.KeyBased}
+	for _, tc := range []struct {
+		name  string
+		batch bool
+		edit  func(*messaging.ConsumerConfig)
+		want  string
+	}{
+		{"no strategy", false, func(c *messaging.ConsumerConfig) { c.Strategy = "" }, "Strategy"},
+		{"negative workers", false, func(c *messaging.ConsumerConfig) { c.Workers = -1 }, "negative"},
+		{"batch size without a batch handler", false, func(c *messaging.ConsumerConfig) { c.BatchSize = 10 }, "needs ConsumeBatch"},
+		{"batch too large", true, func(c *messaging.ConsumerConfig) { c.BatchSize = messaging.MaxBatchSize + 1 }, "BatchSize"},
+		{"negative batch wait", true, func(c *messaging.ConsumerConfig) { c.BatchWait = -time.Second }, "BatchWait"},
+		{"key-based with more in flight than a batch", true, func(c *messaging.ConsumerConfig) { c.BatchSize, c.MaxAckPending = 10, 20 }, "MaxAckPending"},
+		{"key-based with workers", false, func(c *messaging.ConsumerConfig) { c.Workers = 2 }, "Workers"},
+		{"subject with a version", false, func(c *messaging.ConsumerConfig) { c.Subjects = []string{"a.b.c.v1"} }, "type subject"},
+	} {
+		cfg := ok
+		tc.edit(&cfg)
+		log := slog.New(slog.DiscardHandler)
+		var err error
+		if tc.batch {
+			err = messaging.ConsumeBatch(context.Background(), nil, cfg, nil, log)
+		} else {
+			err = messaging.Consume(context.Background(), nil, cfg, nil, log)
+		}
+		if !errors.Is(err, messaging.ErrBadConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrBadConfig naming %s", tc.name, err, tc.want)
+		}
+	}
+}
