@@ -1,0 +1,124 @@
+package inventory_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/inventory"
+)
+
+var (
+	benchEvents = flag.Int("inventory.events", 10_000, "order.created events of BenchmarkReserveStock")
+	benchRounds = flag.Int("inventory.rounds", 3, "rounds of BenchmarkReserveStock")
+)
+
+// BenchmarkReserveStock measures the inventory consumer alone: a stream
+// pre-filled with -inventory.events valid order.created events over 100
+// SKUs (8 partitions), then the service's consumer, timed until every order
+// is decided; in batches of 100 (the default) and with one transaction per
+// event (BatchSize 1), taking turns for -inventory.rounds rounds, each mode's
+// median reported:
+//
+//	go test -run '^$' -bench ReserveStock -benchtime=1x ./services/inventory/
+func BenchmarkReserveStock(b *testing.B) {
+	modes := []int{1, messaging.DefaultBatchSize}
+	var medians map[int]float64
+	for range b.N {
+		got := map[int][]float64{}
+		for range *benchRounds {
+			for _, size := range modes {
+				got[size] = append(got[size], benchReserve(b, size))
+			}
+		}
+		medians = map[int]float64{}
+		for size, xs := range got {
+			slices.Sort(xs)
+			medians[size] = xs[len(xs)/2]
+		}
+	}
+	for _, size := range modes {
+		b.ReportMetric(medians[size], fmt.Sprintf("batch%d-events/s", size))
+	}
+	b.ReportMetric(medians[messaging.DefaultBatchSize]/medians[1], "batch-speedup-x")
+}
+
+func benchReserve(b *testing.B, batchSize int) float64 {
+	b.StopTimer()
+	scope := testenv.NewScope(b)
+	defer scope.Close()
+	_, js := testenv.NATS(scope)
+	pool, schema := testenv.Postgres(scope, inventory.Migrations)
+	svc := inventory.New(pool, js, schema, quiet)
+	ctx := context.Background()
+	stock := map[string]int64{}
+	for i := range 100 {
+		stock[fmt.Sprintf("SKU-%03d", i)] = 1_000_000
+	}
+	if err := svc.SeedStock(ctx, stock); err != nil {
+		b.Fatal(err)
+	}
+	n := *benchEvents
+	var futures []jetstream.PubAckFuture
+	eur := &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}
+	for i := range n {
+		env, err := event.New(ctx, &ordereventsv2.OrderCreated{
+			OrderId:   uuid.NewString(),
+			Customer:  &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+			Lines:     []*ordereventsv2.OrderLine{{Sku: fmt.Sprintf("SKU-%03d", i%100), Quantity: 1, UnitPrice: eur}},
+			Total:     eur,
+			CreatedAt: timestamppb.Now(),
+		}, event.WithSource("bench"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		data, _ := event.Encode(env)
+		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "ecommerce.order.created.v2." + env.GetPartitionKey(), Data: data, Header: event.Headers(env)},
+			jetstream.WithMsgID(env.GetId()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			b.Fatal(err)
+		}
+	}
+	cfg := inventory.ReserveStockConsumer()
+	cfg.BatchSize = batchSize
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	b.StartTimer()
+	start := time.Now()
+	go func() { done <- messaging.ConsumeBatch(cctx, js, cfg, svc.ReserveStock, quiet) }()
+	testenv.CheckFor(b, 30*time.Minute, 50*time.Millisecond, func() error {
+		var decided int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM decisions").Scan(&decided); err != nil {
+			return err
+		}
+		if decided < n {
+			return fmt.Errorf("%d of %d decided", decided, n)
+		}
+		return nil
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	<-done
+	return float64(n) / elapsed.Seconds()
+}
