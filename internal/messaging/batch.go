@@ -53,15 +53,39 @@ func (e *EventError) Unwrap() error { return e.Err }
 
 // OnceBatch runs fn for each event of batch that consumer has not handled
 // yet, in order, in one transaction with the records that consumer handled
-// them (processed_events, claimed for the whole batch in one statement).
-// Events handled before (a redelivered batch, a partly redelivered one, a
-// crash between commit and acks) are skipped, not failed. If fn fails for
-// an event with a permanent error, nothing commits and the error is an
-// *EventError naming it; any other error is returned as it is.
+// them (OnceBatchAll). If fn fails for an event with a permanent error,
+// nothing commits and the error is an *EventError naming it; any other error
+// is returned as it is.
 //
 // fn's ctx carries the event's trace (and its "process" span when traces
-// are recorded), so the events it enqueues continue that trace.
+// are recorded: EventContext), so the events it enqueues continue that
+// trace.
 func OnceBatch(ctx context.Context, pool *pgxpool.Pool, consumer string, batch []*Delivery, fn func(ctx context.Context, tx pgx.Tx, d *Delivery) error) error {
+	return OnceBatchAll(ctx, pool, consumer, batch, func(ctx context.Context, tx pgx.Tx, fresh []*Delivery) error {
+		for _, d := range fresh {
+			ectx, end := EventContext(ctx, d)
+			err := fn(ectx, tx, d)
+			end(err)
+			if err != nil {
+				if IsPermanent(err) {
+					return &EventError{Delivery: d, Err: err}
+				}
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// OnceBatchAll runs fn once, in one transaction, with the events of batch
+// that consumer has not handled yet, in order, and the records that consumer
+// handled them (processed_events, claimed for the whole batch in one
+// statement). Events handled before (a redelivered batch, a partly
+// redelivered one, a crash between commit and acks, a second copy in the
+// same batch) are left out, not failed. It suits a handler that applies a
+// batch's effects with a few statements for all its events; fn returns an
+// *EventError to name an event that can never succeed.
+func OnceBatchAll(ctx context.Context, pool *pgxpool.Pool, consumer string, batch []*Delivery, fn func(ctx context.Context, tx pgx.Tx, fresh []*Delivery) error) error {
 	ids := make([]string, len(batch))
 	for i, d := range batch {
 		ids[i] = d.Envelope.GetId()
@@ -72,28 +96,47 @@ func OnceBatch(ctx context.Context, pool *pgxpool.Pool, consumer string, batch [
 		if err != nil {
 			return fmt.Errorf("processed_events: %w", err)
 		}
-		fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		claimed, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			return fmt.Errorf("processed_events: %w", err)
 		}
+		unclaimed := make(map[string]bool, len(claimed))
+		for _, id := range claimed {
+			unclaimed[id] = true
+		}
+		fresh := make([]*Delivery, 0, len(claimed))
 		for _, d := range batch {
-			i := slices.Index(fresh, d.Envelope.GetId())
-			if i < 0 {
-				continue // handled before, or a second copy in this batch
-			}
-			fresh = slices.Delete(fresh, i, i+1)
-			ectx, span := eventSpan(ctx, d)
-			err := fn(ectx, tx, d)
-			endSpan(span, err)
-			if err != nil {
-				if IsPermanent(err) {
-					return &EventError{Delivery: d, Err: err}
-				}
-				return err
+			if id := d.Envelope.GetId(); unclaimed[id] {
+				delete(unclaimed, id) // a second copy in this batch is not fresh
+				fresh = append(fresh, d)
 			}
 		}
-		return nil
+		if len(fresh) == 0 {
+			return nil
+		}
+		return fn(ctx, tx, fresh)
 	})
+}
+
+// EventContext returns ctx carrying d's trace and, when ctx's span records
+// (a batch's span), a "process" span of d: a child in d's trace of the span
+// that enqueued d, linked to the batch. end ends the span with d's outcome.
+// A batch handler gives each event's work (the events it causes) this ctx.
+func EventContext(ctx context.Context, d *Delivery) (_ context.Context, end func(error)) {
+	batch := trace.SpanFromContext(ctx)
+	ectx := event.ContextWithTrace(ctx, d.Envelope)
+	if !batch.IsRecording() {
+		return ectx, func(error) {}
+	}
+	ectx, span := batch.TracerProvider().Tracer(tracerName).Start(ectx, "process "+typeOf(d.Subject),
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(trace.Link{SpanContext: batch.SpanContext()}),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", d.Subject),
+			attribute.String("messaging.message.id", d.Envelope.GetId()),
+		))
+	return ectx, func(err error) { endSpan(span, err) }
 }
 
 // ConsumeBatch is Consume for a BatchHandler: each durable this instance
@@ -308,25 +351,6 @@ func (s *settler) batchSpan(ctx context.Context, batch []*Delivery) (context.Con
 			attribute.String("messaging.operation.type", "process"),
 			attribute.String("messaging.consumer.group.name", batch[0].Metadata.Consumer),
 			attribute.Int("messaging.batch.message_count", len(batch)),
-		))
-}
-
-// eventSpan returns ctx carrying d's trace and, when ctx's span records
-// (a batch span), a "process" span of d as its child in d's trace, linked to
-// the batch.
-func eventSpan(ctx context.Context, d *Delivery) (context.Context, trace.Span) {
-	batch := trace.SpanFromContext(ctx)
-	ectx := event.ContextWithTrace(ctx, d.Envelope)
-	if !batch.IsRecording() {
-		return ectx, trace.SpanFromContext(ectx)
-	}
-	return batch.TracerProvider().Tracer(tracerName).Start(ectx, "process "+typeOf(d.Subject),
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(trace.Link{SpanContext: batch.SpanContext()}),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.operation.type", "process"),
-			attribute.String("messaging.destination.name", d.Subject),
-			attribute.String("messaging.message.id", d.Envelope.GetId()),
 		))
 }
 

@@ -31,29 +31,9 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 	if err != nil {
 		return err
 	}
-	parent := ctx
-	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || !sameTrace(sc, env) {
-		parent = event.ContextWithTrace(ctx, env)
-	}
 	subject := spec.SubjectFor(env.GetPartitionKey())
-	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(parent, "outbox.insert "+typeOf(subject),
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.operation.type", "create"),
-			attribute.String("messaging.message.id", env.GetId()),
-			attribute.String("messaging.destination.name", subject),
-		))
-	defer func() {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
-		}
-		span.End()
-	}()
-	if sc := span.SpanContext(); sc.IsValid() && sameTrace(sc, env) {
-		id := sc.SpanID()
-		env.SpanId = id[:]
-	}
+	end := insertSpan(ctx, env, subject)
+	defer func() { end(err) }()
 	b, err := event.Encode(env)
 	if err != nil {
 		return err
@@ -68,8 +48,79 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 	return nil
 }
 
+// insertSpan starts the span of env's outbox insert: in env's trace, a
+// child of ctx's span when it is in that trace, with the tracer of ctx's
+// span. env's span id becomes the span's, so the relay's publish and every
+// consumer's handling of env are its children. end ends it.
+func insertSpan(ctx context.Context, env *eventv1.Envelope, subject string) (end func(error)) {
+	parent := ctx
+	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || !sameTrace(sc, env) {
+		parent = event.ContextWithTrace(ctx, env)
+	}
+	_, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(parent, "outbox.insert "+typeOf(subject),
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "create"),
+			attribute.String("messaging.message.id", env.GetId()),
+			attribute.String("messaging.destination.name", subject),
+		))
+	if sc := span.SpanContext(); sc.IsValid() && sameTrace(sc, env) {
+		id := sc.SpanID()
+		env.SpanId = id[:]
+	}
+	return func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
+}
+
 // sameTrace reports whether sc belongs to env's trace.
 func sameTrace(sc trace.SpanContext, env *eventv1.Envelope) bool {
 	id := sc.TraceID()
 	return bytes.Equal(id[:], env.GetTraceId())
+}
+
+// Outgoing is one event for EnqueueAll: its envelope, and the context of
+// the work that caused it (its trace).
+type Outgoing struct {
+	Ctx context.Context
+	Env *eventv1.Envelope
+}
+
+// EnqueueAll writes events to the outbox of the schema tx works in with one
+// statement and one notification, as Enqueue does for one: a batch handler's
+// outcome events. Each insert is traced as Enqueue traces it, under its
+// Outgoing.Ctx.
+func EnqueueAll(ctx context.Context, tx pgx.Tx, events []Outgoing) error {
+	if len(events) == 0 {
+		return nil
+	}
+	ids, subjects, data := make([]string, len(events)), make([]string, len(events)), make([][]byte, len(events))
+	ends := make([]func(error), len(events))
+	for i, o := range events {
+		spec, err := event.Lookup(o.Env.GetType(), o.Env.GetVersion())
+		if err != nil {
+			return err
+		}
+		subjects[i] = spec.SubjectFor(o.Env.GetPartitionKey())
+		ends[i] = insertSpan(o.Ctx, o.Env, subjects[i])
+		if data[i], err = event.Encode(o.Env); err != nil {
+			return err
+		}
+		ids[i] = o.Env.GetId()
+	}
+	_, err := tx.Exec(ctx, "INSERT INTO outbox (id, subject, envelope) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])",
+		ids, subjects, data)
+	if err != nil {
+		err = fmt.Errorf("outbox: insert %d events: %w", len(events), err)
+	} else if _, err = tx.Exec(ctx, "SELECT pg_notify($1, current_schema())", notifyChannel); err != nil {
+		err = fmt.Errorf("outbox: notify: %w", err)
+	}
+	for _, end := range ends {
+		end(err)
+	}
+	return err
 }

@@ -90,13 +90,15 @@ func benchReserve(b *testing.B, batchSize int) float64 {
 		if err != nil {
 			b.Fatal(err)
 		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			b.Fatal(err)
+		if futures = append(futures, f); len(futures) == 1000 || i == n-1 {
+			for _, f := range futures {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					b.Fatal(err)
+				}
+			}
+			futures = futures[:0]
 		}
 	}
 	cfg := inventory.ReserveStockConsumer()

@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -30,96 +31,101 @@ func ReserveStockConsumer() messaging.ConsumerConfig {
 }
 
 // ReserveStock handles a batch of order.created (one partition's, in
-// stream order), each once, in one transaction: it records the events as
-// processed, reserves stock for every line of an order or for none, and
-// writes each outcome event to the outbox. The stock rows the whole batch
-// needs are locked first, in one order, so that batches of different
-// partitions never deadlock. An event that is not an order.created is
-// dead-lettered alone.
+// stream order), each once, in one transaction and a few statements for the
+// whole batch: it records the events as processed, claims a decision per
+// order (two events for one order, a v1 and a v2 say, decide once), locks
+// and reads the stock of every SKU the batch names (in SKU order, so batches
+// of different partitions never deadlock), decides each order in stream
+// order against what the orders before it left, reserves stock for every
+// line of an order or for none, and writes each outcome event to the outbox.
+// An event that is not an order.created is dead-lettered alone.
 func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery) error {
-	locked := false
-	return messaging.OnceBatch(ctx, s.pool, ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
-		order, ok := d.Event.(*ordereventsv2.OrderCreated)
-		if !ok {
-			return messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", d.Spec))
-		}
-		if !locked {
-			if err := lockStock(ctx, tx, batch); err != nil {
-				return err
+	return messaging.OnceBatchAll(ctx, s.pool, ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+		orders := make([]*ordereventsv2.OrderCreated, len(fresh))
+		ids := make([]string, len(fresh))
+		for i, d := range fresh {
+			order, ok := d.Event.(*ordereventsv2.OrderCreated)
+			if !ok {
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", d.Spec))}
 			}
-			locked = true
+			orders[i], ids[i] = order, order.GetOrderId()
 		}
-		outcome, err := reserve(ctx, tx, order)
-		if err != nil || outcome == nil {
-			return err
-		}
-		env, err := event.New(ctx, outcome, event.WithSource(Source), event.WithCause(d.Envelope))
+		claimed, err := claimDecisions(ctx, tx, ids)
 		if err != nil {
 			return err
 		}
-		return messaging.Enqueue(ctx, tx, env)
+		var skus []string
+		for _, o := range orders {
+			if claimed[o.GetOrderId()] {
+				for _, l := range o.GetLines() {
+					skus = append(skus, l.GetSku())
+				}
+			}
+		}
+		onHand, err := lockStock(ctx, tx, skus)
+		if err != nil {
+			return err
+		}
+		var (
+			b        stockChanges
+			outgoing []messaging.Outgoing
+			ends     []func(error)
+			now      = timestamppb.New(time.Now())
+		)
+		for i, o := range orders {
+			if !claimed[o.GetOrderId()] {
+				continue // decided already, by another event for the order
+			}
+			delete(claimed, o.GetOrderId())
+			outcome := decide(o, onHand, &b, now)
+			ectx, end := messaging.EventContext(ctx, fresh[i])
+			ends = append(ends, end)
+			env, err := event.New(ectx, outcome, event.WithSource(Source), event.WithCause(fresh[i].Envelope))
+			if err != nil {
+				return err
+			}
+			outgoing = append(outgoing, messaging.Outgoing{Ctx: ectx, Env: env})
+		}
+		err = b.apply(ctx, tx, onHand)
+		if err == nil {
+			err = messaging.EnqueueAll(ctx, tx, outgoing)
+		}
+		for _, end := range ends {
+			end(err)
+		}
+		return err
 	})
 }
 
-// lockStock locks the stock rows of every SKU the orders of batch name, in
-// SKU order.
-func lockStock(ctx context.Context, tx pgx.Tx, batch []*messaging.Delivery) error {
-	var skus []string
-	for _, d := range batch {
-		if order, ok := d.Event.(*ordereventsv2.OrderCreated); ok {
-			for _, l := range order.GetLines() {
-				skus = append(skus, l.GetSku())
-			}
-		}
+// claimDecisions claims the decision of each order in ids that has none
+// yet, and returns those it claimed. A concurrent transaction claiming the
+// same order waits for this one and then finds it taken.
+func claimDecisions(ctx context.Context, tx pgx.Tx, ids []string) (map[string]bool, error) {
+	rows, err := tx.Query(ctx, `INSERT INTO decisions (order_id) SELECT DISTINCT unnest($1::uuid[])
+		ON CONFLICT DO NOTHING RETURNING order_id::text`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("claim decisions: %w", err)
 	}
+	claimed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("claim decisions: %w", err)
+	}
+	out := make(map[string]bool, len(claimed))
+	for _, id := range claimed {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// lockStock locks the stock rows of skus, in SKU order, and returns what is
+// on hand of each that exists.
+func lockStock(ctx context.Context, tx pgx.Tx, skus []string) (map[string]int64, error) {
 	slices.Sort(skus)
 	skus = slices.Compact(skus)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus); err != nil {
-		return fmt.Errorf("lock stock: %w", err)
+	onHand := make(map[string]int64, len(skus))
+	if len(skus) == 0 {
+		return onHand, nil
 	}
-	return nil
-}
-
-// reserve decides and applies the reservation for order in tx, returning the
-// outcome event: InventoryAdjusted, or InventoryRejected with nothing changed,
-// or nil when the order was decided already (by another event for it).
-func reserve(ctx context.Context, tx pgx.Tx, order *ordereventsv2.OrderCreated) (proto.Message, error) {
-	// Claim the decision first: a concurrent transaction for the same order
-	// waits here and then finds it taken.
-	tag, err := tx.Exec(ctx, `INSERT INTO decisions (order_id) VALUES ($1) ON CONFLICT DO NOTHING`, order.GetOrderId())
-	if err != nil {
-		return nil, fmt.Errorf("claim decision: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return nil, nil
-	}
-	outcome, err := decide(ctx, tx, order)
-	if err != nil {
-		return nil, err
-	}
-	name := "ADJUSTED"
-	if _, ok := outcome.(*inventoryeventsv1.InventoryRejected); ok {
-		name = "REJECTED"
-	}
-	if _, err := tx.Exec(ctx, `UPDATE decisions SET outcome = $2 WHERE order_id = $1`, order.GetOrderId(), name); err != nil {
-		return nil, fmt.Errorf("record decision: %w", err)
-	}
-	return outcome, nil
-}
-
-func decide(ctx context.Context, tx pgx.Tx, order *ordereventsv2.OrderCreated) (proto.Message, error) {
-	// The same SKU may appear on several lines: reserve the sum.
-	want := map[string]int64{}
-	for _, l := range order.GetLines() {
-		want[l.GetSku()] += int64(l.GetQuantity())
-	}
-	skus := make([]string, 0, len(want))
-	for sku := range want {
-		skus = append(skus, sku)
-	}
-	slices.Sort(skus) // lock rows in one order: no deadlocks between orders
-
-	onHand := map[string]int64{}
 	rows, err := tx.Query(ctx, `SELECT sku, on_hand FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus)
 	if err != nil {
 		return nil, fmt.Errorf("lock stock: %w", err)
@@ -137,8 +143,29 @@ func decide(ctx context.Context, tx pgx.Tx, order *ordereventsv2.OrderCreated) (
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("lock stock: %w", err)
 	}
+	return onHand, nil
+}
 
-	now := timestamppb.New(time.Now())
+// stockChanges are a batch's effects, applied by apply in a few statements.
+type stockChanges struct {
+	reserved map[string]int64 // by SKU
+	resOrder []string         // reservations: order, SKU, quantity
+	resSKU   []string
+	resQty   []int64
+	decOrder []string // decisions: order, outcome
+	decName  []string
+}
+
+// decide decides order against onHand (what the orders before it left),
+// records its effects in b and onHand, and returns its outcome event:
+// InventoryAdjusted, or InventoryRejected with nothing changed.
+func decide(order *ordereventsv2.OrderCreated, onHand map[string]int64, b *stockChanges, now *timestamppb.Timestamp) proto.Message {
+	// The same SKU may appear on several lines: reserve the sum.
+	want := map[string]int64{}
+	for _, l := range order.GetLines() {
+		want[l.GetSku()] += int64(l.GetQuantity())
+	}
+	skus := slices.Sorted(maps.Keys(want))
 	rejected := &inventoryeventsv1.InventoryRejected{OrderId: order.GetOrderId(), RejectedAt: now}
 	for _, sku := range skus {
 		if _, known := onHand[sku]; !known {
@@ -156,25 +183,52 @@ func decide(ctx context.Context, tx pgx.Tx, order *ordereventsv2.OrderCreated) (
 			}
 		}
 	}
+	b.decOrder = append(b.decOrder, order.GetOrderId())
 	if len(rejected.Shortages) > 0 {
-		return rejected, nil
+		b.decName = append(b.decName, "REJECTED")
+		return rejected
 	}
-
+	b.decName = append(b.decName, "ADJUSTED")
+	if b.reserved == nil {
+		b.reserved = map[string]int64{}
+	}
 	adjusted := &inventoryeventsv1.InventoryAdjusted{OrderId: order.GetOrderId(), AdjustedAt: now}
 	for _, sku := range skus {
-		var remaining int64
-		err := tx.QueryRow(ctx, `UPDATE stock SET on_hand = on_hand - $2, reserved = reserved + $2, updated_at = now()
-			WHERE sku = $1 RETURNING on_hand`, sku, want[sku]).Scan(&remaining)
-		if err != nil {
-			return nil, fmt.Errorf("reserve %s: %w", sku, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO reservations (order_id, sku, quantity) VALUES ($1, $2, $3)`,
-			order.GetOrderId(), sku, want[sku]); err != nil {
-			return nil, fmt.Errorf("record reservation %s: %w", sku, err)
-		}
+		onHand[sku] -= want[sku]
+		b.reserved[sku] += want[sku]
+		b.resOrder, b.resSKU, b.resQty = append(b.resOrder, order.GetOrderId()), append(b.resSKU, sku), append(b.resQty, want[sku])
 		adjusted.Reservations = append(adjusted.Reservations, &inventoryeventsv1.Reservation{
-			Sku: sku, Quantity: uint32(want[sku]), Remaining: remaining,
+			Sku: sku, Quantity: uint32(want[sku]), Remaining: onHand[sku],
 		})
 	}
-	return adjusted, nil
+	return adjusted
+}
+
+// apply writes b: the stock rows (onHand is what is left), the
+// reservations and the decisions' outcomes, a statement each.
+func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]int64) error {
+	if len(b.reserved) > 0 {
+		skus := slices.Sorted(maps.Keys(b.reserved))
+		left, reserved := make([]int64, len(skus)), make([]int64, len(skus))
+		for i, sku := range skus {
+			left[i], reserved[i] = onHand[sku], b.reserved[sku]
+		}
+		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = v.on_hand, reserved = stock.reserved + v.reserved, updated_at = now()
+			FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(sku, on_hand, reserved) WHERE stock.sku = v.sku`,
+			skus, left, reserved); err != nil {
+			return fmt.Errorf("reserve stock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO reservations (order_id, sku, quantity)
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])`, b.resOrder, b.resSKU, b.resQty); err != nil {
+			return fmt.Errorf("record reservations: %w", err)
+		}
+	}
+	if len(b.decOrder) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE decisions SET outcome = v.outcome
+			FROM unnest($1::uuid[], $2::text[]) AS v(order_id, outcome) WHERE decisions.order_id = v.order_id`,
+			b.decOrder, b.decName); err != nil {
+			return fmt.Errorf("record decisions: %w", err)
+		}
+	}
+	return nil
 }
