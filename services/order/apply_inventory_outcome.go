@@ -2,7 +2,6 @@ package order
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -27,49 +26,107 @@ func InventoryOutcomeConsumer() messaging.ConsumerConfig {
 
 // ApplyInventoryOutcome moves orders from PENDING to CONFIRMED
 // (inventory.adjusted) or REJECTED with the reason (inventory.rejected), for
-// a batch of outcomes (one partition's, in stream order) in one
-// transaction, each once: a redelivered outcome changes nothing. An outcome
-// for an unknown order, a second different outcome for an order, or an
-// event that is not an outcome is dead-lettered alone.
+// a batch of outcomes (one partition's, in stream order) in one transaction
+// and one update for the whole batch, each once: a redelivered outcome
+// changes nothing. An outcome for an unknown order, a second different
+// outcome for an order, or an event that is not an outcome is dead-lettered
+// alone.
 func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.Delivery) error {
 	type decision struct {
 		status string
 		took   float64 // seconds from the order's creation, on PostgreSQL's clock
 	}
 	var decided []decision
-	err := messaging.OnceBatch(ctx, s.pool, InventoryOutcomeConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
-		var orderID, status, reason string
-		switch e := d.Event.(type) {
-		case *inventoryeventsv1.InventoryAdjusted:
-			orderID, status = e.GetOrderId(), "CONFIRMED"
-		case *inventoryeventsv1.InventoryRejected:
-			orderID, status, reason = e.GetOrderId(), "REJECTED", rejectReason(e)
-		default:
-			return messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))
+	err := messaging.OnceBatchAll(ctx, s.pool, InventoryOutcomeConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+		decided = decided[:0]
+		for _, d := range fresh { // each event's span, in its trace
+			_, end := messaging.EventContext(ctx, d)
+			defer func() { end(err) }()
 		}
-		var took float64
-		err := tx.QueryRow(ctx, `UPDATE orders SET status = $2, reject_reason = $3, updated_at = now()
-			WHERE id = $1 AND status = 'PENDING'
-			RETURNING extract(epoch FROM clock_timestamp() - created_at)::float8`, orderID, status, reason).Scan(&took)
-		if err == nil {
-			decided = append(decided, decision{status, took})
+		var ids, statuses, reasons []string
+		first := map[string]*messaging.Delivery{} // the batch's first outcome of each order
+		statusOf := map[string]string{}
+		for _, d := range fresh {
+			var orderID, status, reason string
+			switch e := d.Event.(type) {
+			case *inventoryeventsv1.InventoryAdjusted:
+				orderID, status = e.GetOrderId(), "CONFIRMED"
+			case *inventoryeventsv1.InventoryRejected:
+				orderID, status, reason = e.GetOrderId(), "REJECTED", rejectReason(e)
+			default:
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))}
+			}
+			if prev, ok := statusOf[orderID]; ok {
+				if prev != status {
+					return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: %s says %s but order %s is already %s", d.Spec, status, orderID, prev))}
+				}
+				continue // the same outcome twice
+			}
+			statusOf[orderID], first[orderID] = status, d
+			ids, statuses, reasons = append(ids, orderID), append(statuses, status), append(reasons, reason)
+		}
+		rows, err := tx.Query(ctx, `UPDATE orders SET status = v.status, reject_reason = v.reason, updated_at = now()
+			FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)
+			WHERE orders.id = v.id AND orders.status = 'PENDING'
+			RETURNING orders.id::text, v.status, extract(epoch FROM clock_timestamp() - orders.created_at)::float8`,
+			ids, statuses, reasons)
+		if err != nil {
+			return fmt.Errorf("update orders: %w", err)
+		}
+		updated := map[string]bool{}
+		for rows.Next() {
+			var id string
+			var d decision
+			if err := rows.Scan(&id, &d.status, &d.took); err != nil {
+				rows.Close()
+				return fmt.Errorf("update orders: %w", err)
+			}
+			updated[id] = true
+			decided = append(decided, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("update orders: %w", err)
+		}
+		if len(updated) == len(ids) {
 			return nil
 		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("update order %s: %w", orderID, err)
+		// The rest were decided before: by this outcome (a redelivery under
+		// another event id), or by a different one, or the order is unknown.
+		var rest []string
+		for _, id := range ids {
+			if !updated[id] {
+				rest = append(rest, id)
+			}
 		}
-		var current string
-		err = tx.QueryRow(ctx, `SELECT status FROM orders WHERE id = $1`, orderID).Scan(&current)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return messaging.Permanent(fmt.Errorf("order: %s for unknown order %s", d.Spec, orderID))
-		}
+		current := map[string]string{}
+		rows, err = tx.Query(ctx, `SELECT id::text, status FROM orders WHERE id = ANY($1::uuid[])`, rest)
 		if err != nil {
-			return fmt.Errorf("read order %s: %w", orderID, err)
+			return fmt.Errorf("read orders: %w", err)
 		}
-		if current != status {
-			// Two different outcomes for one order: the inventory service
-			// decides once per order, so this is a bug worth a dead letter.
-			return messaging.Permanent(fmt.Errorf("order: %s says %s but order %s is already %s", d.Spec, status, orderID, current))
+		for rows.Next() {
+			var id, status string
+			if err := rows.Scan(&id, &status); err != nil {
+				rows.Close()
+				return fmt.Errorf("read orders: %w", err)
+			}
+			current[id] = status
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read orders: %w", err)
+		}
+		for _, id := range rest {
+			d := first[id]
+			switch cur, ok := current[id]; {
+			case !ok:
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: %s for unknown order %s", d.Spec, id))}
+			case cur != statusOf[id]:
+				// Two different outcomes for one order: the inventory
+				// service decides once per order, so this is a bug worth a
+				// dead letter.
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: %s says %s but order %s is already %s", d.Spec, statusOf[id], id, cur))}
+			}
 		}
 		return nil
 	})
