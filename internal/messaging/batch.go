@@ -166,19 +166,9 @@ func batchLoop(ctx context.Context, cons jetstream.Consumer, h BatchHandler, s *
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
 	for {
-		first, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("message iterator closed")
-			}
-			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				return fmt.Errorf("jetstream: %w", err)
-			}
-			s.log.Warn("consumer: next", "durable", cons.CachedInfo().Name, "err", err)
-			continue
+		first, err := nextMsg(ctx, it, cons, s)
+		if first == nil {
+			return err
 		}
 		msgs := []jetstream.Msg{first}
 		for deadline := time.Now().Add(wait); len(msgs) < size; {

@@ -362,27 +362,38 @@ func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *set
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
 	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("message iterator closed")
-			}
-			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				// The server stopped answering for this consumer (it
-				// was deleted, or NATS moved): declare it again.
-				return fmt.Errorf("jetstream: %w", err)
-			}
-			s.log.Warn("consumer: next", "durable", cons.CachedInfo().Name, "err", err)
-			continue
+		msg, err := nextMsg(ctx, it, cons, s)
+		if msg == nil {
+			return err
 		}
 		// A message in hand is finished even when ctx is cancelled, so a
 		// committed effect is acked; handleTimeout bounds it.
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 		s.handle(hctx, msg, h)
 		cancel()
+	}
+}
+
+// nextMsg waits for the iterator's next message. A nil message ends the
+// consumer's loop, with nil when ctx is done (the iterator drained) or with
+// the error that makes the consumer declare itself again.
+func nextMsg(ctx context.Context, it jetstream.MessagesContext, cons jetstream.Consumer, s *settler) (jetstream.Msg, error) {
+	for {
+		msg, err := it.Next()
+		switch {
+		case err == nil:
+			return msg, nil
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			if ctx.Err() != nil {
+				return nil, nil
+			}
+			return nil, errors.New("message iterator closed")
+		case errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, jetstream.ErrConsumerDeleted):
+			// The server stopped answering for this consumer (it was
+			// deleted, or NATS moved): declare it again.
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
+		s.log.Warn("consumer: next", "durable", cons.CachedInfo().Name, "err", err)
 	}
 }
 
