@@ -71,7 +71,7 @@ type world struct {
 
 	ackLost, natsRestarts, pgKills, dupPublishes atomic.Int64
 	killed                                       atomic.Int64 // instances killed between commit and acks
-	poisonSeqs                                   sync.Map // stream sequence → kind
+	poisonSeqs                                   sync.Map     // stream sequence → kind
 }
 
 func TestChaos(t *testing.T) {
