@@ -83,6 +83,27 @@ func sameTrace(sc trace.SpanContext, env *eventv1.Envelope) bool {
 	return bytes.Equal(id[:], env.GetTraceId())
 }
 
+// QueueEnqueue queues on b the outbox insert of env and its notification,
+// for a caller that sends its transaction's statements as one pgx.Batch
+// (one round trip): Enqueue's statements, not yet sent. end ends the
+// insert's span with the batch's outcome.
+func QueueEnqueue(ctx context.Context, b *pgx.Batch, env *eventv1.Envelope) (end func(error), err error) {
+	spec, err := event.Lookup(env.GetType(), env.GetVersion())
+	if err != nil {
+		return nil, err
+	}
+	subject := spec.SubjectFor(env.GetPartitionKey())
+	end = insertSpan(ctx, env, subject)
+	data, err := event.Encode(env)
+	if err != nil {
+		end(err)
+		return nil, err
+	}
+	b.Queue("INSERT INTO outbox (id, subject, envelope) VALUES ($1, $2, $3)", env.GetId(), subject, data)
+	b.Queue("SELECT pg_notify($1, current_schema())", notifyChannel)
+	return end, nil
+}
+
 // Outgoing is one event for EnqueueAll: its envelope, and the context of
 // the work that caused it (its trace).
 type Outgoing struct {

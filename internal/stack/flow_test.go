@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/event"
@@ -307,4 +308,26 @@ func violationFields(t *testing.T, err error) []string {
 		t.Fatalf("no field violations in %v", err)
 	}
 	return fields
+}
+
+// TestCreateOrderReturnsWhatIsStored: the order CreateOrder returns (built
+// without reading it back) is the order GetOrder reads, a customer id in
+// capitals and the times at PostgreSQL's precision included.
+func TestCreateOrderReturnsWhatIsStored(t *testing.T) {
+	t.Parallel()
+	s := startStack(t)
+	req := orderRequest(line("MUG-001", 2), line("TEE-BLK-M", 1))
+	req.CustomerId = strings.ToUpper(req.GetCustomerId())
+	req.CouponCode = "WELCOME10"
+	created := s.create(t, req)
+	res, err := s.orders.GetOrder(context.Background(), connect.NewRequest(&orderv1.GetOrderRequest{OrderId: created.GetOrderId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := res.Msg.GetOrder()
+	created.Status, stored.Status = 0, 0 // the consumers may have decided it meanwhile
+	created.UpdatedAt, stored.UpdatedAt, stored.RejectReason = nil, nil, ""
+	if !proto.Equal(created, stored) {
+		t.Errorf("CreateOrder returned\n%v\nGetOrder reads\n%v", created, stored)
+	}
 }

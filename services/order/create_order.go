@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,7 +33,9 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	if err != nil {
 		return nil, false, fmt.Errorf("order id: %w", err)
 	}
-	now := time.Now().UTC()
+	// Microseconds, PostgreSQL's precision: the order returned is the order
+	// stored.
+	now := time.Now().UTC().Truncate(time.Microsecond)
 	var total int64
 	for _, l := range req.GetLines() {
 		total += int64(l.GetQuantity()) * l.GetUnitPriceMinor() // ≤ 100 × 1e4 × 1e10: no overflow
@@ -40,38 +43,69 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	if total > MaxTotalMinor {
 		return nil, false, fmt.Errorf("%w: the total %d exceeds %d minor units", ErrInvalidOrder, total, int64(MaxTotalMinor))
 	}
+	customer := req.GetCustomerId()
+	if c, err := uuid.Parse(customer); err == nil {
+		customer = c.String()
+	}
+	env, err := event.New(ctx, orderCreated(id.String(), req, total, now), event.WithSource(Source))
+	if err != nil {
+		return nil, false, fmt.Errorf("create order: %w", err)
+	}
+	// The order, its lines and its event, sent as one batch: one round trip
+	// between BEGIN and COMMIT.
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO orders
+		n := len(req.GetLines())
+		lineNo, skus, quantities, prices := make([]int32, n), make([]string, n), make([]int64, n), make([]int64, n)
+		for i, l := range req.GetLines() {
+			lineNo[i], skus[i], quantities[i], prices[i] = int32(i+1), l.GetSku(), int64(l.GetQuantity()), l.GetUnitPriceMinor()
+		}
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO orders
 			(id, customer_id, idempotency_key, request_hash, currency, total_minor, coupon_code, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
 			ON CONFLICT (customer_id, idempotency_key) DO NOTHING`,
 			id, req.GetCustomerId(), req.GetIdempotencyKey(), hash, req.GetCurrency(), total, req.GetCouponCode(), now)
-		if err != nil {
-			return fmt.Errorf("insert order: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			replayed = true
-			return nil
-		}
-		for i, l := range req.GetLines() {
-			if _, err := tx.Exec(ctx, `INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-				VALUES ($1, $2, $3, $4, $5)`, id, i+1, l.GetSku(), l.GetQuantity(), l.GetUnitPriceMinor()); err != nil {
-				return fmt.Errorf("insert order line %d: %w", i+1, err)
-			}
-		}
-		env, err := event.New(ctx, orderCreated(id.String(), req, total, now),
-			event.WithSource(Source))
+		// Only when the order was inserted (not a replay of its key).
+		b.Queue(`INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+			SELECT $1, * FROM unnest($2::int[], $3::text[], $4::bigint[], $5::bigint[])
+			WHERE EXISTS (SELECT 1 FROM orders WHERE id = $1)`, id, lineNo, skus, quantities, prices)
+		end, err := messaging.QueueEnqueue(ctx, b, env)
 		if err != nil {
 			return err
 		}
-		return messaging.Enqueue(ctx, tx, env)
+		res := tx.SendBatch(ctx, b)
+		tag, err := res.Exec()
+		if err == nil && tag.RowsAffected() == 0 {
+			replayed = true
+		}
+		for i := 1; i < b.Len() && err == nil; i++ {
+			_, err = res.Exec()
+		}
+		if cerr := res.Close(); err == nil {
+			err = cerr
+		}
+		end(err)
+		if err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		if replayed {
+			return errReplayed // roll back the event written for nothing
+		}
+		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errReplayed) {
 		return nil, false, fmt.Errorf("create order: %w", err)
 	}
 	if !replayed {
-		o, err := s.GetOrder(ctx, id.String())
-		return o, false, err
+		o := &orderv1.Order{
+			OrderId: id.String(), CustomerId: customer, Currency: req.GetCurrency(), TotalMinor: total,
+			CouponCode: req.GetCouponCode(), Status: orderv1.OrderStatus_ORDER_STATUS_PENDING,
+			CreatedAt: timestamppb.New(now), UpdatedAt: timestamppb.New(now),
+		}
+		for _, l := range req.GetLines() {
+			o.Lines = append(o.Lines, &orderv1.OrderLine{Sku: l.GetSku(), Quantity: l.GetQuantity(), UnitPriceMinor: l.GetUnitPriceMinor()})
+		}
+		return o, false, nil
 	}
 	// A retry: return the order the key created, if the request is the same.
 	var existing uuid.UUID
@@ -87,6 +121,10 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	o, err = s.GetOrder(ctx, existing.String())
 	return o, true, err
 }
+
+// errReplayed rolls back CreateOrder's transaction when its idempotency key
+// had created an order already.
+var errReplayed = errors.New("replayed")
 
 // requestHash fingerprints a request, to tell a retry from a different order
 // under the same idempotency key.
