@@ -432,6 +432,17 @@ func (w *world) awaitQuiet(t *testing.T, accepted int) {
 			return
 		}
 		if time.Now().After(deadline) {
+			var decisions int64
+			_ = w.invDB.QueryRow(context.Background(), `SELECT count(*) FROM decisions`).Scan(&decisions)
+			groups, err := messaging.ListGroups(context.Background(), w.js)
+			t.Logf("inventory decisions: %d; consumer groups (%v):", decisions, err)
+			for _, g := range groups {
+				t.Logf("  %s: members %v", g.Name, g.Members)
+				for _, p := range g.Partitions {
+					t.Logf("    %s owner %q pending %d ack pending %d redelivered %d ack floor %d missing %v err %v",
+						p.Consumer, p.Owner, p.Pending, p.AckPending, p.Redelivered, p.AckFloor, p.Missing, p.Err)
+				}
+			}
 			t.Fatalf("not quiet after 5 minutes: %d orders PENDING, %d + %d outbox rows unpublished", pending, unpublished, invUnpublished)
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -17,6 +17,9 @@ import (
 	"github.com/shopbus/shopbus/internal/event"
 )
 
+// ackTimeout bounds the wait for the confirmation of a batch's acks.
+const ackTimeout = 5 * time.Second
+
 // Batch sizes of ConsumeBatch.
 const (
 	// DefaultBatchSize is ConsumerConfig.BatchSize when it is 0.
@@ -90,7 +93,7 @@ func OnceBatchAll(ctx context.Context, pool *pgxpool.Pool, consumer string, batc
 	for i, d := range batch {
 		ids[i] = d.Envelope.GetId()
 	}
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	return InTx(ctx, pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `INSERT INTO processed_events (consumer, event_id)
 			SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, ids)
 		if err != nil {
@@ -303,8 +306,11 @@ func (s *settler) oneByOne(ctx context.Context, batch []*Delivery, msgOf map[*De
 
 // ackBatch acks every message of a committed batch: all but the last
 // without waiting, the last with a confirmation (acks on one connection
-// reach the server in order).
+// reach the server in order), waiting at most ackTimeout: a server that
+// restarted meanwhile may never answer an ack of a delivery it forgot.
 func (s *settler) ackBatch(ctx context.Context, batch []*Delivery, msgOf map[*Delivery]jetstream.Msg, start time.Time) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	defer cancel()
 	for i, d := range batch {
 		msg := msgOf[d]
 		s.forget(d.Metadata.Sequence.Stream)

@@ -14,7 +14,7 @@ import (
 // returns false: the event had its effect. Otherwise fn's effect and the
 // record commit together, or neither does.
 func Once(ctx context.Context, pool *pgxpool.Pool, consumer, eventID string, fn func(pgx.Tx) error) (first bool, err error) {
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err = InTx(ctx, pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx,
 			"INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
 			consumer, eventID)

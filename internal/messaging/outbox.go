@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -14,13 +16,63 @@ import (
 	"github.com/shopbus/shopbus/internal/event"
 )
 
-// notifyChannel is the PostgreSQL channel that wakes relays when a
-// transaction that enqueued events commits; the payload is the schema.
-const notifyChannel = "shopbus_outbox"
+// relays are the relays running in this process, by schema: InTx wakes
+// them when a transaction commits. No pg_notify: a notification in every
+// enqueuing transaction serialises commits on PostgreSQL's notify lock
+// (docs/adr/009).
+var relays struct {
+	sync.Mutex
+	bySchema map[string]map[chan struct{}]bool
+}
+
+// registerRelay makes wake receive a signal whenever InTx commits on
+// schema, until unregister is called.
+func registerRelay(schema string, wake chan struct{}) (unregister func()) {
+	relays.Lock()
+	defer relays.Unlock()
+	if relays.bySchema == nil {
+		relays.bySchema = map[string]map[chan struct{}]bool{}
+	}
+	if relays.bySchema[schema] == nil {
+		relays.bySchema[schema] = map[chan struct{}]bool{}
+	}
+	relays.bySchema[schema][wake] = true
+	return func() {
+		relays.Lock()
+		defer relays.Unlock()
+		delete(relays.bySchema[schema], wake)
+	}
+}
+
+// wakeRelays signals the relays of schema running in this process.
+func wakeRelays(schema string) {
+	relays.Lock()
+	defer relays.Unlock()
+	for wake := range relays.bySchema[schema] {
+		select {
+		case wake <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// InTx runs fn in a transaction on pool and, once it committed, wakes the
+// relays of pool's schema (its search_path) running in this process, so
+// the events fn enqueued are published at once. Every shopbus process that
+// enqueues runs its schema's relay; rows written by a process that runs
+// none are published at the relay's next poll.
+func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, pool, fn); err != nil {
+		return err
+	}
+	wakeRelays(pool.Config().ConnConfig.RuntimeParams["search_path"])
+	return nil
+}
 
 // Enqueue writes env to the outbox of the schema tx works in. It is published
 // after tx commits, and never if tx rolls back: never publish to the broker
-// inside a database transaction.
+// inside a database transaction. A transaction run by InTx wakes the relay
+// when it commits.
 //
 // The insert is traced as a span of env's trace, a child of ctx's span (the
 // RPC or the handling of the event that caused env), with the tracer of
@@ -41,9 +93,6 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 	if _, err := tx.Exec(ctx, "INSERT INTO outbox (id, subject, envelope) VALUES ($1, $2, $3)",
 		env.GetId(), subject, b); err != nil {
 		return fmt.Errorf("outbox: insert %s %s: %w", spec, env.GetId(), err)
-	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, current_schema())", notifyChannel); err != nil {
-		return fmt.Errorf("outbox: notify: %w", err)
 	}
 	return nil
 }
@@ -100,7 +149,6 @@ func QueueEnqueue(ctx context.Context, b *pgx.Batch, env *eventv1.Envelope) (end
 		return nil, err
 	}
 	b.Queue("INSERT INTO outbox (id, subject, envelope) VALUES ($1, $2, $3)", env.GetId(), subject, data)
-	b.Queue("SELECT pg_notify($1, current_schema())", notifyChannel)
 	return end, nil
 }
 
@@ -137,8 +185,6 @@ func EnqueueAll(ctx context.Context, tx pgx.Tx, events []Outgoing) error {
 		ids, subjects, data)
 	if err != nil {
 		err = fmt.Errorf("outbox: insert %d events: %w", len(events), err)
-	} else if _, err = tx.Exec(ctx, "SELECT pg_notify($1, current_schema())", notifyChannel); err != nil {
-		err = fmt.Errorf("outbox: notify: %w", err)
 	}
 	for _, end := range ends {
 		end(err)

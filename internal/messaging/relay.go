@@ -151,14 +151,15 @@ func (r *Relay) observeBacklog(ctx context.Context) {
 	}
 }
 
-// Run publishes until ctx is done. It wakes on the notification Enqueue
-// sends at commit, and polls as a fallback. Errors (database or NATS down)
+// Run publishes until ctx is done. It wakes when a transaction of this
+// process commits through InTx on its schema, and polls as a fallback (for
+// rows another process wrote). Errors (database or NATS down)
 // are logged and retried with backoff; Run returns only ctx's error.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
+	defer registerRelay(r.schema, wake)()
 	var bg sync.WaitGroup
 	defer bg.Wait()
-	bg.Go(func() { r.listen(ctx, wake) })
 	bg.Go(func() { r.observeBacklog(ctx) })
 	failures := 0
 	for {
@@ -182,49 +183,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-wake:
 		case <-time.After(wait):
-		}
-	}
-}
-
-// listen forwards notifications for this schema's outbox to wake.
-func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
-	for ctx.Err() == nil {
-		err := func() error {
-			conn, err := r.pool.Acquire(ctx)
-			if err != nil {
-				return err
-			}
-			defer conn.Release()
-			if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
-				return err
-			}
-			defer func() {
-				// A connection back in the pool must not listen any more.
-				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-				defer cancel()
-				if _, err := conn.Exec(uctx, "UNLISTEN "+notifyChannel); err != nil {
-					conn.Conn().Close(uctx) //nolint:errcheck // the pool replaces it
-				}
-			}()
-			for {
-				n, err := conn.Conn().WaitForNotification(ctx)
-				if err != nil {
-					return err
-				}
-				if n.Payload == r.schema {
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}()
-		if ctx.Err() == nil {
-			r.log.Debug("outbox relay: listen", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
 		}
 	}
 }

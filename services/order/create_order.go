@@ -53,7 +53,7 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	}
 	// The order, its lines and its event, sent as one batch: one round trip
 	// between BEGIN and COMMIT.
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = messaging.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		n := len(req.GetLines())
 		lineNo, skus, quantities, prices := make([]int32, n), make([]string, n), make([]int64, n), make([]int64, n)
 		for i, l := range req.GetLines() {
