@@ -353,17 +353,23 @@ func (m *member) reconcile(ctx context.Context) {
 			m.log.Info("consumer group: took partitions", "partitions", took, "members", len(live))
 		}
 	}()
-	for k := 0; k < m.partitions && len(active) < share; k++ {
-		p := (start + k) % m.partitions
-		if _, taken := m.owners[p]; taken {
-			continue
-		}
-		if _, mine := m.held[p]; mine {
-			continue
-		}
-		if m.acquire(ctx, p) {
-			active = append(active, p)
-			took = append(took, p)
+	// First the partitions the watch shows free; then, still below the
+	// share, the others: Create fails while a lease lives, and succeeds
+	// where the watch missed a lease's release or expiry (a bucket lost and
+	// declared again by another member while this one kept watching).
+	for pass := range 2 {
+		for k := 0; k < m.partitions && len(active) < share; k++ {
+			p := (start + k) % m.partitions
+			if _, mine := m.held[p]; mine {
+				continue
+			}
+			if _, taken := m.owners[p]; taken && pass == 0 {
+				continue
+			}
+			if m.acquire(ctx, p) {
+				active = append(active, p)
+				took = append(took, p)
+			}
 		}
 	}
 }
