@@ -87,7 +87,6 @@ type Metrics struct {
 
 	mu     sync.Mutex
 	counts map[CensusKey]int
-	ok     bool
 }
 
 // NewMetrics registers the dead-letter gauge on t, counted by Run every
@@ -127,7 +126,10 @@ func (m *Metrics) Run(ctx context.Context) error {
 		counts, err := m.store.Census(cctx)
 		cancel()
 		m.mu.Lock()
-		m.counts, m.ok = counts, err == nil
+		if err != nil {
+			counts = nil // no figure rather than a stale one
+		}
+		m.counts = counts
 		m.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -135,11 +137,4 @@ func (m *Metrics) Run(ctx context.Context) error {
 		case <-time.After(m.every):
 		}
 	}
-}
-
-// Counted reports whether the last census succeeded.
-func (m *Metrics) Counted() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.ok
 }
