@@ -28,6 +28,7 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/lag/v1/lagv1connect"
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/health"
 	"github.com/shopbus/shopbus/internal/telemetry"
@@ -169,8 +170,29 @@ func Remote(client connect.HTTPClient, ordersURL, inventoryURL, adminToken strin
 	if adminToken != "" {
 		opts = append(opts, connect.WithInterceptors(BearerToken(adminToken)))
 	}
-	return orderv1connect.NewOrderServiceClient(client, ordersURL, opts...),
+	return remoteOrders{orderv1connect.NewOrderServiceClient(client, ordersURL, opts...)},
 		inventoryv1connect.NewInventoryServiceClient(client, inventoryURL, opts...)
+}
+
+// remoteOrders is the OrderService client as a handler: the unary methods
+// are the same, and WatchOrder relays the service's stream to the caller.
+type remoteOrders struct {
+	orderv1connect.OrderServiceClient
+}
+
+// WatchOrder implements orderv1connect.OrderServiceHandler.
+func (r remoteOrders) WatchOrder(ctx context.Context, req *connect.Request[orderv1.WatchOrderRequest], stream *connect.ServerStream[orderv1.WatchOrderResponse]) error {
+	in, err := r.OrderServiceClient.WatchOrder(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	for in.Receive() {
+		if err := stream.Send(in.Msg()); err != nil {
+			return err
+		}
+	}
+	return in.Err()
 }
 
 // otelInterceptor records a span and the RPC metrics of each call on t,

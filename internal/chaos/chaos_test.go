@@ -25,8 +25,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/deadletter"
@@ -70,7 +72,9 @@ type world struct {
 	inv      *inventory.Service
 
 	ackLost, natsRestarts, pgKills, dupPublishes atomic.Int64
-	poisonSeqs                                   sync.Map // stream sequence → kind
+	killed                                       atomic.Int64 // instances killed between commit and acks
+	poisonSeqs                                   sync.Map     // stream sequence → kind
+	poisonInBatch                                sync.Map     // stream sequences of poison events handed to a handler with others
 }
 
 func TestChaos(t *testing.T) {
@@ -103,6 +107,22 @@ func TestChaos(t *testing.T) {
 	}
 	run(func(ctx context.Context) error {
 		return messaging.ConsumeBatch(ctx, w.js, outcome, w.ackLostAfterCommit(w.orders.ApplyInventoryOutcome), log)
+	})
+	// A third inventory instance, on a connection of its own, is killed
+	// between a batch's commit and its acks: the batch comes back to the
+	// others when its AckWait (the lease) runs out, and they skip its events.
+	victimNC, err := nats.Connect(w.srv.Load().ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(victimNC.Close)
+	victimJS, _ := jetstream.New(victimNC)
+	victim := reserve
+	victim.Instance = "inventory-killed"
+	vctx, kill := context.WithCancel(ctx)
+	run(func(context.Context) error {
+		_ = messaging.ConsumeBatch(vctx, victimJS, victim, w.killedAfterCommit(w.inv.ReserveStock, victimNC, kill), log)
+		return nil // a killed process reports nothing
 	})
 
 	// Place the orders while faults happen.
@@ -191,12 +211,33 @@ func (w *world) startNATS() {
 // redelivered).
 func (w *world) ackLostAfterCommit(h messaging.BatchHandler) messaging.BatchHandler {
 	return func(ctx context.Context, batch []*messaging.Delivery) error {
+		for _, d := range batch {
+			if _, poison := w.poisonSeqs.Load(d.Metadata.Sequence.Stream); poison && d.Metadata.Stream == "ECOMMERCE_ORDER" && len(batch) > 1 {
+				w.poisonInBatch.Store(d.Metadata.Sequence.Stream, true)
+			}
+		}
 		if err := h(ctx, batch); err != nil {
 			return err
 		}
 		if rand.Float64() < 0.03 {
 			w.ackLost.Add(1)
 			return errors.New("chaos: consumer killed between commit and ack")
+		}
+		return nil
+	}
+}
+
+// killedAfterCommit wraps the handler of an instance that is killed after
+// its first committed batch: its NATS connection closes before the acks
+// and it stops, as a SIGKILL between commit and acks would leave it.
+func (w *world) killedAfterCommit(h messaging.BatchHandler, nc *nats.Conn, kill context.CancelFunc) messaging.BatchHandler {
+	return func(ctx context.Context, batch []*messaging.Delivery) error {
+		if err := h(ctx, batch); err != nil {
+			return err
+		}
+		if w.killed.Add(1) == 1 {
+			nc.Close()
+			kill()
 		}
 		return nil
 	}
@@ -227,11 +268,13 @@ func (w *world) placeOrders(ctx context.Context, progress *atomic.Int64) []strin
 						req.Lines = append(req.Lines, &orderv1.OrderLine{Sku: second, Quantity: 1, UnitPriceMinor: 700})
 					}
 				}
+				var id string
 				for attempt := 0; ; attempt++ {
 					o, _, err := w.orders.CreateOrder(ctx, req)
 					if err == nil {
+						id = o.GetOrderId()
 						mu.Lock()
-						accepted = append(accepted, o.GetOrderId())
+						accepted = append(accepted, id)
 						mu.Unlock()
 						break
 					}
@@ -243,7 +286,7 @@ func (w *world) placeOrders(ctx context.Context, progress *atomic.Int64) []strin
 				}
 				progress.Add(1)
 				if rand.Float64() < *poisonRate {
-					w.publishPoison(ctx)
+					w.publishPoison(ctx, id)
 				}
 			}
 		})
@@ -254,16 +297,28 @@ func (w *world) placeOrders(ctx context.Context, progress *atomic.Int64) []strin
 
 // publishPoison publishes an event that can never be handled straight onto
 // order.created, with its own Nats-Msg-Id, retrying while NATS restarts.
-func (w *world) publishPoison(ctx context.Context) {
-	kinds := []string{"garbage", "invalid payload", "unknown version", "lying type header"}
+// Most kinds are refused before the handler. A "wrong event" (a valid
+// inventory.adjusted) reaches it: keyed by orderID, just placed, it lands in
+// that order's partition as the order's own event does, so usually in the
+// same batch, which must commit without it.
+func (w *world) publishPoison(ctx context.Context, orderID string) {
+	kinds := []string{"garbage", "invalid payload", "unknown version", "lying type header", "wrong event", "wrong event"}
 	kind := kinds[rand.N(len(kinds))]
+	if w.poisonCount() < 3 { // enough wrong events to find one in a batch
+		kind = "wrong event"
+	}
 	valid := &ordereventsv2.OrderCreated{
 		OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
 		Lines:     []*ordereventsv2.OrderLine{{Sku: "CHAOS-00", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
 		Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1},
 		CreatedAt: timestamppb.Now(),
 	}
-	env, err := event.New(ctx, valid, event.WithSource("chaos"))
+	var msg proto.Message = valid
+	if kind == "wrong event" {
+		msg = &inventoryeventsv1.InventoryAdjusted{OrderId: orderID, AdjustedAt: timestamppb.Now(),
+			Reservations: []*inventoryeventsv1.Reservation{{Sku: "CHAOS-00", Quantity: 1}}}
+	}
+	env, err := event.New(ctx, msg, event.WithSource("chaos"))
 	if err != nil {
 		w.t.Error(err)
 		return
@@ -530,8 +585,16 @@ func (w *world) check(t *testing.T, accepted []string) {
 			t.Errorf("poison event #%d (%s) is in the DLQ %d times, want once", seq, kind, seen[seq])
 		}
 	}
-	faults := w.natsRestarts.Load() + w.pgKills.Load() + w.ackLost.Load() + w.dupPublishes.Load() + int64(len(poison))
-	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d ack_lost=%d dup_publishes=%d poison=%d) dlq=%d lost=%d doubled=%d oversold=%d negative=%d\n",
+	if w.killed.Load() == 0 {
+		t.Error("the instance to kill between commit and acks never committed a batch")
+	}
+	inBatch := 0
+	w.poisonInBatch.Range(func(any, any) bool { inBatch++; return true })
+	if inBatch == 0 {
+		t.Error("no poison event reached a handler inside a batch of several")
+	}
+	faults := w.natsRestarts.Load() + w.pgKills.Load() + w.ackLost.Load() + w.dupPublishes.Load() + int64(len(poison)) + min(w.killed.Load(), 1)
+	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d ack_lost=%d dup_publishes=%d poison=%d poison_in_batch=%d killed_after_commit=%d) dlq=%d lost=%d doubled=%d oversold=%d negative=%d\n",
 		len(accepted), confirmed, rejected, faults, w.natsRestarts.Load(), w.pgKills.Load(), w.ackLost.Load(), w.dupPublishes.Load(),
-		len(poison), len(dls), lost, doubled, oversold, negative)
+		len(poison), inBatch, min(w.killed.Load(), 1), len(dls), lost, doubled, oversold, negative)
 }

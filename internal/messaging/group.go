@@ -126,8 +126,12 @@ type member struct {
 	consume    func(ctx context.Context, p int)
 	log        *slog.Logger
 
-	// What the watch of the bucket shows.
+	// What the watch of the bucket shows. seen is when each member's key
+	// was last written, as the watch delivered it: a member not seen for
+	// longer than the lease counts as gone even if its expiry marker never
+	// arrived (a bucket lost with a NATS restart and declared again).
 	members map[string]Member
+	seen    map[string]time.Time
 	owners  map[int]string
 	ready   bool // the watch has delivered the bucket's current state
 
@@ -155,6 +159,7 @@ func newMember(ensure func(context.Context) (jetstream.KeyValue, error), cfg Con
 		consume:    consume,
 		log:        log,
 		members:    map[string]Member{},
+		seen:       map[string]time.Time{},
 		owners:     map[int]string{},
 		held:       map[int]*held{},
 		released:   make(chan int, partitions+1),
@@ -191,6 +196,7 @@ func (m *member) run(ctx context.Context) error {
 		failures = 0
 		m.ready = false
 		clear(m.members)
+		clear(m.seen)
 		clear(m.owners)
 		_ = m.beat(ctx)
 		m.watch(ctx, w, tick.C)
@@ -244,6 +250,7 @@ func (m *member) apply(e jetstream.KeyValueEntry) {
 		id := strings.TrimPrefix(key, memberKeyPrefix)
 		if gone {
 			delete(m.members, id)
+			delete(m.seen, id)
 			return
 		}
 		var mem Member
@@ -252,6 +259,7 @@ func (m *member) apply(e jetstream.KeyValueEntry) {
 			return
 		}
 		m.members[id] = mem
+		m.seen[id] = time.Now()
 	case strings.HasPrefix(key, partitionKeyPrefix):
 		p, err := strconv.Atoi(strings.TrimPrefix(key, partitionKeyPrefix))
 		if err != nil || p < 0 || p >= m.partitions {
@@ -322,7 +330,7 @@ func (m *member) reconcile(ctx context.Context) {
 	if !m.ready || m.partitions == 0 || ctx.Err() != nil {
 		return
 	}
-	live := slices.Sorted(maps.Keys(m.members))
+	live := m.live()
 	if !slices.Contains(live, m.self.Instance) {
 		live = append(live, m.self.Instance)
 		slices.Sort(live)
@@ -372,6 +380,29 @@ func (m *member) reconcile(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// live returns the members seen within the lease, sorted, and forgets the
+// others with their partitions: their keys have expired, whether or not the
+// watch delivered the expiry, so those partitions are free to try.
+func (m *member) live() []string {
+	var live []string
+	for id := range m.members {
+		if id != m.self.Instance && time.Since(m.seen[id]) > m.lease+m.lease/5 {
+			m.log.Warn("consumer group: member not seen for a lease; counted as gone", "member", id)
+			delete(m.members, id)
+			delete(m.seen, id)
+			for p, owner := range m.owners {
+				if owner == id {
+					delete(m.owners, p)
+				}
+			}
+			continue
+		}
+		live = append(live, id)
+	}
+	slices.Sort(live)
+	return live
 }
 
 func (m *member) leaseValue(since time.Time) []byte {

@@ -9,9 +9,10 @@ import (
 	"testing"
 )
 
-// TestREADMEBufCurl runs the `buf curl` CreateOrder command exactly as
-// README.md shows it (buf from the project's tool modfile, server
-// reflection instead of local protos) against a stack, and checks the answer.
+// TestREADMEBufCurl runs the `buf curl` CreateOrder and WatchOrder commands
+// exactly as README.md shows them (buf from the project's tool modfile,
+// server reflection instead of local protos) against a stack, and checks the
+// answers.
 func TestREADMEBufCurl(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs buf")
@@ -20,18 +21,7 @@ func TestREADMEBufCurl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var command string
-	sc := bufio.NewScanner(strings.NewReader(string(readme)))
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, "go tool -modfile=tools/buf.mod buf curl") &&
-			strings.Contains(line, "/shopbus.order.v1.OrderService/CreateOrder") {
-			command = line
-			break
-		}
-	}
-	if command == "" {
-		t.Fatal("README.md shows no `go tool -modfile=tools/buf.mod buf curl … CreateOrder` command")
-	}
+	command, watch := readmeCommand(t, readme, "CreateOrder"), readmeCommand(t, readme, "WatchOrder")
 	const devURL = "http://127.0.0.1:8080"
 	if !strings.Contains(command, devURL) {
 		t.Fatalf("the README command does not target the dev stack at %s: %s", devURL, command)
@@ -57,7 +47,34 @@ func TestREADMEBufCurl(t *testing.T) {
 	if res.Order.OrderID == "" || res.Order.Status != "ORDER_STATUS_PENDING" {
 		t.Fatalf("buf curl answered %s", out)
 	}
-	if o := s.await(t, res.Order.OrderID); o.GetStatus().String() != "ORDER_STATUS_CONFIRMED" {
-		t.Errorf("the order placed by buf curl ended %v", o.GetStatus())
+	cmd = exec.Command("sh", "-c", strings.NewReplacer(devURL, s.URL(), "<orderId>", res.Order.OrderID).Replace(watch))
+	cmd.Dir = "../.."
+	if out, err = cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", watch, err, out)
 	}
+	// buf curl prints each message of the stream as a JSON object.
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		if err := dec.Decode(&res); err != nil {
+			t.Fatalf("buf curl printed %s: %v", out, err)
+		}
+	}
+	if res.Order.Status != "ORDER_STATUS_CONFIRMED" {
+		t.Errorf("WatchOrder through buf curl ended with %s, want the order CONFIRMED", out)
+	}
+}
+
+// readmeCommand returns README.md's `buf curl` command line for the
+// OrderService method.
+func readmeCommand(t *testing.T, readme []byte, method string) string {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(string(readme)))
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, "go tool -modfile=tools/buf.mod buf curl") &&
+			strings.Contains(line, "/shopbus.order.v1.OrderService/"+method) {
+			return line
+		}
+	}
+	t.Fatalf("README.md shows no `go tool -modfile=tools/buf.mod buf curl … %s` command", method)
+	return ""
 }

@@ -284,6 +284,17 @@ func TestInvalidRequests(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("GetOrder of an unknown order: %v, want NotFound", err)
 	}
+	watch, err := s.orders.WatchOrder(context.Background(), connect.NewRequest(&orderv1.WatchOrderRequest{OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b"}))
+	if err == nil {
+		for watch.Receive() {
+			t.Errorf("WatchOrder of an unknown order sent %v", watch.Msg())
+		}
+		err = watch.Err()
+		watch.Close()
+	}
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("WatchOrder of an unknown order: %v, want NotFound", err)
+	}
 }
 
 func violationFields(t *testing.T, err error) []string {

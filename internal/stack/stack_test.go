@@ -144,21 +144,31 @@ func (s *testStack) create(t *testing.T, req *orderv1.CreateOrderRequest) *order
 	return res.Msg.GetOrder()
 }
 
-// await polls GetOrder until the order leaves PENDING.
+// await watches the order (WatchOrder) until its stream ends, and checks
+// that the stream sent the order only when its status changed and ended
+// with an outcome.
 func (s *testStack) await(t *testing.T, id string) *orderv1.Order {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := s.orders.GetOrder(context.Background(), connect.NewRequest(&orderv1.GetOrderRequest{OrderId: id}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o := res.Msg.GetOrder(); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
-			return o
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("order %s still PENDING after 30s", id)
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := s.orders.WatchOrder(ctx, connect.NewRequest(&orderv1.WatchOrderRequest{OrderId: id}))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer stream.Close()
+	var last *orderv1.Order
+	for stream.Receive() {
+		o := stream.Msg().GetOrder()
+		if last != nil && o.GetStatus() == last.GetStatus() {
+			t.Errorf("WatchOrder sent order %s twice as %v", id, o.GetStatus())
+		}
+		last = o
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("WatchOrder %s: %v (last seen %v)", id, err, last.GetStatus())
+	}
+	if last.GetStatus() == orderv1.OrderStatus_ORDER_STATUS_PENDING || last.GetStatus() == orderv1.OrderStatus_ORDER_STATUS_UNSPECIFIED {
+		t.Fatalf("WatchOrder %s ended at %v, want an outcome", id, last.GetStatus())
+	}
+	return last
 }

@@ -3,6 +3,8 @@ package order
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -87,6 +89,9 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("update orders: %w", err)
+		}
+		if err := notifyDecided(ctx, tx, slices.Collect(maps.Keys(updated))); err != nil {
+			return fmt.Errorf("notify decisions: %w", err)
 		}
 		if len(updated) == len(ids) {
 			return nil

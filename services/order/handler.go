@@ -50,6 +50,22 @@ func (h *Handler) ListOrders(ctx context.Context, req *connect.Request[orderv1.L
 	return connect.NewResponse(&orderv1.ListOrdersResponse{Orders: orders, NextPageToken: next}), nil
 }
 
+// WatchOrder implements orderv1connect.OrderServiceHandler.
+func (h *Handler) WatchOrder(ctx context.Context, req *connect.Request[orderv1.WatchOrderRequest], stream *connect.ServerStream[orderv1.WatchOrderResponse]) error {
+	var sendErr error
+	err := h.svc.WatchOrder(ctx, req.Msg.GetOrderId(), func(o *orderv1.Order) error {
+		sendErr = stream.Send(&orderv1.WatchOrderResponse{Order: o})
+		return sendErr
+	})
+	if sendErr != nil {
+		return sendErr // the caller is gone: nothing to map
+	}
+	if err != nil {
+		return h.toConnect("WatchOrder", err)
+	}
+	return nil
+}
+
 // toConnect maps domain errors to Connect codes. Anything unexpected is
 // logged in full and reaches the client as Unavailable (retry) or Internal,
 // without database text.

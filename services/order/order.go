@@ -13,6 +13,7 @@ import (
 	"embed"
 	"errors"
 	"log/slog"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,16 +67,23 @@ type Service struct {
 	Telemetry *telemetry.Telemetry
 
 	metrics *metrics
+	decided *decisions
 }
 
 // New returns the order service on pool (its search_path is schema, migrated
 // with Migrations and messaging.Migrations) and js.
 func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "order")}
+	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "order"), decided: newDecisions()}
 }
 
-// Run relays the outbox and consumes inventory outcomes until ctx is done.
+// Run relays the outbox, consumes inventory outcomes and listens for the
+// decisions WatchOrder waits for, until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { s.decided.listen(lctx, s.pool, s.log) })
 	cfg := InventoryOutcomeConsumer()
 	cfg.Instance = s.Instance
 	cfg.Retry = s.Retry

@@ -632,6 +632,98 @@ func (x *ListOrdersResponse) GetNextPageToken() string {
 	return ""
 }
 
+// WatchOrderRequest names the order to watch.
+type WatchOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order_id identifies the order (UUID).
+	OrderId       string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchOrderRequest) Reset() {
+	*x = WatchOrderRequest{}
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchOrderRequest) ProtoMessage() {}
+
+func (x *WatchOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchOrderRequest.ProtoReflect.Descriptor instead.
+func (*WatchOrderRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WatchOrderRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+// WatchOrderResponse is the order as it is now.
+type WatchOrderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order is the order.
+	Order         *Order `protobuf:"bytes,1,opt,name=order,proto3" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchOrderResponse) Reset() {
+	*x = WatchOrderResponse{}
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchOrderResponse) ProtoMessage() {}
+
+func (x *WatchOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchOrderResponse.ProtoReflect.Descriptor instead.
+func (*WatchOrderResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WatchOrderResponse) GetOrder() *Order {
+	if x != nil {
+		return x.Order
+	}
+	return nil
+}
+
 var File_shopbus_order_v1_order_service_proto protoreflect.FileDescriptor
 
 const file_shopbus_order_v1_order_service_proto_rawDesc = "" +
@@ -687,17 +779,23 @@ const file_shopbus_order_v1_order_service_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"m\n" +
 	"\x12ListOrdersResponse\x12/\n" +
 	"\x06orders\x18\x01 \x03(\v2\x17.shopbus.order.v1.OrderR\x06orders\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*|\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\";\n" +
+	"\x11WatchOrderRequest\x12&\n" +
+	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\"C\n" +
+	"\x12WatchOrderResponse\x12-\n" +
+	"\x05order\x18\x01 \x01(\v2\x17.shopbus.order.v1.OrderR\x05order*|\n" +
 	"\vOrderStatus\x12\x1c\n" +
 	"\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n" +
 	"\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x19\n" +
-	"\x15ORDER_STATUS_REJECTED\x10\x032\xa0\x02\n" +
+	"\x15ORDER_STATUS_REJECTED\x10\x032\x80\x03\n" +
 	"\fOrderService\x12Z\n" +
 	"\vCreateOrder\x12$.shopbus.order.v1.CreateOrderRequest\x1a%.shopbus.order.v1.CreateOrderResponse\x12V\n" +
 	"\bGetOrder\x12!.shopbus.order.v1.GetOrderRequest\x1a\".shopbus.order.v1.GetOrderResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\n" +
-	"ListOrders\x12#.shopbus.order.v1.ListOrdersRequest\x1a$.shopbus.order.v1.ListOrdersResponse\"\x03\x90\x02\x01B\xc7\x01\n" +
+	"ListOrders\x12#.shopbus.order.v1.ListOrdersRequest\x1a$.shopbus.order.v1.ListOrdersResponse\"\x03\x90\x02\x01\x12^\n" +
+	"\n" +
+	"WatchOrder\x12#.shopbus.order.v1.WatchOrderRequest\x1a$.shopbus.order.v1.WatchOrderResponse\"\x03\x90\x02\x010\x01B\xc7\x01\n" +
 	"\x14com.shopbus.order.v1B\x11OrderServiceProtoP\x01Z:github.com/shopbus/shopbus/gen/go/shopbus/order/v1;orderv1\xa2\x02\x03SOX\xaa\x02\x10Shopbus.Order.V1\xca\x02\x10Shopbus\\Order\\V1\xe2\x02\x1cShopbus\\Order\\V1\\GPBMetadata\xea\x02\x12Shopbus::Order::V1b\x06proto3"
 
 var (
@@ -713,7 +811,7 @@ func file_shopbus_order_v1_order_service_proto_rawDescGZIP() []byte {
 }
 
 var file_shopbus_order_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shopbus_order_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_shopbus_order_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_shopbus_order_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),              // 0: shopbus.order.v1.OrderStatus
 	(*Order)(nil),                 // 1: shopbus.order.v1.Order
@@ -724,29 +822,34 @@ var file_shopbus_order_v1_order_service_proto_goTypes = []any{
 	(*GetOrderResponse)(nil),      // 6: shopbus.order.v1.GetOrderResponse
 	(*ListOrdersRequest)(nil),     // 7: shopbus.order.v1.ListOrdersRequest
 	(*ListOrdersResponse)(nil),    // 8: shopbus.order.v1.ListOrdersResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*WatchOrderRequest)(nil),     // 9: shopbus.order.v1.WatchOrderRequest
+	(*WatchOrderResponse)(nil),    // 10: shopbus.order.v1.WatchOrderResponse
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_shopbus_order_v1_order_service_proto_depIdxs = []int32{
 	2,  // 0: shopbus.order.v1.Order.lines:type_name -> shopbus.order.v1.OrderLine
 	0,  // 1: shopbus.order.v1.Order.status:type_name -> shopbus.order.v1.OrderStatus
-	9,  // 2: shopbus.order.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 3: shopbus.order.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 2: shopbus.order.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	11, // 3: shopbus.order.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: shopbus.order.v1.CreateOrderRequest.lines:type_name -> shopbus.order.v1.OrderLine
 	1,  // 5: shopbus.order.v1.CreateOrderResponse.order:type_name -> shopbus.order.v1.Order
 	1,  // 6: shopbus.order.v1.GetOrderResponse.order:type_name -> shopbus.order.v1.Order
 	0,  // 7: shopbus.order.v1.ListOrdersRequest.status:type_name -> shopbus.order.v1.OrderStatus
 	1,  // 8: shopbus.order.v1.ListOrdersResponse.orders:type_name -> shopbus.order.v1.Order
-	3,  // 9: shopbus.order.v1.OrderService.CreateOrder:input_type -> shopbus.order.v1.CreateOrderRequest
-	5,  // 10: shopbus.order.v1.OrderService.GetOrder:input_type -> shopbus.order.v1.GetOrderRequest
-	7,  // 11: shopbus.order.v1.OrderService.ListOrders:input_type -> shopbus.order.v1.ListOrdersRequest
-	4,  // 12: shopbus.order.v1.OrderService.CreateOrder:output_type -> shopbus.order.v1.CreateOrderResponse
-	6,  // 13: shopbus.order.v1.OrderService.GetOrder:output_type -> shopbus.order.v1.GetOrderResponse
-	8,  // 14: shopbus.order.v1.OrderService.ListOrders:output_type -> shopbus.order.v1.ListOrdersResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	1,  // 9: shopbus.order.v1.WatchOrderResponse.order:type_name -> shopbus.order.v1.Order
+	3,  // 10: shopbus.order.v1.OrderService.CreateOrder:input_type -> shopbus.order.v1.CreateOrderRequest
+	5,  // 11: shopbus.order.v1.OrderService.GetOrder:input_type -> shopbus.order.v1.GetOrderRequest
+	7,  // 12: shopbus.order.v1.OrderService.ListOrders:input_type -> shopbus.order.v1.ListOrdersRequest
+	9,  // 13: shopbus.order.v1.OrderService.WatchOrder:input_type -> shopbus.order.v1.WatchOrderRequest
+	4,  // 14: shopbus.order.v1.OrderService.CreateOrder:output_type -> shopbus.order.v1.CreateOrderResponse
+	6,  // 15: shopbus.order.v1.OrderService.GetOrder:output_type -> shopbus.order.v1.GetOrderResponse
+	8,  // 16: shopbus.order.v1.OrderService.ListOrders:output_type -> shopbus.order.v1.ListOrdersResponse
+	10, // 17: shopbus.order.v1.OrderService.WatchOrder:output_type -> shopbus.order.v1.WatchOrderResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_shopbus_order_v1_order_service_proto_init() }
@@ -760,7 +863,7 @@ func file_shopbus_order_v1_order_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shopbus_order_v1_order_service_proto_rawDesc), len(file_shopbus_order_v1_order_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,8 @@ const (
 	OrderServiceGetOrderProcedure = "/shopbus.order.v1.OrderService/GetOrder"
 	// OrderServiceListOrdersProcedure is the fully-qualified name of the OrderService's ListOrders RPC.
 	OrderServiceListOrdersProcedure = "/shopbus.order.v1.OrderService/ListOrders"
+	// OrderServiceWatchOrderProcedure is the fully-qualified name of the OrderService's WatchOrder RPC.
+	OrderServiceWatchOrderProcedure = "/shopbus.order.v1.OrderService/WatchOrder"
 )
 
 // OrderServiceClient is a client for the shopbus.order.v1.OrderService service.
@@ -52,6 +54,12 @@ type OrderServiceClient interface {
 	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
 	// ListOrders returns orders, newest first, a page at a time.
 	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
+	// WatchOrder streams one order: its state at once, then its state after
+	// each change of status. The stream ends when the order is CONFIRMED or
+	// REJECTED, or when the caller's deadline passes; NOT_FOUND if no order
+	// has the id. Clients wait for an outcome with it instead of polling
+	// GetOrder.
+	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest]) (*connect.ServerStreamForClient[v1.WatchOrderResponse], error)
 }
 
 // NewOrderServiceClient constructs a client for the shopbus.order.v1.OrderService service. By
@@ -85,6 +93,13 @@ func NewOrderServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		watchOrder: connect.NewClient[v1.WatchOrderRequest, v1.WatchOrderResponse](
+			httpClient,
+			baseURL+OrderServiceWatchOrderProcedure,
+			connect.WithSchema(orderServiceMethods.ByName("WatchOrder")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -93,6 +108,7 @@ type orderServiceClient struct {
 	createOrder *connect.Client[v1.CreateOrderRequest, v1.CreateOrderResponse]
 	getOrder    *connect.Client[v1.GetOrderRequest, v1.GetOrderResponse]
 	listOrders  *connect.Client[v1.ListOrdersRequest, v1.ListOrdersResponse]
+	watchOrder  *connect.Client[v1.WatchOrderRequest, v1.WatchOrderResponse]
 }
 
 // CreateOrder calls shopbus.order.v1.OrderService.CreateOrder.
@@ -110,6 +126,11 @@ func (c *orderServiceClient) ListOrders(ctx context.Context, req *connect.Reques
 	return c.listOrders.CallUnary(ctx, req)
 }
 
+// WatchOrder calls shopbus.order.v1.OrderService.WatchOrder.
+func (c *orderServiceClient) WatchOrder(ctx context.Context, req *connect.Request[v1.WatchOrderRequest]) (*connect.ServerStreamForClient[v1.WatchOrderResponse], error) {
+	return c.watchOrder.CallServerStream(ctx, req)
+}
+
 // OrderServiceHandler is an implementation of the shopbus.order.v1.OrderService service.
 type OrderServiceHandler interface {
 	// CreateOrder places an order. It is idempotent: a retry with the same
@@ -120,6 +141,12 @@ type OrderServiceHandler interface {
 	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
 	// ListOrders returns orders, newest first, a page at a time.
 	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
+	// WatchOrder streams one order: its state at once, then its state after
+	// each change of status. The stream ends when the order is CONFIRMED or
+	// REJECTED, or when the caller's deadline passes; NOT_FOUND if no order
+	// has the id. Clients wait for an outcome with it instead of polling
+	// GetOrder.
+	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest], *connect.ServerStream[v1.WatchOrderResponse]) error
 }
 
 // NewOrderServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -149,6 +176,13 @@ func NewOrderServiceHandler(svc OrderServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	orderServiceWatchOrderHandler := connect.NewServerStreamHandler(
+		OrderServiceWatchOrderProcedure,
+		svc.WatchOrder,
+		connect.WithSchema(orderServiceMethods.ByName("WatchOrder")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/shopbus.order.v1.OrderService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case OrderServiceCreateOrderProcedure:
@@ -157,6 +191,8 @@ func NewOrderServiceHandler(svc OrderServiceHandler, opts ...connect.HandlerOpti
 			orderServiceGetOrderHandler.ServeHTTP(w, r)
 		case OrderServiceListOrdersProcedure:
 			orderServiceListOrdersHandler.ServeHTTP(w, r)
+		case OrderServiceWatchOrderProcedure:
+			orderServiceWatchOrderHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -176,4 +212,8 @@ func (UnimplementedOrderServiceHandler) GetOrder(context.Context, *connect.Reque
 
 func (UnimplementedOrderServiceHandler) ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.order.v1.OrderService.ListOrders is not implemented"))
+}
+
+func (UnimplementedOrderServiceHandler) WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest], *connect.ServerStream[v1.WatchOrderResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.order.v1.OrderService.WatchOrder is not implemented"))
 }

@@ -1,0 +1,172 @@
+package order
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// decidedChannel is the PostgreSQL notification channel on which the
+// transaction that decides orders names them (comma-separated ids), so
+// that WatchOrder streams in every order process learn of it at once.
+const decidedChannel = "shopbus_order_decided"
+
+// watchRecheck is how often a watch reads its order again without a
+// notification: the safety net for notifications lost while a process's
+// LISTEN connection was down.
+const watchRecheck = 2 * time.Second
+
+// WatchOrder calls send with the order as it is now, then again after each
+// change of its status, until it is CONFIRMED or REJECTED (nil), ctx is done
+// (ctx's error) or send fails (send's error). ErrNotFound if no order has
+// the id.
+func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.Order) error) error {
+	// Wait before reading, so a decision between the read and the wait is
+	// not missed.
+	wake, stop := s.decided.wait(id)
+	defer stop()
+	recheck := time.NewTimer(watchRecheck)
+	defer recheck.Stop()
+	var sent orderv1.OrderStatus
+	for {
+		o, err := s.GetOrder(ctx, id)
+		if err != nil {
+			return err
+		}
+		if o.GetStatus() != sent {
+			if err := send(o); err != nil {
+				return err
+			}
+			sent = o.GetStatus()
+		}
+		if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-recheck.C:
+		}
+		recheck.Reset(watchRecheck)
+	}
+}
+
+// notifyDecided names the orders ids, decided in tx, on decidedChannel; the
+// notifications go out when tx commits.
+func notifyDecided(ctx context.Context, tx pgx.Tx, ids []string) error {
+	// A payload holds under 8000 bytes: 200 ids of 37 bytes each.
+	for chunk := range slices.Chunk(ids, 200) {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, decidedChannel, strings.Join(chunk, ",")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decisions wakes the WatchOrder streams of this process when their order
+// is decided, by any process: it listens on decidedChannel.
+type decisions struct {
+	mu      sync.Mutex
+	waiting map[string]map[chan struct{}]struct{}
+}
+
+func newDecisions() *decisions {
+	return &decisions{waiting: map[string]map[chan struct{}]struct{}{}}
+}
+
+// wait returns a channel that receives when order id may have changed, and
+// the function that stops waiting.
+func (d *decisions) wait(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	d.mu.Lock()
+	if d.waiting[id] == nil {
+		d.waiting[id] = map[chan struct{}]struct{}{}
+	}
+	d.waiting[id][ch] = struct{}{}
+	d.mu.Unlock()
+	return ch, func() {
+		d.mu.Lock()
+		delete(d.waiting[id], ch)
+		if len(d.waiting[id]) == 0 {
+			delete(d.waiting, id)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// wake wakes the watches of the orders ids, or every watch when ids is nil.
+func (d *decisions) wake(ids []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	signal := func(chs map[chan struct{}]struct{}) {
+		for ch := range chs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	if ids == nil {
+		for _, chs := range d.waiting {
+			signal(chs)
+		}
+		return
+	}
+	for _, id := range ids {
+		signal(d.waiting[id])
+	}
+}
+
+// listen holds one connection of pool listening on decidedChannel until ctx
+// is done, waking the watches each notification names. When the connection
+// fails it listens again after a backoff and wakes every watch, since
+// notifications were lost meanwhile.
+func (d *decisions) listen(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) {
+	for failures := 0; ctx.Err() == nil; failures++ {
+		err := d.listenOnce(ctx, pool)
+		if ctx.Err() != nil {
+			return
+		}
+		d.wake(nil)
+		wait := messaging.Backoff(failures + 1)
+		log.Warn("order: listening for decisions failed; watches read their orders every "+watchRecheck.String()+" meanwhile",
+			"err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool) error {
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A listening connection never goes back to the pool.
+	conn := pc.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+decidedChannel); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if n.Channel != decidedChannel {
+			continue
+		}
+		d.wake(strings.Split(n.Payload, ","))
+	}
+}
