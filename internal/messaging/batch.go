@@ -311,6 +311,7 @@ func (s *settler) oneByOne(ctx context.Context, batch []*Delivery, msgOf map[*De
 func (s *settler) ackBatch(ctx context.Context, batch []*Delivery, msgOf map[*Delivery]jetstream.Msg, start time.Time) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 	defer cancel()
+	s.metrics.recordBatch(ctx, len(batch))
 	for i, d := range batch {
 		msg := msgOf[d]
 		s.forget(d.Metadata.Sequence.Stream)

@@ -26,6 +26,8 @@ type consumerMetrics struct {
 	group    string
 	handled  metric.Int64Counter
 	duration metric.Float64Histogram
+	batch    metric.Int64Histogram
+	batchSet metric.MeasurementOption
 	sets     sync.Map // attrKey → *attrSets, built once per durable and outcome
 }
 
@@ -46,7 +48,22 @@ func newConsumerMetrics(t *telemetry.Telemetry, group string) (*consumerMetrics,
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return &consumerMetrics{group: group, handled: handled, duration: duration}, nil
+	batch, err := m.Int64Histogram(telemetry.ConsumerBatchSize, metric.WithUnit("{event}"),
+		metric.WithDescription("Events per batch a batch consumer committed."),
+		metric.WithExplicitBucketBoundaries(BatchSizeBuckets...))
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return &consumerMetrics{group: group, handled: handled, duration: duration, batch: batch,
+		batchSet: metric.WithAttributeSet(attribute.NewSet(attribute.String("consumer", group)))}, nil
+}
+
+// BatchSizeBuckets are the bucket boundaries of the batch size histogram.
+var BatchSizeBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
+
+// recordBatch records the size of a committed batch.
+func (m *consumerMetrics) recordBatch(ctx context.Context, n int) {
+	m.batch.Record(ctx, int64(n), m.batchSet)
 }
 
 // record counts one event the durable consumer settled with outcome.

@@ -65,7 +65,7 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) err
 	if err := pgx.BeginFunc(ctx, pool, fn); err != nil {
 		return err
 	}
-	wakeRelays(pool.Config().ConnConfig.RuntimeParams["search_path"])
+	WakeRelays(pool)
 	return nil
 }
 
@@ -132,24 +132,37 @@ func sameTrace(sc trace.SpanContext, env *eventv1.Envelope) bool {
 	return bytes.Equal(id[:], env.GetTraceId())
 }
 
-// QueueEnqueue queues on b the outbox insert of env and its notification,
-// for a caller that sends its transaction's statements as one pgx.Batch
-// (one round trip): Enqueue's statements, not yet sent. end ends the
-// insert's span with the batch's outcome.
-func QueueEnqueue(ctx context.Context, b *pgx.Batch, env *eventv1.Envelope) (end func(error), err error) {
+// OutboxRow is an event as the outbox stores it, for a caller that writes
+// its row in a statement of its own: INSERT INTO outbox (id, subject,
+// envelope), inside the statement that writes the state the event reports
+// (one statement is one round trip and needs no BEGIN or COMMIT).
+type OutboxRow struct {
+	ID       string
+	Subject  string
+	Envelope []byte
+}
+
+// NewOutboxRow encodes env as its outbox row and starts the insert's span,
+// as Enqueue traces it; end ends the span with the statement's outcome.
+// Once the statement has committed, WakeRelays publishes the row at once.
+func NewOutboxRow(ctx context.Context, env *eventv1.Envelope) (row OutboxRow, end func(error), err error) {
 	spec, err := event.Lookup(env.GetType(), env.GetVersion())
 	if err != nil {
-		return nil, err
+		return OutboxRow{}, nil, err
 	}
-	subject := spec.SubjectFor(env.GetPartitionKey())
-	end = insertSpan(ctx, env, subject)
-	data, err := event.Encode(env)
-	if err != nil {
+	row.ID, row.Subject = env.GetId(), spec.SubjectFor(env.GetPartitionKey())
+	end = insertSpan(ctx, env, row.Subject)
+	if row.Envelope, err = event.Encode(env); err != nil {
 		end(err)
-		return nil, err
+		return OutboxRow{}, nil, err
 	}
-	b.Queue("INSERT INTO outbox (id, subject, envelope) VALUES ($1, $2, $3)", env.GetId(), subject, data)
-	return end, nil
+	return row, end, nil
+}
+
+// WakeRelays wakes the relays of pool's schema (its search_path) running
+// in this process, after a statement outside InTx committed outbox rows.
+func WakeRelays(pool *pgxpool.Pool) {
+	wakeRelays(pool.Config().ConnConfig.RuntimeParams["search_path"])
 }
 
 // Outgoing is one event for EnqueueAll: its envelope, and the context of

@@ -8,6 +8,7 @@ const (
 	// Consumers, recorded by messaging.Consume as it settles events.
 	ConsumerHandled        = "shopbus.consumer.handled"         // counter; consumer, partition, outcome
 	ConsumerHandleDuration = "shopbus.consumer.handle.duration" // histogram, s; consumer, outcome
+	ConsumerBatchSize      = "shopbus.consumer.batch.size"      // histogram, events per committed batch; consumer
 
 	// Consumers, sampled from JetStream by the lag monitor (internal/lag).
 	ConsumerPending     = "shopbus.consumer.pending"     // gauge; consumer, partition

@@ -214,7 +214,7 @@ func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]i
 			left[i], reserved[i] = onHand[sku], b.reserved[sku]
 		}
 		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = v.on_hand, reserved = stock.reserved + v.reserved, updated_at = now()
-			FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(sku, on_hand, reserved) WHERE stock.sku = v.sku`,
+			FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(sku, on_hand, reserved) WHERE stock.sku = v.sku AND stock.sku = ANY($1::text[])`,
 			skus, left, reserved); err != nil {
 			return fmt.Errorf("reserve stock: %w", err)
 		}
@@ -224,8 +224,12 @@ func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]i
 		}
 	}
 	if len(b.decOrder) > 0 {
+		// "= ANY($1)" lets the planner find the rows by the primary key:
+		// a join with unnest alone was planned as a scan of the whole
+		// table, a cost that grew with every order decided.
 		if _, err := tx.Exec(ctx, `UPDATE decisions SET outcome = v.outcome
-			FROM unnest($1::uuid[], $2::text[]) AS v(order_id, outcome) WHERE decisions.order_id = v.order_id`,
+			FROM unnest($1::uuid[], $2::text[]) AS v(order_id, outcome)
+			WHERE decisions.order_id = v.order_id AND decisions.order_id = ANY($1::uuid[])`,
 			b.decOrder, b.decName); err != nil {
 			return fmt.Errorf("record decisions: %w", err)
 		}

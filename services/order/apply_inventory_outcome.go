@@ -69,7 +69,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 		}
 		rows, err := tx.Query(ctx, `UPDATE orders SET status = v.status, reject_reason = v.reason, updated_at = now()
 			FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)
-			WHERE orders.id = v.id AND orders.status = 'PENDING'
+			WHERE orders.id = v.id AND orders.id = ANY($1::uuid[]) AND orders.status = 'PENDING'
 			RETURNING orders.id::text, v.status, extract(epoch FROM clock_timestamp() - orders.created_at)::float8`,
 			ids, statuses, reasons)
 		if err != nil {

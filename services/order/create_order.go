@@ -3,12 +3,10 @@ package order
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -19,7 +17,7 @@ import (
 )
 
 // CreateOrder places an order: the order, its lines and its OrderCreated
-// event (in the outbox) are written in one transaction. req must be valid
+// event (in the outbox) are written by one statement. req must be valid
 // (the Connect handler's validation interceptor sees to it). A request whose
 // customer and idempotency key were seen before returns that order, with
 // replayed true, and writes nothing; with a different request it fails with
@@ -51,52 +49,39 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	if err != nil {
 		return nil, false, fmt.Errorf("create order: %w", err)
 	}
-	// The order, its lines and its event, sent as one batch: one round trip
-	// between BEGIN and COMMIT.
-	err = messaging.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		n := len(req.GetLines())
-		lineNo, skus, quantities, prices := make([]int32, n), make([]string, n), make([]int64, n), make([]int64, n)
-		for i, l := range req.GetLines() {
-			lineNo[i], skus[i], quantities[i], prices[i] = int32(i+1), l.GetSku(), int64(l.GetQuantity()), l.GetUnitPriceMinor()
-		}
-		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO orders
-			(id, customer_id, idempotency_key, request_hash, currency, total_minor, coupon_code, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
-			ON CONFLICT (customer_id, idempotency_key) DO NOTHING`,
-			id, req.GetCustomerId(), req.GetIdempotencyKey(), hash, req.GetCurrency(), total, req.GetCouponCode(), now)
-		// Only when the order was inserted (not a replay of its key).
-		b.Queue(`INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-			SELECT $1, * FROM unnest($2::int[], $3::text[], $4::bigint[], $5::bigint[])
-			WHERE EXISTS (SELECT 1 FROM orders WHERE id = $1)`, id, lineNo, skus, quantities, prices)
-		end, err := messaging.QueueEnqueue(ctx, b, env)
-		if err != nil {
-			return err
-		}
-		res := tx.SendBatch(ctx, b)
-		tag, err := res.Exec()
-		if err == nil && tag.RowsAffected() == 0 {
-			replayed = true
-		}
-		for i := 1; i < b.Len() && err == nil; i++ {
-			_, err = res.Exec()
-		}
-		if cerr := res.Close(); err == nil {
-			err = cerr
-		}
-		end(err)
-		if err != nil {
-			return fmt.Errorf("insert order: %w", err)
-		}
-		if replayed {
-			return errReplayed // roll back the event written for nothing
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errReplayed) {
+	row, end, err := messaging.NewOutboxRow(ctx, env)
+	if err != nil {
 		return nil, false, fmt.Errorf("create order: %w", err)
 	}
-	if !replayed {
+	n := len(req.GetLines())
+	lineNo, skus, quantities, prices := make([]int32, n), make([]string, n), make([]int64, n), make([]int64, n)
+	for i, l := range req.GetLines() {
+		lineNo[i], skus[i], quantities[i], prices[i] = int32(i+1), l.GetSku(), int64(l.GetQuantity()), l.GetUnitPriceMinor()
+	}
+	// The order, its lines and its event in one statement: one round trip,
+	// atomic without BEGIN and COMMIT. A replayed idempotency key inserts
+	// no order, so no lines and no event either.
+	var inserted bool
+	err = s.pool.QueryRow(ctx, `WITH o AS (
+			INSERT INTO orders (id, customer_id, idempotency_key, request_hash, currency, total_minor, coupon_code, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+			ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+			RETURNING id
+		), l AS (
+			INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+			SELECT o.id, v.* FROM o, unnest($9::int[], $10::text[], $11::bigint[], $12::bigint[]) AS v
+		), e AS (
+			INSERT INTO outbox (id, subject, envelope) SELECT $13, $14, $15 FROM o
+		)
+		SELECT EXISTS (SELECT 1 FROM o)`,
+		id, req.GetCustomerId(), req.GetIdempotencyKey(), hash, req.GetCurrency(), total, req.GetCouponCode(), now,
+		lineNo, skus, quantities, prices, row.ID, row.Subject, row.Envelope).Scan(&inserted)
+	end(err)
+	if err != nil {
+		return nil, false, fmt.Errorf("create order: insert order: %w", err)
+	}
+	if inserted {
+		messaging.WakeRelays(s.pool)
 		o := &orderv1.Order{
 			OrderId: id.String(), CustomerId: customer, Currency: req.GetCurrency(), TotalMinor: total,
 			CouponCode: req.GetCouponCode(), Status: orderv1.OrderStatus_ORDER_STATUS_PENDING,
@@ -121,10 +106,6 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	o, err = s.GetOrder(ctx, existing.String())
 	return o, true, err
 }
-
-// errReplayed rolls back CreateOrder's transaction when its idempotency key
-// had created an order already.
-var errReplayed = errors.New("replayed")
 
 // requestHash fingerprints a request, to tell a retry from a different order
 // under the same idempotency key.

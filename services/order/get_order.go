@@ -17,20 +17,26 @@ import (
 
 const orderColumns = `id::text, customer_id::text, currency, total_minor, coupon_code, status, reject_reason, created_at, updated_at`
 
-// GetOrder returns the order with its lines, or ErrNotFound.
+// GetOrder returns the order with its lines, or ErrNotFound: one statement.
 func (s *Service) GetOrder(ctx context.Context, id string) (*orderv1.Order, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, fmt.Errorf("%w: %q is not a UUID", ErrNotFound, id)
 	}
-	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+	var skus []string
+	var quantities []uint32
+	var prices []int64
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+`, l.skus, l.quantities, l.prices FROM orders
+		CROSS JOIN LATERAL (SELECT array_agg(sku ORDER BY line_no) AS skus, array_agg(quantity ORDER BY line_no) AS quantities,
+			array_agg(unit_price_minor ORDER BY line_no) AS prices FROM order_lines WHERE order_id = orders.id) AS l
+		WHERE id = $1`, id), &skus, &quantities, &prices)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get order %s: %w", id, err)
 	}
-	if err := s.loadLines(ctx, []*orderv1.Order{o}); err != nil {
-		return nil, err
+	for i := range skus {
+		o.Lines = append(o.Lines, &orderv1.OrderLine{Sku: skus[i], Quantity: quantities[i], UnitPriceMinor: prices[i]})
 	}
 	return o, nil
 }
@@ -124,16 +130,22 @@ func (s *Service) loadLines(ctx context.Context, orders []*orderv1.Order) error 
 	return rows.Err()
 }
 
-func scanOrder(row pgx.Row) (*orderv1.Order, error) {
+// scanOrder scans orderColumns, then more into dest.
+func scanOrder(row pgx.Row, more ...any) (*orderv1.Order, error) {
 	o := &orderv1.Order{}
 	var status string
 	var created, updated time.Time
-	if err := row.Scan(&o.OrderId, &o.CustomerId, &o.Currency, &o.TotalMinor, &o.CouponCode, &status, &o.RejectReason, &created, &updated); err != nil {
+	if err := row.Scan(append([]any{&o.OrderId, &o.CustomerId, &o.Currency, &o.TotalMinor, &o.CouponCode, &status, &o.RejectReason, &created, &updated}, more...)...); err != nil {
 		return nil, err
 	}
-	o.Status = orderv1.OrderStatus(orderv1.OrderStatus_value["ORDER_STATUS_"+status])
+	o.Status = statusOf(status)
 	o.CreatedAt, o.UpdatedAt = timestamppb.New(created), timestamppb.New(updated)
 	return o, nil
+}
+
+// statusOf is the OrderStatus of a status column.
+func statusOf(status string) orderv1.OrderStatus {
+	return orderv1.OrderStatus(orderv1.OrderStatus_value["ORDER_STATUS_"+status])
 }
 
 func statusName(s orderv1.OrderStatus) string {

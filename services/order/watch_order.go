@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
@@ -36,12 +38,12 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 	defer stop()
 	recheck := time.NewTimer(watchRecheck)
 	defer recheck.Stop()
+	o, err := s.GetOrder(ctx, id)
+	if err != nil {
+		return err
+	}
 	var sent orderv1.OrderStatus
 	for {
-		o, err := s.GetOrder(ctx, id)
-		if err != nil {
-			return err
-		}
 		if o.GetStatus() != sent {
 			if err := send(o); err != nil {
 				return err
@@ -58,6 +60,15 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 		case <-recheck.C:
 		}
 		recheck.Reset(watchRecheck)
+		// Only the status changes: read it alone.
+		var status string
+		var updated time.Time
+		err := s.pool.QueryRow(ctx, `SELECT status, reject_reason, updated_at FROM orders WHERE id = $1`, id).
+			Scan(&status, &o.RejectReason, &updated)
+		if err != nil {
+			return fmt.Errorf("watch order %s: %w", id, err)
+		}
+		o.Status, o.UpdatedAt = statusOf(status), timestamppb.New(updated)
 	}
 }
 
