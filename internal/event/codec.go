@@ -80,7 +80,7 @@ type vtMessage interface {
 // other, and refuses one with a string that is not UTF-8, naming the field.
 // TestCodecAgreesWithProtobufGo holds the two to the same bytes.
 func marshal(msg proto.Message) ([]byte, error) {
-	if vt, ok := msg.(vtMessage); ok && vt.Plain() {
+	if vt, ok := msg.(vtMessage); ok && fastPath.Load() && vt.Plain() {
 		return vt.MarshalVT()
 	}
 	return proto.MarshalOptions{Deterministic: true}.Marshal(msg)
@@ -95,7 +95,7 @@ func marshal(msg proto.Message) ([]byte, error) {
 // otherwise. protobuf-go decides, and explains, anything else. FuzzDecode
 // holds unmarshal to proto.Unmarshal.
 func unmarshal(b []byte, msg proto.Message) error {
-	if vt, ok := msg.(vtMessage); ok && vt.UnmarshalVT(b) == nil && vt.Plain() && encodesTo(vt, b) {
+	if vt, ok := msg.(vtMessage); ok && fastPath.Load() && vt.UnmarshalVT(b) == nil && vt.Plain() && encodesTo(vt, b) {
 		return nil
 	}
 	return proto.Unmarshal(b, msg)

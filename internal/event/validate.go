@@ -2,6 +2,7 @@ package event
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/protobuf/proto"
@@ -29,8 +30,19 @@ func validate[S fmt.Stringer](what S, msg proto.Message) error {
 // it to protovalidate's answer.
 func isValid(msg proto.Message) bool {
 	c, ok := msg.(interface{ IsValid() bool })
-	return ok && c.IsValid()
+	return ok && fastPath.Load() && c.IsValid()
 }
+
+// fastPath says whether validation and encoding take the generated fast
+// path (IsValid, vtprotobuf) where it gives the same answer.
+var fastPath atomic.Bool
+
+func init() { fastPath.Store(true) }
+
+// SetFastPath turns the generated fast path on or off, for the benchmarks
+// that measure what it gains (docs/adr/007-event-fast-path.md); answers
+// are the same either way. It returns the previous setting.
+func SetFastPath(on bool) (was bool) { return fastPath.Swap(on) }
 
 // explain runs protovalidate, the authority, which names the violations.
 func explain(what fmt.Stringer, msg proto.Message) error {

@@ -173,34 +173,54 @@ type Outgoing struct {
 }
 
 // EnqueueAll writes events to the outbox of the schema tx works in with one
-// statement and one notification, as Enqueue does for one: a batch handler's
-// outcome events. Each insert is traced as Enqueue traces it, under its
-// Outgoing.Ctx.
+// statement, as Enqueue does for one: a batch handler's outcome events. Each
+// insert is traced as Enqueue traces it, under its Outgoing.Ctx.
 func EnqueueAll(ctx context.Context, tx pgx.Tx, events []Outgoing) error {
+	b := &pgx.Batch{}
+	end, err := QueueEnqueueAll(b, events)
+	if err != nil || b.Len() == 0 {
+		return err
+	}
+	err = tx.SendBatch(ctx, b).Close()
+	end(err)
+	if err != nil {
+		return fmt.Errorf("outbox: insert %d events: %w", len(events), err)
+	}
+	return nil
+}
+
+// QueueEnqueueAll queues on b the one statement that writes events to the
+// outbox (EnqueueAll's), for a handler that sends its statements as one
+// pgx.Batch; nothing is queued for no events. end ends the inserts' spans
+// with the batch's outcome.
+func QueueEnqueueAll(b *pgx.Batch, events []Outgoing) (end func(error), err error) {
 	if len(events) == 0 {
-		return nil
+		return func(error) {}, nil
 	}
 	ids, subjects, data := make([]string, len(events)), make([]string, len(events)), make([][]byte, len(events))
-	ends := make([]func(error), len(events))
+	ends := make([]func(error), 0, len(events))
+	end = func(err error) {
+		if err != nil {
+			err = fmt.Errorf("outbox: insert %d events: %w", len(events), err)
+		}
+		for _, end := range ends {
+			end(err)
+		}
+	}
 	for i, o := range events {
 		spec, err := event.Lookup(o.Env.GetType(), o.Env.GetVersion())
 		if err != nil {
-			return err
+			end(err)
+			return nil, err
 		}
 		subjects[i] = spec.SubjectFor(o.Env.GetPartitionKey())
-		ends[i] = insertSpan(o.Ctx, o.Env, subjects[i])
+		ends = append(ends, insertSpan(o.Ctx, o.Env, subjects[i]))
 		if data[i], err = event.Encode(o.Env); err != nil {
-			return err
+			end(err)
+			return nil, err
 		}
 		ids[i] = o.Env.GetId()
 	}
-	_, err := tx.Exec(ctx, "INSERT INTO outbox (id, subject, envelope) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])",
-		ids, subjects, data)
-	if err != nil {
-		err = fmt.Errorf("outbox: insert %d events: %w", len(events), err)
-	}
-	for _, end := range ends {
-		end(err)
-	}
-	return err
+	b.Queue("INSERT INTO outbox (id, subject, envelope) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])", ids, subjects, data)
+	return end, nil
 }

@@ -28,31 +28,44 @@ var (
 // BenchmarkReserveStock measures the inventory consumer alone: a stream
 // pre-filled with -inventory.events valid order.created events over 100
 // SKUs (8 partitions), then the service's consumer, timed until every order
-// is decided; in batches of 100 (the default) and with one transaction per
-// event (BatchSize 1), taking turns for -inventory.rounds rounds, each mode's
-// median reported:
+// is decided. Three modes take turns for -inventory.rounds rounds, each
+// mode's median reported: batches of 100 (the default), the same without
+// the event fast path (ADR 007: generated IsValid and vtprotobuf), and one
+// transaction per event (BatchSize 1):
 //
 //	go test -run '^$' -bench ReserveStock -benchtime=1x ./services/inventory/
 func BenchmarkReserveStock(b *testing.B) {
-	modes := []int{1, messaging.DefaultBatchSize}
-	var medians map[int]float64
+	type mode struct {
+		name     string
+		size     int
+		fastPath bool
+	}
+	modes := []mode{
+		{"batch", messaging.DefaultBatchSize, true},
+		{"batch-nofastpath", messaging.DefaultBatchSize, false},
+		{"per-event", 1, true},
+	}
+	var medians map[string]float64
 	for range b.N {
-		got := map[int][]float64{}
+		got := map[string][]float64{}
 		for range *benchRounds {
-			for _, size := range modes {
-				got[size] = append(got[size], benchReserve(b, size))
+			for _, m := range modes {
+				was := event.SetFastPath(m.fastPath)
+				got[m.name] = append(got[m.name], benchReserve(b, m.size))
+				event.SetFastPath(was)
 			}
 		}
-		medians = map[int]float64{}
-		for size, xs := range got {
+		medians = map[string]float64{}
+		for name, xs := range got {
 			slices.Sort(xs)
-			medians[size] = xs[len(xs)/2]
+			medians[name] = xs[len(xs)/2]
 		}
 	}
-	for _, size := range modes {
-		b.ReportMetric(medians[size], fmt.Sprintf("batch%d-events/s", size))
+	for _, m := range modes {
+		b.ReportMetric(medians[m.name], m.name+"-events/s")
 	}
-	b.ReportMetric(medians[messaging.DefaultBatchSize]/medians[1], "batch-speedup-x")
+	b.ReportMetric(medians["batch"]/medians["per-event"], "batch-speedup-x")
+	b.ReportMetric(medians["batch"]/medians["batch-nofastpath"], "fastpath-speedup-x")
 }
 
 func benchReserve(b *testing.B, batchSize int) float64 {

@@ -50,19 +50,15 @@ func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery)
 			}
 			orders[i], ids[i] = order, order.GetOrderId()
 		}
-		claimed, err := claimDecisions(ctx, tx, ids)
-		if err != nil {
-			return err
-		}
+		// The SKUs of every order: an order decided before (a second event
+		// for it) locks its SKUs for nothing, which is rare and harmless.
 		var skus []string
 		for _, o := range orders {
-			if claimed[o.GetOrderId()] {
-				for _, l := range o.GetLines() {
-					skus = append(skus, l.GetSku())
-				}
+			for _, l := range o.GetLines() {
+				skus = append(skus, l.GetSku())
 			}
 		}
-		onHand, err := lockStock(ctx, tx, skus)
+		claimed, onHand, err := claimAndLock(ctx, tx, ids, skus)
 		if err != nil {
 			return err
 		}
@@ -86,10 +82,7 @@ func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery)
 			}
 			outgoing = append(outgoing, messaging.Outgoing{Ctx: ectx, Env: env})
 		}
-		err = b.apply(ctx, tx, onHand)
-		if err == nil {
-			err = messaging.EnqueueAll(ctx, tx, outgoing)
-		}
+		err = b.apply(ctx, tx, onHand, outgoing)
 		for _, end := range ends {
 			end(err)
 		}
@@ -97,53 +90,39 @@ func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery)
 	})
 }
 
-// claimDecisions claims the decision of each order in ids that has none
-// yet, and returns those it claimed. A concurrent transaction claiming the
-// same order waits for this one and then finds it taken.
-func claimDecisions(ctx context.Context, tx pgx.Tx, ids []string) (map[string]bool, error) {
-	rows, err := tx.Query(ctx, `INSERT INTO decisions (order_id) SELECT DISTINCT unnest($1::uuid[])
-		ON CONFLICT DO NOTHING RETURNING order_id::text`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("claim decisions: %w", err)
-	}
-	claimed, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("claim decisions: %w", err)
-	}
-	out := make(map[string]bool, len(claimed))
-	for _, id := range claimed {
-		out[id] = true
-	}
-	return out, nil
-}
-
-// lockStock locks the stock rows of skus, in SKU order, and returns what is
-// on hand of each that exists.
-func lockStock(ctx context.Context, tx pgx.Tx, skus []string) (map[string]int64, error) {
+// claimAndLock claims the decision of each order in ids that has none yet,
+// and locks the stock rows of skus, in SKU order, in one round trip. It
+// returns the orders it claimed and what is on hand of each SKU that
+// exists. A concurrent transaction claiming the same order waits for this
+// one and then finds it taken.
+func claimAndLock(ctx context.Context, tx pgx.Tx, ids, skus []string) (claimed map[string]bool, onHand map[string]int64, err error) {
 	slices.Sort(skus)
 	skus = slices.Compact(skus)
-	onHand := make(map[string]int64, len(skus))
-	if len(skus) == 0 {
-		return onHand, nil
-	}
-	rows, err := tx.Query(ctx, `SELECT sku, on_hand FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus)
-	if err != nil {
-		return nil, fmt.Errorf("lock stock: %w", err)
-	}
-	for rows.Next() {
+	b := &pgx.Batch{}
+	claimed = make(map[string]bool, len(ids))
+	b.Queue(`INSERT INTO decisions (order_id) SELECT DISTINCT unnest($1::uuid[])
+		ON CONFLICT DO NOTHING RETURNING order_id::text`, ids).Query(func(rows pgx.Rows) error {
+		var id string
+		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { claimed[id] = true; return nil })
+		if err != nil {
+			return fmt.Errorf("claim decisions: %w", err)
+		}
+		return nil
+	})
+	onHand = make(map[string]int64, len(skus))
+	b.Queue(`SELECT sku, on_hand FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus).Query(func(rows pgx.Rows) error {
 		var sku string
 		var n int64
-		if err := rows.Scan(&sku, &n); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("lock stock: %w", err)
+		_, err := pgx.ForEachRow(rows, []any{&sku, &n}, func() error { onHand[sku] = n; return nil })
+		if err != nil {
+			return fmt.Errorf("lock stock: %w", err)
 		}
-		onHand[sku] = n
+		return nil
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, nil, err
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("lock stock: %w", err)
-	}
-	return onHand, nil
+	return claimed, onHand, nil
 }
 
 // stockChanges are a batch's effects, applied by apply in a few statements.
@@ -204,35 +183,43 @@ func decide(order *ordereventsv2.OrderCreated, onHand map[string]int64, b *stock
 	return adjusted
 }
 
-// apply writes b: the stock rows (onHand is what is left), the
-// reservations and the decisions' outcomes, a statement each.
-func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]int64) error {
+// apply writes b (the stock rows, onHand being what is left, the
+// reservations and the decisions' outcomes) and the outcome events to the
+// outbox: a statement each, sent in one round trip.
+func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]int64, outgoing []messaging.Outgoing) error {
+	batch := &pgx.Batch{}
 	if len(b.reserved) > 0 {
 		skus := slices.Sorted(maps.Keys(b.reserved))
 		left, reserved := make([]int64, len(skus)), make([]int64, len(skus))
 		for i, sku := range skus {
 			left[i], reserved[i] = onHand[sku], b.reserved[sku]
 		}
-		if _, err := tx.Exec(ctx, `UPDATE stock SET on_hand = v.on_hand, reserved = stock.reserved + v.reserved, updated_at = now()
+		batch.Queue(`UPDATE stock SET on_hand = v.on_hand, reserved = stock.reserved + v.reserved, updated_at = now()
 			FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(sku, on_hand, reserved) WHERE stock.sku = v.sku AND stock.sku = ANY($1::text[])`,
-			skus, left, reserved); err != nil {
-			return fmt.Errorf("reserve stock: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO reservations (order_id, sku, quantity)
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])`, b.resOrder, b.resSKU, b.resQty); err != nil {
-			return fmt.Errorf("record reservations: %w", err)
-		}
+			skus, left, reserved)
+		batch.Queue(`INSERT INTO reservations (order_id, sku, quantity)
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])`, b.resOrder, b.resSKU, b.resQty)
 	}
 	if len(b.decOrder) > 0 {
 		// "= ANY($1)" lets the planner find the rows by the primary key:
 		// a join with unnest alone was planned as a scan of the whole
 		// table, a cost that grew with every order decided.
-		if _, err := tx.Exec(ctx, `UPDATE decisions SET outcome = v.outcome
+		batch.Queue(`UPDATE decisions SET outcome = v.outcome
 			FROM unnest($1::uuid[], $2::text[]) AS v(order_id, outcome)
 			WHERE decisions.order_id = v.order_id AND decisions.order_id = ANY($1::uuid[])`,
-			b.decOrder, b.decName); err != nil {
-			return fmt.Errorf("record decisions: %w", err)
-		}
+			b.decOrder, b.decName)
+	}
+	end, err := messaging.QueueEnqueueAll(batch, outgoing)
+	if err != nil {
+		return err
+	}
+	if batch.Len() == 0 {
+		return nil
+	}
+	err = tx.SendBatch(ctx, batch).Close()
+	end(err)
+	if err != nil {
+		return fmt.Errorf("reserve stock: %w", err)
 	}
 	return nil
 }

@@ -3,8 +3,6 @@ package order
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 
@@ -67,31 +65,28 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			statusOf[orderID], first[orderID] = status, d
 			ids, statuses, reasons = append(ids, orderID), append(statuses, status), append(reasons, reason)
 		}
-		rows, err := tx.Query(ctx, `UPDATE orders SET status = v.status, reject_reason = v.reason, updated_at = now()
+		// The update and the notification of WatchOrder streams, in one
+		// round trip. Every order of the batch is named: one decided before
+		// only makes its watches read it again.
+		updated := map[string]bool{}
+		b := &pgx.Batch{}
+		b.Queue(`UPDATE orders SET status = v.status, reject_reason = v.reason, updated_at = now()
 			FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)
 			WHERE orders.id = v.id AND orders.id = ANY($1::uuid[]) AND orders.status = 'PENDING'
 			RETURNING orders.id::text, v.status, extract(epoch FROM clock_timestamp() - orders.created_at)::float8`,
-			ids, statuses, reasons)
-		if err != nil {
-			return fmt.Errorf("update orders: %w", err)
-		}
-		updated := map[string]bool{}
-		for rows.Next() {
+			ids, statuses, reasons).Query(func(rows pgx.Rows) error {
 			var id string
 			var d decision
-			if err := rows.Scan(&id, &d.status, &d.took); err != nil {
-				rows.Close()
-				return fmt.Errorf("update orders: %w", err)
-			}
-			updated[id] = true
-			decided = append(decided, d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			_, err := pgx.ForEachRow(rows, []any{&id, &d.status, &d.took}, func() error {
+				updated[id] = true
+				decided = append(decided, d)
+				return nil
+			})
+			return err
+		})
+		queueNotifyDecided(b, ids)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("update orders: %w", err)
-		}
-		if err := notifyDecided(ctx, tx, slices.Collect(maps.Keys(updated))); err != nil {
-			return fmt.Errorf("notify decisions: %w", err)
 		}
 		if len(updated) == len(ids) {
 			return nil
@@ -105,7 +100,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			}
 		}
 		current := map[string]string{}
-		rows, err = tx.Query(ctx, `SELECT id::text, status FROM orders WHERE id = ANY($1::uuid[])`, rest)
+		rows, err := tx.Query(ctx, `SELECT id::text, status FROM orders WHERE id = ANY($1::uuid[])`, rest)
 		if err != nil {
 			return fmt.Errorf("read orders: %w", err)
 		}

@@ -72,16 +72,14 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 	}
 }
 
-// notifyDecided names the orders ids, decided in tx, on decidedChannel; the
-// notifications go out when tx commits.
-func notifyDecided(ctx context.Context, tx pgx.Tx, ids []string) error {
+// queueNotifyDecided queues on b the notification naming the orders ids,
+// decided in b's transaction, on decidedChannel; it goes out when the
+// transaction commits.
+func queueNotifyDecided(b *pgx.Batch, ids []string) {
 	// A payload holds under 8000 bytes: 200 ids of 37 bytes each.
 	for chunk := range slices.Chunk(ids, 200) {
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, decidedChannel, strings.Join(chunk, ",")); err != nil {
-			return err
-		}
+		b.Queue(`SELECT pg_notify($1, $2)`, decidedChannel, strings.Join(chunk, ","))
 	}
-	return nil
 }
 
 // decisions wakes the WatchOrder streams of this process when their order

@@ -32,7 +32,9 @@ func TestDecisionsReachListeners(t *testing.T) {
 	// before LISTEN reaches no one.
 	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			return notifyDecided(ctx, tx, []string{"0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", "0193a5e2-7c1d-7b3e-9f4a-111111111111"})
+			b := &pgx.Batch{}
+			queueNotifyDecided(b, []string{"0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", "0193a5e2-7c1d-7b3e-9f4a-111111111111"})
+			return tx.SendBatch(ctx, b).Close()
 		})
 		if err != nil {
 			return err
