@@ -165,34 +165,18 @@ func WakeRelays(pool *pgxpool.Pool) {
 	wakeRelays(pool.Config().ConnConfig.RuntimeParams["search_path"])
 }
 
-// Outgoing is one event for EnqueueAll: its envelope, and the context of
+// Outgoing is one event for QueueEnqueueAll: its envelope, and the context of
 // the work that caused it (its trace).
 type Outgoing struct {
 	Ctx context.Context
 	Env *eventv1.Envelope
 }
 
-// EnqueueAll writes events to the outbox of the schema tx works in with one
-// statement, as Enqueue does for one: a batch handler's outcome events. Each
-// insert is traced as Enqueue traces it, under its Outgoing.Ctx.
-func EnqueueAll(ctx context.Context, tx pgx.Tx, events []Outgoing) error {
-	b := &pgx.Batch{}
-	end, err := QueueEnqueueAll(b, events)
-	if err != nil || b.Len() == 0 {
-		return err
-	}
-	err = tx.SendBatch(ctx, b).Close()
-	end(err)
-	if err != nil {
-		return fmt.Errorf("outbox: insert %d events: %w", len(events), err)
-	}
-	return nil
-}
-
 // QueueEnqueueAll queues on b the one statement that writes events to the
-// outbox (EnqueueAll's), for a handler that sends its statements as one
-// pgx.Batch; nothing is queued for no events. end ends the inserts' spans
-// with the batch's outcome.
+// outbox of the schema b's transaction works in, for a batch handler that
+// sends its statements as one pgx.Batch: its outcome events. Each insert is
+// traced as Enqueue traces it, under its Outgoing.Ctx; end ends the spans
+// with the batch's outcome. Nothing is queued for no events.
 func QueueEnqueueAll(b *pgx.Batch, events []Outgoing) (end func(error), err error) {
 	if len(events) == 0 {
 		return func(error) {}, nil
