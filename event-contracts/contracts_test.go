@@ -3,10 +3,13 @@ package contracts_test
 import (
 	"encoding/json"
 	"errors"
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -145,6 +148,36 @@ func TestCatalogFileMatches(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("catalog.json is stale (run make generate):\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestGeneratedCodeIsALeaf: no generated Go package imports shopbus code
+// outside gen/go, so another Go module can use the contracts (issue 10,
+// ADR 010).
+func TestGeneratedCodeIsALeaf(t *testing.T) {
+	const module, gen = "github.com/shopbus/shopbus/", "github.com/shopbus/shopbus/gen/"
+	files := 0
+	err := filepath.WalkDir(filepath.Join("..", "gen", "go"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return err
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, imp := range f.Imports {
+			if p, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(p, module) && !strings.HasPrefix(p, gen) {
+				t.Errorf("%s imports %s: generated code must import nothing of shopbus outside gen/", path, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files == 0 {
+		t.Fatal("no generated Go files found in ../gen/go")
 	}
 }
 

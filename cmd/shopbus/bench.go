@@ -247,7 +247,9 @@ func (b *bencher) await(ctx context.Context, id string) (*orderv1.Order, error) 
 // 10 minutes with 3 significant digits.
 type latency struct{ h *hdrhistogram.Histogram }
 
-func newLatency() *latency { return &latency{hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)} }
+func newLatency() *latency {
+	return &latency{hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)}
+}
 
 func (l *latency) record(d time.Duration) {
 	_ = l.h.RecordValue(max(1, d.Microseconds())) // above the highest value: not recorded, and max says so

@@ -1,9 +1,7 @@
 package event
 
 import (
-	"bytes"
 	"fmt"
-	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -64,56 +62,13 @@ func open(name string, version uint32, payload []byte) (proto.Message, Spec, err
 	return msg, spec, nil
 }
 
-// vtMessage is implemented by the envelope and every event: vtprotobuf's
-// encoding, generated without reflection, and Plain, which says when that
-// encoding is protobuf-go's (buf.gen.events.yaml).
-type vtMessage interface {
-	MarshalVT() ([]byte, error)
-	MarshalToSizedBufferVT([]byte) (int, error)
-	SizeVT() int
-	UnmarshalVT([]byte) error
-	Plain() bool
-}
-
-// marshal encodes msg as protobuf-go would. The generated encoder takes a
-// plain message (valid UTF-8, no unknown fields); protobuf-go takes any
-// other, and refuses one with a string that is not UTF-8, naming the field.
-// TestCodecAgreesWithProtobufGo holds the two to the same bytes.
+// marshal encodes msg deterministically with protobuf-go: the same message
+// always gives the same bytes.
 func marshal(msg proto.Message) ([]byte, error) {
-	if vt, ok := msg.(vtMessage); ok && fastPath.Load() && vt.Plain() {
-		return vt.MarshalVT()
-	}
 	return proto.MarshalOptions{Deterministic: true}.Marshal(msg)
 }
 
-// unmarshal decodes b into msg, a new message, as protobuf-go would. The
-// generated decoder's answer is taken when it gives a plain message and b is
-// exactly that message's encoding, as every shopbus producer writes it: then
-// nothing in b was malformed in a way vtprotobuf overlooks (a string that is
-// not UTF-8, a broken group in an unknown field), skipped (vtprotobuf drops
-// unknown fields inside well-known types such as Timestamp) or read
-// otherwise. protobuf-go decides, and explains, anything else. FuzzDecode
-// holds unmarshal to proto.Unmarshal.
+// unmarshal decodes b into msg, a new message, with protobuf-go.
 func unmarshal(b []byte, msg proto.Message) error {
-	if vt, ok := msg.(vtMessage); ok && fastPath.Load() && vt.UnmarshalVT(b) == nil && vt.Plain() && encodesTo(vt, b) {
-		return nil
-	}
 	return proto.Unmarshal(b, msg)
 }
-
-// encodesTo reports whether msg encodes to exactly b.
-func encodesTo(msg vtMessage, b []byte) bool {
-	if msg.SizeVT() != len(b) {
-		return false
-	}
-	buf := buffers.Get().(*[]byte)
-	defer buffers.Put(buf)
-	if cap(*buf) < len(b) {
-		*buf = make([]byte, len(b))
-	}
-	n, err := msg.MarshalToSizedBufferVT((*buf)[:len(b)])
-	return err == nil && n == len(b) && bytes.Equal((*buf)[:len(b)], b)
-}
-
-// buffers holds the scratch space of encodesTo.
-var buffers = sync.Pool{New: func() any { return new([]byte) }}

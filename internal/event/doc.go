@@ -16,10 +16,7 @@
 // version; Latest also upcasts an old version to the newest one; Headers
 // gives the NATS headers that mirror the envelope.
 //
-// Validation means protovalidate's rules, and encoding means protobuf-go's.
-// Both run on every event at both ends, so the package takes a generated
-// fast path where it is provably the same answer: each message's IsValid
-// (compiled from its rules by tools/protoc-gen-shopbus-valid) and
-// vtprotobuf's encoding of plain messages. protovalidate and protobuf-go
-// decide, and explain, everything else (docs/adr/007-event-fast-path.md).
+// Validation means protovalidate's rules, and encoding means protobuf-go's
+// (deterministic), on every event at both ends: there is no second
+// implementation of either (docs/adr/010-no-event-fast-path.md).
 package event

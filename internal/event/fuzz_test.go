@@ -5,16 +5,12 @@ import (
 	"os"
 	"testing"
 
-	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
-	validtestv1 "github.com/shopbus/shopbus/gen/go/shopbus/validtest/v1"
 	"github.com/shopbus/shopbus/internal/event"
 )
 
 // FuzzDecode feeds arbitrary bytes to Decode and Open: they may fail, never
-// panic, and an envelope they accept re-encodes. The same bytes, read as the
-// envelope, as every event and as validtest.Rules (every scalar kind), must
-// decode as protobuf-go decodes them, and re-encode as protobuf-go writes
-// what it read. The seed corpus runs in every `go test`; `make fuzz` explores
+// panic, and an envelope Decode accepts re-encodes to bytes Decode accepts
+// again. The seed corpus runs in every `go test`; `make fuzz` explores
 // further.
 func FuzzDecode(f *testing.F) {
 	env, err := event.New(context.Background(), orderCreated(), event.WithSource("shopbus/order"))
@@ -37,17 +33,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add(append(good[:len(good):len(good)], 0x6a, 0x02, 0xc3, 0x28)) // an unknown field holding invalid UTF-8
 	f.Add([]byte{0x0a, 0x02, 0xc3, 0x28})                             // an id that is not UTF-8
 	f.Add([]byte{0x0b, 0x0c})                                         // an empty group
-	// Found by the fuzzer where vtprotobuf alone reads otherwise than
-	// protobuf-go: a group whose end tag names another field, and a
-	// Timestamp holding unknown fields (vtprotobuf drops them).
+	// A group whose end tag names another field, and a Timestamp holding
+	// unknown fields.
 	f.Add([]byte{0xab, 0x30, 0xac, 0xac, 0x30})
 	f.Add([]byte("2$0000000000000000000000000000000000002\r000000000000000\"\x060\xa400\xd80"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		decodeAgrees(t, (&eventv1.Envelope{}).ProtoReflect().Type(), b)
-		for _, spec := range event.Catalog() {
-			decodeAgrees(t, spec.Message, b)
-		}
-		decodeAgrees(t, (&validtestv1.Rules{}).ProtoReflect().Type(), b) // every scalar kind
 		env, err := event.Decode(b)
 		if err != nil {
 			return

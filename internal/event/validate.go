@@ -2,7 +2,6 @@ package event
 
 import (
 	"fmt"
-	"sync/atomic"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/protobuf/proto"
@@ -16,36 +15,9 @@ func Validate(msg proto.Message) error {
 }
 
 // validate is Validate naming what was validated ("envelope",
-// "order.created.v2") in its error.
+// "order.created.v2") in its error. protovalidate names the violations. It
+// is generic so that what is made an interface only when msg is invalid.
 func validate[S fmt.Stringer](what S, msg proto.Message) error {
-	if isValid(msg) {
-		return nil
-	}
-	return explain(what, msg)
-}
-
-// isValid is the fast path: the IsValid method that
-// tools/protoc-gen-shopbus-valid generates for the envelope and every event
-// from its protovalidate rules. It only ever accepts; TestIsValidAgrees holds
-// it to protovalidate's answer.
-func isValid(msg proto.Message) bool {
-	c, ok := msg.(interface{ IsValid() bool })
-	return ok && fastPath.Load() && c.IsValid()
-}
-
-// fastPath says whether validation and encoding take the generated fast
-// path (IsValid, vtprotobuf) where it gives the same answer.
-var fastPath atomic.Bool
-
-func init() { fastPath.Store(true) }
-
-// SetFastPath turns the generated fast path on or off, for the benchmarks
-// that measure what it gains (docs/adr/007-event-fast-path.md); answers
-// are the same either way. It returns the previous setting.
-func SetFastPath(on bool) (was bool) { return fastPath.Swap(on) }
-
-// explain runs protovalidate, the authority, which names the violations.
-func explain(what fmt.Stringer, msg proto.Message) error {
 	if err := protovalidate.Validate(msg); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
 	}

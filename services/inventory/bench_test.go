@@ -28,31 +28,26 @@ var (
 // BenchmarkReserveStock measures the inventory consumer alone: a stream
 // pre-filled with -inventory.events valid order.created events over 100
 // SKUs (8 partitions), then the service's consumer, timed until every order
-// is decided. Three modes take turns for -inventory.rounds rounds, each
-// mode's median reported: batches of 100 (the default), the same without
-// the event fast path (ADR 007: generated IsValid and vtprotobuf), and one
-// transaction per event (BatchSize 1):
+// is decided. Two modes take turns for -inventory.rounds rounds, each
+// mode's median reported: batches of 100 (the default) and one transaction
+// per event (BatchSize 1):
 //
 //	go test -run '^$' -bench ReserveStock -benchtime=1x ./services/inventory/
 func BenchmarkReserveStock(b *testing.B) {
 	type mode struct {
-		name     string
-		size     int
-		fastPath bool
+		name string
+		size int
 	}
 	modes := []mode{
-		{"batch", messaging.DefaultBatchSize, true},
-		{"batch-nofastpath", messaging.DefaultBatchSize, false},
-		{"per-event", 1, true},
+		{"batch", messaging.DefaultBatchSize},
+		{"per-event", 1},
 	}
 	var medians map[string]float64
 	for range b.N {
 		got := map[string][]float64{}
 		for range *benchRounds {
 			for _, m := range modes {
-				was := event.SetFastPath(m.fastPath)
 				got[m.name] = append(got[m.name], benchReserve(b, m.size))
-				event.SetFastPath(was)
 			}
 		}
 		medians = map[string]float64{}
@@ -65,7 +60,6 @@ func BenchmarkReserveStock(b *testing.B) {
 		b.ReportMetric(medians[m.name], m.name+"-events/s")
 	}
 	b.ReportMetric(medians["batch"]/medians["per-event"], "batch-speedup-x")
-	b.ReportMetric(medians["batch"]/medians["batch-nofastpath"], "fastpath-speedup-x")
 }
 
 func benchReserve(b *testing.B, batchSize int) float64 {
