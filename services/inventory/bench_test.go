@@ -23,6 +23,7 @@ import (
 var (
 	benchEvents = flag.Int("inventory.events", 10_000, "order.created events of BenchmarkReserveStock")
 	benchRounds = flag.Int("inventory.rounds", 3, "rounds of BenchmarkReserveStock")
+	benchBatch  = flag.Int("inventory.batch", messaging.DefaultBatchSize, "batch size of BenchmarkReserveStock's batch mode")
 )
 
 // BenchmarkReserveStock measures the inventory consumer alone: a stream
@@ -39,7 +40,7 @@ func BenchmarkReserveStock(b *testing.B) {
 		size int
 	}
 	modes := []mode{
-		{"batch", messaging.DefaultBatchSize},
+		{"batch", *benchBatch},
 		{"per-event", 1},
 	}
 	var medians map[string]float64

@@ -131,8 +131,6 @@ type stockChanges struct {
 	resOrder []string         // reservations: order, SKU, quantity
 	resSKU   []string
 	resQty   []int64
-	decOrder []string // decisions: order, outcome
-	decName  []string
 }
 
 // decide decides order against onHand (what the orders before it left),
@@ -162,12 +160,9 @@ func decide(order *ordereventsv2.OrderCreated, onHand map[string]int64, b *stock
 			}
 		}
 	}
-	b.decOrder = append(b.decOrder, order.GetOrderId())
 	if len(rejected.Shortages) > 0 {
-		b.decName = append(b.decName, "REJECTED")
 		return rejected
 	}
-	b.decName = append(b.decName, "ADJUSTED")
 	if b.reserved == nil {
 		b.reserved = map[string]int64{}
 	}
@@ -183,8 +178,8 @@ func decide(order *ordereventsv2.OrderCreated, onHand map[string]int64, b *stock
 	return adjusted
 }
 
-// apply writes b (the stock rows, onHand being what is left, the
-// reservations and the decisions' outcomes) and the outcome events to the
+// apply writes b (the stock rows, onHand being what is left, and the
+// reservations) and the outcome events to the
 // outbox: a statement each, sent in one round trip.
 func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]int64, outgoing []messaging.Outgoing) error {
 	batch := &pgx.Batch{}
@@ -199,15 +194,6 @@ func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]i
 			skus, left, reserved)
 		batch.Queue(`INSERT INTO reservations (order_id, sku, quantity)
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])`, b.resOrder, b.resSKU, b.resQty)
-	}
-	if len(b.decOrder) > 0 {
-		// "= ANY($1)" lets the planner find the rows by the primary key:
-		// a join with unnest alone was planned as a scan of the whole
-		// table, a cost that grew with every order decided.
-		batch.Queue(`UPDATE decisions SET outcome = v.outcome
-			FROM unnest($1::uuid[], $2::text[]) AS v(order_id, outcome)
-			WHERE decisions.order_id = v.order_id AND decisions.order_id = ANY($1::uuid[])`,
-			b.decOrder, b.decName)
 	}
 	end, err := messaging.QueueEnqueueAll(batch, outgoing)
 	if err != nil {
