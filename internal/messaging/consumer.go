@@ -111,9 +111,9 @@ type ConsumerConfig struct {
 	// (DefaultBatchSize when 0, at most MaxBatchSize). A key-based batch
 	// consumer has BatchSize events in flight per partition.
 	BatchSize int
-	// BatchWait is how long ConsumeBatch waits for more events once it has
-	// one, before it handles a batch that is not full (DefaultBatchWait
-	// when 0).
+	// BatchWait is how long ConsumeBatch waits for the next event, once
+	// it has one, before it handles a batch that is not full
+	// (DefaultBatchWait when 0).
 	BatchWait time.Duration
 
 	batch bool // set by ConsumeBatch
@@ -307,6 +307,9 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 		return ensureGroupBucket(ctx, js, cfg, partitions)
 	}
 	m := newMember(ensure, cfg, partitions, func(ctx context.Context, p int) {
+		if cfg.Strategy == KeyBased {
+			awaitPredecessor(ctx, js, cfg.Stream, durableConfig(cfg, p).Durable, cfg.AckWait, log)
+		}
 		run(ctx, js, cfg.Stream, durableConfig(cfg, p), loop, s)
 	}, log)
 	if cfg.Strategy == KeyBased {
@@ -323,6 +326,31 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 	}
 	wg.Wait()
 	return ctx.Err()
+}
+
+// awaitPredecessor makes a new owner of a key-based partition wait, when
+// deliveries of the partition are out (its previous owner died with a
+// batch in hand), until their AckWait has run out: JetStream then delivers
+// them again ahead of anything newer, so no later event of a key overtakes
+// them, which fetching at once would allow (a partition has up to
+// BatchSize events in flight, not one). A partition with nothing out
+// starts at once: the common case, and a handover by a member that
+// released it.
+func awaitPredecessor(ctx context.Context, js jetstream.JetStream, stream, durable string, ackWait time.Duration, log *slog.Logger) {
+	c, err := js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return // run declares it, and says so if it cannot
+	}
+	info, err := c.Info(ctx)
+	if err != nil || info.NumAckPending == 0 {
+		return
+	}
+	log.Info("consumer group: the previous owner's deliveries are out; waiting for them to come back first",
+		"durable", durable, "ack_pending", info.NumAckPending, "wait", ackWait)
+	select {
+	case <-ctx.Done():
+	case <-time.After(ackWait):
+	}
 }
 
 // run handles the messages of one durable consumer until ctx is done,
