@@ -57,7 +57,7 @@ type Config struct {
 	// their fully-qualified names for health and reflection.
 	Services []Service
 	// AllowedOrigins are the browser origins allowed by CORS ("*" for any);
-	// none by default.
+	// none when empty: the gateway then sends no CORS headers at all.
 	AllowedOrigins []string
 	// AdminToken, when set, is required (Authorization: Bearer) by the
 	// admin procedures: SetStock, Restock, DeadLetterService, GroupService
@@ -78,13 +78,45 @@ type Service struct {
 // ResourceExhausted before it is decoded.
 const MaxRequestBytes = 1 << 20
 
+// MaxCallDuration bounds every call a handler serves, whatever deadline the
+// caller asked for (or none): a unary call, and a stream such as
+// WatchOrder, which then ends with DeadlineExceeded and may be opened again.
+const MaxCallDuration = 5 * time.Minute
+
+// callDeadline gives every call at most MaxCallDuration.
+type callDeadline struct{}
+
+// WrapUnary implements connect.Interceptor.
+func (callDeadline) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, cancel := context.WithTimeout(ctx, MaxCallDuration)
+		defer cancel()
+		return next(ctx, req)
+	}
+}
+
+// WrapStreamingClient implements connect.Interceptor (nothing to do).
+func (callDeadline) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler implements connect.Interceptor.
+func (callDeadline) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, cancel := context.WithTimeout(ctx, MaxCallDuration)
+		defer cancel()
+		return next(ctx, conn)
+	}
+}
+
 // HandlerOptions returns the options every service mounted by the gateway
-// (or served by a service of its own) gets: a span and metrics per call on
+// (or served by a service of its own) gets: at most MaxCallDuration per
+// call, a span and metrics per call on
 // t (the span continues the caller's traceparent), the admin token check
 // when adminToken is set, protovalidate request validation (InvalidArgument
 // with field violations) and the request size limit.
 func HandlerOptions(adminToken string, t *telemetry.Telemetry) []connect.HandlerOption {
-	interceptors := []connect.Interceptor{otelInterceptor(t)}
+	interceptors := []connect.Interceptor{otelInterceptor(t), callDeadline{}}
 	if adminToken != "" {
 		interceptors = append(interceptors, adminAuth(adminToken))
 	}
@@ -135,6 +167,11 @@ func Handler(cfg Config) http.Handler {
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	if len(cfg.AllowedOrigins) == 0 {
+		// No CORS headers: browsers refuse every other origin. (rs/cors
+		// would read an empty list as "any origin".)
+		return mux
+	}
 	return cors.New(cors.Options{
 		AllowedOrigins: cfg.AllowedOrigins,
 		AllowedMethods: []string{http.MethodGet, http.MethodPost},
@@ -156,7 +193,12 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		Handler:           h,
 		Protocols:         p,
 		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		// A request body (at most MaxRequestBytes) arrives within this.
+		ReadTimeout: 30 * time.Second,
+		// No WriteTimeout: it would cut a WatchOrder stream; every call is
+		// bounded by MaxCallDuration instead.
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
 	}
 }
 

@@ -31,14 +31,19 @@ func dev(ctx context.Context, args []string) error {
 	natsPort := fs.Int("nats-port", envInt("SHOPBUS_NATS_PORT", 14222), "embedded NATS client port, never 4222 (env SHOPBUS_NATS_PORT)")
 	natsMonitorPort := fs.Int("nats-monitor-port", envInt("SHOPBUS_NATS_MONITOR_PORT", 18222), "embedded NATS HTTP monitoring port on 127.0.0.1 (/varz, /jsz …), 0 for none (env SHOPBUS_NATS_MONITOR_PORT)")
 	metricsAddr := metricsAddrFlag(fs, "127.0.0.1:9464")
-	dbURL := fs.String("database-url", env("DATABASE_URL", postgres.DefaultURL), "PostgreSQL (env DATABASE_URL); the database is created if missing")
+	dbURL := secretFlag(fs, "database-url", "DATABASE_URL", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL); the database is created if missing")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	adminToken := adminTokenFlag(fs)
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
-	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this address (env SHOPBUS_DEBUG_ADDR); off when empty")
+	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this loopback address (env SHOPBUS_DEBUG_ADDR); off when empty")
+	allowedOrigins := originsFlag(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	origins, err := parseOrigins(*allowedOrigins)
+	if err != nil {
 		return err
 	}
 	if err := serveDebug(*debugAddr); err != nil {
@@ -49,9 +54,12 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	telemetry.LogErrors(log)
+	if *adminToken == "" {
+		log.Warn("no admin token: SetStock, Restock and the admin services are open to anyone who reaches " + *addr + " (set SHOPBUS_ADMIN_TOKEN)")
+	}
 	s, err := stack.Start(ctx, stack.Config{
 		DataDir: *dataDir, NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, AdminToken: *adminToken, Log: log,
 	})
 	if err != nil {
 		return err
@@ -117,6 +125,10 @@ func runUntilStopped(ctx context.Context, s *stack.Stack) error {
 func serveDebug(addr string) error {
 	if addr == "" {
 		return nil
+	}
+	// The profiler has no authentication: it never leaves the machine.
+	if err := checkLoopback(addr); err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

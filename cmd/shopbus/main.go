@@ -111,8 +111,8 @@ func envDuration(name string, def time.Duration) time.Duration {
 // adminTokenFlag declares --admin-token, the bearer token the gateway's admin
 // procedures require.
 func adminTokenFlag(fs *flag.FlagSet) *string {
-	return fs.String("admin-token", env("SHOPBUS_ADMIN_TOKEN", ""),
-		"require this bearer token for SetStock, Restock, the DeadLetterService, the GroupService and the LagService (env SHOPBUS_ADMIN_TOKEN); open when empty")
+	return secretFlag(fs, "admin-token", "SHOPBUS_ADMIN_TOKEN", "",
+		"require this bearer `token` for SetStock, Restock, the DeadLetterService, the GroupService and the LagService (env SHOPBUS_ADMIN_TOKEN, which keeps it out of the process list)")
 }
 
 // metricsAddrFlag declares --metrics-addr, where /metrics is served.

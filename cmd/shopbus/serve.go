@@ -23,8 +23,8 @@ func serve(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("serve "+component, flag.ContinueOnError)
 	addr := fs.String("addr", env("SHOPBUS_ADDR", defaultAddr), "listen address (env SHOPBUS_ADDR)")
-	natsURL := fs.String("nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server or cluster (env NATS_URL)")
-	dbURL := fs.String("database-url", env("DATABASE_URL", postgres.DefaultURL), "PostgreSQL (env DATABASE_URL)")
+	natsURL := secretFlag(fs, "nats-url", "NATS_URL", "nats://127.0.0.1:4222", "NATS server or cluster `URL` (env NATS_URL)")
+	dbURL := secretFlag(fs, "database-url", "DATABASE_URL", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL)")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	replicas := fs.Int("replicas", envInt("SHOPBUS_STREAM_REPLICAS", 1), "stream replicas; 3 in a production cluster (env SHOPBUS_STREAM_REPLICAS)")
 	maxAge := fs.Duration("retention", envDuration("SHOPBUS_STREAM_RETENTION", 7*24*time.Hour), "how long streams keep events (env SHOPBUS_STREAM_RETENTION)")
@@ -34,18 +34,36 @@ func serve(ctx context.Context, args []string) error {
 	adminToken := adminTokenFlag(fs)
 	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466"}[component])
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
+	insecure := fs.Bool("insecure", false, "serve without an admin token: the admin procedures are open to anyone who reaches the port (a private network only; warned at every start)")
+	var allowedOrigins *string
+	if component == "gateway" {
+		allowedOrigins = originsFlag(fs)
+	}
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	var origins []string
+	if allowedOrigins != nil {
+		var err error
+		if origins, err = parseOrigins(*allowedOrigins); err != nil {
+			return err
+		}
+	}
+	if *adminToken == "" && !*insecure {
+		return fmt.Errorf("serve %s: no admin token: set SHOPBUS_ADMIN_TOKEN (or --admin-token), or pass --insecure to serve the admin procedures open", component)
 	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
 	}
 	telemetry.LogErrors(log)
+	if *adminToken == "" {
+		log.Warn("--insecure: no admin token; SetStock, Restock and the admin services are open to anyone who reaches " + *addr)
+	}
 	s, err := stack.Start(ctx, stack.Config{
 		Components: []string{component}, NATSURL: *natsURL, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
-		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: []string{"*"}, AdminToken: *adminToken, MetricsAddr: *metricsAddr, Log: log,
+		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, AdminToken: *adminToken, MetricsAddr: *metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseOrigins(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want []string
+		bad  bool
+	}{
+		{in: "", want: nil},
+		{in: "https://shop.example, http://localhost:5173/", want: []string{"https://shop.example", "http://localhost:5173"}},
+		{in: "*", want: []string{"*"}},
+		{in: "shop.example", bad: true},
+		{in: "https://shop.example/path", bad: true},
+		{in: "ftp://shop.example", bad: true},
+		{in: "https://user@shop.example", bad: true},
+	} {
+		got, err := parseOrigins(tc.in)
+		if (err != nil) != tc.bad || strings.Join(got, "|") != strings.Join(tc.want, "|") {
+			t.Errorf("parseOrigins(%q) = %q, %v; want %q, bad %v", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+}
+
+func TestCheckLoopback(t *testing.T) {
+	t.Parallel()
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
+		"0.0.0.0:6060": false, ":6060": false, "10.0.0.5:6060": false, "example.com:6060": false,
+	} {
+		if err := checkLoopback(addr); (err == nil) != ok {
+			t.Errorf("checkLoopback(%q) = %v, want ok %v", addr, err, ok)
+		}
+	}
+}

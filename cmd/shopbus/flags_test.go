@@ -1,0 +1,51 @@
+package main_test
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestNoSecretInHelp: the admin token and the passwords in DATABASE_URL and
+// NATS_URL, taken from the environment, appear in no command's -h.
+func TestNoSecretInHelp(t *testing.T) {
+	t.Parallel()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{"t0ken-s3cret", "pg-pa55word", "nats-pa55word"}
+	env := []string{"SHOPBUS_ADMIN_TOKEN=" + secrets[0],
+		"DATABASE_URL=postgres://shop:" + secrets[1] + "@db.internal:5432/shop",
+		"NATS_URL=nats://shop:" + secrets[2] + "@nats.internal:4222"}
+	for _, args := range [][]string{{"dev", "-h"}, {"serve", "gateway", "-h"}, {"serve", "order", "-h"}, {"serve", "inventory", "-h"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(cmd.Environ(), env...)
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), "-admin-token") {
+			t.Fatalf("%v printed no help:\n%s", args, out)
+		}
+		for _, s := range secrets {
+			if strings.Contains(string(out), s) {
+				t.Errorf("shopbus %s printed the secret %q:\n%s", strings.Join(args, " "), s, out)
+			}
+		}
+	}
+}
+
+// TestServeNeedsAnAdminToken: serve refuses to start open unless told to.
+func TestServeNeedsAnAdminToken(t *testing.T) {
+	t.Parallel()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "inventory", "--addr", "127.0.0.1:0")
+	cmd.Env = append(cmd.Environ(), "SHOPBUS_ADMIN_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || !strings.Contains(string(out), "no admin token") || !strings.Contains(string(out), "--insecure") {
+		t.Errorf("serve without an admin token: %v\n%s", err, out)
+	}
+}
