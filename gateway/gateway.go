@@ -224,7 +224,9 @@ type remoteOrders struct {
 
 // WatchOrder implements orderv1connect.OrderServiceHandler.
 func (r remoteOrders) WatchOrder(ctx context.Context, req *connect.Request[orderv1.WatchOrderRequest], stream *connect.ServerStream[orderv1.WatchOrderResponse]) error {
-	in, err := r.OrderServiceClient.WatchOrder(ctx, req)
+	// A new request: the caller's headers (cookies, its Authorization)
+	// are not the service's business.
+	in, err := r.OrderServiceClient.WatchOrder(ctx, connect.NewRequest(req.Msg))
 	if err != nil {
 		return err
 	}

@@ -10,29 +10,30 @@ import (
 )
 
 // secretFlag declares a flag whose value may be a secret (a token, or a URL
-// that may carry a password), with the environment variable envName as its
-// fallback: -h and the flag's String never show it (a URL shows with its
-// password masked, a token as "(set)"), so neither help output nor an error
-// that prints flags leaks it.
+// that may carry a password, a token or a password parameter), with the
+// environment variable envName as its fallback. -h and the flag's String
+// show the built-in default, which is no secret, and any other value only
+// as "(set)", so neither help output nor anything that prints flags leaks
+// it.
 func secretFlag(fs *flag.FlagSet, name, envName, def, usage string) *string {
-	s := &secret{value: env(envName, def)}
+	s := &secret{value: env(envName, def), def: def}
 	fs.Var(s, name, usage)
 	return &s.value
 }
 
-// secret is a flag.Value that never prints its value.
-type secret struct{ value string }
+// secret is a flag.Value that never prints a value it was given.
+type secret struct{ value, def string }
 
 // Set implements flag.Value.
 func (s *secret) Set(v string) error { s.value = v; return nil }
 
 // String implements flag.Value, hiding the secret.
 func (s *secret) String() string {
-	if s == nil || s.value == "" {
+	switch {
+	case s == nil || s.value == "":
 		return ""
-	}
-	if u, err := url.Parse(s.value); err == nil && u.Scheme != "" && u.Host != "" {
-		return u.Redacted()
+	case s.value == s.def:
+		return s.def
 	}
 	return "(set)"
 }

@@ -20,6 +20,11 @@ import (
 // ackTimeout bounds the wait for the confirmation of a batch's acks.
 const ackTimeout = 5 * time.Second
 
+// maxForming bounds how long a batch takes to form (unless BatchWait is
+// longer): events that trickle in just within BatchWait of each other are
+// handled every maxForming rather than held until the batch is full.
+const maxForming = 10 * time.Millisecond
+
 // Batch sizes of ConsumeBatch.
 const (
 	// DefaultBatchSize is ConsumerConfig.BatchSize when it is 0. Chosen
@@ -183,7 +188,9 @@ func batchLoop(ctx context.Context, cons jetstream.Consumer, h BatchHandler, s *
 			return err
 		}
 		msgs := []jetstream.Msg{first}
-		for len(msgs) < size {
+		// Each next event may take up to wait; the whole batch at most
+		// maxForming, so a trickle cannot hold a batch (unkept-alive) for long.
+		for formed := time.Now().Add(max(wait, maxForming)); len(msgs) < size && time.Now().Before(formed); {
 			msg, err := it.Next(jetstream.NextMaxWait(wait))
 			if err != nil {
 				break // none in time, or the iterator ends: the next Next says which
@@ -278,9 +285,17 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			case <-time.After(delay):
 				attempt++
 			case <-ctx.Done():
-				// Stopping: hand the batch back, due when its delay is.
+				// Stopping: hand the batch back. A key-based partition's
+				// batch is due at once, so it comes back ahead of the
+				// partition's later events (a delay would let them overtake
+				// it: the next owner's retries keep the backoff); a
+				// round-robin batch is due when its delay is.
 				for _, d := range batch {
-					_ = msgOf[d].NakWithDelay(delay)
+					if s.keyBased {
+						_ = msgOf[d].Nak()
+					} else {
+						_ = msgOf[d].NakWithDelay(delay)
+					}
 				}
 				return
 			}

@@ -279,7 +279,7 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 	}
 	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log,
 		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{},
-		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait}
+		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait, keyBased: cfg.Strategy == KeyBased}
 	partitions := 0
 	if cfg.Strategy == KeyBased {
 		n, err := Partitions(ctx, js, cfg.Stream)
@@ -338,15 +338,17 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 // released it.
 func awaitPredecessor(ctx context.Context, js jetstream.JetStream, stream, durable string, ackWait time.Duration, log *slog.Logger) {
 	c, err := js.Consumer(ctx, stream, durable)
-	if err != nil {
-		return // run declares it, and says so if it cannot
-	}
-	info, err := c.Info(ctx)
-	if err != nil || info.NumAckPending == 0 {
+	switch {
+	case err == nil && c.CachedInfo().NumAckPending == 0:
 		return
+	case err == nil:
+		log.Info("consumer group: the previous owner's deliveries are out; waiting for them to come back first",
+			"durable", durable, "ack_pending", c.CachedInfo().NumAckPending, "wait", ackWait)
+	default:
+		// Cannot tell (NATS in trouble, likely after a crash): wait.
+		log.Warn("consumer group: cannot read the partition's consumer; waiting its AckWait before fetching",
+			"durable", durable, "err", err, "wait", ackWait)
 	}
-	log.Info("consumer group: the previous owner's deliveries are out; waiting for them to come back first",
-		"durable", durable, "ack_pending", info.NumAckPending, "wait", ackWait)
 	select {
 	case <-ctx.Done():
 	case <-time.After(ackWait):
@@ -469,6 +471,7 @@ type settler struct {
 	metrics    *consumerMetrics
 	batchSize  int
 	batchWait  time.Duration
+	keyBased   bool // a key-based consumer: hand a batch back due at once
 
 	mu           sync.Mutex
 	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ

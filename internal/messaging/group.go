@@ -382,13 +382,18 @@ func (m *member) reconcile(ctx context.Context) {
 	}
 }
 
-// live returns the members seen within the lease, sorted, and forgets the
-// others with their partitions: their keys have expired, whether or not the
-// watch delivered the expiry, so those partitions are free to try.
+// live returns the members whose heartbeat the watch delivered within a
+// lease (and a fifth) of this member's own, sorted, and forgets the others
+// with their partitions: their keys have expired, whether or not the watch
+// delivered the expiry, so those partitions are free to try.
 func (m *member) live() []string {
+	// Judged against this member's own heartbeat as the watch delivered
+	// it, not the clock: a watch (or a loop) running late then forgets
+	// no one.
+	ref, ok := m.seen[m.self.Instance]
 	var live []string
 	for id := range m.members {
-		if id != m.self.Instance && time.Since(m.seen[id]) > m.lease+m.lease/5 {
+		if id != m.self.Instance && ok && ref.Sub(m.seen[id]) > m.lease+m.lease/5 {
 			m.log.Warn("consumer group: member not seen for a lease; counted as gone", "member", id)
 			delete(m.members, id)
 			delete(m.seen, id)

@@ -58,7 +58,7 @@ func TestGroupForgetsUnseenMember(t *testing.T) {
 	// What a watch that missed the ghost's expiry shows: the ghost alive,
 	// last seen just over a lease ago, owning every partition (whose keys
 	// are in fact gone).
-	m.members["live"], m.seen["live"] = Member{Instance: "live"}, time.Now()
+	m.members["live"], m.seen["live"] = Member{Instance: "live"}, time.Now() // its own heartbeat
 	m.members["ghost"], m.seen["ghost"] = Member{Instance: "ghost"}, time.Now().Add(-2*cfg.Lease)
 	for p := range partitions {
 		m.owners[p] = "ghost"

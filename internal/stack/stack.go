@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -263,6 +264,11 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 		s.Conn, err = nats.Connect(s.NATS.ClientURL(), nats.InProcessServer(s.NATS), nats.Name("shopbus"), nats.MaxReconnects(-1))
 	} else {
 		s.Conn, err = nats.Connect(cfg.NATSURL, nats.Name("shopbus"), nats.MaxReconnects(-1))
+		// A URL that does not parse is quoted whole in the error, with
+		// any password or token it carries: say what is wrong without it.
+		if urlErr := (*url.Error)(nil); errors.As(err, &urlErr) {
+			err = fmt.Errorf("the NATS URL (not shown: it may hold a secret) does not parse: %w", urlErr.Err)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)

@@ -37,8 +37,9 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 		took   float64 // seconds from the order's creation, on PostgreSQL's clock
 	}
 	var decided []decision
+	var notify []string // the orders decided, for their WatchOrder streams
 	err := messaging.OnceBatchAll(ctx, s.pool, InventoryOutcomeConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
-		decided = decided[:0]
+		decided, notify = decided[:0], notify[:0]
 		for _, d := range fresh { // each event's span, in its trace
 			_, end := messaging.EventContext(ctx, d)
 			defer func() { end(err) }()
@@ -65,9 +66,6 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			statusOf[orderID], first[orderID] = status, d
 			ids, statuses, reasons = append(ids, orderID), append(statuses, status), append(reasons, reason)
 		}
-		// The update and the notification of WatchOrder streams, in one
-		// round trip. Every order of the batch is named: one decided before
-		// only makes its watches read it again.
 		updated := map[string]bool{}
 		b := &pgx.Batch{}
 		b.Queue(`UPDATE orders SET status = v.status, reject_reason = v.reason, updated_at = now()
@@ -80,11 +78,11 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			_, err := pgx.ForEachRow(rows, []any{&id, &d.status, &d.took}, func() error {
 				updated[id] = true
 				decided = append(decided, d)
+				notify = append(notify, id)
 				return nil
 			})
 			return err
 		})
-		queueNotifyDecided(b, ids)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("update orders: %w", err)
 		}
@@ -134,6 +132,11 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 		for _, d := range decided {
 			s.metrics.decided(ctx, d.status, time.Duration(d.took*float64(time.Second)))
 		}
+		// After the commit and outside it: a notification inside the
+		// transaction would hold PostgreSQL's notify lock until the commit,
+		// serialising these commits. Best effort: a watch that misses it
+		// reads its order again within watchRecheck.
+		s.decided.notify(ctx, s.pool, notify, s.log)
 	}
 	return err
 }

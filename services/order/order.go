@@ -41,6 +41,9 @@ var (
 	// ErrInvalidOrder means an order breaks a rule the request's field
 	// rules cannot express (its total is too large).
 	ErrInvalidOrder = errors.New("invalid order")
+	// ErrStopping means the service is stopping: a WatchOrder stream ends
+	// with it, and the client watches again (on another instance).
+	ErrStopping = errors.New("the order service is stopping; watch the order again")
 )
 
 // MaxTotalMinor is the largest order total, in minor units: the bound of
@@ -66,19 +69,25 @@ type Service struct {
 	// Telemetry receives the service's metrics and spans (none when nil).
 	Telemetry *telemetry.Telemetry
 
-	metrics *metrics
-	decided *decisions
+	metrics  *metrics
+	decided  *decisions
+	stopping chan struct{} // closed when Run returns
+	stopOnce sync.Once
 }
 
 // New returns the order service on pool (its search_path is schema, migrated
 // with Migrations and messaging.Migrations) and js.
 func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "order"), decided: newDecisions()}
+	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "order"), decided: newDecisions(),
+		stopping: make(chan struct{})}
 }
 
 // Run relays the outbox, consumes inventory outcomes and listens for the
 // decisions WatchOrder waits for, until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
+	// WatchOrder streams end when the service stops: an HTTP server's
+	// graceful shutdown would otherwise wait for each until its deadline.
+	defer s.stopOnce.Do(func() { close(s.stopping) })
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	lctx, stop := context.WithCancel(ctx)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,6 +33,9 @@ const watchRecheck = 2 * time.Second
 // (ctx's error) or send fails (send's error). ErrNotFound if no order has
 // the id.
 func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.Order) error) error {
+	if u, err := uuid.Parse(id); err == nil {
+		id = u.String() // as notifications name it
+	}
 	// Wait before reading, so a decision between the read and the wait is
 	// not missed.
 	wake, stop := s.decided.wait(id)
@@ -56,6 +60,8 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.stopping:
+			return ErrStopping
 		case <-wake:
 		case <-recheck.C:
 		}
@@ -72,13 +78,19 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 	}
 }
 
-// queueNotifyDecided queues on b the notification naming the orders ids,
-// decided in b's transaction, on decidedChannel; it goes out when the
-// transaction commits.
-func queueNotifyDecided(b *pgx.Batch, ids []string) {
+// notify names the orders ids, just decided, on decidedChannel, for the
+// WatchOrder streams of every order process; a failure is only logged.
+func (d *decisions) notify(ctx context.Context, pool *pgxpool.Pool, ids []string, log *slog.Logger) {
+	if len(ids) == 0 {
+		return
+	}
+	b := &pgx.Batch{}
 	// A payload holds under 8000 bytes: 200 ids of 37 bytes each.
 	for chunk := range slices.Chunk(ids, 200) {
 		b.Queue(`SELECT pg_notify($1, $2)`, decidedChannel, strings.Join(chunk, ","))
+	}
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
+		log.Warn("order: decisions not notified; their watches read them again within "+watchRecheck.String(), "orders", len(ids), "err", err)
 	}
 }
 
@@ -138,16 +150,16 @@ func (d *decisions) wake(ids []string) {
 
 // listen holds one connection of pool listening on decidedChannel until ctx
 // is done, waking the watches each notification names. When the connection
-// fails it listens again after a backoff and wakes every watch, since
-// notifications were lost meanwhile.
+// fails it listens again after a backoff (reset once it listens), then wakes
+// every watch, since notifications were lost meanwhile.
 func (d *decisions) listen(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) {
-	for failures := 0; ctx.Err() == nil; failures++ {
-		err := d.listenOnce(ctx, pool)
+	for failures := 0; ctx.Err() == nil; {
+		err := d.listenOnce(ctx, pool, func() { failures = 0 })
 		if ctx.Err() != nil {
 			return
 		}
-		d.wake(nil)
-		wait := messaging.Backoff(failures + 1)
+		failures++
+		wait := messaging.Backoff(failures)
 		log.Warn("order: listening for decisions failed; watches read their orders every "+watchRecheck.String()+" meanwhile",
 			"err", err, "retry_in", wait)
 		select {
@@ -157,7 +169,10 @@ func (d *decisions) listen(ctx context.Context, pool *pgxpool.Pool, log *slog.Lo
 	}
 }
 
-func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool) error {
+// listenOnce listens on one connection until it fails. Once it listens, it
+// calls listening and wakes every watch: notifications may have been lost
+// before.
+func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool, listening func()) error {
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -168,6 +183,8 @@ func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+decidedChannel); err != nil {
 		return err
 	}
+	listening()
+	d.wake(nil)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
