@@ -285,17 +285,11 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			case <-time.After(delay):
 				attempt++
 			case <-ctx.Done():
-				// Stopping: hand the batch back. A key-based partition's
-				// batch is due at once, so it comes back ahead of the
-				// partition's later events (a delay would let them overtake
-				// it: the next owner's retries keep the backoff); a
-				// round-robin batch is due when its delay is.
+				// Stopping: hand the batch back, due when its delay is. (A
+				// plain Nak would be redelivered at once, possibly to this
+				// draining consumer behind later events it still holds.)
 				for _, d := range batch {
-					if s.keyBased {
-						_ = msgOf[d].Nak()
-					} else {
-						_ = msgOf[d].NakWithDelay(delay)
-					}
+					_ = msgOf[d].NakWithDelay(delay)
 				}
 				return
 			}

@@ -55,9 +55,10 @@ const (
 	RoundRobin Strategy = "round-robin"
 	// KeyBased gives each partition of the stream a durable consumer of its
 	// own, owned by one live instance of the group at a time (group.go) and
-	// handled one event at a time in stream order (MaxAckPending 1): events
-	// with the same partition key take effect in the order they were
-	// published, and a retried event holds back the events behind it in its
+	// handled in stream order, one event (Consume) or one batch
+	// (ConsumeBatch) at a time, MaxAckPending being that many: events with
+	// the same partition key take effect in the order they were published,
+	// and a retried event or batch holds back the events behind it in its
 	// partition until it succeeds or is dead-lettered.
 	KeyBased Strategy = "key-based"
 )
@@ -279,7 +280,7 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 	}
 	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log,
 		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{},
-		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait, keyBased: cfg.Strategy == KeyBased}
+		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait}
 	partitions := 0
 	if cfg.Strategy == KeyBased {
 		n, err := Partitions(ctx, js, cfg.Stream)
@@ -471,7 +472,6 @@ type settler struct {
 	metrics    *consumerMetrics
 	batchSize  int
 	batchWait  time.Duration
-	keyBased   bool // a key-based consumer: hand a batch back due at once
 
 	mu           sync.Mutex
 	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ

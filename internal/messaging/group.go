@@ -40,12 +40,16 @@ import (
 // over when the expiry marker arrives. A member that cannot renew a lease
 // for 4/5 of Lease stops consuming that partition on its own.
 //
-// Order does not depend on the leases being exact: each partition's durable
-// consumer has MaxAckPending 1, so JetStream itself delivers no event of a
-// partition while another is unacked, and redelivers an unacked one (after
-// AckWait, which for key-based consumers is Lease) before anything behind
-// it, whichever member asks. That is the handover rule: a new owner cannot
-// take new events while the old owner's unacked one can still be redelivered.
+// Per-key order at a handover: a partition's durable consumer has up to
+// MaxAckPending events in flight (one for Consume, the batch size for
+// ConsumeBatch), and JetStream redelivers an unacked one (after AckWait,
+// which for key-based consumers is Lease) before anything newer, whichever
+// member asks. A member that releases a partition first finishes what it
+// holds (or hands back a batch waiting for a retry, due after that delay:
+// ADR 009 says what that leaves open); a new owner that finds deliveries out
+// (its predecessor died) waits one AckWait before fetching
+// (awaitPredecessor), so they come back first. Not covered: an owner that
+// lost its lease while alive but stalled is not fenced (ADR 009).
 
 // GroupBucketPrefix begins the name of every consumer group's KV bucket.
 const GroupBucketPrefix = "shopbus-group-"
