@@ -84,7 +84,8 @@ Look at it:
 
 Place an order:
   go tool -modfile=tools/buf.mod buf curl --data '{"idempotency_key":"demo-0001","customer_id":"6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b","currency":"EUR","lines":[{"sku":"MUG-001","quantity":2,"unit_price_minor":1250}]}' %[1]s/shopbus.order.v1.OrderService/CreateOrder
-Then read it back (GetOrder with its order_id) and the stock:
+Then wait for its outcome (WatchOrder with the orderId it printed) and read the stock:
+  go tool -modfile=tools/buf.mod buf curl --data '{"order_id":"<orderId>"}' %[1]s/shopbus.order.v1.OrderService/WatchOrder
   go tool -modfile=tools/buf.mod buf curl --data '{"sku":"MUG-001"}' %[1]s/shopbus.inventory.v1.InventoryService/GetStock
 
 Stop with Ctrl-C.
