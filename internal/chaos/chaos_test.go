@@ -318,7 +318,8 @@ func (w *world) publishPoison(ctx context.Context, orderID string) {
 		msg = &inventoryeventsv1.InventoryAdjusted{OrderId: orderID, AdjustedAt: timestamppb.Now(),
 			Reservations: []*inventoryeventsv1.Reservation{{Sku: "CHAOS-00", Quantity: 1}}}
 	}
-	env, err := event.New(ctx, msg, event.WithSource("chaos"))
+	spec, _ := event.SpecOf(msg)
+	env, err := event.New(ctx, msg, event.WithSource(spec.Producer)) // poison for what it is, not for its source
 	if err != nil {
 		w.t.Error(err)
 		return

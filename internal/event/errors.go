@@ -16,4 +16,7 @@ var (
 	// ErrNotEvent means a message has no (shopbus.event.v1.event) option, or
 	// its package does not follow the naming rule.
 	ErrNotEvent = errors.New("not an event")
+	// ErrWrongSource means an envelope's source is not the producer its
+	// event declares (Spec.Producer): someone else published it.
+	ErrWrongSource = errors.New("event from a source that does not produce it")
 )

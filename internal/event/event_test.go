@@ -17,6 +17,8 @@ import (
 
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
 	orderv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	telemetryv1 "github.com/shopbus/shopbus/gen/go/iot/telemetry/v1"
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
 )
@@ -251,5 +253,38 @@ func TestGoldenOrderCreatedV1(t *testing.T) {
 	}
 	if !proto.Equal(msg, orderCreated()) {
 		t.Errorf("golden v1 payload = %v, want %v", msg, orderCreated())
+	}
+}
+
+// TestCheckSource: an event whose contract declares its producer is refused
+// from any other source; one that declares none is accepted from anyone.
+func TestCheckSource(t *testing.T) {
+	t.Parallel()
+	order := &ordereventsv2.OrderCreated{
+		OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+		Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
+		Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1},
+		CreatedAt: timestamppb.Now(),
+	}
+	reading := &telemetryv1.TelemetryRaw{DeviceId: "0193a5e2-7c1d-7b3e-9f4a-000000000001", Sequence: 1, MeasuredAt: timestamppb.Now(),
+		Readings: []*telemetryv1.Reading{{Metric: "temperature", Value: 20, Unit: "Cel"}}}
+	for _, tc := range []struct {
+		msg    proto.Message
+		source string
+		ok     bool
+	}{
+		{order, "shopbus/order", true},
+		{order, "shopbus/inventory", false},
+		{order, "attacker", false},
+		{reading, "anyone", true}, // telemetry.raw declares no producer yet
+	} {
+		env, err := event.New(context.Background(), tc.msg, event.WithSource(tc.source))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = event.CheckSource(env)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, event.ErrWrongSource)) {
+			t.Errorf("%T from %q: %v, want ok %v", tc.msg, tc.source, err, tc.ok)
+		}
 	}
 }

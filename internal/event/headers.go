@@ -52,3 +52,15 @@ func CheckHeaders(h nats.Header, env *eventv1.Envelope) error {
 	}
 	return nil
 }
+
+// CheckSource returns an error wrapping ErrWrongSource when env's event
+// declares its producer (Spec.Producer) and env.Source names another
+// service: a consumer never handles an event its owner did not publish.
+// An event whose type is unknown is left to Open and Latest to refuse.
+func CheckSource(env *eventv1.Envelope) error {
+	spec, err := Lookup(env.GetType(), env.GetVersion())
+	if err != nil || spec.Producer == "" || env.GetSource() == spec.Producer {
+		return nil
+	}
+	return fmt.Errorf("%w: %s from %q, but its producer is %q", ErrWrongSource, spec, env.GetSource(), spec.Producer)
+}

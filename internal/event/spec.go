@@ -31,6 +31,9 @@ type Spec struct {
 	// KeyField is the payload field that holds the event's partition key
 	// ((shopbus.event.v1.event).partition_key): a top-level string field.
 	KeyField protoreflect.FieldDescriptor
+	// Producer is the service that publishes the event, as Envelope.source
+	// names it ((shopbus.event.v1.event).producer); empty when not declared.
+	Producer string
 }
 
 var (
@@ -85,7 +88,7 @@ func specOfType(mt protoreflect.MessageType) (Spec, error) {
 	if key == nil || key.Kind() != protoreflect.StringKind || key.Cardinality() == protoreflect.Repeated {
 		return Spec{}, fmt.Errorf("%w: %s: partition_key %q is not a top-level string field", ErrNotEvent, md.FullName(), keyName)
 	}
-	return Spec{Domain: m[1], Context: m[2], Name: name, Version: uint32(version), Message: mt, KeyField: key}, nil
+	return Spec{Domain: m[1], Context: m[2], Name: name, Version: uint32(version), Message: mt, KeyField: key, Producer: opts.GetProducer()}, nil
 }
 
 // Subject is the event's type subject, "<domain>.<entity>.<action>.v<N>",

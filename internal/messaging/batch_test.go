@@ -89,7 +89,7 @@ func (r *batchRig) publish(n int) {
 			Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: r.seqs[key], UnitPrice: eur}},
 			Total:     eur,
 			CreatedAt: timestamppb.Now(),
-		}, event.WithSource("test"))
+		}, event.WithSource("shopbus/order")) // its declared producer
 		if err != nil {
 			r.t.Fatal(err)
 		}

@@ -634,6 +634,9 @@ func decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Delivery, error) {
 	if err := event.CheckHeaders(msg.Headers(), env); err != nil {
 		return nil, err
 	}
+	if err := event.CheckSource(env); err != nil {
+		return nil, err
+	}
 	if key, ok := KeyOf(msg.Subject()); env.GetPartitionKey() != "" && (!ok || key != env.GetPartitionKey()) {
 		// A key-based consumer orders by the subject's key: one that
 		// disagrees with the envelope would put the event out of order.

@@ -30,5 +30,6 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p) ||
 		errors.Is(err, event.ErrMalformed) ||
 		errors.Is(err, event.ErrInvalid) ||
-		errors.Is(err, event.ErrUnknownType)
+		errors.Is(err, event.ErrUnknownType) ||
+		errors.Is(err, event.ErrWrongSource)
 }

@@ -202,7 +202,7 @@ func newOrderCreated(t *testing.T) *eventv1.Envelope {
 		Lines:     []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: eur}},
 		Total:     eur,
 		CreatedAt: timestamppb.Now(),
-	}, event.WithSource("test"))
+	}, event.WithSource("shopbus/order")) // its declared producer
 	if err != nil {
 		t.Fatal(err)
 	}

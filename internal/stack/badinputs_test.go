@@ -116,7 +116,8 @@ func TestBadEvents(t *testing.T) {
 		CreatedAt: timestamppb.Now(),
 	}
 	envelope := func(msg proto.Message, mutate func(*nats.Header, []byte) []byte) (nats.Header, []byte) {
-		env, err := event.New(ctx, msg, event.WithSource("test"))
+		spec, _ := event.SpecOf(msg)
+		env, err := event.New(ctx, msg, event.WithSource(spec.Producer)) // refused for its defect, not its source
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,6 +184,14 @@ func TestBadEvents(t *testing.T) {
 			}, same)
 			return h, b
 		}, "unexpected event inventory.rejected.v1"},
+		{"an event from a service that does not produce it", "ecommerce.order.created.v2", func() (nats.Header, []byte) {
+			return envelope(valid, func(h *nats.Header, b []byte) []byte {
+				env, _ := event.Decode(b)
+				env.Source = "shopbus/inventory"
+				out, _ := proto.Marshal(env)
+				return out
+			})
+		}, `its producer is "shopbus/order"`},
 		{"a subject whose key is not the envelope's", "ecommerce.order.created.v2.another-key", func() (nats.Header, []byte) {
 			return envelope(valid, same)
 		}, "does not end in the envelope's partition key"},

@@ -88,7 +88,7 @@ func benchReserve(b *testing.B, batchSize int) float64 {
 			Lines:     []*ordereventsv2.OrderLine{{Sku: fmt.Sprintf("SKU-%03d", i%100), Quantity: 1, UnitPrice: eur}},
 			Total:     eur,
 			CreatedAt: timestamppb.Now(),
-		}, event.WithSource("bench"))
+		}, event.WithSource("shopbus/order")) // its declared producer
 		if err != nil {
 			b.Fatal(err)
 		}

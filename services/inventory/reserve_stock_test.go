@@ -64,11 +64,11 @@ func orderCreatedV1(qty uint32) *ordereventsv1.OrderCreated {
 
 func (f *fixture) publish(t *testing.T, msg proto.Message) {
 	t.Helper()
-	env, err := event.New(context.Background(), msg, event.WithSource("test"))
+	spec, _ := event.SpecOf(msg)
+	env, err := event.New(context.Background(), msg, event.WithSource(spec.Producer))
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := event.SpecOf(msg)
 	b, _ := event.Encode(env)
 	ack, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.SubjectFor(env.GetPartitionKey()), Data: b, Header: event.Headers(env)},
 		jetstream.WithMsgID(env.GetId()))

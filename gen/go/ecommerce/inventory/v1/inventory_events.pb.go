@@ -349,19 +349,19 @@ var File_ecommerce_inventory_v1_inventory_events_proto protoreflect.FileDescript
 
 const file_ecommerce_inventory_v1_inventory_events_proto_rawDesc = "" +
 	"\n" +
-	"-ecommerce/inventory/v1/inventory_events.proto\x12\x16ecommerce.inventory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xfc\x01\n" +
+	"-ecommerce/inventory/v1/inventory_events.proto\x12\x16ecommerce.inventory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\x8f\x02\n" +
 	"\x11InventoryAdjusted\x12&\n" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12V\n" +
 	"\freservations\x18\x02 \x03(\v2#.ecommerce.inventory.v1.ReservationB\r\xbaH\n" +
 	"\xc8\x01\x01\x92\x01\x04\b\x01\x10dR\freservations\x12C\n" +
 	"\vadjusted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
-	"adjustedAt:\"\xa2\xbb\x18\x1e\n" +
-	"\x12inventory.adjusted\x12\border_id\"\x96\x01\n" +
+	"adjustedAt:5\xa2\xbb\x181\n" +
+	"\x12inventory.adjusted\x12\border_id\x1a\x11shopbus/inventory\"\x96\x01\n" +
 	"\vReservation\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12)\n" +
 	"\bquantity\x18\x02 \x01(\rB\r\xbaH\n" +
 	"\xc8\x01\x01*\x05\x18\x90N \x00R\bquantity\x12%\n" +
-	"\tremaining\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tremaining\"\xc3\x02\n" +
+	"\tremaining\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tremaining\"\xd6\x02\n" +
 	"\x11InventoryRejected\x12&\n" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12N\n" +
 	"\x06reason\x18\x02 \x01(\x0e2'.ecommerce.inventory.v1.RejectionReasonB\r\xbaH\n" +
@@ -369,8 +369,8 @@ const file_ecommerce_inventory_v1_inventory_events_proto_rawDesc = "" +
 	"\tshortages\x18\x03 \x03(\v2 .ecommerce.inventory.v1.ShortageB\r\xbaH\n" +
 	"\xc8\x01\x01\x92\x01\x04\b\x01\x10dR\tshortages\x12C\n" +
 	"\vrejected_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
-	"rejectedAt:\"\xa2\xbb\x18\x1e\n" +
-	"\x12inventory.rejected\x12\border_id\"\x95\x01\n" +
+	"rejectedAt:5\xa2\xbb\x181\n" +
+	"\x12inventory.rejected\x12\border_id\x1a\x11shopbus/inventory\"\x95\x01\n" +
 	"\bShortage\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12+\n" +
 	"\trequested\x18\x02 \x01(\rB\r\xbaH\n" +

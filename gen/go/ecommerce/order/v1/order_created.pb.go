@@ -194,7 +194,7 @@ var File_ecommerce_order_v1_order_created_proto protoreflect.FileDescriptor
 
 const file_ecommerce_order_v1_order_created_proto_rawDesc = "" +
 	"\n" +
-	"&ecommerce/order/v1/order_created.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xbb\x03\n" +
+	"&ecommerce/order/v1/order_created.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xca\x03\n" +
 	"\fOrderCreated\x12&\n" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12,\n" +
 	"\vcustomer_id\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\n" +
@@ -208,8 +208,8 @@ const file_ecommerce_order_v1_order_created_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tcreatedAt\x12=\n" +
 	"\vcoupon_code\x18\a \x01(\tB\x17\xbaH\x14r\x122\x10^[A-Z0-9]{4,16}$H\x00R\n" +
-	"couponCode\x88\x01\x01:\x1d\xa2\xbb\x18\x19\n" +
-	"\rorder.created\x12\border_idB\x0e\n" +
+	"couponCode\x88\x01\x01:,\xa2\xbb\x18(\n" +
+	"\rorder.created\x12\border_id\x1a\rshopbus/orderB\x0e\n" +
 	"\f_coupon_code\"\xa5\x01\n" +
 	"\bLineItem\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12)\n" +

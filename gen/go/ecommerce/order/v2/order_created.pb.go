@@ -290,7 +290,7 @@ var File_ecommerce_order_v2_order_created_proto protoreflect.FileDescriptor
 
 const file_ecommerce_order_v2_order_created_proto_rawDesc = "" +
 	"\n" +
-	"&ecommerce/order/v2/order_created.proto\x12\x12ecommerce.order.v2\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xb8\x04\n" +
+	"&ecommerce/order/v2/order_created.proto\x12\x12ecommerce.order.v2\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xc7\x04\n" +
 	"\fOrderCreated\x12&\n" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12@\n" +
 	"\bcustomer\x18\x02 \x01(\v2\x1c.ecommerce.order.v2.CustomerB\x06\xbaH\x03\xc8\x01\x01R\bcustomer\x12B\n" +
@@ -300,9 +300,9 @@ const file_ecommerce_order_v2_order_created_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tcreatedAt\x12;\n" +
 	"\vcoupon_code\x18\x06 \x01(\tB\x1a\xbaH\x17r\x152\x13^$|^[A-Z0-9]{4,16}$R\n" +
-	"couponCode:\xc0\x01\xbaH\x9f\x01\x1a\x9c\x01\n" +
-	"!order_created.currency_consistent\x126every line must be priced in the currency of the total\x1a?this.lines.all(l, l.unit_price.currency == this.total.currency)\xa2\xbb\x18\x19\n" +
-	"\rorder.created\x12\border_id\"8\n" +
+	"couponCode:\xcf\x01\xbaH\x9f\x01\x1a\x9c\x01\n" +
+	"!order_created.currency_consistent\x126every line must be priced in the currency of the total\x1a?this.lines.all(l, l.unit_price.currency == this.total.currency)\xa2\xbb\x18(\n" +
+	"\rorder.created\x12\border_id\x1a\rshopbus/order\"8\n" +
 	"\bCustomer\x12,\n" +
 	"\vcustomer_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\n" +
 	"customerId\"\xaf\x01\n" +

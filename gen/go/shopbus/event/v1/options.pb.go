@@ -37,7 +37,12 @@ type EventOptions struct {
 	// field into Envelope.partition_key, the key is the last token of the NATS
 	// subject, and JetStream maps it to a partition. Required; the field must
 	// be required and hold a NATS subject token (a UUID, for example).
-	PartitionKey  string `protobuf:"bytes,2,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	PartitionKey string `protobuf:"bytes,2,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	// The service that publishes the event, as it names itself in
+	// Envelope.source ("shopbus/order"). When set, consumers refuse the event
+	// from any other source: it is dead-lettered, never handled. Empty means
+	// the producer is not declared yet, and no source is refused.
+	Producer      string `protobuf:"bytes,3,opt,name=producer,proto3" json:"producer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,6 +91,13 @@ func (x *EventOptions) GetPartitionKey() string {
 	return ""
 }
 
+func (x *EventOptions) GetProducer() string {
+	if x != nil {
+		return x.Producer
+	}
+	return ""
+}
+
 var file_shopbus_event_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MessageOptions)(nil),
@@ -109,10 +121,11 @@ var File_shopbus_event_v1_options_proto protoreflect.FileDescriptor
 
 const file_shopbus_event_v1_options_proto_rawDesc = "" +
 	"\n" +
-	"\x1eshopbus/event/v1/options.proto\x12\x10shopbus.event.v1\x1a google/protobuf/descriptor.proto\"G\n" +
+	"\x1eshopbus/event/v1/options.proto\x12\x10shopbus.event.v1\x1a google/protobuf/descriptor.proto\"c\n" +
 	"\fEventOptions\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
-	"\rpartition_key\x18\x02 \x01(\tR\fpartitionKey:W\n" +
+	"\rpartition_key\x18\x02 \x01(\tR\fpartitionKey\x12\x1a\n" +
+	"\bproducer\x18\x03 \x01(\tR\bproducer:W\n" +
 	"\x05event\x12\x1f.google.protobuf.MessageOptions\x18\xb4\x87\x03 \x01(\v2\x1e.shopbus.event.v1.EventOptionsR\x05eventB\xc2\x01\n" +
 	"\x14com.shopbus.event.v1B\fOptionsProtoP\x01Z:github.com/shopbus/shopbus/gen/go/shopbus/event/v1;eventv1\xa2\x02\x03SEX\xaa\x02\x10Shopbus.Event.V1\xca\x02\x10Shopbus\\Event\\V1\xe2\x02\x1cShopbus\\Event\\V1\\GPBMetadata\xea\x02\x12Shopbus::Event::V1b\x06proto3"
 

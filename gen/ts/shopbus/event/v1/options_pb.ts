@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/event/v1/options.proto.
  */
 export const file_shopbus_event_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zaG9wYnVzL2V2ZW50L3YxL29wdGlvbnMucHJvdG8SEHNob3BidXMuZXZlbnQudjEiMwoMRXZlbnRPcHRpb25zEgwKBG5hbWUYASABKAkSFQoNcGFydGl0aW9uX2tleRgCIAEoCTpXCgVldmVudBIfLmdvb2dsZS5wcm90b2J1Zi5NZXNzYWdlT3B0aW9ucxi0hwMgASgLMh4uc2hvcGJ1cy5ldmVudC52MS5FdmVudE9wdGlvbnNSBWV2ZW50QsIBChRjb20uc2hvcGJ1cy5ldmVudC52MUIMT3B0aW9uc1Byb3RvUAFaOmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL2V2ZW50L3YxO2V2ZW50djGiAgNTRViqAhBTaG9wYnVzLkV2ZW50LlYxygIQU2hvcGJ1c1xFdmVudFxWMeICHFNob3BidXNcRXZlbnRcVjFcR1BCTWV0YWRhdGHqAhJTaG9wYnVzOjpFdmVudDo6VjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("Ch5zaG9wYnVzL2V2ZW50L3YxL29wdGlvbnMucHJvdG8SEHNob3BidXMuZXZlbnQudjEiRQoMRXZlbnRPcHRpb25zEgwKBG5hbWUYASABKAkSFQoNcGFydGl0aW9uX2tleRgCIAEoCRIQCghwcm9kdWNlchgDIAEoCTpXCgVldmVudBIfLmdvb2dsZS5wcm90b2J1Zi5NZXNzYWdlT3B0aW9ucxi0hwMgASgLMh4uc2hvcGJ1cy5ldmVudC52MS5FdmVudE9wdGlvbnNSBWV2ZW50QsIBChRjb20uc2hvcGJ1cy5ldmVudC52MUIMT3B0aW9uc1Byb3RvUAFaOmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL2V2ZW50L3YxO2V2ZW50djGiAgNTRViqAhBTaG9wYnVzLkV2ZW50LlYxygIQU2hvcGJ1c1xFdmVudFxWMeICHFNob3BidXNcRXZlbnRcVjFcR1BCTWV0YWRhdGHqAhJTaG9wYnVzOjpFdmVudDo6VjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * EventOptions declares a protobuf message to be a shopbus event. The event's
@@ -42,6 +42,16 @@ export type EventOptions = Message<"shopbus.event.v1.EventOptions"> & {
    * @generated from field: string partition_key = 2;
    */
   partitionKey: string;
+
+  /**
+   * The service that publishes the event, as it names itself in
+   * Envelope.source ("shopbus/order"). When set, consumers refuse the event
+   * from any other source: it is dead-lettered, never handled. Empty means
+   * the producer is not declared yet, and no source is refused.
+   *
+   * @generated from field: string producer = 3;
+   */
+  producer: string;
 };
 
 /**
