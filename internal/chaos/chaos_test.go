@@ -353,14 +353,17 @@ func (w *world) publishPoison(ctx context.Context, orderID string) {
 
 // injectFaults restarts NATS twice, terminates this run's PostgreSQL
 // connections now and then, and re-publishes some OrderCreated events under
-// new Nats-Msg-Ids, until the orders are placed.
+// new Nats-Msg-Ids, until the orders are placed and each fault happened.
 func (w *world) injectFaults(ctx context.Context, progress *atomic.Int64, done chan<- struct{}) {
 	defer close(done)
 	total := int64(*ordersFlag)
 	restartsAt := []int64{total / 3, 2 * total / 3}
 	tick := time.NewTicker(150 * time.Millisecond)
 	defer tick.Stop()
-	for ctx.Err() == nil && progress.Load() < total {
+	// Until the orders are placed and every kind of fault has happened at
+	// least once: placing is fast enough to end before the last restart or
+	// any termination otherwise, and the pipeline is still busy after it.
+	for ctx.Err() == nil && (progress.Load() < total || len(restartsAt) > 0 || w.pgKills.Load() == 0) {
 		<-tick.C
 		if len(restartsAt) > 0 && progress.Load() >= restartsAt[0] {
 			restartsAt = restartsAt[1:]
@@ -585,6 +588,9 @@ func (w *world) check(t *testing.T, accepted []string) {
 		if seen[seq] != 1 {
 			t.Errorf("poison event #%d (%s) is in the DLQ %d times, want once", seq, kind, seen[seq])
 		}
+	}
+	if w.natsRestarts.Load() < 2 || w.pgKills.Load() == 0 {
+		t.Errorf("faults missing: %d NATS restarts (want 2), %d PostgreSQL connections terminated (want some)", w.natsRestarts.Load(), w.pgKills.Load())
 	}
 	if w.killed.Load() == 0 {
 		t.Error("the instance to kill between commit and acks never committed a batch")
