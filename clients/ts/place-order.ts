@@ -1,6 +1,7 @@
 // place-order.ts: a Node client for the shopbus gateway, using the generated
 // TypeScript code in gen/ts. It sets stock for TS-DEMO-1, places an order,
-// waits for the inventory decision, checks the stock, and shows how a
+// watches it until the inventory decision (WatchOrder, a server stream),
+// checks the stock, and shows how a
 // validation error comes back.
 //
 // Run it against `shopbus dev` (from the repo root):
@@ -11,7 +12,6 @@
 // It exits non-zero unless the order is CONFIRMED and exactly 2 units moved
 // from on hand to reserved.
 import { randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { InventoryService } from "../../gen/ts/shopbus/inventory/v1/inventory_service_pb";
@@ -41,12 +41,12 @@ const created = await orders.createOrder({
 });
 const orderId = created.order?.orderId ?? fail("CreateOrder returned no order");
 
-// The order is PENDING until the inventory service has decided.
+// The order is PENDING until the inventory service has decided: WatchOrder
+// streams it at once and again when its status changes, and ends with the
+// outcome (no polling).
 let status = OrderStatus.PENDING;
-for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(50)) {
-  const { order } = await orders.getOrder({ orderId });
+for await (const { order } of orders.watchOrder({ orderId }, { timeoutMs: 30_000 })) {
   status = order?.status ?? OrderStatus.UNSPECIFIED;
-  if (status !== OrderStatus.PENDING) break;
 }
 console.log(`order ${orderId}: ${OrderStatus[status]}`);
 

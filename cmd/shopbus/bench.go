@@ -349,7 +349,6 @@ func (p *processes) sample(ctx context.Context, from, to time.Time) func() {
 		defer close(done)
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
-		first := true
 		for {
 			now := time.Now()
 			if !now.Before(from) {
@@ -361,14 +360,13 @@ func (p *processes) sample(ctx context.Context, from, to time.Time) func() {
 					case err != nil:
 						p.problems[u] = err
 					default:
-						if first {
-							p.cpu0[u] = cpu
+						if _, ok := p.cpu0[u]; !ok {
+							p.cpu0[u] = cpu // the first read that worked
 						}
 						p.cpu1[u], p.rss[u] = cpu, max(p.rss[u], rss)
 					}
 					p.mu.Unlock()
 				}
-				first = false
 				if last {
 					return
 				}
@@ -390,6 +388,10 @@ func (p *processes) print(orders int) {
 	for _, u := range p.urls {
 		if err := p.problems[u]; err != nil {
 			fmt.Printf("process %s: a read failed (%v)\n", u, err)
+		}
+		if _, ok := p.cpu0[u]; !ok {
+			fmt.Printf("process %s: no read worked in the measured window\n", u)
+			continue
 		}
 		cpu := p.cpu1[u] - p.cpu0[u]
 		fmt.Printf("process %s: resident memory max %.0f MiB; CPU %.2f s in the measured window, %.2f ms per order decided\n",
