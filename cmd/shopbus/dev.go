@@ -11,10 +11,12 @@ import (
 	_ "net/http/pprof" // --debug-addr
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
@@ -58,7 +60,7 @@ func dev(ctx context.Context, args []string) error {
 		log.Warn("no admin token: SetStock, Restock and the admin services are open to anyone who reaches " + *addr + " (set SHOPBUS_ADMIN_TOKEN)")
 	}
 	s, err := stack.Start(ctx, stack.Config{
-		DataDir: *dataDir, NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
+		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, AdminToken: *adminToken, Log: log,
 	})
 	if err != nil {
@@ -72,15 +74,15 @@ func dev(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(os.Stdout, `shopbus dev is running
   gateway  %[1]s  (Connect, gRPC and gRPC-Web; reflection; /healthz, /readyz)
-  NATS     %[2]s  (embedded JetStream, store %[3]s)
+  NATS     %[2]s  (embedded JetStream, store %[3]s; each service its own nkey identity, seeds in %[6]s)
   NATS monitoring %[4]s  (nats CLI, Prometheus NATS exporter)
   metrics  %[5]s  (Prometheus text format)
   stock    MUG-001, TEE-BLK-M, POSTER-A2 (seeded if missing)
 
 Look at it:
   shopbus lag --watch                          consumer lag and status
-  nats --server %[2]s stream ls               streams (the nats CLI)
-  nats --server %[2]s consumer report ECOMMERCE_ORDER
+  nats --server %[2]s --nkey %[7]s stream ls               streams (the nats CLI)
+  nats --server %[2]s --nkey %[7]s consumer report ECOMMERCE_ORDER
 
 Place an order:
   go tool -modfile=tools/buf.mod buf curl --data '{"idempotency_key":"demo-0001","customer_id":"6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b","currency":"EUR","lines":[{"sku":"MUG-001","quantity":2,"unit_price_minor":1250}]}' %[1]s/shopbus.order.v1.OrderService/CreateOrder
@@ -89,7 +91,8 @@ Then wait for its outcome (WatchOrder with the orderId it printed) and read the 
   go tool -modfile=tools/buf.mod buf curl --data '{"sku":"MUG-001"}' %[1]s/shopbus.inventory.v1.InventoryService/GetStock
 
 Stop with Ctrl-C.
-`, s.URL(), s.NATS.ClientURL(), *dataDir, cmp.Or(natsembed.MonitorURL(s.NATS), "off"), cmp.Or(s.MetricsURL(), "off"))
+`, s.URL(), s.NATS.ClientURL(), *dataDir, cmp.Or(natsembed.MonitorURL(s.NATS), "off"), cmp.Or(s.MetricsURL(), "off"),
+		filepath.Join(*dataDir, "nats-keys"), s.Keys.SeedFile(natsauth.Platform))
 	return runUntilStopped(ctx, s)
 }
 

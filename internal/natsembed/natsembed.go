@@ -30,6 +30,9 @@ type Options struct {
 	// default behaviour: a flush every two minutes). Only for measuring
 	// what durability costs; never in production.
 	NoSync bool
+	// Users, when set, are the only clients the server accepts (nkeys,
+	// each with its permissions: natsauth); none means anyone may connect.
+	Users []*server.NkeyUser
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -57,6 +60,7 @@ func Start(opts Options) (*server.Server, error) {
 		NoSigs:     true,
 		HTTPHost:   "127.0.0.1",
 		HTTPPort:   opts.MonitorPort,
+		Nkeys:      opts.Users,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)

@@ -31,6 +31,7 @@ import (
 	"github.com/shopbus/shopbus/internal/health"
 	"github.com/shopbus/shopbus/internal/lag"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/telemetry"
@@ -53,6 +54,11 @@ type Config struct {
 	// NATSNoSync turns off the embedded server's fsync before each
 	// acknowledgement (for measuring its cost only).
 	NATSNoSync bool
+	// NATSKeysDir, when set with the embedded server, closes it to anyone
+	// but natsauth's identities, whose seeds are kept there: the order and
+	// inventory services each connect as their own (publishing only their
+	// own events), everything else as the platform identity.
+	NATSKeysDir string
 	// DatabaseURL is the PostgreSQL server (postgres.DefaultURL).
 	DatabaseURL string
 	// Schema prefixes the services' schemas: <Schema>_order and
@@ -94,10 +100,15 @@ func (c Config) runs(component string) bool {
 
 // Stack is a running shopbus.
 type Stack struct {
-	cfg       Config
-	NATS      *server.Server // nil with an external NATS
-	Conn      *nats.Conn
-	JS        jetstream.JetStream
+	cfg  Config
+	NATS *server.Server // nil with an external NATS
+	Conn *nats.Conn
+	JS   jetstream.JetStream
+	// Keys are the NATS identities when the embedded server is closed
+	// (Config.NATSKeysDir).
+	Keys      *natsauth.Keys
+	serviceJS map[natsauth.Identity]jetstream.JetStream
+	conns     []*nats.Conn
 	Orders    *order.Service
 	Inventory *inventory.Service
 	Pools     []*pgxpool.Pool
@@ -257,11 +268,23 @@ func (s *Stack) startMonitor() error {
 func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	cfg := s.cfg
 	if cfg.NATSURL == "" {
-		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort, MonitorPort: cfg.NATSMonitorPort, NoSync: cfg.NATSNoSync})
+		var users []*server.NkeyUser
+		if cfg.NATSKeysDir != "" {
+			if s.Keys, err = natsauth.LoadOrCreate(cfg.NATSKeysDir); err != nil {
+				return err
+			}
+			if users, err = s.Keys.Users(map[natsauth.Identity][]string{
+				natsauth.Order:     {messaging.GroupBucket(order.InventoryOutcomeConsumer().Durable)},
+				natsauth.Inventory: {messaging.GroupBucket(inventory.ReserveStockConsumer().Durable)},
+			}); err != nil {
+				return err
+			}
+		}
+		s.NATS, err = natsembed.Start(natsembed.Options{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort, MonitorPort: cfg.NATSMonitorPort, NoSync: cfg.NATSNoSync, Users: users})
 		if err != nil {
 			return err
 		}
-		s.Conn, err = nats.Connect(s.NATS.ClientURL(), nats.InProcessServer(s.NATS), nats.Name("shopbus"), nats.MaxReconnects(-1))
+		s.Conn, err = s.connectEmbedded(natsauth.Platform)
 	} else {
 		s.Conn, err = nats.Connect(cfg.NATSURL, nats.Name("shopbus"), nats.MaxReconnects(-1))
 		// A URL that does not parse is quoted whole in the error, with
@@ -286,6 +309,45 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	return deadletter.Ensure(ctx, s.JS, deadletter.Options{Replicas: cfg.Streams.Replicas})
 }
 
+// connectEmbedded connects to the embedded server in process, as id when
+// the server is closed to anyone else.
+func (s *Stack) connectEmbedded(id natsauth.Identity) (*nats.Conn, error) {
+	opts := []nats.Option{nats.InProcessServer(s.NATS), nats.Name("shopbus " + string(id)), nats.MaxReconnects(-1)}
+	if s.Keys != nil {
+		o, err := s.Keys.Option(id)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	}
+	return nats.Connect(s.NATS.ClientURL(), opts...)
+}
+
+// jsFor returns the JetStream a service uses: its own identity's on a
+// closed embedded server, the stack's otherwise.
+func (s *Stack) jsFor(id natsauth.Identity) (jetstream.JetStream, error) {
+	if s.Keys == nil {
+		return s.JS, nil
+	}
+	if js, ok := s.serviceJS[id]; ok {
+		return js, nil
+	}
+	nc, err := s.connectEmbedded(id)
+	if err != nil {
+		return nil, fmt.Errorf("nats: connect as %s: %w", id, err)
+	}
+	s.conns = append(s.conns, nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if s.serviceJS == nil {
+		s.serviceJS = map[natsauth.Identity]jetstream.JetStream{}
+	}
+	s.serviceJS[id] = js
+	return js, nil
+}
+
 // startServices opens the PostgreSQL schemas and builds the services this
 // stack runs.
 func (s *Stack) startServices(ctx context.Context) error {
@@ -295,20 +357,28 @@ func (s *Stack) startServices(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.Orders = order.New(pool, s.JS, cfg.Schema+"_order", cfg.Log)
+		js, err := s.jsFor(natsauth.Order)
+		if err != nil {
+			return err
+		}
+		s.Orders = order.New(pool, js, cfg.Schema+"_order", cfg.Log)
 		s.Orders.Telemetry = s.Telemetry
 		s.Orders.Retry = cfg.Retry
-		s.Orders.DeadLetter = deadletter.Filer(s.JS)
+		s.Orders.DeadLetter = deadletter.Filer(js)
 	}
 	if cfg.runs("inventory") {
 		pool, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
 		if err != nil {
 			return err
 		}
-		s.Inventory = inventory.New(pool, s.JS, cfg.Schema+"_inventory", cfg.Log)
+		js, err := s.jsFor(natsauth.Inventory)
+		if err != nil {
+			return err
+		}
+		s.Inventory = inventory.New(pool, js, cfg.Schema+"_inventory", cfg.Log)
 		s.Inventory.Telemetry = s.Telemetry
 		s.Inventory.Retry = cfg.Retry
-		s.Inventory.DeadLetter = deadletter.Filer(s.JS)
+		s.Inventory.DeadLetter = deadletter.Filer(js)
 	}
 	return nil
 }
@@ -414,6 +484,9 @@ func (s *Stack) Close() {
 	}
 	for _, p := range s.Pools {
 		p.Close()
+	}
+	for _, nc := range s.conns {
+		nc.Close()
 	}
 	if s.Conn != nil {
 		s.Conn.Close()

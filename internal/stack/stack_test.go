@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -38,8 +39,11 @@ func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 	t.Helper()
 	schema := testenv.Schema()
 	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	dataDir := t.TempDir()
 	cfg := stack.Config{
-		DataDir:     t.TempDir(),
+		DataDir: dataDir,
+		// Closed to all but shopbus's identities, as shopbus dev runs it.
+		NATSKeysDir: filepath.Join(dataDir, "nats-keys"),
 		DatabaseURL: testenv.DatabaseURL(),
 		Schema:      schema,
 		Addr:        "127.0.0.1:0",
