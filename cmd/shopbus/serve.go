@@ -34,6 +34,11 @@ func serve(ctx context.Context, args []string) error {
 	adminToken := adminTokenFlag(fs)
 	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466"}[component])
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
+	natsCreds := fs.String("nats-creds", env("NATS_CREDS", ""), "NATS credentials `file` (JWT and seed, decentralized auth) (env NATS_CREDS)")
+	natsNkey := fs.String("nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed `file` of this component's identity (env NATS_NKEY)")
+	natsCA := fs.String("nats-ca", env("NATS_CA", ""), "CA `file` to trust for NATS TLS (env NATS_CA)")
+	natsCert := fs.String("nats-cert", env("NATS_CERT", ""), "client certificate `file` for NATS TLS (env NATS_CERT)")
+	natsKey := fs.String("nats-key", env("NATS_KEY", ""), "client key `file` for NATS TLS (env NATS_KEY)")
 	insecure := fs.Bool("insecure", false, "serve without an admin token: the admin procedures are open to anyone who reaches the port (a private network only; warned at every start)")
 	var allowedOrigins *string
 	if component == "gateway" {
@@ -49,6 +54,10 @@ func serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	natsOpts, err := stack.NATSCredentials(*natsCreds, *natsNkey, *natsCA, *natsCert, *natsKey)
+	if err != nil {
+		return err
+	}
 	if *adminToken == "" && !*insecure {
 		return fmt.Errorf("serve %s: no admin token: set SHOPBUS_ADMIN_TOKEN (or --admin-token), or pass --insecure to serve the admin procedures open", component)
 	}
@@ -61,7 +70,7 @@ func serve(ctx context.Context, args []string) error {
 		log.Warn("--insecure: no admin token; SetStock, Restock and the admin services are open to anyone who reaches " + *addr)
 	}
 	s, err := stack.Start(ctx, stack.Config{
-		Components: []string{component}, NATSURL: *natsURL, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
+		Components: []string{component}, NATSURL: *natsURL, NATSOptions: natsOpts, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
 		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, AdminToken: *adminToken, MetricsAddr: *metricsAddr, Log: log,
 	})

@@ -16,6 +16,8 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/natsauth"
+	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
@@ -89,6 +91,46 @@ func TestDistributed(t *testing.T) {
 	_, err := s.orders.CreateOrder(context.Background(), connect.NewRequest(orderRequest(line("MUG-001", 0))))
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Errorf("invalid request through the gateway: %v", err)
+	}
+}
+
+// TestDistributedWithIdentities: the three components against a NATS
+// server closed to shopbus's identities, each connecting with its own nkey
+// seed file (shopbus serve --nats-nkey): orders flow.
+func TestDistributedWithIdentities(t *testing.T) {
+	keys, err := natsauth.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := stack.NATSUsers(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir(), Users: users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	schema := testenv.Schema()
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	start := func(component string, id natsauth.Identity, cfg stack.Config) *stack.Stack {
+		opts, err := stack.NATSCredentials("", keys.SeedFile(id), "", "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.NATSOptions, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), opts, "127.0.0.1:0"
+		return runStack(t, cfg)
+	}
+	orders := start("order", natsauth.Order, stack.Config{})
+	inventory := start("inventory", natsauth.Inventory, stack.Config{})
+	gw := start("gateway", natsauth.Platform, stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL()})
+	s := &testStack{Stack: gw, schema: schema,
+		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, gw.URL()),
+		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, gw.URL()),
+	}
+	s.setStock(t, "MUG-001", 3)
+	if o := s.await(t, s.create(t, orderRequest(line("MUG-001", 2))).GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		t.Errorf("order %v, want CONFIRMED", o.GetStatus())
 	}
 }
 

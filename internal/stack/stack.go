@@ -46,6 +46,9 @@ type Config struct {
 	// NATSURL, when set, is an external NATS server used instead of the
 	// embedded one.
 	NATSURL string
+	// NATSOptions are more options of the connection to NATSURL: its
+	// credentials and TLS (see NATSCredentials).
+	NATSOptions []nats.Option
 	// NATSPort is the embedded server's client port (0: a free one).
 	NATSPort int
 	// NATSMonitorPort, when not 0, is the embedded server's HTTP
@@ -273,10 +276,7 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 			if s.Keys, err = natsauth.LoadOrCreate(cfg.NATSKeysDir); err != nil {
 				return err
 			}
-			if users, err = s.Keys.Users(map[natsauth.Identity][]string{
-				natsauth.Order:     {messaging.GroupBucket(order.InventoryOutcomeConsumer().Durable)},
-				natsauth.Inventory: {messaging.GroupBucket(inventory.ReserveStockConsumer().Durable)},
-			}); err != nil {
+			if users, err = NATSUsers(s.Keys); err != nil {
 				return err
 			}
 		}
@@ -286,7 +286,7 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 		}
 		s.Conn, err = s.connectEmbedded(natsauth.Platform)
 	} else {
-		s.Conn, err = nats.Connect(cfg.NATSURL, nats.Name("shopbus"), nats.MaxReconnects(-1))
+		s.Conn, err = nats.Connect(cfg.NATSURL, append([]nats.Option{nats.Name("shopbus"), nats.MaxReconnects(-1)}, cfg.NATSOptions...)...)
 		// A URL that does not parse is quoted whole in the error, with
 		// any password or token it carries: say what is wrong without it.
 		if urlErr := (*url.Error)(nil); errors.As(err, &urlErr) {
@@ -307,6 +307,48 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 		return err
 	}
 	return deadletter.Ensure(ctx, s.JS, deadletter.Options{Replicas: cfg.Streams.Replicas})
+}
+
+// NATSUsers are the users a NATS server closed to shopbus's identities
+// knows: each identity of k with its permissions (natsauth), the services'
+// with their consumer groups' buckets.
+func NATSUsers(k *natsauth.Keys) ([]*server.NkeyUser, error) {
+	return k.Users(map[natsauth.Identity][]string{
+		natsauth.Order:     {messaging.GroupBucket(order.InventoryOutcomeConsumer().Durable)},
+		natsauth.Inventory: {messaging.GroupBucket(inventory.ReserveStockConsumer().Durable)},
+	})
+}
+
+// NATSCredentials returns the connection options for an external NATS:
+// the identity in a creds file (decentralized JWT auth) or an nkey seed
+// file (natsauth's), and TLS: a CA to trust, and a client certificate and
+// key. Empty arguments add nothing; a file that cannot be read is an error
+// when the connection is made, naming the option.
+func NATSCredentials(credsFile, nkeyFile, caFile, certFile, keyFile string) ([]nats.Option, error) {
+	var opts []nats.Option
+	if credsFile != "" && nkeyFile != "" {
+		return nil, errors.New("nats: give a creds file or an nkey seed file, not both")
+	}
+	if credsFile != "" {
+		opts = append(opts, nats.UserCredentials(credsFile))
+	}
+	if nkeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(nkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats: nkey seed file %s: %w", nkeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if caFile != "" {
+		opts = append(opts, nats.RootCAs(caFile))
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("nats: a client certificate needs both its certificate and its key file")
+	}
+	if certFile != "" {
+		opts = append(opts, nats.ClientCert(certFile, keyFile))
+	}
+	return opts, nil
 }
 
 // connectEmbedded connects to the embedded server in process, as id when
