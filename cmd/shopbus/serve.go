@@ -39,6 +39,12 @@ func serve(ctx context.Context, args []string) error {
 	natsCA := fs.String("nats-ca", env("NATS_CA", ""), "CA `file` to trust for NATS TLS (env NATS_CA)")
 	natsCert := fs.String("nats-cert", env("NATS_CERT", ""), "client certificate `file` for NATS TLS (env NATS_CERT)")
 	natsKey := fs.String("nats-key", env("NATS_KEY", ""), "client key `file` for NATS TLS (env NATS_KEY)")
+	tlsCert := fs.String("tls-cert", env("SHOPBUS_TLS_CERT", ""), "serve over TLS (HTTP/2 and HTTP/1.1) with this certificate `file` (env SHOPBUS_TLS_CERT)")
+	tlsKey := fs.String("tls-key", env("SHOPBUS_TLS_KEY", ""), "the TLS certificate's key `file` (env SHOPBUS_TLS_KEY)")
+	var serviceCA *string
+	if component == "gateway" {
+		serviceCA = fs.String("service-ca", env("SHOPBUS_SERVICE_CA", ""), "gateway only: CA `file` to trust for https --order-url and --inventory-url (env SHOPBUS_SERVICE_CA)")
+	}
 	insecure := fs.Bool("insecure", false, "serve without an admin token: the admin procedures are open to anyone who reaches the port (a private network only; warned at every start)")
 	var allowedOrigins *string
 	if component == "gateway" {
@@ -70,6 +76,7 @@ func serve(ctx context.Context, args []string) error {
 		log.Warn("--insecure: no admin token; SetStock, Restock and the admin services are open to anyone who reaches " + *addr)
 	}
 	s, err := stack.Start(ctx, stack.Config{
+		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, ServiceCAFile: deref(serviceCA),
 		Components: []string{component}, NATSURL: *natsURL, NATSOptions: natsOpts, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
 		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, AdminToken: *adminToken, MetricsAddr: *metricsAddr, Log: log,
@@ -80,4 +87,12 @@ func serve(ctx context.Context, args []string) error {
 	defer s.Close()
 	log.Info("serving", "component", component, "addr", s.URL(), "metrics", s.MetricsURL())
 	return runUntilStopped(ctx, s)
+}
+
+// deref is *p, or "" for nil.
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,7 +97,8 @@ func TestDistributed(t *testing.T) {
 
 // TestDistributedWithIdentities: the three components against a NATS
 // server closed to shopbus's identities, each connecting with its own nkey
-// seed file (shopbus serve --nats-nkey): orders flow.
+// seed file (shopbus serve --nats-nkey), the services serving TLS to the
+// gateway (--tls-cert, --service-ca): orders flow.
 func TestDistributedWithIdentities(t *testing.T) {
 	keys, err := natsauth.LoadOrCreate(t.TempDir())
 	if err != nil {
@@ -121,9 +123,14 @@ func TestDistributedWithIdentities(t *testing.T) {
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.NATSOptions, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), opts, "127.0.0.1:0"
 		return runStack(t, cfg)
 	}
-	orders := start("order", natsauth.Order, stack.Config{})
-	inventory := start("inventory", natsauth.Inventory, stack.Config{})
-	gw := start("gateway", natsauth.Platform, stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL()})
+	// The services serve TLS; the gateway trusts their certificate.
+	cert, key, _ := selfSigned(t)
+	orders := start("order", natsauth.Order, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
+	inventory := start("inventory", natsauth.Inventory, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
+	gw := start("gateway", natsauth.Platform, stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL(), ServiceCAFile: cert})
+	if !strings.HasPrefix(orders.URL(), "https://") {
+		t.Fatalf("the order service serves %s, want https", orders.URL())
+	}
 	s := &testStack{Stack: gw, schema: schema,
 		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, gw.URL()),
 		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, gw.URL()),

@@ -6,6 +6,8 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -78,6 +81,12 @@ type Config struct {
 	AllowedOrigins []string
 	// AdminToken protects the admin procedures (see gateway.Config).
 	AdminToken string
+	// TLSCertFile and TLSKeyFile, when set, make the stack serve its port
+	// over TLS (HTTP/2 and HTTP/1.1) with this certificate.
+	TLSCertFile, TLSKeyFile string
+	// ServiceCAFile, when set, is the CA a gateway trusts for https
+	// OrderURL and InventoryURL (the system's roots otherwise).
+	ServiceCAFile string
 	// Components lists what runs here: "order", "inventory", "gateway"
 	// (all three when empty). Without "gateway", the one service listed
 	// serves its own Connect API on Addr.
@@ -192,7 +201,11 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		gw.Inventory = inventory.NewHandler(s.Inventory)
 	}
 	if cfg.runs("gateway") {
-		remoteOrders, remoteInventory := gateway.Remote(http.DefaultClient, cfg.OrderURL, cfg.InventoryURL, cfg.AdminToken, s.Telemetry)
+		client, err := serviceClient(cfg.ServiceCAFile)
+		if err != nil {
+			return nil, err
+		}
+		remoteOrders, remoteInventory := gateway.Remote(client, cfg.OrderURL, cfg.InventoryURL, cfg.AdminToken, s.Telemetry)
 		if gw.Orders == nil {
 			gw.Orders = remoteOrders
 		}
@@ -205,6 +218,17 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s.Server = gateway.NewServer(s.Listener.Addr().String(), gateway.Handler(gw))
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("tls: a certificate needs both its certificate and its key file")
+	}
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: certificate %s and key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, err)
+		}
+		s.Server.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.Server.Protocols.SetHTTP2(true)
+	}
 	if cfg.MetricsAddr != "" {
 		s.MetricsListener, err = net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
@@ -437,7 +461,33 @@ func (s *Stack) open(ctx context.Context, schema string, migrations fs.FS) (*pgx
 }
 
 // URL is the gateway's base URL.
-func (s *Stack) URL() string { return "http://" + s.Listener.Addr().String() }
+func (s *Stack) URL() string {
+	if s.cfg.TLSCertFile != "" {
+		return "https://" + s.Listener.Addr().String()
+	}
+	return "http://" + s.Listener.Addr().String()
+}
+
+// serviceClient is the gateway's HTTP client for the services: with caFile,
+// one that trusts it for https URLs (HTTP/2 over TLS); otherwise Go's
+// default (the system's roots).
+func serviceClient(caFile string) (*http.Client, error) {
+	if caFile == "" {
+		return http.DefaultClient, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: service CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls: service CA %s holds no PEM certificate", caFile)
+	}
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
+	}}, nil
+}
 
 // Run serves until ctx is done, then stops gracefully: the gateway stops
 // accepting requests and waits up to ShutdownTimeout for those in flight,
@@ -474,7 +524,11 @@ func (s *Stack) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error {
-		if err := s.Server.Serve(s.Listener); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return s.Server.Serve(s.Listener) }
+		if s.cfg.TLSCertFile != "" { // (Serve fills TLSConfig in for HTTP/2 itself)
+			serve = func() error { return s.Server.ServeTLS(s.Listener, "", "") }
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("gateway: %w", err)
 		}
 		return nil
