@@ -74,7 +74,11 @@ func bench(ctx context.Context, args []string) error {
 		create:  newLatency(),
 		catalog: make([]string, max(*skus, 1)),
 	}
-	inventory := inventoryv1connect.NewInventoryServiceClient(httpClient, *url, adminClientOptions()...)
+	adminOpts, err := adminClientOptions()
+	if err != nil {
+		return err
+	}
+	inventory := inventoryv1connect.NewInventoryServiceClient(httpClient, *url, adminOpts...)
 	run := strings.ToUpper(uuid.NewString()[:8])
 	for i := range b.catalog {
 		b.catalog[i] = fmt.Sprintf("BENCH-%s-%d", run, i)

@@ -35,13 +35,17 @@ func dev(ctx context.Context, args []string) error {
 	metricsAddr := metricsAddrFlag(fs, "127.0.0.1:9464")
 	dbURL := secretFlag(fs, "database-url", "DATABASE_URL", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL); the database is created if missing")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
-	adminToken := adminTokenFlag(fs)
+	adminTokenOf := adminTokenFlags(fs)
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this loopback address (env SHOPBUS_DEBUG_ADDR); off when empty")
 	allowedOrigins := originsFlag(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	adminToken, err := adminTokenOf()
+	if err != nil {
 		return err
 	}
 	origins, err := parseOrigins(*allowedOrigins)
@@ -56,12 +60,12 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	telemetry.LogErrors(log)
-	if *adminToken == "" {
+	if adminToken == "" {
 		log.Warn("no admin token: SetStock, Restock and the admin services are open to anyone who reaches " + *addr + " (set SHOPBUS_ADMIN_TOKEN)")
 	}
 	s, err := stack.Start(ctx, stack.Config{
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, AdminToken: *adminToken, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, AdminToken: adminToken, Log: log,
 	})
 	if err != nil {
 		return err

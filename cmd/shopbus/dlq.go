@@ -52,7 +52,11 @@ func dlq(ctx context.Context, args []string) error {
 		}
 		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
-	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url, adminClientOptions()...)
+	adminOpts, err := adminClientOptions()
+	if err != nil {
+		return err
+	}
+	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url, adminOpts...)
 	filter := &deadletterv1.ListDeadLettersRequest{OriginalStream: *stream, Consumer: *consumer, EventType: *eventType}
 	switch *reason {
 	case "":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -35,6 +36,33 @@ func TestCheckLoopback(t *testing.T) {
 	} {
 		if err := checkLoopback(addr); (err == nil) != ok {
 			t.Errorf("checkLoopback(%q) = %v, want ok %v", addr, err, ok)
+		}
+	}
+}
+
+func TestAdminTokenFromFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file, empty := dir+"/token", dir+"/empty"
+	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		token, file, want string
+		bad               bool
+	}{
+		{token: "t", want: "t"},
+		{file: file, want: "s3cret"},
+		{token: "t", file: file, bad: true},
+		{file: empty, bad: true},
+		{file: dir + "/missing", bad: true},
+	} {
+		got, err := adminToken(tc.token, tc.file)
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("adminToken(%q, %q) = %q, %v; want %q, bad %v", tc.token, tc.file, got, err, tc.want, tc.bad)
 		}
 	}
 }

@@ -42,7 +42,11 @@ func groups(ctx context.Context, args []string) error {
 	if *interval <= 0 {
 		return fmt.Errorf("groups: --interval %v: want a positive duration", *interval)
 	}
-	client := groupv1connect.NewGroupServiceClient(http.DefaultClient, *url, adminClientOptions()...)
+	adminOpts, err := adminClientOptions()
+	if err != nil {
+		return err
+	}
+	client := groupv1connect.NewGroupServiceClient(http.DefaultClient, *url, adminOpts...)
 	req := &groupv1.ListGroupsRequest{Name: fs.Arg(0)}
 	if !*watch {
 		res, err := client.ListGroups(ctx, connect.NewRequest(req))

@@ -45,7 +45,11 @@ func lagCmd(ctx context.Context, args []string) error {
 	if *interval <= 0 {
 		return fmt.Errorf("lag: --interval %v: want a positive duration", *interval)
 	}
-	client := lagv1connect.NewLagServiceClient(http.DefaultClient, *url, adminClientOptions()...)
+	adminOpts, err := adminClientOptions()
+	if err != nil {
+		return err
+	}
+	client := lagv1connect.NewLagServiceClient(http.DefaultClient, *url, adminOpts...)
 	req := &lagv1.ListConsumerLagRequest{Group: fs.Arg(0)}
 	if !*watch {
 		res, err := client.ListConsumerLag(ctx, connect.NewRequest(req))

@@ -108,11 +108,33 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
-// adminTokenFlag declares --admin-token, the bearer token the gateway's admin
-// procedures require.
-func adminTokenFlag(fs *flag.FlagSet) *string {
-	return secretFlag(fs, "admin-token", "SHOPBUS_ADMIN_TOKEN", "",
+// adminTokenFlags declares --admin-token and --admin-token-file, the bearer
+// token the gateway's admin procedures require; the function returned gives
+// it once the flags are parsed.
+func adminTokenFlags(fs *flag.FlagSet) func() (string, error) {
+	token := secretFlag(fs, "admin-token", "SHOPBUS_ADMIN_TOKEN", "",
 		"require this bearer `token` for SetStock, Restock, the DeadLetterService, the GroupService and the LagService (env SHOPBUS_ADMIN_TOKEN, which keeps it out of the process list)")
+	file := fs.String("admin-token-file", env("SHOPBUS_ADMIN_TOKEN_FILE", ""), "read the admin token from this `file` instead (env SHOPBUS_ADMIN_TOKEN_FILE)")
+	return func() (string, error) { return adminToken(*token, *file) }
+}
+
+// adminToken is token, or the contents of file (trimmed) when file is set.
+func adminToken(token, file string) (string, error) {
+	if file == "" {
+		return token, nil
+	}
+	if token != "" {
+		return "", errors.New("--admin-token and --admin-token-file: give one (SHOPBUS_ADMIN_TOKEN or SHOPBUS_ADMIN_TOKEN_FILE)")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--admin-token-file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("--admin-token-file %s: the file is empty", file)
+	}
+	return t, nil
 }
 
 // metricsAddrFlag declares --metrics-addr, where /metrics is served.
@@ -121,12 +143,14 @@ func metricsAddrFlag(fs *flag.FlagSet, def string) *string {
 		"serve Prometheus metrics at /metrics on this address (env SHOPBUS_METRICS_ADDR); off when empty")
 }
 
-// adminClientOptions makes a client send SHOPBUS_ADMIN_TOKEN, when set.
-func adminClientOptions() []connect.ClientOption {
-	if token := os.Getenv("SHOPBUS_ADMIN_TOKEN"); token != "" {
-		return []connect.ClientOption{connect.WithInterceptors(gateway.BearerToken(token))}
+// adminClientOptions makes a client send the admin token of
+// SHOPBUS_ADMIN_TOKEN, or of the file SHOPBUS_ADMIN_TOKEN_FILE names, when set.
+func adminClientOptions() ([]connect.ClientOption, error) {
+	token, err := adminToken(os.Getenv("SHOPBUS_ADMIN_TOKEN"), os.Getenv("SHOPBUS_ADMIN_TOKEN_FILE"))
+	if err != nil || token == "" {
+		return nil, err
 	}
-	return nil
+	return []connect.ClientOption{connect.WithInterceptors(gateway.BearerToken(token))}, nil
 }
 
 func newLogger(level string) (*slog.Logger, error) {

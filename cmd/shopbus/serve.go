@@ -31,7 +31,7 @@ func serve(ctx context.Context, args []string) error {
 	partitions := fs.Int("partitions", envInt("SHOPBUS_STREAM_PARTITIONS", messaging.DefaultPartitions), "partitions of each event stream, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)")
 	orderURL := fs.String("order-url", env("SHOPBUS_ORDER_URL", "http://127.0.0.1:8081"), "gateway only: the order service (env SHOPBUS_ORDER_URL)")
 	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
-	adminToken := adminTokenFlag(fs)
+	adminTokenOf := adminTokenFlags(fs)
 	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466"}[component])
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	natsCreds := fs.String("nats-creds", env("NATS_CREDS", ""), "NATS credentials `file` (JWT and seed, decentralized auth) (env NATS_CREDS)")
@@ -53,6 +53,10 @@ func serve(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	adminToken, err := adminTokenOf()
+	if err != nil {
+		return err
+	}
 	var origins []string
 	if allowedOrigins != nil {
 		var err error
@@ -64,7 +68,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *adminToken == "" && !*insecure {
+	if adminToken == "" && !*insecure {
 		return fmt.Errorf("serve %s: no admin token: set SHOPBUS_ADMIN_TOKEN (or --admin-token), or pass --insecure to serve the admin procedures open", component)
 	}
 	log, err := newLogger(*logLevel)
@@ -72,14 +76,14 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	telemetry.LogErrors(log)
-	if *adminToken == "" {
+	if adminToken == "" {
 		log.Warn("--insecure: no admin token; SetStock, Restock and the admin services are open to anyone who reaches " + *addr)
 	}
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, ServiceCAFile: deref(serviceCA),
 		Components: []string{component}, NATSURL: *natsURL, NATSOptions: natsOpts, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
-		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, AdminToken: *adminToken, MetricsAddr: *metricsAddr, Log: log,
+		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, AdminToken: adminToken, MetricsAddr: *metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err
