@@ -119,8 +119,7 @@ type Stack struct {
 	// Keys are the NATS identities when the embedded server is closed
 	// (Config.NATSKeysDir).
 	Keys      *natsauth.Keys
-	serviceJS map[natsauth.Identity]jetstream.JetStream
-	conns     []*nats.Conn
+	conns     []*nats.Conn // the services' own, with Keys
 	Orders    *order.Service
 	Inventory *inventory.Service
 	Pools     []*pgxpool.Pool
@@ -389,14 +388,11 @@ func (s *Stack) connectEmbedded(id natsauth.Identity) (*nats.Conn, error) {
 	return nats.Connect(s.NATS.ClientURL(), opts...)
 }
 
-// jsFor returns the JetStream a service uses: its own identity's on a
-// closed embedded server, the stack's otherwise.
+// jsFor returns the JetStream a service uses: on a connection of its own
+// identity's on a closed embedded server, the stack's otherwise.
 func (s *Stack) jsFor(id natsauth.Identity) (jetstream.JetStream, error) {
 	if s.Keys == nil {
 		return s.JS, nil
-	}
-	if js, ok := s.serviceJS[id]; ok {
-		return js, nil
 	}
 	nc, err := s.connectEmbedded(id)
 	if err != nil {
@@ -407,10 +403,6 @@ func (s *Stack) jsFor(id natsauth.Identity) (jetstream.JetStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if s.serviceJS == nil {
-		s.serviceJS = map[natsauth.Identity]jetstream.JetStream{}
-	}
-	s.serviceJS[id] = js
 	return js, nil
 }
 
