@@ -1,13 +1,6 @@
 package gateway
 
 import (
-	"context"
-	"crypto/subtle"
-	"errors"
-	"strings"
-
-	"connectrpc.com/connect"
-
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
@@ -28,22 +21,5 @@ var adminProcedures = map[string]bool{
 }
 
 // IsAdmin reports whether a procedure is an admin one, which needs the
-// admin token when the gateway has one.
+// admin role (auth.AdminRole).
 func IsAdmin(procedure string) bool { return adminProcedures[procedure] }
-
-// adminAuth refuses admin procedures without "Authorization: Bearer
-// <token>" with Unauthenticated. Other procedures pass.
-func adminAuth(token string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if IsAdmin(req.Spec().Procedure) {
-				got, ok := strings.CutPrefix(req.Header().Get("Authorization"), "Bearer ")
-				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-					return nil, connect.NewError(connect.CodeUnauthenticated,
-						errors.New(req.Spec().Procedure+" is an admin procedure: send Authorization: Bearer <admin token>"))
-				}
-			}
-			return next(ctx, req)
-		}
-	}
-}

@@ -13,6 +13,7 @@ import (
 	"github.com/shopbus/shopbus/gateway"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 )
 
 // TestCORSAllowlist: without allowed origins the gateway sends no CORS
@@ -63,7 +64,7 @@ func (d deadlineSeen) GetOrder(ctx context.Context, _ *connect.Request[orderv1.G
 func TestEveryCallHasADeadline(t *testing.T) {
 	t.Parallel()
 	seen := deadlineSeen{left: make(chan time.Duration, 1)}
-	srv := httptest.NewServer(gateway.Handler(gateway.Config{Orders: seen}))
+	srv := httptest.NewServer(gateway.Handler(gateway.Config{Orders: seen, Auth: auth.Config{Insecure: true}}))
 	defer srv.Close()
 	client := orderv1connect.NewOrderServiceClient(srv.Client(), srv.URL)
 	_, _ = client.GetOrder(context.Background(), connect.NewRequest(&orderv1.GetOrderRequest{OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b"}))

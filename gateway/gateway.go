@@ -3,6 +3,7 @@
 // GroupService and LagService over Connect, gRPC and gRPC-Web (HTTP/1.1 and
 // cleartext HTTP/2), with request validation, OpenTelemetry metrics and
 // traces per procedure (otelconnect, honouring an incoming traceparent),
+// authentication by bearer token and the admin role (internal/auth),
 // gRPC health and HTTP /healthz and /readyz, gRPC server reflection (so buf
 // curl and grpcurl need no local protos) and CORS for browser clients.
 //
@@ -30,6 +31,7 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/lag/v1/lagv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/health"
 	"github.com/shopbus/shopbus/internal/telemetry"
 )
@@ -59,10 +61,10 @@ type Config struct {
 	// AllowedOrigins are the browser origins allowed by CORS ("*" for any);
 	// none when empty: the gateway then sends no CORS headers at all.
 	AllowedOrigins []string
-	// AdminToken, when set, is required (Authorization: Bearer) by the
-	// admin procedures: SetStock, Restock, DeadLetterService, GroupService
-	// and LagService. Without it they are open, for development.
-	AdminToken string
+	// Auth authenticates every call (bearer tokens) and keeps the admin
+	// procedures (IsAdmin) to the admin role. A zero Auth refuses every
+	// call: authentication is off only with Auth.Insecure.
+	Auth auth.Config
 }
 
 // Service is one more Connect service for the gateway to mount.
@@ -112,17 +114,13 @@ func (callDeadline) WrapStreamingHandler(next connect.StreamingHandlerFunc) conn
 // HandlerOptions returns the options every service mounted by the gateway
 // (or served by a service of its own) gets: at most MaxCallDuration per
 // call, a span and metrics per call on
-// t (the span continues the caller's traceparent), the admin token check
-// when adminToken is set, protovalidate request validation (InvalidArgument
-// with field violations) and the request size limit.
-func HandlerOptions(adminToken string, t *telemetry.Telemetry) []connect.HandlerOption {
-	interceptors := []connect.Interceptor{otelInterceptor(t), callDeadline{}}
-	if adminToken != "" {
-		interceptors = append(interceptors, adminAuth(adminToken))
-	}
-	interceptors = append(interceptors, validate.NewInterceptor())
+// t (the span continues the caller's traceparent), authentication with a
+// and the admin role for the admin procedures (see auth.Interceptor),
+// protovalidate request validation (InvalidArgument with field violations)
+// and the request size limit.
+func HandlerOptions(a auth.Config, t *telemetry.Telemetry) []connect.HandlerOption {
 	return []connect.HandlerOption{
-		connect.WithInterceptors(interceptors...),
+		connect.WithInterceptors(otelInterceptor(t), callDeadline{}, auth.Interceptor(a, IsAdmin), validate.NewInterceptor()),
 		connect.WithReadMaxBytes(MaxRequestBytes),
 		connect.WithCompressMinBytes(4096), // small messages cost more to compress than to send
 	}
@@ -133,23 +131,23 @@ func Handler(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	services := cfg.Services
 	if cfg.Orders != nil {
-		path, h := orderv1connect.NewOrderServiceHandler(cfg.Orders, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
+		path, h := orderv1connect.NewOrderServiceHandler(cfg.Orders, HandlerOptions(cfg.Auth, cfg.Telemetry)...)
 		services = append(services, Service{Name: orderv1connect.OrderServiceName, Path: path, Handler: h})
 	}
 	if cfg.Inventory != nil {
-		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
+		path, h := inventoryv1connect.NewInventoryServiceHandler(cfg.Inventory, HandlerOptions(cfg.Auth, cfg.Telemetry)...)
 		services = append(services, Service{Name: inventoryv1connect.InventoryServiceName, Path: path, Handler: h})
 	}
 	if cfg.DeadLetters != nil {
-		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
+		path, h := deadletterv1connect.NewDeadLetterServiceHandler(cfg.DeadLetters, HandlerOptions(cfg.Auth, cfg.Telemetry)...)
 		services = append(services, Service{Name: deadletterv1connect.DeadLetterServiceName, Path: path, Handler: h})
 	}
 	if cfg.Groups != nil {
-		path, h := groupv1connect.NewGroupServiceHandler(cfg.Groups, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
+		path, h := groupv1connect.NewGroupServiceHandler(cfg.Groups, HandlerOptions(cfg.Auth, cfg.Telemetry)...)
 		services = append(services, Service{Name: groupv1connect.GroupServiceName, Path: path, Handler: h})
 	}
 	if cfg.Lag != nil {
-		path, h := lagv1connect.NewLagServiceHandler(cfg.Lag, HandlerOptions(cfg.AdminToken, cfg.Telemetry)...)
+		path, h := lagv1connect.NewLagServiceHandler(cfg.Lag, HandlerOptions(cfg.Auth, cfg.Telemetry)...)
 		services = append(services, Service{Name: lagv1connect.LagServiceName, Path: path, Handler: h})
 	}
 	names := make([]string, 0, len(services))
@@ -205,13 +203,10 @@ func NewServer(addr string, h http.Handler) *http.Server {
 // Remote returns handlers that forward to services at their base URLs
 // through the generated Connect clients (distributed mode). The generated
 // client and handler interfaces have the same methods, so a client is a
-// handler. Calls carry the trace (traceparent) and a client span on t;
-// admin calls carry adminToken to the service.
-func Remote(client connect.HTTPClient, ordersURL, inventoryURL, adminToken string, t *telemetry.Telemetry) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
-	opts := []connect.ClientOption{connect.WithInterceptors(otelInterceptor(t))}
-	if adminToken != "" {
-		opts = append(opts, connect.WithInterceptors(BearerToken(adminToken)))
-	}
+// handler. Calls carry the caller's bearer token (which the service
+// verifies again), the trace (traceparent) and a client span on t.
+func Remote(client connect.HTTPClient, ordersURL, inventoryURL string, t *telemetry.Telemetry) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
+	opts := []connect.ClientOption{connect.WithInterceptors(auth.ForwardToken(), otelInterceptor(t))}
 	return remoteOrders{orderv1connect.NewOrderServiceClient(client, ordersURL, opts...)},
 		inventoryv1connect.NewInventoryServiceClient(client, inventoryURL, opts...)
 }
@@ -224,8 +219,8 @@ type remoteOrders struct {
 
 // WatchOrder implements orderv1connect.OrderServiceHandler.
 func (r remoteOrders) WatchOrder(ctx context.Context, req *connect.Request[orderv1.WatchOrderRequest], stream *connect.ServerStream[orderv1.WatchOrderResponse]) error {
-	// A new request: the caller's headers (cookies, its Authorization)
-	// are not the service's business.
+	// A new request: the caller's headers (cookies …) are not the
+	// service's business; auth.ForwardToken adds its bearer token.
 	in, err := r.OrderServiceClient.WatchOrder(ctx, connect.NewRequest(req.Msg))
 	if err != nil {
 		return err
@@ -257,12 +252,29 @@ func otelInterceptor(t *telemetry.Telemetry) connect.Interceptor {
 }
 
 // BearerToken is a client interceptor that sends token as
-// "Authorization: Bearer <token>".
-func BearerToken(token string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+token)
-			return next(ctx, req)
-		}
+// "Authorization: Bearer <token>" on every call, unary or streaming.
+func BearerToken(token string) connect.Interceptor { return bearer(token) }
+
+type bearer string
+
+// WrapUnary implements connect.Interceptor.
+func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
 	}
+}
+
+// WrapStreamingClient implements connect.Interceptor.
+func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
+	}
+}
+
+// WrapStreamingHandler implements connect.Interceptor (nothing to do).
+func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -17,6 +18,7 @@ import (
 	"github.com/shopbus/shopbus/gateway"
 	groupv1 "github.com/shopbus/shopbus/gen/go/shopbus/group/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/groups"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
@@ -48,8 +50,10 @@ func startGateway(t *testing.T, cfg gateway.Config) string {
 	return "http://" + l.Addr().String()
 }
 
-// TestGroupServiceAdmin: with an admin token, ListGroups needs it; without
-// one it is open.
+// TestGroupServiceAdmin: ListGroups, an admin procedure, needs the admin
+// role: from the static admin token or a JWT's roles. A customer's token is
+// PermissionDenied; no token, a wrong one, or a gateway configured with no
+// authentication at all is Unauthenticated; --insecure lets everyone in.
 func TestGroupServiceAdmin(t *testing.T) {
 	t.Parallel()
 	_, js := testenv.NATS(t)
@@ -57,16 +61,35 @@ func TestGroupServiceAdmin(t *testing.T) {
 	if !gateway.IsAdmin(groupv1connect.GroupServiceListGroupsProcedure) {
 		t.Error("ListGroups is not an admin procedure")
 	}
-	protected := startGateway(t, gateway.Config{Groups: h, AdminToken: "s3cret"})
-	open := startGateway(t, gateway.Config{Groups: h})
+	signer, err := auth.KeyPair(t.TempDir(), auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := signer.Verifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(p auth.Principal) string {
+		tok, err := signer.Token(p, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	protected := startGateway(t, gateway.Config{Groups: h, Auth: auth.Config{Verifier: verifier, AdminToken: "s3cret"}})
+	unconfigured := startGateway(t, gateway.Config{Groups: h})
+	open := startGateway(t, gateway.Config{Groups: h, Auth: auth.Config{Insecure: true}})
 	for _, tc := range []struct {
 		name, url, token string
 		want             connect.Code
 	}{
 		{"no token", protected, "", connect.CodeUnauthenticated},
 		{"wrong token", protected, "guess", connect.CodeUnauthenticated},
-		{"the token", protected, "s3cret", 0},
-		{"no admin token set", open, "", 0},
+		{"the admin token", protected, "s3cret", 0},
+		{"an admin's JWT", protected, token(auth.Principal{Subject: "ops", Admin: true}), 0},
+		{"a customer's JWT", protected, token(auth.Principal{Subject: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"}), connect.CodePermissionDenied},
+		{"no authentication configured", unconfigured, "s3cret", connect.CodeUnauthenticated},
+		{"insecure", open, "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var opts []connect.ClientOption
@@ -91,7 +114,7 @@ func TestGroupServiceAdmin(t *testing.T) {
 func TestGroupServiceDiscoverable(t *testing.T) {
 	t.Parallel()
 	_, js := testenv.NATS(t)
-	url := startGateway(t, gateway.Config{Groups: groups.NewHandler(js, slog.New(slog.DiscardHandler)), AdminToken: "s3cret"})
+	url := startGateway(t, gateway.Config{Groups: groups.NewHandler(js, slog.New(slog.DiscardHandler)), Auth: auth.Config{AdminToken: "s3cret"}})
 	stream := grpcreflect.NewClient(h2c, url).NewStream(context.Background())
 	services, err := stream.ListServices()
 	if err != nil {

@@ -46,12 +46,12 @@ pid=$!
 
 echo "waiting for the gateway at http://$addr (schema $schema)"
 deadline=$((SECONDS + 60))
-until curl -sf -o /dev/null --max-time 2 -X POST -H 'Content-Type: application/json' -d '{"sku":"MUG-001"}' \
-	"http://$addr/shopbus.inventory.v1.InventoryService/GetStock"; do
+until curl -sf -o /dev/null --max-time 2 "http://$addr/readyz"; do
 	kill -0 "$pid" 2>/dev/null || { echo "shopbus dev exited early" >&2; exit 1; }
 	[ "$SECONDS" -lt "$deadline" ] || { echo "gateway did not answer within 60 s" >&2; exit 1; }
 	sleep 0.5
 done
 
 npx tsc -p clients/ts/tsconfig.json
-SHOPBUS_URL="http://$addr" npx tsx clients/ts/place-order.ts
+SHOPBUS_URL="http://$addr" SHOPBUS_TOKEN_FILE="$tmp/data/auth/customer.jwt" SHOPBUS_ADMIN_TOKEN_FILE="$tmp/data/auth/admin.jwt" \
+	npx tsx clients/ts/place-order.ts

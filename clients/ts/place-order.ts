@@ -4,26 +4,37 @@
 // checks the stock, and shows how a
 // validation error comes back.
 //
-// Run it against `shopbus dev` (from the repo root):
+// Every call carries a bearer token: the demo customer's for OrderService,
+// an admin's for SetStock. Run it against `shopbus dev` (from the repo root),
+// which writes both to .data/auth/:
 //
 //	npx tsx clients/ts/place-order.ts
-//	SHOPBUS_URL=http://127.0.0.1:9090 npx tsx clients/ts/place-order.ts
+//	SHOPBUS_URL=http://127.0.0.1:9090 SHOPBUS_TOKEN_FILE=… SHOPBUS_ADMIN_TOKEN_FILE=… npx tsx clients/ts/place-order.ts
 //
 // It exits non-zero unless the order is CONFIRMED and exactly 2 units moved
 // from on hand to reserved.
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { readFileSync } from "node:fs";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { InventoryService } from "../../gen/ts/shopbus/inventory/v1/inventory_service_pb";
 import { OrderService, OrderStatus } from "../../gen/ts/shopbus/order/v1/order_service_pb";
 
 const baseUrl = process.env.SHOPBUS_URL ?? "http://127.0.0.1:8080";
-const transport = createConnectTransport({ baseUrl, httpVersion: "1.1" });
-const orders = createClient(OrderService, transport);
-const inventory = createClient(InventoryService, transport);
+
+// bearer sends the token in file as "Authorization: Bearer <token>".
+function bearer(file: string): Interceptor {
+  const token = readFileSync(file, "utf8").trim();
+  return (next) => async (req) => {
+    req.header.set("Authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+const as = (file: string) => createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [bearer(file)] });
+const orders = createClient(OrderService, as(process.env.SHOPBUS_TOKEN_FILE ?? ".data/auth/customer.jwt"));
+const inventory = createClient(InventoryService, as(process.env.SHOPBUS_ADMIN_TOKEN_FILE ?? ".data/auth/admin.jwt"));
 
 const sku = "TS-DEMO-1";
-const customerId = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 
 function fail(msg: string): never {
   console.error(`FAIL: ${msg}`);
@@ -35,7 +46,6 @@ const before = (await inventory.getStock({ sku })).stock ?? fail("GetStock retur
 
 const created = await orders.createOrder({
   idempotencyKey: randomUUID(),
-  customerId,
   currency: "EUR",
   lines: [{ sku, quantity: 2, unitPriceMinor: 1250n }],
 });
@@ -48,7 +58,7 @@ let status = OrderStatus.PENDING;
 for await (const { order } of orders.watchOrder({ orderId }, { timeoutMs: 30_000 })) {
   status = order?.status ?? OrderStatus.UNSPECIFIED;
 }
-console.log(`order ${orderId}: ${OrderStatus[status]}`);
+console.log(`order ${orderId} of customer ${created.order?.customerId}: ${OrderStatus[status]}`);
 
 const { stock } = await inventory.getStock({ sku });
 console.log(`stock ${sku}: onHand=${stock?.onHand} reserved=${stock?.reserved}`);
@@ -62,7 +72,6 @@ if (stock?.onHand !== before.onHand - 2n || stock.reserved !== before.reserved +
 try {
   await orders.createOrder({
     idempotencyKey: randomUUID(),
-    customerId,
     currency: "EUR",
     lines: [{ sku, quantity: 0, unitPriceMinor: 1250n }],
   });

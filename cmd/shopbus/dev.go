@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/natsembed"
@@ -22,6 +23,15 @@ import (
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/telemetry"
 )
+
+// demoCustomer is the customer of the demo token shopbus dev prints.
+const demoCustomer = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+
+// devTokens are the issuer and audience of shopbus dev's tokens, and how
+// long the tokens it mints at each start stay valid.
+var devTokens = auth.Options{Issuer: "shopbus-dev", Audience: "shopbus"}
+
+const devTokenTTL = 7 * 24 * time.Hour
 
 // demoStock is seeded by shopbus dev (only SKUs that do not exist yet).
 var demoStock = map[string]int64{"MUG-001": 100, "TEE-BLK-M": 25, "POSTER-A2": 3}
@@ -60,12 +70,15 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	telemetry.LogErrors(log)
-	if adminToken == "" {
-		log.Warn("no admin token: SetStock, Restock and the admin services are open to anyone who reaches " + *addr + " (set SHOPBUS_ADMIN_TOKEN)")
+	authDir := filepath.Join(*dataDir, "auth")
+	authCfg, demoToken, err := devAuth(authDir)
+	if err != nil {
+		return err
 	}
+	authCfg.AdminToken = adminToken
 	s, err := stack.Start(ctx, stack.Config{
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, AdminToken: adminToken, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, Auth: authCfg, Log: log,
 	})
 	if err != nil {
 		return err
@@ -84,20 +97,60 @@ func dev(ctx context.Context, args []string) error {
   stock    MUG-001, TEE-BLK-M, POSTER-A2 (seeded if missing)
 
 Look at it:
-  shopbus lag --watch                          consumer lag and status
+  SHOPBUS_ADMIN_TOKEN_FILE=%[10]s shopbus lag --watch    consumer lag and status
   nats --server %[2]s --nkey %[7]s stream ls               streams (the nats CLI)
   nats --server %[2]s --nkey %[7]s consumer report ECOMMERCE_ORDER
 
+Call it as the demo customer %[8]s with this bearer token (in %[9]s;
+an admin's is in %[10]s, for SHOPBUS_ADMIN_TOKEN_FILE):
+  %[11]s
+
 Place an order:
-  go tool -modfile=tools/buf.mod buf curl --data '{"idempotency_key":"demo-0001","customer_id":"6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b","currency":"EUR","lines":[{"sku":"MUG-001","quantity":2,"unit_price_minor":1250}]}' %[1]s/shopbus.order.v1.OrderService/CreateOrder
+  go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"idempotency_key":"demo-0001","customer_id":"6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b","currency":"EUR","lines":[{"sku":"MUG-001","quantity":2,"unit_price_minor":1250}]}' %[1]s/shopbus.order.v1.OrderService/CreateOrder
 Then wait for its outcome (WatchOrder with the orderId it printed) and read the stock:
-  go tool -modfile=tools/buf.mod buf curl --data '{"order_id":"<orderId>"}' %[1]s/shopbus.order.v1.OrderService/WatchOrder
-  go tool -modfile=tools/buf.mod buf curl --data '{"sku":"MUG-001"}' %[1]s/shopbus.inventory.v1.InventoryService/GetStock
+  go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"order_id":"<orderId>"}' %[1]s/shopbus.order.v1.OrderService/WatchOrder
+  go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"sku":"MUG-001"}' %[1]s/shopbus.inventory.v1.InventoryService/GetStock
 
 Stop with Ctrl-C.
 `, s.URL(), s.NATS.ClientURL(), *dataDir, cmp.Or(natsembed.MonitorURL(s.NATS), "off"), cmp.Or(s.MetricsURL(), "off"),
-		filepath.Join(*dataDir, "nats-keys"), s.Keys.SeedFile(natsauth.Platform))
+		filepath.Join(*dataDir, "nats-keys"), s.Keys.SeedFile(natsauth.Platform),
+		demoCustomer, filepath.Join(authDir, customerTokenFile), filepath.Join(authDir, adminTokenFile), demoToken)
 	return runUntilStopped(ctx, s)
+}
+
+// Files of shopbus dev's tokens, in <data-dir>/auth.
+const (
+	customerTokenFile = "customer.jwt"
+	adminTokenFile    = "admin.jwt"
+)
+
+// devAuth makes (or reuses) shopbus dev's signing key in dir, mints the
+// demo customer's token and an admin's, valid devTokenTTL, and writes them
+// to dir; it returns the verifier of the key and the customer's token.
+func devAuth(dir string) (cfg auth.Config, customerToken string, err error) {
+	signer, err := auth.KeyPair(dir, devTokens)
+	if err != nil {
+		return cfg, "", err
+	}
+	if cfg.Verifier, err = signer.Verifier(); err != nil {
+		return cfg, "", err
+	}
+	for file, p := range map[string]auth.Principal{
+		customerTokenFile: {Subject: demoCustomer},
+		adminTokenFile:    {Subject: "dev-admin", Admin: true},
+	} {
+		t, err := signer.Token(p, devTokenTTL)
+		if err != nil {
+			return cfg, "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(t+"\n"), 0o600); err != nil {
+			return cfg, "", fmt.Errorf("auth: %w", err)
+		}
+		if !p.Admin {
+			customerToken = t
+		}
+	}
+	return cfg, customerToken, nil
 }
 
 // runUntilStopped runs s until ctx is cancelled (SIGINT, SIGTERM), then gives

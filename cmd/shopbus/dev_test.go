@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shopbus/shopbus/gateway"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -104,12 +106,20 @@ func (d *devProcess) start(t *testing.T) {
 	}
 }
 
+// orders calls as the demo customer, with the token shopbus dev wrote.
 func (d *devProcess) orders() orderv1connect.OrderServiceClient {
-	return orderv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+d.addr)
+	return orderv1connect.NewOrderServiceClient(http.DefaultClient, "http://"+d.addr, d.token("customer.jwt"))
 }
 
+// inventory calls as an admin, with the token shopbus dev wrote.
 func (d *devProcess) inventory() inventoryv1connect.InventoryServiceClient {
-	return inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, "http://"+d.addr)
+	return inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, "http://"+d.addr, d.token("admin.jwt"))
+}
+
+// token sends the token in <data-dir>/auth/file (none before dev wrote it).
+func (d *devProcess) token(file string) connect.ClientOption {
+	b, _ := os.ReadFile(filepath.Join(d.dataDir, "auth", file))
+	return connect.WithInterceptors(gateway.BearerToken(strings.TrimSpace(string(b))))
 }
 
 // load places orders of 1 to 3 units from 8 clients until stop is closed and

@@ -36,19 +36,20 @@ func TestNoSecretInHelp(t *testing.T) {
 	}
 }
 
-// TestServeNeedsAnAdminToken: serve refuses to start open unless told to.
-func TestServeNeedsAnAdminToken(t *testing.T) {
+// TestServeNeedsAuthentication: serve refuses to start open unless told
+// to.
+func TestServeNeedsAuthentication(t *testing.T) {
 	t.Parallel()
 	bin, err := buildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", "inventory", "--addr", "127.0.0.1:0")
-	cmd.Env = append(cmd.Environ(), "SHOPBUS_ADMIN_TOKEN=")
+	cmd.Env = append(cmd.Environ(), "SHOPBUS_ADMIN_TOKEN=", "SHOPBUS_JWT_KEY=")
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || !strings.Contains(string(out), "no admin token") || !strings.Contains(string(out), "--insecure") {
-		t.Errorf("serve without an admin token: %v\n%s", err, out)
+	if !errors.As(err, &exit) || !strings.Contains(string(out), "no authentication") || !strings.Contains(string(out), "--insecure") {
+		t.Errorf("serve without authentication: %v\n%s", err, out)
 	}
 }
 

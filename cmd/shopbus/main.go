@@ -26,6 +26,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/shopbus/shopbus/gateway"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/postgres"
 )
 
@@ -108,12 +109,37 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
-// adminTokenFlags declares --admin-token and --admin-token-file, the bearer
-// token the gateway's admin procedures require; the function returned gives
-// it once the flags are parsed.
+// authFlags declares how callers authenticate: --jwt-key (with
+// --jwt-issuer and --jwt-audience) for end users' bearer tokens, and
+// --admin-token / --admin-token-file for a static admin credential; the
+// function returned gives the auth.Config once the flags are parsed.
+func authFlags(fs *flag.FlagSet) func() (auth.Config, error) {
+	key := fs.String("jwt-key", env("SHOPBUS_JWT_KEY", ""),
+		"verify bearer tokens (JWT: EdDSA, ES*, RS*, PS*) with the public key in this `file`: PEM, or a JWKS document (env SHOPBUS_JWT_KEY)")
+	issuer := fs.String("jwt-issuer", env("SHOPBUS_JWT_ISSUER", ""), "when set, a token's iss must be this (env SHOPBUS_JWT_ISSUER)")
+	audience := fs.String("jwt-audience", env("SHOPBUS_JWT_AUDIENCE", ""), "when set, a token's aud must include this (env SHOPBUS_JWT_AUDIENCE)")
+	adminTokenOf := adminTokenFlags(fs)
+	return func() (auth.Config, error) {
+		var cfg auth.Config
+		var err error
+		if cfg.AdminToken, err = adminTokenOf(); err != nil {
+			return cfg, err
+		}
+		if *key != "" {
+			if cfg.Verifier, err = auth.LoadVerifier(*key, auth.Options{Issuer: *issuer, Audience: *audience}); err != nil {
+				return cfg, fmt.Errorf("--jwt-key: %w", err)
+			}
+		}
+		return cfg, nil
+	}
+}
+
+// adminTokenFlags declares --admin-token and --admin-token-file, a static
+// bearer token with the admin role; the function returned gives it once
+// the flags are parsed.
 func adminTokenFlags(fs *flag.FlagSet) func() (string, error) {
 	token := secretFlag(fs, "admin-token", "SHOPBUS_ADMIN_TOKEN", "",
-		"require this bearer `token` for SetStock, Restock, the DeadLetterService, the GroupService and the LagService (env SHOPBUS_ADMIN_TOKEN, which keeps it out of the process list)")
+		"accept this static bearer `token` with the admin role, for operators' tools (env SHOPBUS_ADMIN_TOKEN, which keeps it out of the process list)")
 	file := fs.String("admin-token-file", env("SHOPBUS_ADMIN_TOKEN_FILE", ""), "read the admin token from this `file` instead (env SHOPBUS_ADMIN_TOKEN_FILE)")
 	return func() (string, error) { return adminToken(*token, *file) }
 }
@@ -143,8 +169,10 @@ func metricsAddrFlag(fs *flag.FlagSet, def string) *string {
 		"serve Prometheus metrics at /metrics on this address (env SHOPBUS_METRICS_ADDR); off when empty")
 }
 
-// adminClientOptions makes a client send the admin token of
-// SHOPBUS_ADMIN_TOKEN, or of the file SHOPBUS_ADMIN_TOKEN_FILE names, when set.
+// adminClientOptions makes a client send the bearer token of
+// SHOPBUS_ADMIN_TOKEN, or of the file SHOPBUS_ADMIN_TOKEN_FILE names, when
+// set: a static admin token, or a JWT with the admin role (shopbus dev
+// writes one to <data-dir>/auth/admin.jwt).
 func adminClientOptions() ([]connect.ClientOption, error) {
 	token, err := adminToken(os.Getenv("SHOPBUS_ADMIN_TOKEN"), os.Getenv("SHOPBUS_ADMIN_TOKEN_FILE"))
 	if err != nil || token == "" {

@@ -31,7 +31,7 @@ func serve(ctx context.Context, args []string) error {
 	partitions := fs.Int("partitions", envInt("SHOPBUS_STREAM_PARTITIONS", messaging.DefaultPartitions), "partitions of each event stream, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)")
 	orderURL := fs.String("order-url", env("SHOPBUS_ORDER_URL", "http://127.0.0.1:8081"), "gateway only: the order service (env SHOPBUS_ORDER_URL)")
 	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
-	adminTokenOf := adminTokenFlags(fs)
+	authOf := authFlags(fs)
 	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466"}[component])
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	natsCreds := fs.String("nats-creds", env("NATS_CREDS", ""), "NATS credentials `file` (JWT and seed, decentralized auth) (env NATS_CREDS)")
@@ -45,7 +45,7 @@ func serve(ctx context.Context, args []string) error {
 	if component == "gateway" {
 		serviceCA = fs.String("service-ca", env("SHOPBUS_SERVICE_CA", ""), "gateway only: CA `file` to trust for https --order-url and --inventory-url (env SHOPBUS_SERVICE_CA)")
 	}
-	insecure := fs.Bool("insecure", false, "serve without an admin token: the admin procedures are open to anyone who reaches the port (a private network only; warned at every start)")
+	insecure := fs.Bool("insecure", false, "serve without authentication: every caller is an admin and may act for any customer (a private network only; warned at every start)")
 	var allowedOrigins *string
 	if component == "gateway" {
 		allowedOrigins = originsFlag(fs)
@@ -53,7 +53,7 @@ func serve(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	adminToken, err := adminTokenOf()
+	authCfg, err := authOf()
 	if err != nil {
 		return err
 	}
@@ -68,22 +68,27 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if adminToken == "" && !*insecure {
-		return fmt.Errorf("serve %s: no admin token: set SHOPBUS_ADMIN_TOKEN (or --admin-token), or pass --insecure to serve the admin procedures open", component)
+	switch {
+	case *insecure && (authCfg.Verifier != nil || authCfg.AdminToken != ""):
+		return fmt.Errorf("serve %s: --insecure with --jwt-key or an admin token: choose one", component)
+	case *insecure:
+		authCfg.Insecure = true
+	case !authCfg.Enabled():
+		return fmt.Errorf("serve %s: no authentication: give --jwt-key (SHOPBUS_JWT_KEY) to verify customers' bearer tokens and/or an admin token (SHOPBUS_ADMIN_TOKEN), or pass --insecure to serve everything open", component)
 	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
 	}
 	telemetry.LogErrors(log)
-	if adminToken == "" {
-		log.Warn("--insecure: no admin token; SetStock, Restock and the admin services are open to anyone who reaches " + *addr)
+	if authCfg.Insecure {
+		log.Warn("--insecure: no authentication; anyone who reaches " + *addr + " may place and read any customer's orders and call the admin procedures")
 	}
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, ServiceCAFile: deref(serviceCA),
 		Components: []string{component}, NATSURL: *natsURL, NATSOptions: natsOpts, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
-		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, AdminToken: adminToken, MetricsAddr: *metricsAddr, Log: log,
+		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, Auth: authCfg, MetricsAddr: *metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err

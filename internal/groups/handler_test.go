@@ -17,6 +17,7 @@ import (
 	"github.com/shopbus/shopbus/gateway"
 	groupv1 "github.com/shopbus/shopbus/gen/go/shopbus/group/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/groups"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/testenv"
@@ -51,7 +52,7 @@ func consume(t *testing.T, js jetstream.JetStream, cfg messaging.ConsumerConfig)
 // serve mounts h on a gateway (validation included) and returns a client.
 func serve(t *testing.T, h groupv1connect.GroupServiceHandler) groupv1connect.GroupServiceClient {
 	t.Helper()
-	srv := httptest.NewServer(gateway.Handler(gateway.Config{Groups: h}))
+	srv := httptest.NewServer(gateway.Handler(gateway.Config{Groups: h, Auth: auth.Config{Insecure: true}}))
 	t.Cleanup(srv.Close)
 	return groupv1connect.NewGroupServiceClient(srv.Client(), srv.URL)
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/telemetry/telemetrytest"
 	"github.com/shopbus/shopbus/internal/testenv"
@@ -81,7 +82,7 @@ func benchPipeline(b *testing.B, mode string) float64 {
 			}
 		}()
 	}
-	client := orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL())
+	client := orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL(), as(b, auth.Principal{Subject: customer}))
 	n := *pipelineOrders
 	var next sync.Mutex
 	i := 0

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shopbus/shopbus/internal/auth"
 )
 
 // TestREADMEBufCurl runs the `buf curl` CreateOrder and WatchOrder commands
@@ -23,13 +26,22 @@ func TestREADMEBufCurl(t *testing.T) {
 	}
 	command, watch := readmeCommand(t, readme, "CreateOrder"), readmeCommand(t, readme, "WatchOrder")
 	const devURL = "http://127.0.0.1:8080"
+	s := startStack(t)
 	if !strings.Contains(command, devURL) {
 		t.Fatalf("the README command does not target the dev stack at %s: %s", devURL, command)
 	}
 
-	s := startStack(t)
+	const devToken = ".data/auth/customer.jwt"
+	if !strings.Contains(command, devToken) || !strings.Contains(watch, devToken) {
+		t.Fatalf("the README commands do not send shopbus dev's demo token %s: %s", devToken, command)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "customer.jwt")
+	if err := os.WriteFile(tokenFile, []byte(token(t, auth.Principal{Subject: customer})+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	local := strings.NewReplacer(devURL, s.URL(), devToken, tokenFile)
 	s.setStock(t, "MUG-001", 10)
-	cmd := exec.Command("sh", "-c", strings.Replace(command, devURL, s.URL(), 1))
+	cmd := exec.Command("sh", "-c", local.Replace(command))
 	cmd.Dir = "../.."
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -47,7 +59,7 @@ func TestREADMEBufCurl(t *testing.T) {
 	if res.Order.OrderID == "" || res.Order.Status != "ORDER_STATUS_PENDING" {
 		t.Fatalf("buf curl answered %s", out)
 	}
-	cmd = exec.Command("sh", "-c", strings.NewReplacer(devURL, s.URL(), "<orderId>", res.Order.OrderID).Replace(watch))
+	cmd = exec.Command("sh", "-c", strings.ReplaceAll(local.Replace(watch), "<orderId>", res.Order.OrderID))
 	cmd.Dir = "../.."
 	if out, err = cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", watch, err, out)

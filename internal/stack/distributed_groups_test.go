@@ -12,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
-	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
@@ -37,10 +35,7 @@ func TestDistributedGroups(t *testing.T) {
 	orderA, _ := start("order", stack.Config{}), start("order", stack.Config{})
 	inventoryA, inventoryB := start("inventory", stack.Config{}), start("inventory", stack.Config{})
 	gw := start("gateway", stack.Config{OrderURL: orderA.URL(), InventoryURL: inventoryA.URL()})
-	s := &testStack{Stack: gw.Stack, schema: schema,
-		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, gw.URL()),
-		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, gw.URL()),
-	}
+	s := clientsOf(t, gw.Stack, schema, http.DefaultClient)
 	const orders, stock = 120, 80
 	s.setStock(t, "MUG-001", stock)
 
@@ -98,6 +93,9 @@ type component struct {
 
 func startComponent(t *testing.T, cfg stack.Config) *component {
 	t.Helper()
+	if !cfg.Auth.Enabled() {
+		cfg.Auth = testAuth(t)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {

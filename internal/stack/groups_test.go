@@ -18,7 +18,7 @@ import (
 // procedure: without the admin token ListGroups is Unauthenticated; with it,
 // it lists the services' consumer groups, each with its running member.
 func TestGroupsAdmin(t *testing.T) {
-	s := startStack(t, func(c *stack.Config) { c.AdminToken = "s3cret" })
+	s := startStack(t, func(c *stack.Config) { c.Auth.AdminToken = "s3cret" })
 	ctx := context.Background()
 	anonymous := groupv1connect.NewGroupServiceClient(http.DefaultClient, s.URL())
 	if _, err := anonymous.ListGroups(ctx, connect.NewRequest(&groupv1.ListGroupsRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {

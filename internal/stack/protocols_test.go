@@ -13,6 +13,7 @@ import (
 
 	"github.com/shopbus/shopbus/gateway"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -36,9 +37,9 @@ func TestGatewayProtocols(t *testing.T) {
 	s := startStack(t)
 	s.setStock(t, "MUG-001", 7)
 	for name, client := range map[string]inventoryv1connect.InventoryServiceClient{
-		"connect":  inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),
-		"grpc":     inventoryv1connect.NewInventoryServiceClient(h2c, s.URL(), connect.WithGRPC()),
-		"grpc-web": inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL(), connect.WithGRPCWeb()),
+		"connect":  inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL(), as(t, admin)),
+		"grpc":     inventoryv1connect.NewInventoryServiceClient(h2c, s.URL(), connect.WithGRPC(), as(t, admin)),
+		"grpc-web": inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL(), connect.WithGRPCWeb(), as(t, admin)),
 	} {
 		res, err := client.GetStock(context.Background(), connect.NewRequest(&inventoryv1.GetStockRequest{Sku: "MUG-001"}))
 		if err != nil || res.Msg.GetStock().GetOnHand() != 7 {
@@ -76,10 +77,7 @@ func TestDistributed(t *testing.T) {
 		t.Fatal("a component runs a service it was not asked to")
 	}
 
-	s := &testStack{Stack: gw, schema: schema,
-		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, gw.URL()),
-		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, gw.URL()),
-	}
+	s := clientsOf(t, gw, schema, http.DefaultClient)
 	s.setStock(t, "MUG-001", 3)
 	o := s.await(t, s.create(t, orderRequest(line("MUG-001", 2))).GetOrderId())
 	if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
@@ -131,10 +129,7 @@ func TestDistributedWithIdentities(t *testing.T) {
 	if !strings.HasPrefix(orders.URL(), "https://") {
 		t.Fatalf("the order service serves %s, want https", orders.URL())
 	}
-	s := &testStack{Stack: gw, schema: schema,
-		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, gw.URL()),
-		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, gw.URL()),
-	}
+	s := clientsOf(t, gw, schema, http.DefaultClient)
 	s.setStock(t, "MUG-001", 3)
 	if o := s.await(t, s.create(t, orderRequest(line("MUG-001", 2))).GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
 		t.Errorf("order %v, want CONFIRMED", o.GetStatus())
@@ -144,13 +139,14 @@ func TestDistributedWithIdentities(t *testing.T) {
 // TestAdminToken: with an admin token, SetStock, Restock and the
 // DeadLetterService need it; the rest of the API does not.
 func TestAdminToken(t *testing.T) {
-	s := startStack(t, func(c *stack.Config) { c.AdminToken = "s3cret" })
+	s := startStack(t, func(c *stack.Config) { c.Auth.AdminToken = "s3cret" })
 	ctx := context.Background()
-	_, err := s.inventory.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "MUG-001", OnHand: 1}))
+	anonymous := inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL())
+	_, err := anonymous.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "MUG-001", OnHand: 1}))
 	if connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Errorf("SetStock without the token: %v, want Unauthenticated", err)
 	}
-	_, err = s.dlq.ListDeadLetters(ctx, connect.NewRequest(&deadletterv1.ListDeadLettersRequest{}))
+	_, err = deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, s.URL()).ListDeadLetters(ctx, connect.NewRequest(&deadletterv1.ListDeadLettersRequest{}))
 	if connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Errorf("ListDeadLetters without the token: %v, want Unauthenticated", err)
 	}
@@ -162,7 +158,7 @@ func TestAdminToken(t *testing.T) {
 	if _, err := admin.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "MUG-001", OnHand: 1})); err != nil {
 		t.Errorf("SetStock with the token: %v", err)
 	}
-	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 1 { // GetStock needs no token
+	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 1 {
 		t.Errorf("stock %v", st)
 	}
 	if o := s.await(t, s.create(t, orderRequest(line("MUG-001", 1))).GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {

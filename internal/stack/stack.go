@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/gateway"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/groups"
 	"github.com/shopbus/shopbus/internal/health"
@@ -79,8 +80,10 @@ type Config struct {
 	Retry messaging.RetryPolicy
 	// AllowedOrigins are the gateway's CORS origins.
 	AllowedOrigins []string
-	// AdminToken protects the admin procedures (see gateway.Config).
-	AdminToken string
+	// Auth authenticates the callers of every RPC (see gateway.Config). It
+	// must say how: a verifier of bearer tokens, an admin token, or
+	// Insecure.
+	Auth auth.Config
 	// TLSCertFile and TLSKeyFile, when set, make the stack serve its port
 	// over TLS (HTTP/2 and HTTP/1.1) with this certificate.
 	TLSCertFile, TLSKeyFile string
@@ -151,6 +154,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Schema == "" {
 		cfg.Schema = "shopbus"
 	}
+	if !cfg.Auth.Enabled() {
+		return nil, errors.New("stack: no authentication: configure a token verifier or an admin token, or say Insecure")
+	}
 	s := &Stack{cfg: cfg, Telemetry: cfg.Telemetry, Health: health.NewChecker(cfg.Log)}
 	defer func() {
 		if err != nil {
@@ -179,7 +185,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.startMonitor(); err != nil {
 		return nil, err
 	}
-	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, AdminToken: cfg.AdminToken, Telemetry: s.Telemetry, Health: s.Health}
+	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, Auth: cfg.Auth, Telemetry: s.Telemetry, Health: s.Health}
 	if s.JS != nil && cfg.runs("gateway") {
 		// Admin APIs: only the gateway serves them.
 		store := deadletter.NewStore(s.JS)
@@ -204,7 +210,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
-		remoteOrders, remoteInventory := gateway.Remote(client, cfg.OrderURL, cfg.InventoryURL, cfg.AdminToken, s.Telemetry)
+		remoteOrders, remoteInventory := gateway.Remote(client, cfg.OrderURL, cfg.InventoryURL, s.Telemetry)
 		if gw.Orders == nil {
 			gw.Orders = remoteOrders
 		}

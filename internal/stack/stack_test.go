@@ -9,17 +9,20 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
@@ -48,23 +51,82 @@ func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 		Schema:      schema,
 		Addr:        "127.0.0.1:0",
 		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})),
+		Auth:        testAuth(t),
 	}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	s := runStack(t, cfg)
+	return clientsOf(t, runStack(t, cfg), schema, http.DefaultClient)
+}
+
+// clientsOf returns the test stack of s (whose gateway client reaches):
+// its OrderService client calls as the test's customer, its
+// InventoryService and DeadLetterService clients as an admin.
+func clientsOf(t *testing.T, s *stack.Stack, schema string, client connect.HTTPClient) *testStack {
+	t.Helper()
 	return &testStack{
 		Stack:     s,
-		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL()),
-		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),
-		dlq:       deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, s.URL()),
+		orders:    orderv1connect.NewOrderServiceClient(client, s.URL(), as(t, auth.Principal{Subject: customer})),
+		inventory: inventoryv1connect.NewInventoryServiceClient(client, s.URL(), as(t, admin)),
+		dlq:       deadletterv1connect.NewDeadLetterServiceClient(client, s.URL(), as(t, admin)),
 		schema:    schema,
 	}
 }
 
-// runStack starts a stack and runs it until the test ends.
+// admin is the test's admin caller.
+var admin = auth.Principal{Subject: "test-admin", Admin: true}
+
+// testSigner mints the tokens of the test stacks, which verify them with
+// its key (runStack).
+var testSigner = sync.OnceValues(func() (*auth.Signer, error) {
+	dir, err := os.MkdirTemp("", "shopbus-auth")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	return auth.KeyPair(dir, auth.Options{Issuer: "shopbus-test", Audience: "shopbus"})
+})
+
+// token returns a bearer token for p, valid for the test.
+func token(t testing.TB, p auth.Principal) string {
+	t.Helper()
+	signer, err := testSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := signer.Token(p, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// as makes a client call as p.
+func as(t testing.TB, p auth.Principal) connect.ClientOption {
+	return connect.WithInterceptors(gateway.BearerToken(token(t, p)))
+}
+
+// testAuth verifies testSigner's tokens.
+func testAuth(t testing.TB) auth.Config {
+	t.Helper()
+	signer, err := testSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := signer.Verifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return auth.Config{Verifier: v}
+}
+
+// runStack starts a stack and runs it until the test ends. A stack that
+// does not say how it authenticates verifies testSigner's tokens.
 func runStack(t *testing.T, cfg stack.Config) *stack.Stack {
 	t.Helper()
+	if !cfg.Auth.Enabled() {
+		cfg.Auth = testAuth(t)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {

@@ -16,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
-	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/stack"
 )
 
@@ -36,8 +34,7 @@ func TestGatewayTLS(t *testing.T) {
 	if res.ProtoMajor != 2 || res.TLS == nil {
 		t.Errorf("GET /healthz over %s, TLS %v: want HTTP/2 over TLS", res.Proto, res.TLS != nil)
 	}
-	s.orders = orderv1connect.NewOrderServiceClient(h2, s.URL())
-	s.inventory = inventoryv1connect.NewInventoryServiceClient(h2, s.URL())
+	s = clientsOf(t, s.Stack, s.schema, h2)
 	s.setStock(t, "MUG-001", 3)
 	if o := s.await(t, s.create(t, orderRequest(line("MUG-001", 1))).GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
 		t.Errorf("order %v over TLS, want CONFIRMED", o.GetStatus())

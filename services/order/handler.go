@@ -3,12 +3,14 @@ package order
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"connectrpc.com/connect"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/postgres"
 )
 
@@ -23,8 +25,27 @@ var _ orderv1connect.OrderServiceHandler = (*Handler)(nil)
 // NewHandler returns the Connect handler of svc.
 func NewHandler(svc *Service) *Handler { return &Handler{svc: svc} }
 
-// CreateOrder implements orderv1connect.OrderServiceHandler.
+// CreateOrder implements orderv1connect.OrderServiceHandler. The order is
+// the caller's: a customer may name only itself, an admin must name the
+// customer.
 func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.CreateOrderRequest]) (*connect.Response[orderv1.CreateOrderResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !p.Admin:
+		own, err := customerOf(p)
+		if err != nil {
+			return nil, err
+		}
+		if req.Msg.GetCustomerId() != "" && !p.ActsFor(req.Msg.GetCustomerId()) {
+			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("customer_id names another customer than the bearer token's: leave it empty"))
+		}
+		req.Msg.CustomerId = own
+	case req.Msg.GetCustomerId() == "":
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("customer_id: an admin places an order for a customer: name it"))
+	}
 	o, replayed, err := h.svc.CreateOrder(ctx, req.Msg)
 	if err != nil {
 		return nil, h.toConnect("CreateOrder", err)
@@ -34,7 +55,14 @@ func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.
 
 // GetOrder implements orderv1connect.OrderServiceHandler.
 func (h *Handler) GetOrder(ctx context.Context, req *connect.Request[orderv1.GetOrderRequest]) (*connect.Response[orderv1.GetOrderResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
 	o, err := h.svc.GetOrder(ctx, req.Msg.GetOrderId())
+	if err == nil && !p.ActsFor(o.GetCustomerId()) {
+		err = notFound(req.Msg.GetOrderId()) // another's order is no business of the caller, nor is its existence
+	}
 	if err != nil {
 		return nil, h.toConnect("GetOrder", err)
 	}
@@ -43,6 +71,20 @@ func (h *Handler) GetOrder(ctx context.Context, req *connect.Request[orderv1.Get
 
 // ListOrders implements orderv1connect.OrderServiceHandler.
 func (h *Handler) ListOrders(ctx context.Context, req *connect.Request[orderv1.ListOrdersRequest]) (*connect.Response[orderv1.ListOrdersResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Admin {
+		own, err := customerOf(p)
+		if err != nil {
+			return nil, err
+		}
+		if req.Msg.GetCustomerId() != "" && !p.ActsFor(req.Msg.GetCustomerId()) {
+			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("customer_id names another customer than the bearer token's: a customer lists its own orders"))
+		}
+		req.Msg.CustomerId = own
+	}
 	orders, next, err := h.svc.ListOrders(ctx, req.Msg)
 	if err != nil {
 		return nil, h.toConnect("ListOrders", err)
@@ -52,8 +94,15 @@ func (h *Handler) ListOrders(ctx context.Context, req *connect.Request[orderv1.L
 
 // WatchOrder implements orderv1connect.OrderServiceHandler.
 func (h *Handler) WatchOrder(ctx context.Context, req *connect.Request[orderv1.WatchOrderRequest], stream *connect.ServerStream[orderv1.WatchOrderResponse]) error {
+	p, err := caller(ctx)
+	if err != nil {
+		return err
+	}
 	var sendErr error
-	err := h.svc.WatchOrder(ctx, req.Msg.GetOrderId(), func(o *orderv1.Order) error {
+	err = h.svc.WatchOrder(ctx, req.Msg.GetOrderId(), func(o *orderv1.Order) error {
+		if !p.ActsFor(o.GetCustomerId()) {
+			return notFound(o.GetOrderId())
+		}
 		sendErr = stream.Send(&orderv1.WatchOrderResponse{Order: o})
 		return sendErr
 	})
@@ -65,6 +114,29 @@ func (h *Handler) WatchOrder(ctx context.Context, req *connect.Request[orderv1.W
 	}
 	return nil
 }
+
+// caller is the caller auth.Interceptor authenticated.
+func caller(ctx context.Context) (auth.Principal, error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok {
+		// The handler is served without the interceptor: refuse, never
+		// serve it open.
+		return auth.Principal{}, connect.NewError(connect.CodeUnauthenticated, errors.New("no authenticated caller"))
+	}
+	return p, nil
+}
+
+// customerOf is the customer a caller without the admin role is.
+func customerOf(p auth.Principal) (string, error) {
+	c, err := p.Customer()
+	if err != nil {
+		return "", connect.NewError(connect.CodePermissionDenied, err)
+	}
+	return c, nil
+}
+
+// notFound is GetOrder's error for an order that does not exist.
+func notFound(id string) error { return fmt.Errorf("%w: %s", ErrNotFound, id) }
 
 // toConnect maps domain errors to Connect codes. Anything unexpected is
 // logged in full and reaches the client as Unavailable (retry) or Internal,

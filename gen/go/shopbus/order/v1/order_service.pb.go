@@ -278,7 +278,10 @@ type CreateOrderRequest struct {
 	// idempotency_key is chosen by the client, unique per order it means to
 	// place (a UUID is a good choice); retries reuse it.
 	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	// customer_id identifies the customer (UUID).
+	// customer_id is the customer the order is for (UUID). Leave it empty:
+	// the order is the caller's, the customer its bearer token names. A
+	// customer may name only itself (else PERMISSION_DENIED); a caller with
+	// the admin role may name anyone, and must name someone.
 	CustomerId string `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
 	// lines are the order lines, 1 to 100, one per SKU.
 	Lines []*OrderLine `protobuf:"bytes,3,rep,name=lines,proto3" json:"lines,omitempty"`
@@ -507,7 +510,9 @@ func (x *GetOrderResponse) GetOrder() *Order {
 // ListOrdersRequest asks for a page of orders.
 type ListOrdersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// customer_id, when set, keeps only that customer's orders.
+	// customer_id, when set, keeps only that customer's orders. A customer
+	// sees only its own orders whatever is set here (another customer's id
+	// is PERMISSION_DENIED); a caller with the admin role sees anyone's.
 	CustomerId string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
 	// status, when set, keeps only orders in that status.
 	Status OrderStatus `protobuf:"varint,2,opt,name=status,proto3,enum=shopbus.order.v1.OrderStatus" json:"status,omitempty"`
@@ -754,7 +759,7 @@ const file_shopbus_order_v1_order_service_proto_rawDesc = "" +
 	"\"\b\x18\x80ȯ\xa0%(\x00R\x0eunitPriceMinor\"\xa9\x03\n" +
 	"\x12CreateOrderRequest\x12J\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x10\b\x18\x80\x012\x12^[A-Za-z0-9._:-]+$R\x0eidempotencyKey\x12,\n" +
-	"\vcustomer_id\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\n" +
 	"customerId\x12@\n" +
 	"\x05lines\x18\x03 \x03(\v2\x1b.shopbus.order.v1.OrderLineB\r\xbaH\n" +
 	"\xc8\x01\x01\x92\x01\x04\b\x01\x10dR\x05lines\x120\n" +

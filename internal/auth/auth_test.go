@@ -1,0 +1,196 @@
+package auth_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/shopbus/shopbus/internal/auth"
+)
+
+const customer = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+
+// TestVerify: a token is accepted only when signed by the configured key
+// with its algorithm, unexpired, from the configured issuer for the
+// configured audience, and naming a subject.
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	opts := auth.Options{Issuer: "shopbus-test", Audience: "shopbus"}
+	dir := t.TempDir()
+	signer, err := auth.KeyPair(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := privateKey(t, filepath.Join(dir, auth.SigningKeyFile))
+	v, err := auth.LoadVerifier(filepath.Join(dir, auth.VerificationKeyFile), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Now()
+	sign := func(m jwt.SigningMethod, k any, c jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(m, c).SignedString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := func() jwt.MapClaims {
+		return jwt.MapClaims{"sub": customer, "iss": "shopbus-test", "aud": "shopbus", "exp": now.Add(time.Minute).Unix()}
+	}
+	with := func(k string, val any) jwt.MapClaims {
+		c := good()
+		if val == nil {
+			delete(c, k)
+		} else {
+			c[k] = val
+		}
+		return c
+	}
+	mine, err := signer.Token(auth.Principal{Subject: customer}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := signer.Token(auth.Principal{Subject: "ops", Admin: true}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good()).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	for _, tc := range []struct {
+		name, token, err string
+		want            auth.Principal
+	}{
+		{"the signer's customer token", mine, "", auth.Principal{Subject: customer}},
+		{"the signer's admin token", admin, "", auth.Principal{Subject: "ops", Admin: true}},
+		{"another key", sign(jwt.SigningMethodEdDSA, key, good()), "verification error", auth.Principal{}},
+		{"alg none", unsigned, "signing method none is invalid", auth.Principal{}},
+		{"HMAC with the public key as secret", sign(jwt.SigningMethodHS256, []byte("x"), good()), "signing method HS256 is invalid", auth.Principal{}},
+		{"expired", sign(jwt.SigningMethodEdDSA, own, with("exp", now.Add(-time.Hour).Unix())), "expired", auth.Principal{}},
+		{"no expiry", sign(jwt.SigningMethodEdDSA, own, with("exp", nil)), "exp claim is required", auth.Principal{}},
+		{"another issuer", sign(jwt.SigningMethodEdDSA, own, with("iss", "evil")), "invalid issuer", auth.Principal{}},
+		{"another audience", sign(jwt.SigningMethodEdDSA, own, with("aud", "other")), "invalid audience", auth.Principal{}},
+		{"no subject", sign(jwt.SigningMethodEdDSA, own, with("sub", nil)), "no subject", auth.Principal{}},
+		{"garbage", "not.a.token", "malformed", auth.Principal{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := v.Verify(tc.token)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("Verify: %v, want %q", err, tc.err)
+			}
+			if p != tc.want {
+				t.Errorf("principal %+v, want %+v", p, tc.want)
+			}
+		})
+	}
+}
+
+// privateKey reads a signer's key, to forge tokens it would not mint.
+func privateKey(t *testing.T, file string) ed25519.PrivateKey {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.(ed25519.PrivateKey)
+}
+
+// TestJWKS: a JWKS document's keys are chosen by the token's kid; a
+// private key in it, or a PEM private key, is refused.
+func TestJWKS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	edPub, ed, _ := ed25519.GenerateKey(rand.Reader)
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
+		{Key: &ec.PublicKey, KeyID: "ec-1", Algorithm: "ES256", Use: "sig"},
+		{Key: edPub, KeyID: "ed-1", Algorithm: "EdDSA", Use: "sig"},
+	}}
+	b, _ := json.Marshal(set)
+	file := filepath.Join(dir, "jwks.json")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.LoadVerifier(file, auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(m jwt.SigningMethod, kid string, k any) string {
+		tok := jwt.NewWithClaims(m, jwt.MapClaims{"sub": customer, "exp": time.Now().Add(time.Minute).Unix(), "roles": []string{"admin"}})
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name, token string
+		ok          bool
+	}{
+		{"ES256 by its kid", token(jwt.SigningMethodES256, "ec-1", ec), true},
+		{"EdDSA by its kid", token(jwt.SigningMethodEdDSA, "ed-1", ed), true},
+		{"EdDSA under the EC key's kid", token(jwt.SigningMethodEdDSA, "ec-1", ed), false},
+		{"an unknown kid", token(jwt.SigningMethodEdDSA, "ed-2", ed), false},
+	} {
+		p, err := v.Verify(tc.token)
+		if tc.ok != (err == nil) || tc.ok && p != (auth.Principal{Subject: customer, Admin: true}) {
+			t.Errorf("%s: %+v, %v", tc.name, p, err)
+		}
+	}
+	private, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: ed, KeyID: "ed-1"}}})
+	if err := os.WriteFile(file, private, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.LoadVerifier(file, auth.Options{}); err == nil || !strings.Contains(err.Error(), "private key") {
+		t.Errorf("a JWKS with a private key: %v", err)
+	}
+	if _, err := auth.LoadVerifier(filepath.Join(mustKeyPair(t), auth.SigningKeyFile), auth.Options{}); err == nil || !strings.Contains(err.Error(), "never the private key") {
+		t.Errorf("a PEM private key as the verification key: %v", err)
+	}
+}
+
+func mustKeyPair(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := auth.KeyPair(dir, auth.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestActsFor: a customer acts for itself only (however its id is cased);
+// an admin for anyone; a token naming no customer for no one.
+func TestActsFor(t *testing.T) {
+	t.Parallel()
+	me := auth.Principal{Subject: strings.ToUpper(customer)}
+	if !me.ActsFor(customer) || me.ActsFor("0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b") || me.ActsFor("") {
+		t.Error("a customer's ActsFor")
+	}
+	if c, err := me.Customer(); err != nil || c != customer {
+		t.Errorf("Customer() = %q, %v", c, err)
+	}
+	ops := auth.Principal{Subject: "ops"}
+	if _, err := ops.Customer(); err == nil || ops.ActsFor("ops") {
+		t.Error("a non-UUID subject is a customer")
+	}
+	if !(auth.Principal{Subject: "ops", Admin: true}).ActsFor(customer) {
+		t.Error("an admin does not act for a customer")
+	}
+}

@@ -1,0 +1,155 @@
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+)
+
+// Config says how callers authenticate.
+type Config struct {
+	// Verifier verifies end users' bearer tokens (none accepted when nil).
+	Verifier *Verifier
+	// AdminToken, when set, is a static bearer token with the admin role:
+	// a service credential for operators' tools (shopbus dlq, lag …).
+	AdminToken string
+	// Insecure turns authentication off: every caller is an admin acting
+	// for whichever customer its request names. For a private network only.
+	Insecure bool
+}
+
+// Enabled reports whether cfg authenticates anyone, or is explicitly
+// insecure: a Config that does neither refuses every call.
+func (c Config) Enabled() bool { return c.Verifier != nil || c.AdminToken != "" || c.Insecure }
+
+// Interceptor returns the server interceptor that authenticates every call
+// with cfg, refusing one without a valid bearer token (Unauthenticated) and
+// an admin procedure (isAdmin) without the admin role (PermissionDenied).
+// The handler finds the caller with FromContext.
+func Interceptor(cfg Config, isAdmin func(procedure string) bool) connect.Interceptor {
+	return &interceptor{cfg: cfg, isAdmin: isAdmin}
+}
+
+type interceptor struct {
+	cfg     Config
+	isAdmin func(string) bool
+}
+
+// authenticate returns ctx with the caller of procedure, or a Connect
+// error.
+func (i *interceptor) authenticate(ctx context.Context, procedure string, h http.Header) (context.Context, error) {
+	if i.cfg.Insecure {
+		return WithPrincipal(ctx, Principal{Admin: true}), nil
+	}
+	token, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		return nil, unauthenticated(errors.New("send Authorization: Bearer <token> (shopbus dev prints a demo token)"))
+	}
+	var p Principal
+	switch {
+	case i.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(i.cfg.AdminToken)) == 1:
+		p = Principal{Subject: "admin-token", Admin: true}
+	case i.cfg.Verifier != nil:
+		var err error
+		if p, err = i.cfg.Verifier.Verify(token); err != nil {
+			return nil, unauthenticated(fmt.Errorf("the bearer token is not valid: %w", err))
+		}
+	default:
+		return nil, unauthenticated(errors.New("the bearer token is not valid"))
+	}
+	if i.isAdmin(procedure) && !p.Admin {
+		return nil, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("%s is an admin procedure: the token lacks the %q role", procedure, AdminRole))
+	}
+	return withToken(WithPrincipal(ctx, p), token), nil
+}
+
+func unauthenticated(err error) error { return connect.NewError(connect.CodeUnauthenticated, err) }
+
+// WrapUnary implements connect.Interceptor.
+func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if req.Spec().IsClient {
+			return next(ctx, req)
+		}
+		ctx, err := i.authenticate(ctx, req.Spec().Procedure, req.Header())
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+// WrapStreamingClient implements connect.Interceptor (nothing to do).
+func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler implements connect.Interceptor.
+func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := i.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader())
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// ForwardToken is the client interceptor of a gateway's calls to the
+// services behind it: each carries the bearer token its caller sent (which
+// the service verifies again), and no other header of the caller's. It
+// goes first among the client's interceptors, so that those after it (the
+// trace context's) add theirs.
+func ForwardToken() connect.Interceptor { return forward{} }
+
+type forward struct{}
+
+// WrapUnary implements connect.Interceptor.
+func (forward) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		// A gateway relays the request it received, headers and all:
+		// cookies and the like are not the service's business. The
+		// protocol's own headers, written already, stay.
+		for k := range req.Header() {
+			if !protocolHeader(k) {
+				req.Header().Del(k)
+			}
+		}
+		if t := tokenFrom(ctx); t != "" {
+			req.Header().Set("Authorization", "Bearer "+t)
+		}
+		return next(ctx, req)
+	}
+}
+
+// protocolHeader reports whether a (canonical) header is Connect's or
+// gRPC's own.
+func protocolHeader(k string) bool {
+	switch k {
+	case "Content-Type", "Accept-Encoding", "Content-Encoding", "User-Agent", "Te":
+		return true
+	}
+	return strings.HasPrefix(k, "Connect-") || strings.HasPrefix(k, "Grpc-")
+}
+
+// WrapStreamingClient implements connect.Interceptor.
+func (forward) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if t := tokenFrom(ctx); t != "" {
+			conn.RequestHeader().Set("Authorization", "Bearer "+t)
+		}
+		return conn
+	}
+}
+
+// WrapStreamingHandler implements connect.Interceptor (nothing to do).
+func (forward) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
