@@ -70,7 +70,7 @@ func TestVerify(t *testing.T) {
 	unsigned, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good()).SignedString(jwt.UnsafeAllowNoneSignatureType)
 	for _, tc := range []struct {
 		name, token, err string
-		want            auth.Principal
+		want             auth.Principal
 	}{
 		{"the signer's customer token", mine, "", auth.Principal{Subject: customer}},
 		{"the signer's admin token", admin, "", auth.Principal{Subject: "ops", Admin: true}},
