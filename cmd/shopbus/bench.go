@@ -35,7 +35,9 @@ import (
 // loop (--rate R), orders start R per second on a fixed schedule whatever
 // the answers, and each is timed from its scheduled start, so a server that
 // falls behind shows as latency rather than as fewer requests (no
-// coordinated omission).
+// coordinated omission). It calls with the admin token of
+// SHOPBUS_ADMIN_TOKEN or SHOPBUS_ADMIN_TOKEN_FILE (shopbus dev writes one
+// to <data-dir>/auth/admin.jwt), placing orders for many customers.
 func bench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	url := fs.String("url", env("SHOPBUS_URL", "http://127.0.0.1:8080"), "gateway base URL (env SHOPBUS_URL)")
@@ -67,16 +69,22 @@ func bench(ctx context.Context, args []string) error {
 		conns = 512
 	}
 	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
-	b := &bencher{
-		orders:  orderv1connect.NewOrderServiceClient(httpClient, *url),
-		server:  newLatency(),
-		client:  newLatency(),
-		create:  newLatency(),
-		catalog: make([]string, max(*skus, 1)),
-	}
 	adminOpts, err := adminClientOptions()
 	if err != nil {
 		return err
+	}
+	// The admin token places each order for one of many customers, as a
+	// shop's customers would (each held to its own rate limit).
+	b := &bencher{
+		orders:    orderv1connect.NewOrderServiceClient(httpClient, *url, adminOpts...),
+		server:    newLatency(),
+		client:    newLatency(),
+		create:    newLatency(),
+		catalog:   make([]string, max(*skus, 1)),
+		customers: make([]string, benchCustomers),
+	}
+	for i := range b.customers {
+		b.customers[i] = uuid.NewString()
 	}
 	inventory := inventoryv1connect.NewInventoryServiceClient(httpClient, *url, adminOpts...)
 	run := strings.ToUpper(uuid.NewString()[:8])
@@ -86,7 +94,6 @@ func bench(ctx context.Context, args []string) error {
 			return fmt.Errorf("bench: set stock at %s: %w", *url, err)
 		}
 	}
-	b.customer = uuid.NewString()
 	procs := newProcesses(ctx, *metrics)
 
 	start := time.Now()
@@ -164,15 +171,18 @@ func bench(ctx context.Context, args []string) error {
 	return nil
 }
 
+// benchCustomers is how many customers a bench's orders are spread over.
+const benchCustomers = 1000
+
 // decideWithin is how long the bench waits for an order's outcome.
 const decideWithin = 30 * time.Second
 
 // bencher places the orders and keeps their figures.
 type bencher struct {
-	orders   orderv1connect.OrderServiceClient
-	catalog  []string
-	customer string
-	from, to time.Time // the measured window
+	orders    orderv1connect.OrderServiceClient
+	catalog   []string
+	customers []string
+	from, to  time.Time // the measured window
 
 	mu                                              sync.Mutex
 	server, client, create                          *latency
@@ -183,7 +193,7 @@ type bencher struct {
 // counted when t0 is in the measured window.
 func (b *bencher) place(ctx context.Context, t0 time.Time) {
 	res, err := b.orders.CreateOrder(ctx, connect.NewRequest(&orderv1.CreateOrderRequest{
-		IdempotencyKey: uuid.NewString(), CustomerId: b.customer, Currency: "EUR",
+		IdempotencyKey: uuid.NewString(), CustomerId: b.customers[rand.N(len(b.customers))], Currency: "EUR",
 		Lines: []*orderv1.OrderLine{{Sku: b.catalog[rand.N(len(b.catalog))], Quantity: 1, UnitPriceMinor: 999}},
 	}))
 	t1 := time.Now()

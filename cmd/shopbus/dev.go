@@ -46,6 +46,7 @@ func dev(ctx context.Context, args []string) error {
 	dbURL := secretFlag(fs, "database-url", "DATABASE_URL", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL); the database is created if missing")
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	adminTokenOf := adminTokenFlags(fs)
+	limitsOf := limitsFlags(fs)
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
@@ -78,7 +79,7 @@ func dev(ctx context.Context, args []string) error {
 	authCfg.AdminToken = adminToken
 	s, err := stack.Start(ctx, stack.Config{
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, Auth: authCfg, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Log: log,
 	})
 	if err != nil {
 		return err

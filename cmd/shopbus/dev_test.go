@@ -87,7 +87,8 @@ func (d *devProcess) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.cmd = exec.Command(d.bin, "dev", "--addr", d.addr, "--nats-port", d.natsPort, "--data-dir", d.dataDir,
-		"--schema", d.schema, "--seed=false", "--log-level", "warn")
+		"--schema", d.schema, "--seed=false", "--log-level", "warn",
+		"--orders-per-second", "1000000", "--order-burst", "1000000") // the load is one customer's
 	d.cmd.Env = append(os.Environ(), "DATABASE_URL="+testenv.DatabaseURL())
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/services/order"
 )
 
 func main() {
@@ -161,6 +162,28 @@ func adminToken(token, file string) (string, error) {
 		return "", fmt.Errorf("--admin-token-file %s: the file is empty", file)
 	}
 	return t, nil
+}
+
+// limitsFlags declares what one customer may order (order.Limits); the
+// function returned gives them once the flags are parsed.
+func limitsFlags(fs *flag.FlagSet) func() order.Limits {
+	d := order.DefaultLimits
+	rate := fs.Float64("orders-per-second", envFloat("SHOPBUS_ORDERS_PER_SECOND", d.OrdersPerSecond), "each customer's sustained CreateOrder rate, per order-service instance; above it resource_exhausted with a retry hint (env SHOPBUS_ORDERS_PER_SECOND)")
+	burst := fs.Int("order-burst", envInt("SHOPBUS_ORDER_BURST", d.Burst), "orders a customer may place at once above its rate (env SHOPBUS_ORDER_BURST)")
+	line := fs.Uint("max-line-units", uint(envInt("SHOPBUS_MAX_LINE_UNITS", int(d.MaxUnitsPerLine))), "most units on one order line (env SHOPBUS_MAX_LINE_UNITS)")
+	total := fs.Uint("max-order-units", uint(envInt("SHOPBUS_MAX_ORDER_UNITS", int(d.MaxUnitsPerOrder))), "most units in one order (env SHOPBUS_MAX_ORDER_UNITS)")
+	return func() order.Limits {
+		return order.Limits{OrdersPerSecond: *rate, Burst: *burst, MaxUnitsPerLine: uint32(min(*line, 1<<32-1)), MaxUnitsPerOrder: uint32(min(*total, 1<<32-1))}
+	}
+}
+
+func envFloat(name string, def float64) float64 {
+	if v, ok := os.LookupEnv(name); ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return f
+		}
+	}
+	return def
 }
 
 // metricsAddrFlag declares --metrics-addr, where /metrics is served.

@@ -93,9 +93,7 @@ type component struct {
 
 func startComponent(t *testing.T, cfg stack.Config) *component {
 	t.Helper()
-	if !cfg.Auth.Enabled() {
-		cfg.Auth = testAuth(t)
-	}
+	cfg = withTestDefaults(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {

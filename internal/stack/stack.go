@@ -80,6 +80,9 @@ type Config struct {
 	Retry messaging.RetryPolicy
 	// AllowedOrigins are the gateway's CORS origins.
 	AllowedOrigins []string
+	// OrderLimits hold each customer to a CreateOrder rate and to units
+	// per line and per order (order.DefaultLimits where zero).
+	OrderLimits order.Limits
 	// Auth authenticates the callers of every RPC (see gateway.Config). It
 	// must say how: a verifier of bearer tokens, an admin token, or
 	// Insecure.
@@ -200,7 +203,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		gw.Lag = lag.NewHandler(s.Monitor)
 	}
 	if s.Orders != nil {
-		gw.Orders = order.NewHandler(s.Orders)
+		if gw.Orders, err = order.NewHandler(s.Orders, cfg.OrderLimits); err != nil {
+			return nil, err
+		}
 	}
 	if s.Inventory != nil {
 		gw.Inventory = inventory.NewHandler(s.Inventory)

@@ -2,8 +2,11 @@ package stack_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -25,6 +28,7 @@ import (
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/order"
 )
 
 // testStack is a running stack for one test: an embedded nats-server with
@@ -76,16 +80,50 @@ func clientsOf(t *testing.T, s *stack.Stack, schema string, client connect.HTTPC
 // admin is the test's admin caller.
 var admin = auth.Principal{Subject: "test-admin", Admin: true}
 
-// testSigner mints the tokens of the test stacks, which verify them with
-// its key (runStack).
-var testSigner = sync.OnceValues(func() (*auth.Signer, error) {
+// testSigning is the key of the test stacks' tokens (runStack verifies
+// them): a Signer, and the key itself for forging tokens it would not mint.
+var testSigning = sync.OnceValues(func() (signingKey, error) {
 	dir, err := os.MkdirTemp("", "shopbus-auth")
 	if err != nil {
-		return nil, err
+		return signingKey{}, err
 	}
 	defer os.RemoveAll(dir)
-	return auth.KeyPair(dir, auth.Options{Issuer: "shopbus-test", Audience: "shopbus"})
+	signer, err := auth.KeyPair(dir, auth.Options{Issuer: "shopbus-test", Audience: "shopbus"})
+	if err != nil {
+		return signingKey{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, auth.SigningKeyFile))
+	if err != nil {
+		return signingKey{}, err
+	}
+	block, _ := pem.Decode(b)
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return signingKey{}, err
+	}
+	return signingKey{signer, k.(ed25519.PrivateKey)}, nil
 })
+
+type signingKey struct {
+	signer *auth.Signer
+	key    ed25519.PrivateKey
+}
+
+// testKey is the private key of the test stacks' tokens.
+func testKey(t testing.TB) ed25519.PrivateKey {
+	t.Helper()
+	k, err := testSigning()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.key
+}
+
+// testSigner mints the tokens of the test stacks.
+func testSigner() (*auth.Signer, error) {
+	k, err := testSigning()
+	return k.signer, err
+}
 
 // token returns a bearer token for p, valid for the test.
 func token(t testing.TB, p auth.Principal) string {
@@ -120,13 +158,25 @@ func testAuth(t testing.TB) auth.Config {
 	return auth.Config{Verifier: v}
 }
 
-// runStack starts a stack and runs it until the test ends. A stack that
-// does not say how it authenticates verifies testSigner's tokens.
-func runStack(t *testing.T, cfg stack.Config) *stack.Stack {
-	t.Helper()
+// withTestDefaults: a stack that does not say how it authenticates
+// verifies testSigner's tokens, and one without order limits lets the test
+// customer place orders as fast as the test does (TestHostileClients
+// checks the limits).
+func withTestDefaults(t testing.TB, cfg stack.Config) stack.Config {
 	if !cfg.Auth.Enabled() {
 		cfg.Auth = testAuth(t)
 	}
+	if cfg.OrderLimits == (order.Limits{}) {
+		cfg.OrderLimits = order.Limits{OrdersPerSecond: 1e6, Burst: 1e6}
+	}
+	return cfg
+}
+
+// runStack starts a stack and runs it until the test ends (see
+// withTestDefaults).
+func runStack(t *testing.T, cfg stack.Config) *stack.Stack {
+	t.Helper()
+	cfg = withTestDefaults(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {
@@ -193,7 +243,13 @@ func newKey() string {
 	return "key-" + hex.EncodeToString(b)
 }
 
+// orderRequest is an order of the test's customer.
 func orderRequest(lines ...*orderv1.OrderLine) *orderv1.CreateOrderRequest {
+	return orderRequestFor(customer, lines...)
+}
+
+// orderRequestFor is an order naming customer ("": the caller).
+func orderRequestFor(customer string, lines ...*orderv1.OrderLine) *orderv1.CreateOrderRequest {
 	return &orderv1.CreateOrderRequest{IdempotencyKey: newKey(), CustomerId: customer, Currency: "EUR", Lines: lines}
 }
 

@@ -5,8 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
@@ -17,13 +22,22 @@ import (
 // Handler serves the Connect OrderService from the Service. Requests are
 // validated by the validation interceptor the server installs.
 type Handler struct {
-	svc *Service
+	svc    *Service
+	limits Limits
+	rate   *rateLimiter
 }
 
 var _ orderv1connect.OrderServiceHandler = (*Handler)(nil)
 
-// NewHandler returns the Connect handler of svc.
-func NewHandler(svc *Service) *Handler { return &Handler{svc: svc} }
+// NewHandler returns the Connect handler of svc, holding each customer to
+// limits (DefaultLimits where zero).
+func NewHandler(svc *Service, limits Limits) (*Handler, error) {
+	if err := limits.Validate(); err != nil {
+		return nil, err
+	}
+	limits = limits.WithDefaults()
+	return &Handler{svc: svc, limits: limits, rate: newRateLimiter(limits)}, nil
+}
 
 // CreateOrder implements orderv1connect.OrderServiceHandler. The order is
 // the caller's: a customer may name only itself, an admin must name the
@@ -45,6 +59,12 @@ func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.
 		req.Msg.CustomerId = own
 	case req.Msg.GetCustomerId() == "":
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("customer_id: an admin places an order for a customer: name it"))
+	}
+	if err := h.limits.checkUnits(req.Msg); err != nil {
+		return nil, h.toConnect("CreateOrder", err)
+	}
+	if err := h.rate.allow(req.Msg.GetCustomerId(), time.Now()); err != nil {
+		return nil, h.toConnect("CreateOrder", err)
 	}
 	o, replayed, err := h.svc.CreateOrder(ctx, req.Msg)
 	if err != nil {
@@ -142,12 +162,20 @@ func notFound(id string) error { return fmt.Errorf("%w: %s", ErrNotFound, id) }
 // logged in full and reaches the client as Unavailable (retry) or Internal,
 // without database text.
 func (h *Handler) toConnect(method string, err error) error {
+	if rl := (*RateLimitedError)(nil); errors.As(err, &rl) {
+		e := connect.NewError(connect.CodeResourceExhausted, err)
+		if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(rl.RetryAfter)}); derr == nil {
+			e.AddDetail(d)
+		}
+		e.Meta().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.RetryAfter.Seconds()))))
+		return e
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, ErrIdempotencyKeyReused):
 		return connect.NewError(connect.CodeAlreadyExists, err)
-	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalidOrder):
+	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalidOrder), errors.Is(err, ErrTooManyUnits):
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, ErrStopping):
 		return connect.NewError(connect.CodeUnavailable, err)

@@ -1,0 +1,322 @@
+package stack_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
+	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/natsauth"
+	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/order"
+)
+
+// TestHostileClients replays, against a running stack (its NATS closed to
+// the identities natsauth generates, as shopbus dev runs it, and the real
+// PostgreSQL), what an attacker did before shopbus was closed (issue 11):
+// each attempt is now refused, with the Connect code or the NATS permission
+// error that says why, and writes nothing. TLS is TestGatewayTLS's and
+// TestDistributedWithIdentities'; secrets in -h and pprof's address are
+// cmd/shopbus's TestNoSecretInHelp and TestCheckLoopback.
+func TestHostileClients(t *testing.T) {
+	var keysDir string
+	limits := order.Limits{OrdersPerSecond: 0.01, Burst: 3, MaxUnitsPerLine: 50, MaxUnitsPerOrder: 60}
+	s := startStack(t, func(c *stack.Config) { keysDir, c.OrderLimits = c.NATSKeysDir, limits })
+	keys, err := natsauth.LoadOrCreate(keysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s.setStock(t, "HOSTILE-1", 10)
+	mine := s.await(t, s.create(t, orderRequest(line("HOSTILE-1", 2))).GetOrderId())
+	if mine.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		t.Fatalf("the customer's own order: %v, want CONFIRMED", mine.GetStatus())
+	}
+	const other = "0b5e3f4a-1c2d-4e3f-8a9b-0c1d2e3f4a5b"
+	mallory := orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL(), as(t, auth.Principal{Subject: other}))
+	anonymous := orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL())
+	// written counts what an attempt could have written.
+	written := func() [3]int64 {
+		return [3]int64{
+			s.count(t, "order", "SELECT count(*) FROM orders"),
+			s.count(t, "inventory", "SELECT count(*) FROM processed_events"),
+			s.stock(t, "HOSTILE-1").GetOnHand(),
+		}
+	}
+	before := written()
+
+	t.Run("NATS: a client without credentials cannot connect", func(t *testing.T) {
+		nc, err := nats.Connect(s.NATS.ClientURL())
+		if err == nil {
+			nc.Close()
+			t.Fatal("an anonymous client connected")
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("connect: %v, want an authorization violation", err)
+		}
+	})
+
+	t.Run("NATS: a service cannot publish another's events", func(t *testing.T) {
+		js := jetstreamAs(t, s, keys, natsauth.Order)
+		streamBefore := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY")
+		forged, err := event.New(ctx, &inventoryeventsv1.InventoryAdjusted{
+			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", AdjustedAt: timestamppb.Now(),
+			Reservations: []*inventoryeventsv1.Reservation{{Sku: "NOPE-404", Quantity: 1}},
+		}, event.WithSource("shopbus/inventory")) // the right name: only the identity gives it away
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := event.Encode(forged)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err = js.PublishMsg(pctx, &nats.Msg{Subject: "ecommerce.inventory.adjusted.v1." + forged.GetPartitionKey(), Data: data, Header: event.Headers(forged)})
+		if err == nil {
+			t.Fatal("the order service's identity published an inventory event")
+		}
+		if after := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY"); after != streamBefore {
+			t.Errorf("ECOMMERCE_INVENTORY went from %d to %d messages", streamBefore, after)
+		}
+	})
+
+	t.Run("NATS: an event from another source than its producer is dead-lettered, not applied", func(t *testing.T) {
+		// The platform identity (the gateway's, the operators') may
+		// publish anywhere; the consumer still checks the source.
+		js := jetstreamAs(t, s, keys, natsauth.Platform)
+		forged, err := event.New(ctx, &ordereventsv2.OrderCreated{
+			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2c", Customer: &ordereventsv2.Customer{CustomerId: other},
+			Lines:     []*ordereventsv2.OrderLine{{Sku: "HOSTILE-1", Quantity: 5, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 0}}},
+			Total:     &ordereventsv2.Money{Currency: "EUR", AmountMinor: 0},
+			CreatedAt: timestamppb.Now(),
+		}, event.WithSource("mallory"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := event.Encode(forged)
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2." + forged.GetPartitionKey(), Data: data, Header: event.Headers(forged)}); err != nil {
+			t.Fatal(err)
+		}
+		testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			res, err := s.dlq.ListDeadLetters(ctx, connect.NewRequest(&deadletterv1.ListDeadLettersRequest{}))
+			if err != nil {
+				return err
+			}
+			for _, l := range res.Msg.GetDeadLetters() {
+				if l.GetEventId() == forged.GetId() {
+					return nil
+				}
+			}
+			return errors.New("the forged order.created is not in the dead-letter queue")
+		})
+	})
+
+	t.Run("RPC: no token, a forged token, an expired token", func(t *testing.T) {
+		_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+		expired, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": customer, "iss": "shopbus-test", "aud": "shopbus",
+			"exp": time.Now().Add(-time.Hour).Unix()}).SignedString(testKey(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": customer, "iss": "shopbus-test", "aud": "shopbus",
+			"exp": time.Now().Add(time.Hour).Unix(), "roles": []string{"admin"}}).SignedString(otherKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, client := range map[string]orderv1connect.OrderServiceClient{
+			"no token": anonymous,
+			"expired":  orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL(), bearer(expired)),
+			"forged":   orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL(), bearer(forged)),
+			"garbage":  orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL(), bearer("hello")),
+		} {
+			_, err := client.ListOrders(ctx, connect.NewRequest(&orderv1.ListOrdersRequest{}))
+			wantCode(t, name+": ListOrders", err, connect.CodeUnauthenticated)
+			_, err = client.CreateOrder(ctx, connect.NewRequest(orderRequest(line("HOSTILE-1", 1))))
+			wantCode(t, name+": CreateOrder", err, connect.CodeUnauthenticated)
+		}
+	})
+
+	t.Run("RPC: a customer reads another customer's orders", func(t *testing.T) {
+		res, err := mallory.ListOrders(ctx, connect.NewRequest(&orderv1.ListOrdersRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range res.Msg.GetOrders() {
+			t.Errorf("ListOrders {} as another customer returned order %s of %s", o.GetOrderId(), o.GetCustomerId())
+		}
+		_, err = mallory.ListOrders(ctx, connect.NewRequest(&orderv1.ListOrdersRequest{CustomerId: customer}))
+		wantCode(t, "ListOrders of another customer", err, connect.CodePermissionDenied)
+		_, err = mallory.GetOrder(ctx, connect.NewRequest(&orderv1.GetOrderRequest{OrderId: mine.GetOrderId()}))
+		wantCode(t, "GetOrder of another's order", err, connect.CodeNotFound)
+		stream, err := mallory.WatchOrder(ctx, connect.NewRequest(&orderv1.WatchOrderRequest{OrderId: mine.GetOrderId()}))
+		if err == nil {
+			for stream.Receive() {
+				t.Errorf("WatchOrder of another's order sent %v", stream.Msg().GetOrder())
+			}
+			err = stream.Err()
+		}
+		wantCode(t, "WatchOrder of another's order", err, connect.CodeNotFound)
+	})
+
+	t.Run("RPC: a customer orders as another customer", func(t *testing.T) {
+		_, err := mallory.CreateOrder(ctx, connect.NewRequest(orderRequest(line("HOSTILE-1", 1)))) // names customer
+		wantCode(t, "CreateOrder for another customer", err, connect.CodePermissionDenied)
+	})
+
+	t.Run("RPC: admin procedures from a browser on another origin, anonymous or as a customer", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodOptions, s.URL()+inventoryv1connect.InventoryServiceSetStockProcedure, nil)
+		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
+			t.Errorf("CORS preflight from https://evil.example: Access-Control-Allow-Origin %q", got)
+		}
+		origin := connect.WithInterceptors(header{"Origin": "https://evil.example"})
+		for name, tc := range map[string]struct {
+			opts []connect.ClientOption
+			want connect.Code
+		}{
+			"anonymous":  {[]connect.ClientOption{origin}, connect.CodeUnauthenticated},
+			"a customer": {[]connect.ClientOption{origin, as(t, auth.Principal{Subject: other})}, connect.CodePermissionDenied},
+		} {
+			client := inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL(), tc.opts...)
+			_, err := client.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "HOSTILE-1", OnHand: 0}))
+			wantCode(t, name+": SetStock", err, tc.want)
+			_, err = client.Restock(ctx, connect.NewRequest(&inventoryv1.RestockRequest{Sku: "HOSTILE-1", Quantity: 1}))
+			wantCode(t, name+": Restock", err, tc.want)
+		}
+	})
+
+	t.Run("RPC: more units than a line or an order may hold", func(t *testing.T) {
+		_, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(line("HOSTILE-1", limits.MaxUnitsPerLine+1))))
+		wantCode(t, "a line over the limit", err, connect.CodeInvalidArgument)
+		_, err = s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(line("HOSTILE-1", 40), line("HOSTILE-2", 30))))
+		wantCode(t, "an order over the limit", err, connect.CodeInvalidArgument)
+	})
+
+	if after := written(); after != before {
+		t.Errorf("the attempts above changed orders, processed events, stock from %v to %v", before, after)
+	}
+
+	t.Run("RPC: a customer places orders faster than its limit", func(t *testing.T) {
+		const flooder = "7d2e4f6a-8b0c-4d1e-9f2a-3b4c5d6e7f80"
+		client := orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL(), as(t, auth.Principal{Subject: flooder}))
+		ordersBefore := s.count(t, "order", "SELECT count(*) FROM orders")
+		for i := range limits.Burst {
+			if _, err := client.CreateOrder(ctx, connect.NewRequest(orderRequestFor("", line("HOSTILE-1", 1)))); err != nil {
+				t.Fatalf("order %d of a burst of %d: %v", i+1, limits.Burst, err)
+			}
+		}
+		_, err := client.CreateOrder(ctx, connect.NewRequest(orderRequestFor("", line("HOSTILE-1", 1))))
+		wantCode(t, "an order past the burst", err, connect.CodeResourceExhausted)
+		var ce *connect.Error
+		if !errors.As(err, &ce) {
+			t.Fatal(err)
+		}
+		var hint *errdetails.RetryInfo
+		for _, d := range ce.Details() {
+			if v, err := d.Value(); err == nil {
+				if ri, ok := v.(*errdetails.RetryInfo); ok {
+					hint = ri
+				}
+			}
+		}
+		if hint == nil || hint.GetRetryDelay().AsDuration() <= 0 || ce.Meta().Get("Retry-After") == "" {
+			t.Errorf("no retry hint: details %v, Retry-After %q", ce.Details(), ce.Meta().Get("Retry-After"))
+		}
+		if n := s.count(t, "order", "SELECT count(*) FROM orders") - ordersBefore; n != int64(limits.Burst) {
+			t.Errorf("%d orders written, want the burst's %d", n, limits.Burst)
+		}
+		// Another customer is not held back by this one.
+		if _, err := mallory.CreateOrder(ctx, connect.NewRequest(orderRequestFor("", line("HOSTILE-1", 1)))); err != nil {
+			t.Errorf("another customer's order: %v", err)
+		}
+	})
+}
+
+// jetstreamAs connects to the stack's NATS as identity id.
+func jetstreamAs(t *testing.T, s *testStack, keys *natsauth.Keys, id natsauth.Identity) jetstream.JetStream {
+	t.Helper()
+	opt, err := keys.Option(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.NATS.ClientURL(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func wantCode(t *testing.T, what string, err error, want connect.Code) {
+	t.Helper()
+	if connect.CodeOf(err) != want {
+		t.Errorf("%s: %v, want %v", what, err, want)
+	}
+}
+
+// bearer sends token as it is.
+func bearer(token string) connect.ClientOption {
+	return connect.WithInterceptors(header{"Authorization": "Bearer " + token})
+}
+
+// header is a client interceptor setting request headers.
+type header map[string]string
+
+func (h header) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		for k, v := range h {
+			req.Header().Set(k, v)
+		}
+		return next(ctx, req)
+	}
+}
+
+func (h header) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (h header) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// streamMsgs is how many messages stream name holds.
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	st, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
