@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +50,7 @@ func bench(ctx context.Context, args []string) error {
 	duration := fs.Duration("duration", 30*time.Second, "measured time")
 	warmup := fs.Duration("warmup", 3*time.Second, "time before measuring")
 	skus := fs.Int("skus", 100, "how many SKUs the orders spread over (1: every order contends for one stock row)")
+	ca := fs.String("ca", env("SHOPBUS_CA", ""), "CA `file` to trust for an https --url (env SHOPBUS_CA; the system's roots otherwise)")
 	metrics := fs.String("metrics", env("SHOPBUS_BENCH_METRICS", "http://127.0.0.1:9464/metrics"),
 		"comma-separated /metrics URLs of the shopbus processes, for their memory and CPU (env SHOPBUS_BENCH_METRICS; empty: none)")
 	if err := parse(fs, args); err != nil {
@@ -68,7 +72,19 @@ func bench(ctx context.Context, args []string) error {
 	if *rate > 0 {
 		conns = 512
 	}
-	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
+	transport := &http.Transport{MaxIdleConnsPerHost: conns, ForceAttemptHTTP2: true}
+	if *ca != "" {
+		pem, err := os.ReadFile(*ca)
+		if err != nil {
+			return fmt.Errorf("bench: --ca: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("bench: --ca %s: no PEM certificate in it", *ca)
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	httpClient := &http.Client{Transport: transport}
 	adminOpts, err := adminClientOptions()
 	if err != nil {
 		return err

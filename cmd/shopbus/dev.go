@@ -52,6 +52,9 @@ func dev(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this loopback address (env SHOPBUS_DEBUG_ADDR); off when empty")
 	allowedOrigins := originsFlag(fs)
+	tlsCert := fs.String("tls-cert", env("SHOPBUS_TLS_CERT", ""), "serve the gateway over TLS (HTTP/2 and HTTP/1.1) with this certificate `file` (env SHOPBUS_TLS_CERT)")
+	tlsKey := fs.String("tls-key", env("SHOPBUS_TLS_KEY", ""), "the TLS certificate's key `file` (env SHOPBUS_TLS_KEY)")
+	insecure := fs.Bool("insecure", false, "no authentication: every caller is an admin and may act for any customer (measuring only; warned at start)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -77,7 +80,12 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	authCfg.AdminToken = adminToken
+	if *insecure {
+		authCfg = auth.Config{Insecure: true}
+		log.Warn("--insecure: no authentication; anyone who reaches " + *addr + " may place and read any customer's orders and call the admin procedures")
+	}
 	s, err := stack.Start(ctx, stack.Config{
+		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Log: log,
 	})
