@@ -6,6 +6,7 @@
 package natsembed
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -33,6 +34,8 @@ type Options struct {
 	// Users, when set, are the only clients the server accepts (nkeys,
 	// each with its permissions: natsauth); none means anyone may connect.
 	Users []*server.NkeyUser
+	// TLS, when set, makes clients connect over TLS with it (tls://).
+	TLS *tls.Config
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -61,6 +64,9 @@ func Start(opts Options) (*server.Server, error) {
 		HTTPHost:   "127.0.0.1",
 		HTTPPort:   opts.MonitorPort,
 		Nkeys:      opts.Users,
+		TLSConfig:  opts.TLS,
+		TLS:        opts.TLS != nil,
+		TLSTimeout: 5,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)

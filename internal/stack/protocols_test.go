@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"github.com/nats-io/nats.go"
 
 	"github.com/shopbus/shopbus/gateway"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
@@ -94,9 +96,11 @@ func TestDistributed(t *testing.T) {
 }
 
 // TestDistributedWithIdentities: the three components against a NATS
-// server closed to shopbus's identities, each connecting with its own nkey
-// seed file (shopbus serve --nats-nkey), the services serving TLS to the
-// gateway (--tls-cert, --service-ca): orders flow.
+// server closed to shopbus's identities and serving TLS only, each
+// connecting with its own nkey seed file and trusting the server's
+// certificate (shopbus serve --nats-nkey, --nats-ca), the services serving
+// TLS to the gateway (--tls-cert, --service-ca): orders flow, and a client
+// that does not trust the certificate cannot connect.
 func TestDistributedWithIdentities(t *testing.T) {
 	keys, err := natsauth.LoadOrCreate(t.TempDir())
 	if err != nil {
@@ -106,7 +110,15 @@ func TestDistributedWithIdentities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir(), Users: users})
+	// The services serve TLS and the gateway trusts their certificate;
+	// NATS serves TLS with the same one, and everyone trusts it.
+	cert, key, _ := selfSigned(t)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir(), Users: users,
+		TLS: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,15 +126,17 @@ func TestDistributedWithIdentities(t *testing.T) {
 	schema := testenv.Schema()
 	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
 	start := func(component string, id natsauth.Identity, cfg stack.Config) *stack.Stack {
-		opts, err := stack.NATSCredentials("", keys.SeedFile(id), "", "", "")
+		opts, err := stack.NATSCredentials("", keys.SeedFile(id), cert, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.NATSOptions, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), opts, "127.0.0.1:0"
 		return runStack(t, cfg)
 	}
-	// The services serve TLS; the gateway trusts their certificate.
-	cert, key, _ := selfSigned(t)
+	if nc, err := nats.Connect(srv.ClientURL(), nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12})); err == nil {
+		nc.Close()
+		t.Error("a client that does not trust the NATS server's certificate connected")
+	}
 	orders := start("order", natsauth.Order, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
 	inventory := start("inventory", natsauth.Inventory, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
 	gw := start("gateway", natsauth.Platform, stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL(), ServiceCAFile: cert})
