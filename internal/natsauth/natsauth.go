@@ -5,9 +5,15 @@
 //
 // The identities and what each may do:
 //
-//	order      publish ecommerce.order.> (its events), the JetStream API,
-//	           acks, its consumer groups' KV buckets and the DLQ
+//	order      publish ecommerce.order.> (its events), acks, the DLQ, and
+//	           of the JetStream API only what it needs: declaring the
+//	           streams (create, update, info: `shopbus serve` declares the
+//	           topology from every component), its consumers on the streams
+//	           it consumes (create, info, fetch), its groups' KV buckets
 //	inventory  the same with ecommerce.inventory.>
+//
+// A service cannot purge or delete a stream, delete or read a message by
+// sequence, or delete a consumer, outside its own buckets.
 //	platform   everything: streams, the DLQ collector, the lag monitor,
 //	           the admin services, and the events the DLQ redrives
 //
@@ -40,18 +46,41 @@ const (
 // Identities lists every identity.
 var Identities = []Identity{Order, Inventory, Platform}
 
-// common are the subjects every identity publishes to: the JetStream API,
-// acks and flow control, and the dead-letter stream (deadletter.Filer).
-var common = []string{"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "shopbus.dlq.>"}
+// common are the subjects every service publishes to: acks and flow
+// control, the dead-letter stream (deadletter.Filer), and the JetStream
+// API's account info and stream declaration.
+var common = []string{"$JS.ACK.>", "$JS.FC.>", "shopbus.dlq.>", "$JS.API.INFO",
+	"$JS.API.STREAM.INFO.*", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*"}
 
-// Permissions returns what identity may publish and subscribe to;
-// buckets are the KV buckets of its consumer groups.
-func Permissions(id Identity, buckets []string) *server.Permissions {
+// Grants are the JetStream resources a service identity uses.
+type Grants struct {
+	// Streams are the streams it consumes: it may create, read and fetch
+	// from consumers on them.
+	Streams []string
+	// Buckets are its consumer groups' KV buckets.
+	Buckets []string
+}
+
+// Permissions returns what identity may publish and subscribe to, with
+// the JetStream resources g of a service.
+func Permissions(id Identity, g Grants) *server.Permissions {
 	switch id {
 	case Order, Inventory:
 		allow := append([]string{"ecommerce." + string(id) + ".>"}, common...)
-		for _, b := range buckets {
-			allow = append(allow, "$KV."+b+".>")
+		consumerAPI := func(stream string, ops ...string) {
+			for _, op := range ops {
+				allow = append(allow, "$JS.API.CONSUMER."+op+"."+stream, "$JS.API.CONSUMER."+op+"."+stream+".>")
+			}
+		}
+		for _, st := range g.Streams {
+			consumerAPI(st, "CREATE", "DURABLE.CREATE", "INFO", "MSG.NEXT")
+		}
+		for _, b := range g.Buckets {
+			kv := "KV_" + b
+			// The bucket's stream, its watchers (ordered consumers) and
+			// its reads.
+			allow = append(allow, "$KV."+b+".>", "$JS.API.STREAM.MSG.GET."+kv, "$JS.API.DIRECT.GET."+kv, "$JS.API.DIRECT.GET."+kv+".>")
+			consumerAPI(kv, "CREATE", "INFO", "MSG.NEXT", "DELETE")
 		}
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: allow},
@@ -108,15 +137,15 @@ func LoadOrCreate(dir string) (*Keys, error) {
 func (k *Keys) SeedFile(id Identity) string { return filepath.Join(k.dir, string(id)+".nk") }
 
 // Users are the server's users: each identity's public key and
-// permissions; buckets are each identity's consumer group buckets.
-func (k *Keys) Users(buckets map[Identity][]string) ([]*server.NkeyUser, error) {
+// permissions, with each service identity's grants.
+func (k *Keys) Users(grants map[Identity]Grants) ([]*server.NkeyUser, error) {
 	var users []*server.NkeyUser
 	for _, id := range Identities {
 		pub, err := k.pairs[id].PublicKey()
 		if err != nil {
 			return nil, fmt.Errorf("natsauth: %s: %w", id, err)
 		}
-		users = append(users, &server.NkeyUser{Nkey: pub, Permissions: Permissions(id, buckets[id])})
+		users = append(users, &server.NkeyUser{Nkey: pub, Permissions: Permissions(id, grants[id])})
 	}
 	return users, nil
 }

@@ -25,9 +25,11 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
 )
 
@@ -87,7 +89,7 @@ func TestHostileClients(t *testing.T) {
 			t.Fatal(err)
 		}
 		data, _ := event.Encode(forged)
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		_, err = js.PublishMsg(pctx, &nats.Msg{Subject: "ecommerce.inventory.adjusted.v1." + forged.GetPartitionKey(), Data: data, Header: event.Headers(forged)})
 		if err == nil {
@@ -95,6 +97,31 @@ func TestHostileClients(t *testing.T) {
 		}
 		if after := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY"); after != streamBefore {
 			t.Errorf("ECOMMERCE_INVENTORY went from %d to %d messages", streamBefore, after)
+		}
+	})
+
+	t.Run("NATS: a service cannot delete or purge a stream, nor delete a consumer", func(t *testing.T) {
+		js := jetstreamAs(t, s, keys, natsauth.Order)
+		msgs := streamMsgs(t, s.JS, "ECOMMERCE_ORDER")
+		// A refused request gets no answer: each waits out its deadline.
+		tctx := func() context.Context {
+			c, cancel := context.WithTimeout(ctx, 2*time.Second)
+			t.Cleanup(cancel)
+			return c
+		}
+		if err := js.DeleteStream(tctx(), "ECOMMERCE_ORDER"); err == nil {
+			t.Error("the order service's identity deleted ECOMMERCE_ORDER")
+		}
+		if st, err := js.Stream(tctx(), "ECOMMERCE_ORDER"); err != nil {
+			t.Errorf("stream info, which a service may read: %v", err)
+		} else if err := st.Purge(tctx()); err == nil {
+			t.Error("the order service's identity purged ECOMMERCE_ORDER")
+		}
+		if err := js.DeleteConsumer(tctx(), "ECOMMERCE_ORDER", messaging.PartitionDurable(inventory.ReserveStockConsumer().Durable, 0)); err == nil {
+			t.Error("the order service's identity deleted the inventory's consumer")
+		}
+		if after := streamMsgs(t, s.JS, "ECOMMERCE_ORDER"); after != msgs {
+			t.Errorf("ECOMMERCE_ORDER went from %d to %d messages", msgs, after)
 		}
 	})
 

@@ -347,9 +347,10 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 // knows: each identity of k with its permissions (natsauth), the services'
 // with their consumer groups' buckets.
 func NATSUsers(k *natsauth.Keys) ([]*server.NkeyUser, error) {
-	return k.Users(map[natsauth.Identity][]string{
-		natsauth.Order:     {messaging.GroupBucket(order.InventoryOutcomeConsumer().Durable)},
-		natsauth.Inventory: {messaging.GroupBucket(inventory.ReserveStockConsumer().Durable)},
+	oc, ic := order.InventoryOutcomeConsumer(), inventory.ReserveStockConsumer()
+	return k.Users(map[natsauth.Identity]natsauth.Grants{
+		natsauth.Order:     {Streams: []string{oc.Stream}, Buckets: []string{messaging.GroupBucket(oc.Durable)}},
+		natsauth.Inventory: {Streams: []string{ic.Stream}, Buckets: []string{messaging.GroupBucket(ic.Durable)}},
 	})
 }
 
