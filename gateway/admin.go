@@ -12,6 +12,7 @@ import (
 var adminProcedures = map[string]bool{
 	inventoryv1connect.InventoryServiceSetStockProcedure:             true,
 	inventoryv1connect.InventoryServiceRestockProcedure:              true,
+	inventoryv1connect.InventoryServiceSetPriceProcedure:             true,
 	deadletterv1connect.DeadLetterServiceListDeadLettersProcedure:    true,
 	deadletterv1connect.DeadLetterServiceGetDeadLetterProcedure:      true,
 	deadletterv1connect.DeadLetterServiceRedriveDeadLettersProcedure: true,

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,12 @@ func bench(ctx context.Context, args []string) error {
 		if _, err := inventory.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: b.catalog[i], OnHand: 1_000_000_000})); err != nil {
 			return fmt.Errorf("bench: set stock at %s: %w", *url, err)
 		}
+		if _, err := inventory.SetPrice(ctx, connect.NewRequest(&inventoryv1.SetPriceRequest{Sku: b.catalog[i], UnitPriceMinor: 999, Currency: "EUR"})); err != nil {
+			return fmt.Errorf("bench: set price at %s: %w", *url, err)
+		}
+	}
+	if err := b.awaitPrices(ctx); err != nil {
+		return err
 	}
 	procs := newProcesses(ctx, *metrics)
 
@@ -210,7 +217,7 @@ type bencher struct {
 func (b *bencher) place(ctx context.Context, t0 time.Time) {
 	res, err := b.orders.CreateOrder(ctx, connect.NewRequest(&orderv1.CreateOrderRequest{
 		IdempotencyKey: uuid.NewString(), CustomerId: b.customers[rand.N(len(b.customers))], Currency: "EUR",
-		Lines: []*orderv1.OrderLine{{Sku: b.catalog[rand.N(len(b.catalog))], Quantity: 1, UnitPriceMinor: 999}},
+		Lines: []*orderv1.OrderLine{{Sku: b.catalog[rand.N(len(b.catalog))], Quantity: 1}}, // at the catalog's price
 	}))
 	t1 := time.Now()
 	var o *orderv1.Order
@@ -235,6 +242,35 @@ func (b *bencher) place(ctx context.Context, t0 time.Time) {
 			b.server.record(o.GetUpdatedAt().AsTime().Sub(o.GetCreatedAt().AsTime()))
 		}
 	})
+}
+
+// awaitPrices waits, before anything is measured, until the order service
+// prices every SKU of the catalog (the prices reach it as events): it places
+// one order for the whole catalog, 100 SKUs at a time, until none is refused
+// with FailedPrecondition.
+func (b *bencher) awaitPrices(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for chunk := range slices.Chunk(b.catalog, 100) {
+		req := &orderv1.CreateOrderRequest{IdempotencyKey: uuid.NewString(), CustomerId: b.customers[0], Currency: "EUR"}
+		for _, sku := range chunk {
+			req.Lines = append(req.Lines, &orderv1.OrderLine{Sku: sku, Quantity: 1})
+		}
+		for {
+			_, err := b.orders.CreateOrder(ctx, connect.NewRequest(req))
+			if err == nil {
+				break
+			}
+			if connect.CodeOf(err) != connect.CodeFailedPrecondition || time.Now().After(deadline) {
+				return fmt.Errorf("bench: the order service does not price the catalog: %w", err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // count runs f under the lock if t0 is in the measured window.

@@ -36,6 +36,10 @@ const devTokenTTL = 7 * 24 * time.Hour
 // demoStock is seeded by shopbus dev (only SKUs that do not exist yet).
 var demoStock = map[string]int64{"MUG-001": 100, "TEE-BLK-M": 25, "POSTER-A2": 3}
 
+// demoPrices are the demo SKUs' prices in EUR cents, seeded by shopbus dev
+// (only SKUs that have no price yet).
+var demoPrices = map[string]int64{"MUG-001": 1250, "TEE-BLK-M": 1999, "POSTER-A2": 900}
+
 func dev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	addr := fs.String("addr", env("SHOPBUS_ADDR", "127.0.0.1:8080"), "gateway listen address (env SHOPBUS_ADDR)")
@@ -47,7 +51,7 @@ func dev(ctx context.Context, args []string) error {
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	adminTokenOf := adminTokenFlags(fs)
 	limitsOf := limitsFlags(fs)
-	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet)")
+	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet) and prices (SKUs that have none)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this loopback address (env SHOPBUS_DEBUG_ADDR); off when empty")
@@ -97,13 +101,16 @@ func dev(ctx context.Context, args []string) error {
 		if err := s.Inventory.SeedStock(ctx, demoStock); err != nil {
 			return err
 		}
+		if err := s.Inventory.SeedPrices(ctx, "EUR", demoPrices); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(os.Stdout, `shopbus dev is running
   gateway  %[1]s  (Connect, gRPC and gRPC-Web; reflection; /healthz, /readyz)
   NATS     %[2]s  (embedded JetStream, store %[3]s; each service its own nkey identity, seeds in %[6]s)
   NATS monitoring %[4]s  (nats CLI, Prometheus NATS exporter)
   metrics  %[5]s  (Prometheus text format)
-  stock    MUG-001, TEE-BLK-M, POSTER-A2 (seeded if missing)
+  stock    MUG-001 12.50 EUR, TEE-BLK-M 19.99 EUR, POSTER-A2 9.00 EUR (stock and prices seeded if missing)
 
 Look at it:
   SHOPBUS_ADMIN_TOKEN_FILE=%[10]s shopbus lag --watch    consumer lag and status
@@ -115,7 +122,8 @@ an admin's is in %[10]s, for SHOPBUS_ADMIN_TOKEN_FILE):
   %[11]s
 
 Place an order:
-  go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"idempotency_key":"demo-0001","customer_id":"6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b","currency":"EUR","lines":[{"sku":"MUG-001","quantity":2,"unit_price_minor":1250}]}' %[1]s/shopbus.order.v1.OrderService/CreateOrder
+  go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"idempotency_key":"demo-0001","currency":"EUR","lines":[{"sku":"MUG-001","quantity":2}]}' %[1]s/shopbus.order.v1.OrderService/CreateOrder
+  (the server prices it from the catalog; an admin sets prices with InventoryService/SetPrice)
 Then wait for its outcome (WatchOrder with the orderId it printed) and read the stock:
   go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"order_id":"<orderId>"}' %[1]s/shopbus.order.v1.OrderService/WatchOrder
   go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"sku":"MUG-001"}' %[1]s/shopbus.inventory.v1.InventoryService/GetStock

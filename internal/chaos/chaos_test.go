@@ -125,7 +125,8 @@ func TestChaos(t *testing.T) {
 		return nil // a killed process reports nothing
 	})
 
-	// Place the orders while faults happen.
+	// Place the orders while faults happen, once they can be priced.
+	w.awaitPrices(t)
 	progress := atomic.Int64{}
 	faultsDone := make(chan struct{})
 	go w.injectFaults(ctx, &progress, faultsDone)
@@ -186,17 +187,40 @@ func newWorld(t *testing.T) *world {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w.orders = order.New(w.orderDB, w.js, orderSchema, quiet)
 	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
-	stock := map[string]int64{}
+	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range skus {
-		stock[sku(i)] = stockPerSKU()
+		stock[sku(i)], prices[sku(i)] = stockPerSKU(), unitPrice
 	}
 	if err := w.inv.SeedStock(ctx, stock); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.inv.SeedPrices(ctx, "EUR", prices); err != nil { // published once the relays run
 		t.Fatal(err)
 	}
 	return w
 }
 
 func sku(i int) string { return fmt.Sprintf("CHAOS-%02d", i) }
+
+// unitPrice is every SKU's price, in EUR cents.
+const unitPrice = 500
+
+// awaitPrices waits until the order service knows every SKU's price (the
+// inventory.priced events reached its prices table), so orders can be
+// placed.
+func (w *world) awaitPrices(t *testing.T) {
+	t.Helper()
+	testenv.CheckFor(t, time.Minute, 20*time.Millisecond, func() error {
+		var known int
+		if err := w.orderDB.QueryRow(context.Background(), `SELECT count(*) FROM prices`).Scan(&known); err != nil {
+			return err
+		}
+		if known < skus {
+			return fmt.Errorf("the order service knows %d of %d prices", known, skus)
+		}
+		return nil
+	})
+}
 
 func (w *world) startNATS() {
 	s, err := natsembed.Start(natsembed.Options{StoreDir: w.storeDir, Port: w.port})
@@ -260,12 +284,12 @@ func (w *world) placeOrders(ctx context.Context, progress *atomic.Int64) []strin
 				}
 				req := &orderv1.CreateOrderRequest{
 					IdempotencyKey: fmt.Sprintf("chaos-%d-%d", c, i), CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b", Currency: "EUR",
-					Lines: []*orderv1.OrderLine{{Sku: sku(rand.N(skus)), Quantity: uint32(1 + rand.N(3)), UnitPriceMinor: 500}},
+					Lines: []*orderv1.OrderLine{{Sku: sku(rand.N(skus)), Quantity: uint32(1 + rand.N(3)), UnitPriceMinor: unitPrice}},
 				}
 				if rand.N(4) == 0 { // some two-line orders
 					second := sku(rand.N(skus))
 					if second != req.Lines[0].Sku {
-						req.Lines = append(req.Lines, &orderv1.OrderLine{Sku: second, Quantity: 1, UnitPriceMinor: 700})
+						req.Lines = append(req.Lines, &orderv1.OrderLine{Sku: second, Quantity: 1}) // at the current price
 					}
 				}
 				var id string
@@ -556,9 +580,11 @@ func (w *world) check(t *testing.T, accepted []string) {
 	}
 	rows.Close()
 	var decisions, outcomes, processedInv, processedOrd int64
-	_ = w.invDB.QueryRow(ctx, `SELECT (SELECT count(*) FROM decisions), (SELECT count(*) FROM outbox),
+	_ = w.invDB.QueryRow(ctx, `SELECT (SELECT count(*) FROM decisions),
+		(SELECT count(*) FROM outbox WHERE subject NOT LIKE 'ecommerce.inventory.priced.%'),
 		(SELECT count(*) FROM processed_events)`).Scan(&decisions, &outcomes, &processedInv)
 	_ = w.orderDB.QueryRow(ctx, `SELECT count(*) FROM processed_events`).Scan(&processedOrd)
+	processedOrd -= skus // the prices, each applied once
 
 	lost := int64(len(accepted)) - (confirmed + rejected) + pending
 	doubled := (decisions - orders) + (outcomes - orders) + (processedOrd - orders)

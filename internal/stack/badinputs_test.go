@@ -24,11 +24,13 @@ import (
 
 // The tests of docs/bad-inputs.md, one per row.
 
-// TestBadRPCRequests: malformed and oversized requests get the right
-// Connect code and write nothing.
+// TestBadRPCRequests: malformed and oversized requests, and orders at a
+// price that is not the catalog's, get the right Connect code and write
+// nothing.
 func TestBadRPCRequests(t *testing.T) {
 	s := startStack(t)
-	s.setStock(t, "MUG-001", 5)
+	s.setStock(t, "MUG-001", 5) // and its price, unitPrice EUR
+	s.setPrice(t, "DEAR-001", 10_000_000_000, "EUR")
 	ctx := context.Background()
 	post := func(path, contentType string, body []byte) (int, string) {
 		res, err := http.Post(s.URL()+path, contentType, bytes.NewReader(body))
@@ -63,10 +65,31 @@ func TestBadRPCRequests(t *testing.T) {
 			return err
 		}, connect.CodeNotFound, "NOPE-404"},
 		{"order total above the contract's limit", func() error {
-			_, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(
-				&orderv1.OrderLine{Sku: "MUG-001", Quantity: 200, UnitPriceMinor: 10_000_000_000})))
+			_, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(&orderv1.OrderLine{Sku: "DEAR-001", Quantity: 200})))
 			return err
 		}, connect.CodeInvalidArgument, "exceeds"},
+		{"CreateOrder at a price that is not the current one", func() error {
+			_, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(&orderv1.OrderLine{Sku: "MUG-001", Quantity: 50, UnitPriceMinor: 1})))
+			return err
+		}, connect.CodeFailedPrecondition, "MUG-001 costs 1000 EUR per unit, the request says 1"},
+		{"CreateOrder in another currency than the SKU's", func() error {
+			req := orderRequest(line("MUG-001", 1))
+			req.Currency = "USD"
+			_, err := s.orders.CreateOrder(ctx, connect.NewRequest(req))
+			return err
+		}, connect.CodeFailedPrecondition, "MUG-001 is priced in EUR, the order is in USD"},
+		{"CreateOrder for a SKU without a price", func() error {
+			_, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(line("MUG-001", 1), &orderv1.OrderLine{Sku: "NOPE-404", Quantity: 1})))
+			return err
+		}, connect.CodeFailedPrecondition, "no price for SKU: NOPE-404"},
+		{"SetPrice negative", func() error {
+			_, err := s.inventory.SetPrice(ctx, connect.NewRequest(&inventoryv1.SetPriceRequest{Sku: "MUG-001", UnitPriceMinor: -1, Currency: "EUR"}))
+			return err
+		}, connect.CodeInvalidArgument, "unit_price_minor"},
+		{"SetPrice with a currency that is not ISO 4217", func() error {
+			_, err := s.inventory.SetPrice(ctx, connect.NewRequest(&inventoryv1.SetPriceRequest{Sku: "MUG-001", UnitPriceMinor: 1, Currency: "eur"}))
+			return err
+		}, connect.CodeInvalidArgument, "currency"},
 		{"oversized request (2 MiB)", func() error {
 			req := orderRequest(line("MUG-001", 1))
 			req.CouponCode = strings.Repeat("A", 2<<20)
@@ -96,8 +119,11 @@ func TestBadRPCRequests(t *testing.T) {
 	if n := s.count(t, "order", "SELECT count(*) FROM orders"); n != 0 {
 		t.Errorf("%d orders written by bad requests", n)
 	}
-	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 5 {
-		t.Errorf("stock changed by bad requests: %v", st)
+	if n := s.count(t, "order", "SELECT count(*) FROM outbox"); n != 0 {
+		t.Errorf("%d events written by bad requests", n)
+	}
+	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 5 || st.GetPrice().GetUnitPriceMinor() != unitPrice || st.GetPrice().GetRevision() != 1 {
+		t.Errorf("stock or price changed by bad requests: %v", st)
 	}
 }
 
@@ -224,7 +250,7 @@ func TestBadEvents(t *testing.T) {
 	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 5 || st.GetReserved() != 0 {
 		t.Errorf("stock changed by bad events: %v", st)
 	}
-	if n := s.count(t, "inventory", "SELECT count(*) FROM outbox"); n != 0 {
+	if n := s.count(t, "inventory", outcomesSQL); n != 0 {
 		t.Errorf("%d outcomes written for bad events", n)
 	}
 }

@@ -57,15 +57,29 @@ func benchPipeline(b *testing.B, mode string) float64 {
 	})
 	defer testenv.DropSchemas(b, schema+"_order", schema+"_inventory")
 	defer stop()
-	stock := map[string]int64{}
+	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range 100 {
 		stock[fmt.Sprintf("SKU-%03d", i)] = 1_000_000
+		prices[fmt.Sprintf("SKU-%03d", i)] = unitPrice
 	}
 	if err := s.Inventory.SeedStock(context.Background(), stock); err != nil {
 		b.Fatal(err)
 	}
+	if err := s.Inventory.SeedPrices(context.Background(), "EUR", prices); err != nil {
+		b.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	testenv.CheckFor(b, time.Minute, 20*time.Millisecond, func() error { // the order service knows every price
+		var n int
+		if err := s.Pools[0].QueryRow(ctx, "SELECT count(*) FROM prices").Scan(&n); err != nil {
+			return err
+		}
+		if n < len(prices) {
+			return fmt.Errorf("the order service knows %d of %d prices", n, len(prices))
+		}
+		return nil
+	})
 	if mode != "off" {
 		go func() { // a Prometheus scrape every second
 			t := time.NewTicker(time.Second)

@@ -119,7 +119,7 @@ func TestRetriesExhaustedThenRedrive(t *testing.T) {
 	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 8 || st.GetReserved() != 2 {
 		t.Errorf("stock on hand %d reserved %d, want 8 and 2 (reserved once)", st.GetOnHand(), st.GetReserved())
 	}
-	if n := s.count(t, "inventory", "SELECT count(*) FROM outbox"); n != 1 {
+	if n := s.count(t, "inventory", outcomesSQL); n != 1 {
 		t.Errorf("%d inventory outcomes, want 1", n)
 	}
 }

@@ -75,7 +75,7 @@ func TestDistributedGroups(t *testing.T) {
 	if n := s.count(t, "inventory", "SELECT count(*) FROM decisions"); n != orders {
 		t.Errorf("%d decisions for %d orders", n, orders)
 	}
-	if n := s.count(t, "inventory", "SELECT count(*) FROM outbox"); n != orders {
+	if n := s.count(t, "inventory", outcomesSQL); n != orders {
 		t.Errorf("%d inventory outcomes for %d orders, want one each", n, orders)
 	}
 	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 0 || st.GetReserved() != stock {

@@ -233,7 +233,17 @@ func TestHostileClients(t *testing.T) {
 			wantCode(t, name+": SetStock", err, tc.want)
 			_, err = client.Restock(ctx, connect.NewRequest(&inventoryv1.RestockRequest{Sku: "HOSTILE-1", Quantity: 1}))
 			wantCode(t, name+": Restock", err, tc.want)
+			_, err = client.SetPrice(ctx, connect.NewRequest(&inventoryv1.SetPriceRequest{Sku: "HOSTILE-1", UnitPriceMinor: 0, Currency: "EUR"}))
+			wantCode(t, name+": SetPrice", err, tc.want)
 		}
+	})
+
+	t.Run("RPC: a customer sets its own price", func(t *testing.T) {
+		cheap := &orderv1.OrderLine{Sku: "HOSTILE-1", Quantity: 5, UnitPriceMinor: 1}
+		_, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(cheap)))
+		wantCode(t, "CreateOrder at 1 cent", err, connect.CodeFailedPrecondition)
+		// Price 0 means "the catalog's price": the order is priced by the
+		// server (checked after the written-nothing check below).
 	})
 
 	t.Run("RPC: more units than a line or an order may hold", func(t *testing.T) {
@@ -246,6 +256,16 @@ func TestHostileClients(t *testing.T) {
 	if after := written(); after != before {
 		t.Errorf("the attempts above changed orders, processed events, stock from %v to %v", before, after)
 	}
+
+	t.Run("RPC: an order at price 0 is priced by the server", func(t *testing.T) {
+		res, err := s.orders.CreateOrder(ctx, connect.NewRequest(orderRequest(&orderv1.OrderLine{Sku: "HOSTILE-1", Quantity: 5})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := res.Msg.GetOrder(); o.GetTotalMinor() != 5*unitPrice || o.GetLines()[0].GetUnitPriceMinor() != unitPrice {
+			t.Errorf("an order of 5 at price 0: total %d, line price %d; want %d at %d", o.GetTotalMinor(), o.GetLines()[0].GetUnitPriceMinor(), 5*unitPrice, unitPrice)
+		}
+	})
 
 	t.Run("RPC: a customer places orders faster than its limit", func(t *testing.T) {
 		const flooder = "7d2e4f6a-8b0c-4d1e-9f2a-3b4c5d6e7f80"

@@ -150,7 +150,7 @@ func TestDistributedWithIdentities(t *testing.T) {
 	}
 }
 
-// TestAdminToken: with an admin token, SetStock, Restock and the
+// TestAdminToken: with an admin token, SetStock, SetPrice, Restock and the
 // DeadLetterService need it; the rest of the API does not.
 func TestAdminToken(t *testing.T) {
 	s := startStack(t, func(c *stack.Config) { c.Auth.AdminToken = "s3cret" })
@@ -172,6 +172,11 @@ func TestAdminToken(t *testing.T) {
 	if _, err := admin.SetStock(ctx, connect.NewRequest(&inventoryv1.SetStockRequest{Sku: "MUG-001", OnHand: 1})); err != nil {
 		t.Errorf("SetStock with the token: %v", err)
 	}
+	_, err = anonymous.SetPrice(ctx, connect.NewRequest(&inventoryv1.SetPriceRequest{Sku: "MUG-001", UnitPriceMinor: unitPrice, Currency: "EUR"}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("SetPrice without the token: %v, want Unauthenticated", err)
+	}
+	s.setPrice(t, "MUG-001", unitPrice, "EUR") // as the admin
 	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 1 {
 		t.Errorf("stock %v", st)
 	}

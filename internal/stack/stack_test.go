@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -219,11 +220,47 @@ func (s *testStack) count(t *testing.T, service, sql string, args ...any) int64 
 	return n
 }
 
+// outcomesSQL counts the inventory service's outcome events in its outbox
+// (inventory.adjusted and inventory.rejected; not the inventory.priced that
+// setStock causes).
+const outcomesSQL = `SELECT count(*) FROM outbox WHERE subject NOT LIKE 'ecommerce.inventory.priced.%'`
+
+// unitPrice is the price, in EUR cents, that setStock gives every SKU it
+// stocks and that line states.
+const unitPrice = 1000
+
+// setStock sets the units on hand of sku and prices it unitPrice EUR
+// (setPrice): orders for it can be placed once it returns.
 func (s *testStack) setStock(t *testing.T, sku string, n int64) {
 	t.Helper()
 	if _, err := s.inventory.SetStock(context.Background(), connect.NewRequest(&inventoryv1.SetStockRequest{Sku: sku, OnHand: n})); err != nil {
 		t.Fatal(err)
 	}
+	s.setPrice(t, sku, unitPrice, "EUR")
+}
+
+// setPrice sets the price of sku (SetPrice) and waits until the order
+// service knows it: until the revision SetPrice made is in the order
+// schema's prices table, so the orders placed next are priced with it.
+func (s *testStack) setPrice(t *testing.T, sku string, minor int64, currency string) {
+	t.Helper()
+	res, err := s.inventory.SetPrice(context.Background(), connect.NewRequest(&inventoryv1.SetPriceRequest{Sku: sku, UnitPriceMinor: minor, Currency: currency}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.awaitPrice(t, sku, res.Msg.GetStock().GetPrice().GetRevision())
+}
+
+// awaitPrice waits until the order service has revision (or a later one)
+// of sku's price.
+func (s *testStack) awaitPrice(t *testing.T, sku string, revision int64) {
+	t.Helper()
+	testenv.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if s.count(t, "order", "SELECT count(*) FROM prices WHERE sku = $1 AND revision >= $2", sku, revision) == 0 {
+			return fmt.Errorf("the order service does not know revision %d of %s's price yet", revision, sku)
+		}
+		return nil
+	})
 }
 
 func (s *testStack) stock(t *testing.T, sku string) *inventoryv1.Stock {
@@ -253,8 +290,10 @@ func orderRequestFor(customer string, lines ...*orderv1.OrderLine) *orderv1.Crea
 	return &orderv1.CreateOrderRequest{IdempotencyKey: newKey(), CustomerId: customer, Currency: "EUR", Lines: lines}
 }
 
+// line is an order line that states the price setStock gave (the client
+// may also send 0: the current price).
 func line(sku string, qty uint32) *orderv1.OrderLine {
-	return &orderv1.OrderLine{Sku: sku, Quantity: qty, UnitPriceMinor: 1000}
+	return &orderv1.OrderLine{Sku: sku, Quantity: qty, UnitPriceMinor: unitPrice}
 }
 
 func (s *testStack) create(t *testing.T, req *orderv1.CreateOrderRequest) *orderv1.Order {

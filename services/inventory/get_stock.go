@@ -13,9 +13,10 @@ import (
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 )
 
-const stockColumns = `sku, on_hand, reserved, updated_at`
+const stockColumns = `sku, on_hand, reserved, updated_at, unit_price_minor, currency, price_revision`
 
-// GetStock returns the stock of sku, or ErrNotFound.
+// GetStock returns the stock of sku, with its price once it has one, or
+// ErrNotFound.
 func (s *Service) GetStock(ctx context.Context, sku string) (*inventoryv1.Stock, error) {
 	st, err := scanStock(s.pool.QueryRow(ctx, `SELECT `+stockColumns+` FROM stock WHERE sku = $1`, sku))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -64,9 +65,15 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 func scanStock(row pgx.Row) (*inventoryv1.Stock, error) {
 	st := &inventoryv1.Stock{}
 	var updated time.Time
-	if err := row.Scan(&st.Sku, &st.OnHand, &st.Reserved, &updated); err != nil {
+	var price *int64
+	var currency *string
+	var revision int64
+	if err := row.Scan(&st.Sku, &st.OnHand, &st.Reserved, &updated, &price, &currency, &revision); err != nil {
 		return nil, err
 	}
 	st.UpdatedAt = timestamppb.New(updated)
+	if price != nil && currency != nil {
+		st.Price = &inventoryv1.Price{UnitPriceMinor: *price, Currency: *currency, Revision: revision}
+	}
 	return st, nil
 }

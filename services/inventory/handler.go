@@ -59,6 +59,15 @@ func (h *Handler) Restock(ctx context.Context, req *connect.Request[inventoryv1.
 	return connect.NewResponse(&inventoryv1.RestockResponse{Stock: st}), nil
 }
 
+// SetPrice implements inventoryv1connect.InventoryServiceHandler.
+func (h *Handler) SetPrice(ctx context.Context, req *connect.Request[inventoryv1.SetPriceRequest]) (*connect.Response[inventoryv1.SetPriceResponse], error) {
+	st, err := h.svc.SetPrice(ctx, req.Msg.GetSku(), req.Msg.GetUnitPriceMinor(), req.Msg.GetCurrency())
+	if err != nil {
+		return nil, h.toConnect("SetPrice", err)
+	}
+	return connect.NewResponse(&inventoryv1.SetPriceResponse{Stock: st}), nil
+}
+
 // toConnect maps domain errors to Connect codes; anything unexpected is
 // logged in full and reaches the client without database text.
 func (h *Handler) toConnect(method string, err error) error {

@@ -2,10 +2,12 @@
 // reserves stock for each order.created event exactly once (all lines or
 // none, never below zero), publishes the outcome (inventory.adjusted or
 // inventory.rejected) through its outbox, and serves stock queries and the
-// admin SetStock and Restock.
+// admin SetStock and Restock. It owns the catalog's prices too: the admin
+// SetPrice stores a SKU's price and publishes it (inventory.priced) for the
+// order service, which prices every order with it.
 //
-// Use cases: reserve_stock.go (the consumer), get_stock.go, set_stock.go;
-// handler.go maps them onto the Connect API.
+// Use cases: reserve_stock.go (the consumer), get_stock.go, set_stock.go,
+// set_price.go; handler.go maps them onto the Connect API.
 package inventory
 
 import (

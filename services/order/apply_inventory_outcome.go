@@ -13,24 +13,27 @@ import (
 )
 
 // InventoryOutcomeConsumer is the consumer of the inventory service's
-// outcomes (inventory.adjusted, inventory.rejected). It is key-based, keyed
-// by order id, like the order.created that caused them.
+// events: its outcomes (inventory.adjusted, inventory.rejected), keyed by
+// order id like the order.created that caused them, and its prices
+// (inventory.priced), keyed by SKU. It is key-based: the events of one order,
+// or of one SKU, are handled in the order they were published.
 func InventoryOutcomeConsumer() messaging.ConsumerConfig {
 	return messaging.ConsumerConfig{
 		Stream:   "ECOMMERCE_INVENTORY",
 		Durable:  "order-apply-inventory-outcome",
-		Subjects: []string{"ecommerce.inventory.adjusted", "ecommerce.inventory.rejected"},
+		Subjects: []string{"ecommerce.inventory.adjusted", "ecommerce.inventory.rejected", "ecommerce.inventory.priced"},
 		Strategy: messaging.KeyBased,
 	}
 }
 
-// ApplyInventoryOutcome moves orders from PENDING to CONFIRMED
-// (inventory.adjusted) or REJECTED with the reason (inventory.rejected), for
-// a batch of outcomes (one partition's, in stream order) in one transaction
-// and one update for the whole batch, each once: a redelivered outcome
-// changes nothing. An outcome for an unknown order, a second different
-// outcome for an order, or an event that is not an outcome is dead-lettered
-// alone.
+// ApplyInventoryOutcome handles a batch of the inventory service's events
+// (one partition's, in stream order) in one transaction, each once: a
+// redelivered event changes nothing. It moves orders from PENDING to
+// CONFIRMED (inventory.adjusted) or REJECTED with the reason
+// (inventory.rejected), with one update for the whole batch, and keeps the
+// newest price of each SKU (inventory.priced, apply_price.go) with one
+// upsert. An outcome for an unknown order, a second different outcome for
+// an order, or an event of another type is dead-lettered alone.
 func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.Delivery) error {
 	type decision struct {
 		status string
@@ -45,6 +48,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			defer func() { end(err) }()
 		}
 		var ids, statuses, reasons []string
+		var priced []*inventoryeventsv1.InventoryPriced
 		first := map[string]*messaging.Delivery{} // the batch's first outcome of each order
 		statusOf := map[string]string{}
 		for _, d := range fresh {
@@ -54,6 +58,9 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 				orderID, status = e.GetOrderId(), "CONFIRMED"
 			case *inventoryeventsv1.InventoryRejected:
 				orderID, status, reason = e.GetOrderId(), "REJECTED", rejectReason(e)
+			case *inventoryeventsv1.InventoryPriced:
+				priced = append(priced, e)
+				continue
 			default:
 				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))}
 			}
@@ -68,6 +75,8 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 		}
 		updated := map[string]bool{}
 		b := &pgx.Batch{}
+		queuePrices(b, priced)
+		// With no outcome in the batch (only prices), this updates nothing.
 		b.Queue(`UPDATE orders SET status = v.status, reject_reason = v.reason, updated_at = now()
 			FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)
 			WHERE orders.id = v.id AND orders.id = ANY($1::uuid[]) AND orders.status = 'PENDING'
@@ -84,7 +93,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			return err
 		})
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("update orders: %w", err)
+			return fmt.Errorf("update orders and prices: %w", err)
 		}
 		if len(updated) == len(ids) {
 			return nil

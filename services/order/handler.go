@@ -177,6 +177,8 @@ func (h *Handler) toConnect(method string, err error) error {
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalidOrder), errors.Is(err, ErrTooManyUnits):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, ErrPriceMismatch), errors.Is(err, ErrCurrencyMismatch), errors.Is(err, ErrUnpriced):
+		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, ErrStopping):
 		return connect.NewError(connect.CodeUnavailable, err)
 	case errors.Is(err, context.Canceled):

@@ -1,11 +1,13 @@
 // Package order is the order service: it places orders (CreateOrder writes
 // the order and its OrderCreated event to the outbox in one transaction),
 // relays its outbox to JetStream, and moves each order from PENDING to
-// CONFIRMED or REJECTED when the inventory service's outcome arrives.
+// CONFIRMED or REJECTED when the inventory service's outcome arrives. It
+// prices every order itself, from its copy of the catalog's prices, which it
+// keeps from the inventory service's inventory.priced events.
 //
 // Each use case has its file: create_order.go, get_order.go,
-// apply_inventory_outcome.go; handler.go maps them onto the Connect API and
-// domain errors onto Connect codes.
+// apply_inventory_outcome.go, apply_price.go; handler.go maps them onto the
+// Connect API and domain errors onto Connect codes.
 package order
 
 import (
@@ -41,6 +43,16 @@ var (
 	// ErrInvalidOrder means an order breaks a rule the request's field
 	// rules cannot express (its total is too large).
 	ErrInvalidOrder = errors.New("invalid order")
+	// ErrPriceMismatch means a CreateOrder line named a unit price that is
+	// not its SKU's current price.
+	ErrPriceMismatch = errors.New("price mismatch")
+	// ErrCurrencyMismatch means a CreateOrder line's SKU is priced in
+	// another currency than the order's.
+	ErrCurrencyMismatch = errors.New("currency mismatch")
+	// ErrUnpriced means the order service knows no price for a SKU of a
+	// CreateOrder: the catalog has none, or its inventory.priced event has
+	// not arrived yet.
+	ErrUnpriced = errors.New("no price for SKU")
 	// ErrStopping means the service is stopping: a WatchOrder stream ends
 	// with it, and the client watches again (on another instance).
 	ErrStopping = errors.New("the order service is stopping; watch the order again")

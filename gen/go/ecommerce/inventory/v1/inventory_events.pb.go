@@ -345,6 +345,139 @@ func (x *Shortage) GetAvailable() int64 {
 	return 0
 }
 
+// InventoryPriced is published by the inventory service when an operator
+// sets the price of a SKU (SetPrice). It carries the whole price, not a
+// change: a consumer keeps, for each SKU, the price of the highest revision
+// it has seen, so a redelivered or late event never rolls a price back.
+type InventoryPriced struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sku is the stock keeping unit priced.
+	Sku string `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	// unit_price is the price of one unit.
+	UnitPrice *Money `protobuf:"bytes,2,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
+	// revision counts the SKU's price changes, from 1; a later price has a
+	// higher revision.
+	Revision int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// priced_at is when the price was committed.
+	PricedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=priced_at,json=pricedAt,proto3" json:"priced_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InventoryPriced) Reset() {
+	*x = InventoryPriced{}
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InventoryPriced) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InventoryPriced) ProtoMessage() {}
+
+func (x *InventoryPriced) ProtoReflect() protoreflect.Message {
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InventoryPriced.ProtoReflect.Descriptor instead.
+func (*InventoryPriced) Descriptor() ([]byte, []int) {
+	return file_ecommerce_inventory_v1_inventory_events_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *InventoryPriced) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *InventoryPriced) GetUnitPrice() *Money {
+	if x != nil {
+		return x.UnitPrice
+	}
+	return nil
+}
+
+func (x *InventoryPriced) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *InventoryPriced) GetPricedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PricedAt
+	}
+	return nil
+}
+
+// Money is an amount in integer minor units of an ISO 4217 currency (the
+// shape of ecommerce.order.v2.Money).
+type Money struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// currency is the ISO 4217 code, for example "EUR".
+	Currency string `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
+	// amount_minor is the amount in minor units (cents for EUR).
+	AmountMinor   int64 `protobuf:"varint,2,opt,name=amount_minor,json=amountMinor,proto3" json:"amount_minor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Money) Reset() {
+	*x = Money{}
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Money) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Money) ProtoMessage() {}
+
+func (x *Money) ProtoReflect() protoreflect.Message {
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Money.ProtoReflect.Descriptor instead.
+func (*Money) Descriptor() ([]byte, []int) {
+	return file_ecommerce_inventory_v1_inventory_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Money) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Money) GetAmountMinor() int64 {
+	if x != nil {
+		return x.AmountMinor
+	}
+	return 0
+}
+
 var File_ecommerce_inventory_v1_inventory_events_proto protoreflect.FileDescriptor
 
 const file_ecommerce_inventory_v1_inventory_events_proto_rawDesc = "" +
@@ -375,7 +508,18 @@ const file_ecommerce_inventory_v1_inventory_events_proto_rawDesc = "" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12+\n" +
 	"\trequested\x18\x02 \x01(\rB\r\xbaH\n" +
 	"\xc8\x01\x01*\x05\x18\x90N \x00R\trequested\x12%\n" +
-	"\tavailable\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tavailable*x\n" +
+	"\tavailable\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tavailable\"\xa4\x02\n" +
+	"\x0fInventoryPriced\x125\n" +
+	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12D\n" +
+	"\n" +
+	"unit_price\x18\x02 \x01(\v2\x1d.ecommerce.inventory.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\tunitPrice\x12#\n" +
+	"\brevision\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\brevision\x12?\n" +
+	"\tpriced_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\bpricedAt:.\xa2\xbb\x18*\n" +
+	"\x10inventory.priced\x12\x03sku\x1a\x11shopbus/inventory\"l\n" +
+	"\x05Money\x120\n" +
+	"\bcurrency\x18\x01 \x01(\tB\x14\xbaH\x11\xc8\x01\x01r\f2\n" +
+	"^[A-Z]{3}$R\bcurrency\x121\n" +
+	"\famount_minor\x18\x02 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\vamountMinor*x\n" +
 	"\x0fRejectionReason\x12 \n" +
 	"\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dREJECTION_REASON_OUT_OF_STOCK\x10\x01\x12 \n" +
@@ -395,26 +539,30 @@ func file_ecommerce_inventory_v1_inventory_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ecommerce_inventory_v1_inventory_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ecommerce_inventory_v1_inventory_events_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_ecommerce_inventory_v1_inventory_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_ecommerce_inventory_v1_inventory_events_proto_goTypes = []any{
 	(RejectionReason)(0),          // 0: ecommerce.inventory.v1.RejectionReason
 	(*InventoryAdjusted)(nil),     // 1: ecommerce.inventory.v1.InventoryAdjusted
 	(*Reservation)(nil),           // 2: ecommerce.inventory.v1.Reservation
 	(*InventoryRejected)(nil),     // 3: ecommerce.inventory.v1.InventoryRejected
 	(*Shortage)(nil),              // 4: ecommerce.inventory.v1.Shortage
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*InventoryPriced)(nil),       // 5: ecommerce.inventory.v1.InventoryPriced
+	(*Money)(nil),                 // 6: ecommerce.inventory.v1.Money
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_ecommerce_inventory_v1_inventory_events_proto_depIdxs = []int32{
 	2, // 0: ecommerce.inventory.v1.InventoryAdjusted.reservations:type_name -> ecommerce.inventory.v1.Reservation
-	5, // 1: ecommerce.inventory.v1.InventoryAdjusted.adjusted_at:type_name -> google.protobuf.Timestamp
+	7, // 1: ecommerce.inventory.v1.InventoryAdjusted.adjusted_at:type_name -> google.protobuf.Timestamp
 	0, // 2: ecommerce.inventory.v1.InventoryRejected.reason:type_name -> ecommerce.inventory.v1.RejectionReason
 	4, // 3: ecommerce.inventory.v1.InventoryRejected.shortages:type_name -> ecommerce.inventory.v1.Shortage
-	5, // 4: ecommerce.inventory.v1.InventoryRejected.rejected_at:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 4: ecommerce.inventory.v1.InventoryRejected.rejected_at:type_name -> google.protobuf.Timestamp
+	6, // 5: ecommerce.inventory.v1.InventoryPriced.unit_price:type_name -> ecommerce.inventory.v1.Money
+	7, // 6: ecommerce.inventory.v1.InventoryPriced.priced_at:type_name -> google.protobuf.Timestamp
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_ecommerce_inventory_v1_inventory_events_proto_init() }
@@ -428,7 +576,7 @@ func file_ecommerce_inventory_v1_inventory_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ecommerce_inventory_v1_inventory_events_proto_rawDesc), len(file_ecommerce_inventory_v1_inventory_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

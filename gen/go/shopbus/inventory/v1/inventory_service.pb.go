@@ -33,7 +33,9 @@ type Stock struct {
 	// reserved is the units reserved for confirmed orders so far.
 	Reserved int64 `protobuf:"varint,3,opt,name=reserved,proto3" json:"reserved,omitempty"`
 	// updated_at is when the stock last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// price is the price of one unit; unset until SetPrice gives one.
+	Price         *Price `protobuf:"bytes,5,opt,name=price,proto3" json:"price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -96,6 +98,78 @@ func (x *Stock) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Stock) GetPrice() *Price {
+	if x != nil {
+		return x.Price
+	}
+	return nil
+}
+
+// Price is the price of one unit of a SKU, as the catalog sets it.
+type Price struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// unit_price_minor is the price of one unit in minor units of currency.
+	UnitPriceMinor int64 `protobuf:"varint,1,opt,name=unit_price_minor,json=unitPriceMinor,proto3" json:"unit_price_minor,omitempty"`
+	// currency is the ISO 4217 code of the price.
+	Currency string `protobuf:"bytes,2,opt,name=currency,proto3" json:"currency,omitempty"`
+	// revision counts the SKU's price changes: 1 for its first price. The
+	// order service applies a price only over an older revision.
+	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Price) Reset() {
+	*x = Price{}
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Price) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Price) ProtoMessage() {}
+
+func (x *Price) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Price.ProtoReflect.Descriptor instead.
+func (*Price) Descriptor() ([]byte, []int) {
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Price) GetUnitPriceMinor() int64 {
+	if x != nil {
+		return x.UnitPriceMinor
+	}
+	return 0
+}
+
+func (x *Price) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Price) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // GetStockRequest names a SKU.
 type GetStockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -107,7 +181,7 @@ type GetStockRequest struct {
 
 func (x *GetStockRequest) Reset() {
 	*x = GetStockRequest{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[1]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -119,7 +193,7 @@ func (x *GetStockRequest) String() string {
 func (*GetStockRequest) ProtoMessage() {}
 
 func (x *GetStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[1]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -132,7 +206,7 @@ func (x *GetStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockRequest.ProtoReflect.Descriptor instead.
 func (*GetStockRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{1}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetStockRequest) GetSku() string {
@@ -153,7 +227,7 @@ type GetStockResponse struct {
 
 func (x *GetStockResponse) Reset() {
 	*x = GetStockResponse{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[2]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +239,7 @@ func (x *GetStockResponse) String() string {
 func (*GetStockResponse) ProtoMessage() {}
 
 func (x *GetStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[2]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +252,7 @@ func (x *GetStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockResponse.ProtoReflect.Descriptor instead.
 func (*GetStockResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{2}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetStockResponse) GetStock() *Stock {
@@ -203,7 +277,7 @@ type ListStockRequest struct {
 
 func (x *ListStockRequest) Reset() {
 	*x = ListStockRequest{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[3]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +289,7 @@ func (x *ListStockRequest) String() string {
 func (*ListStockRequest) ProtoMessage() {}
 
 func (x *ListStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[3]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +302,7 @@ func (x *ListStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStockRequest.ProtoReflect.Descriptor instead.
 func (*ListStockRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{3}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListStockRequest) GetSkus() []string {
@@ -265,7 +339,7 @@ type ListStockResponse struct {
 
 func (x *ListStockResponse) Reset() {
 	*x = ListStockResponse{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[4]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +351,7 @@ func (x *ListStockResponse) String() string {
 func (*ListStockResponse) ProtoMessage() {}
 
 func (x *ListStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[4]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +364,7 @@ func (x *ListStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStockResponse.ProtoReflect.Descriptor instead.
 func (*ListStockResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{4}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListStockResponse) GetStock() []*Stock {
@@ -320,7 +394,7 @@ type SetStockRequest struct {
 
 func (x *SetStockRequest) Reset() {
 	*x = SetStockRequest{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[5]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +406,7 @@ func (x *SetStockRequest) String() string {
 func (*SetStockRequest) ProtoMessage() {}
 
 func (x *SetStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[5]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +419,7 @@ func (x *SetStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStockRequest.ProtoReflect.Descriptor instead.
 func (*SetStockRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{5}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetStockRequest) GetSku() string {
@@ -373,7 +447,7 @@ type SetStockResponse struct {
 
 func (x *SetStockResponse) Reset() {
 	*x = SetStockResponse{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[6]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +459,7 @@ func (x *SetStockResponse) String() string {
 func (*SetStockResponse) ProtoMessage() {}
 
 func (x *SetStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[6]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +472,7 @@ func (x *SetStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStockResponse.ProtoReflect.Descriptor instead.
 func (*SetStockResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{6}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetStockResponse) GetStock() *Stock {
@@ -421,7 +495,7 @@ type RestockRequest struct {
 
 func (x *RestockRequest) Reset() {
 	*x = RestockRequest{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[7]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +507,7 @@ func (x *RestockRequest) String() string {
 func (*RestockRequest) ProtoMessage() {}
 
 func (x *RestockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[7]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +520,7 @@ func (x *RestockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestockRequest.ProtoReflect.Descriptor instead.
 func (*RestockRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{7}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RestockRequest) GetSku() string {
@@ -474,7 +548,7 @@ type RestockResponse struct {
 
 func (x *RestockResponse) Reset() {
 	*x = RestockResponse{}
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[8]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +560,7 @@ func (x *RestockResponse) String() string {
 func (*RestockResponse) ProtoMessage() {}
 
 func (x *RestockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[8]
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,10 +573,121 @@ func (x *RestockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestockResponse.ProtoReflect.Descriptor instead.
 func (*RestockResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{8}
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RestockResponse) GetStock() *Stock {
+	if x != nil {
+		return x.Stock
+	}
+	return nil
+}
+
+// SetPriceRequest sets the price of one unit of a SKU.
+type SetPriceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sku is the stock keeping unit; created with nothing on hand if new.
+	Sku string `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	// unit_price_minor is the price of one unit in minor units of currency,
+	// 0 to 10,000,000,000.
+	UnitPriceMinor int64 `protobuf:"varint,2,opt,name=unit_price_minor,json=unitPriceMinor,proto3" json:"unit_price_minor,omitempty"`
+	// currency is the ISO 4217 code of the price, for example "EUR".
+	Currency      string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPriceRequest) Reset() {
+	*x = SetPriceRequest{}
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPriceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPriceRequest) ProtoMessage() {}
+
+func (x *SetPriceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPriceRequest.ProtoReflect.Descriptor instead.
+func (*SetPriceRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetPriceRequest) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *SetPriceRequest) GetUnitPriceMinor() int64 {
+	if x != nil {
+		return x.UnitPriceMinor
+	}
+	return 0
+}
+
+func (x *SetPriceRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+// SetPriceResponse returns the SKU after the change.
+type SetPriceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stock is the SKU's stock, with its new price and revision.
+	Stock         *Stock `protobuf:"bytes,1,opt,name=stock,proto3" json:"stock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPriceResponse) Reset() {
+	*x = SetPriceResponse{}
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPriceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPriceResponse) ProtoMessage() {}
+
+func (x *SetPriceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_inventory_v1_inventory_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPriceResponse.ProtoReflect.Descriptor instead.
+func (*SetPriceResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetPriceResponse) GetStock() *Stock {
 	if x != nil {
 		return x.Stock
 	}
@@ -513,13 +698,18 @@ var File_shopbus_inventory_v1_inventory_service_proto protoreflect.FileDescripto
 
 const file_shopbus_inventory_v1_inventory_service_proto_rawDesc = "" +
 	"\n" +
-	",shopbus/inventory/v1/inventory_service.proto\x12\x14shopbus.inventory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n" +
+	",shopbus/inventory/v1/inventory_service.proto\x12\x14shopbus.inventory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n" +
 	"\x05Stock\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x17\n" +
 	"\aon_hand\x18\x02 \x01(\x03R\x06onHand\x12\x1a\n" +
 	"\breserved\x18\x03 \x01(\x03R\breserved\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"H\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x121\n" +
+	"\x05price\x18\x05 \x01(\v2\x1b.shopbus.inventory.v1.PriceR\x05price\"i\n" +
+	"\x05Price\x12(\n" +
+	"\x10unit_price_minor\x18\x01 \x01(\x03R\x0eunitPriceMinor\x12\x1a\n" +
+	"\bcurrency\x18\x02 \x01(\tR\bcurrency\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"H\n" +
 	"\x0fGetStockRequest\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\"E\n" +
 	"\x10GetStockResponse\x121\n" +
@@ -542,12 +732,21 @@ const file_shopbus_inventory_v1_inventory_service_proto_rawDesc = "" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12*\n" +
 	"\bquantity\x18\x02 \x01(\x03B\x0e\xbaH\v\xc8\x01\x01\"\x06\x18\xc0\x84= \x00R\bquantity\"D\n" +
 	"\x0fRestockResponse\x121\n" +
-	"\x05stock\x18\x01 \x01(\v2\x1b.shopbus.inventory.v1.StockR\x05stock2\x8d\x03\n" +
+	"\x05stock\x18\x01 \x01(\v2\x1b.shopbus.inventory.v1.StockR\x05stock\"\xb3\x01\n" +
+	"\x0fSetPriceRequest\x125\n" +
+	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x127\n" +
+	"\x10unit_price_minor\x18\x02 \x01(\x03B\r\xbaH\n" +
+	"\"\b\x18\x80ȯ\xa0%(\x00R\x0eunitPriceMinor\x120\n" +
+	"\bcurrency\x18\x03 \x01(\tB\x14\xbaH\x11\xc8\x01\x01r\f2\n" +
+	"^[A-Z]{3}$R\bcurrency\"E\n" +
+	"\x10SetPriceResponse\x121\n" +
+	"\x05stock\x18\x01 \x01(\v2\x1b.shopbus.inventory.v1.StockR\x05stock2\xed\x03\n" +
 	"\x10InventoryService\x12^\n" +
 	"\bGetStock\x12%.shopbus.inventory.v1.GetStockRequest\x1a&.shopbus.inventory.v1.GetStockResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\tListStock\x12&.shopbus.inventory.v1.ListStockRequest\x1a'.shopbus.inventory.v1.ListStockResponse\"\x03\x90\x02\x01\x12^\n" +
 	"\bSetStock\x12%.shopbus.inventory.v1.SetStockRequest\x1a&.shopbus.inventory.v1.SetStockResponse\"\x03\x90\x02\x02\x12V\n" +
-	"\aRestock\x12$.shopbus.inventory.v1.RestockRequest\x1a%.shopbus.inventory.v1.RestockResponseB\xe7\x01\n" +
+	"\aRestock\x12$.shopbus.inventory.v1.RestockRequest\x1a%.shopbus.inventory.v1.RestockResponse\x12^\n" +
+	"\bSetPrice\x12%.shopbus.inventory.v1.SetPriceRequest\x1a&.shopbus.inventory.v1.SetPriceResponse\"\x03\x90\x02\x02B\xe7\x01\n" +
 	"\x18com.shopbus.inventory.v1B\x15InventoryServiceProtoP\x01ZBgithub.com/shopbus/shopbus/gen/go/shopbus/inventory/v1;inventoryv1\xa2\x02\x03SIX\xaa\x02\x14Shopbus.Inventory.V1\xca\x02\x14Shopbus\\Inventory\\V1\xe2\x02 Shopbus\\Inventory\\V1\\GPBMetadata\xea\x02\x16Shopbus::Inventory::V1b\x06proto3"
 
 var (
@@ -562,38 +761,45 @@ func file_shopbus_inventory_v1_inventory_service_proto_rawDescGZIP() []byte {
 	return file_shopbus_inventory_v1_inventory_service_proto_rawDescData
 }
 
-var file_shopbus_inventory_v1_inventory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_shopbus_inventory_v1_inventory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_shopbus_inventory_v1_inventory_service_proto_goTypes = []any{
 	(*Stock)(nil),                 // 0: shopbus.inventory.v1.Stock
-	(*GetStockRequest)(nil),       // 1: shopbus.inventory.v1.GetStockRequest
-	(*GetStockResponse)(nil),      // 2: shopbus.inventory.v1.GetStockResponse
-	(*ListStockRequest)(nil),      // 3: shopbus.inventory.v1.ListStockRequest
-	(*ListStockResponse)(nil),     // 4: shopbus.inventory.v1.ListStockResponse
-	(*SetStockRequest)(nil),       // 5: shopbus.inventory.v1.SetStockRequest
-	(*SetStockResponse)(nil),      // 6: shopbus.inventory.v1.SetStockResponse
-	(*RestockRequest)(nil),        // 7: shopbus.inventory.v1.RestockRequest
-	(*RestockResponse)(nil),       // 8: shopbus.inventory.v1.RestockResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Price)(nil),                 // 1: shopbus.inventory.v1.Price
+	(*GetStockRequest)(nil),       // 2: shopbus.inventory.v1.GetStockRequest
+	(*GetStockResponse)(nil),      // 3: shopbus.inventory.v1.GetStockResponse
+	(*ListStockRequest)(nil),      // 4: shopbus.inventory.v1.ListStockRequest
+	(*ListStockResponse)(nil),     // 5: shopbus.inventory.v1.ListStockResponse
+	(*SetStockRequest)(nil),       // 6: shopbus.inventory.v1.SetStockRequest
+	(*SetStockResponse)(nil),      // 7: shopbus.inventory.v1.SetStockResponse
+	(*RestockRequest)(nil),        // 8: shopbus.inventory.v1.RestockRequest
+	(*RestockResponse)(nil),       // 9: shopbus.inventory.v1.RestockResponse
+	(*SetPriceRequest)(nil),       // 10: shopbus.inventory.v1.SetPriceRequest
+	(*SetPriceResponse)(nil),      // 11: shopbus.inventory.v1.SetPriceResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_shopbus_inventory_v1_inventory_service_proto_depIdxs = []int32{
-	9, // 0: shopbus.inventory.v1.Stock.updated_at:type_name -> google.protobuf.Timestamp
-	0, // 1: shopbus.inventory.v1.GetStockResponse.stock:type_name -> shopbus.inventory.v1.Stock
-	0, // 2: shopbus.inventory.v1.ListStockResponse.stock:type_name -> shopbus.inventory.v1.Stock
-	0, // 3: shopbus.inventory.v1.SetStockResponse.stock:type_name -> shopbus.inventory.v1.Stock
-	0, // 4: shopbus.inventory.v1.RestockResponse.stock:type_name -> shopbus.inventory.v1.Stock
-	1, // 5: shopbus.inventory.v1.InventoryService.GetStock:input_type -> shopbus.inventory.v1.GetStockRequest
-	3, // 6: shopbus.inventory.v1.InventoryService.ListStock:input_type -> shopbus.inventory.v1.ListStockRequest
-	5, // 7: shopbus.inventory.v1.InventoryService.SetStock:input_type -> shopbus.inventory.v1.SetStockRequest
-	7, // 8: shopbus.inventory.v1.InventoryService.Restock:input_type -> shopbus.inventory.v1.RestockRequest
-	2, // 9: shopbus.inventory.v1.InventoryService.GetStock:output_type -> shopbus.inventory.v1.GetStockResponse
-	4, // 10: shopbus.inventory.v1.InventoryService.ListStock:output_type -> shopbus.inventory.v1.ListStockResponse
-	6, // 11: shopbus.inventory.v1.InventoryService.SetStock:output_type -> shopbus.inventory.v1.SetStockResponse
-	8, // 12: shopbus.inventory.v1.InventoryService.Restock:output_type -> shopbus.inventory.v1.RestockResponse
-	9, // [9:13] is the sub-list for method output_type
-	5, // [5:9] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	12, // 0: shopbus.inventory.v1.Stock.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 1: shopbus.inventory.v1.Stock.price:type_name -> shopbus.inventory.v1.Price
+	0,  // 2: shopbus.inventory.v1.GetStockResponse.stock:type_name -> shopbus.inventory.v1.Stock
+	0,  // 3: shopbus.inventory.v1.ListStockResponse.stock:type_name -> shopbus.inventory.v1.Stock
+	0,  // 4: shopbus.inventory.v1.SetStockResponse.stock:type_name -> shopbus.inventory.v1.Stock
+	0,  // 5: shopbus.inventory.v1.RestockResponse.stock:type_name -> shopbus.inventory.v1.Stock
+	0,  // 6: shopbus.inventory.v1.SetPriceResponse.stock:type_name -> shopbus.inventory.v1.Stock
+	2,  // 7: shopbus.inventory.v1.InventoryService.GetStock:input_type -> shopbus.inventory.v1.GetStockRequest
+	4,  // 8: shopbus.inventory.v1.InventoryService.ListStock:input_type -> shopbus.inventory.v1.ListStockRequest
+	6,  // 9: shopbus.inventory.v1.InventoryService.SetStock:input_type -> shopbus.inventory.v1.SetStockRequest
+	8,  // 10: shopbus.inventory.v1.InventoryService.Restock:input_type -> shopbus.inventory.v1.RestockRequest
+	10, // 11: shopbus.inventory.v1.InventoryService.SetPrice:input_type -> shopbus.inventory.v1.SetPriceRequest
+	3,  // 12: shopbus.inventory.v1.InventoryService.GetStock:output_type -> shopbus.inventory.v1.GetStockResponse
+	5,  // 13: shopbus.inventory.v1.InventoryService.ListStock:output_type -> shopbus.inventory.v1.ListStockResponse
+	7,  // 14: shopbus.inventory.v1.InventoryService.SetStock:output_type -> shopbus.inventory.v1.SetStockResponse
+	9,  // 15: shopbus.inventory.v1.InventoryService.Restock:output_type -> shopbus.inventory.v1.RestockResponse
+	11, // 16: shopbus.inventory.v1.InventoryService.SetPrice:output_type -> shopbus.inventory.v1.SetPriceResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_shopbus_inventory_v1_inventory_service_proto_init() }
@@ -607,7 +813,7 @@ func file_shopbus_inventory_v1_inventory_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shopbus_inventory_v1_inventory_service_proto_rawDesc), len(file_shopbus_inventory_v1_inventory_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

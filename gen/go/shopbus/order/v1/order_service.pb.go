@@ -215,7 +215,10 @@ type OrderLine struct {
 	// quantity is how many units, 1 to 10000.
 	Quantity uint32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
 	// unit_price_minor is the price of one unit the customer was shown, in
-	// minor units.
+	// minor units. The server prices every line from the catalog: 0 means the
+	// current price, and any other value must be the current price, or the
+	// order is refused with FAILED_PRECONDITION. In an Order, the price the
+	// line was placed at.
 	UnitPriceMinor int64 `protobuf:"varint,3,opt,name=unit_price_minor,json=unitPriceMinor,proto3" json:"unit_price_minor,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

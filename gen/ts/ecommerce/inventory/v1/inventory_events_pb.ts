@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ecommerce/inventory/v1/inventory_events.proto.
  */
 export const file_ecommerce_inventory_v1_inventory_events: GenFile = /*@__PURE__*/
-  fileDesc("Ci1lY29tbWVyY2UvaW52ZW50b3J5L3YxL2ludmVudG9yeV9ldmVudHMucHJvdG8SFmVjb21tZXJjZS5pbnZlbnRvcnkudjEi7AEKEUludmVudG9yeUFkanVzdGVkEh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABARJICgxyZXNlcnZhdGlvbnMYAiADKAsyIy5lY29tbWVyY2UuaW52ZW50b3J5LnYxLlJlc2VydmF0aW9uQg26SArIAQGSAQQIARBkEjcKC2FkanVzdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBOjWiuxgxChJpbnZlbnRvcnkuYWRqdXN0ZWQSCG9yZGVyX2lkGhFzaG9wYnVzL2ludmVudG9yeSJ8CgtSZXNlcnZhdGlvbhIwCgNza3UYASABKAlCI7pIIMgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEh8KCHF1YW50aXR5GAIgASgNQg26SArIAQEqBRiQTiAAEhoKCXJlbWFpbmluZxgDIAEoA0IHukgEIgIoACKuAgoRSW52ZW50b3J5UmVqZWN0ZWQSHQoIb3JkZXJfaWQYASABKAlCC7pICMgBAXIDsAEBEkYKBnJlYXNvbhgCIAEoDjInLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuUmVqZWN0aW9uUmVhc29uQg26SArIAQGCAQQQASAAEkIKCXNob3J0YWdlcxgDIAMoCzIgLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuU2hvcnRhZ2VCDbpICsgBAZIBBAgBEGQSNwoLcmVqZWN0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6NaK7GDEKEmludmVudG9yeS5yZWplY3RlZBIIb3JkZXJfaWQaEXNob3BidXMvaW52ZW50b3J5InoKCFNob3J0YWdlEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSIAoJcmVxdWVzdGVkGAIgASgNQg26SArIAQEqBRiQTiAAEhoKCWF2YWlsYWJsZRgDIAEoA0IHukgEIgIoACp4Cg9SZWplY3Rpb25SZWFzb24SIAocUkVKRUNUSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiEKHVJFSkVDVElPTl9SRUFTT05fT1VUX09GX1NUT0NLEAESIAocUkVKRUNUSU9OX1JFQVNPTl9VTktOT1dOX1NLVRACQvIBChpjb20uZWNvbW1lcmNlLmludmVudG9yeS52MUIUSW52ZW50b3J5RXZlbnRzUHJvdG9QAVpEZ2l0aHViLmNvbS9zaG9wYnVzL3Nob3BidXMvZ2VuL2dvL2Vjb21tZXJjZS9pbnZlbnRvcnkvdjE7aW52ZW50b3J5djGiAgNFSViqAhZFY29tbWVyY2UuSW52ZW50b3J5LlYxygIWRWNvbW1lcmNlXEludmVudG9yeVxWMeICIkVjb21tZXJjZVxJbnZlbnRvcnlcVjFcR1BCTWV0YWRhdGHqAhhFY29tbWVyY2U6OkludmVudG9yeTo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_shopbus_event_v1_options]);
+  fileDesc("Ci1lY29tbWVyY2UvaW52ZW50b3J5L3YxL2ludmVudG9yeV9ldmVudHMucHJvdG8SFmVjb21tZXJjZS5pbnZlbnRvcnkudjEi7AEKEUludmVudG9yeUFkanVzdGVkEh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABARJICgxyZXNlcnZhdGlvbnMYAiADKAsyIy5lY29tbWVyY2UuaW52ZW50b3J5LnYxLlJlc2VydmF0aW9uQg26SArIAQGSAQQIARBkEjcKC2FkanVzdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBOjWiuxgxChJpbnZlbnRvcnkuYWRqdXN0ZWQSCG9yZGVyX2lkGhFzaG9wYnVzL2ludmVudG9yeSJ8CgtSZXNlcnZhdGlvbhIwCgNza3UYASABKAlCI7pIIMgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEh8KCHF1YW50aXR5GAIgASgNQg26SArIAQEqBRiQTiAAEhoKCXJlbWFpbmluZxgDIAEoA0IHukgEIgIoACKuAgoRSW52ZW50b3J5UmVqZWN0ZWQSHQoIb3JkZXJfaWQYASABKAlCC7pICMgBAXIDsAEBEkYKBnJlYXNvbhgCIAEoDjInLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuUmVqZWN0aW9uUmVhc29uQg26SArIAQGCAQQQASAAEkIKCXNob3J0YWdlcxgDIAMoCzIgLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuU2hvcnRhZ2VCDbpICsgBAZIBBAgBEGQSNwoLcmVqZWN0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6NaK7GDEKEmludmVudG9yeS5yZWplY3RlZBIIb3JkZXJfaWQaEXNob3BidXMvaW52ZW50b3J5InoKCFNob3J0YWdlEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSIAoJcmVxdWVzdGVkGAIgASgNQg26SArIAQEqBRiQTiAAEhoKCWF2YWlsYWJsZRgDIAEoA0IHukgEIgIoACKAAgoPSW52ZW50b3J5UHJpY2VkEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSOQoKdW5pdF9wcmljZRgCIAEoCzIdLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuTW9uZXlCBrpIA8gBARIZCghyZXZpc2lvbhgDIAEoA0IHukgEIgIgABI1CglwcmljZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6LqK7GCoKEGludmVudG9yeS5wcmljZWQSA3NrdRoRc2hvcGJ1cy9pbnZlbnRvcnkiVQoFTW9uZXkSJgoIY3VycmVuY3kYASABKAlCFLpIEcgBAXIMMgpeW0EtWl17M30kEiQKDGFtb3VudF9taW5vchgCIAEoA0IOukgLIgkYgKCUpY0dKAAqeAoPUmVqZWN0aW9uUmVhc29uEiAKHFJFSkVDVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIhCh1SRUpFQ1RJT05fUkVBU09OX09VVF9PRl9TVE9DSxABEiAKHFJFSkVDVElPTl9SRUFTT05fVU5LTk9XTl9TS1UQAkLyAQoaY29tLmVjb21tZXJjZS5pbnZlbnRvcnkudjFCFEludmVudG9yeUV2ZW50c1Byb3RvUAFaRGdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9lY29tbWVyY2UvaW52ZW50b3J5L3YxO2ludmVudG9yeXYxogIDRUlYqgIWRWNvbW1lcmNlLkludmVudG9yeS5WMcoCFkVjb21tZXJjZVxJbnZlbnRvcnlcVjHiAiJFY29tbWVyY2VcSW52ZW50b3J5XFYxXEdQQk1ldGFkYXRh6gIYRWNvbW1lcmNlOjpJbnZlbnRvcnk6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_shopbus_event_v1_options]);
 
 /**
  * InventoryAdjusted is published by the inventory service when it has
@@ -165,6 +165,81 @@ export type Shortage = Message<"ecommerce.inventory.v1.Shortage"> & {
  */
 export const ShortageSchema: GenMessage<Shortage> = /*@__PURE__*/
   messageDesc(file_ecommerce_inventory_v1_inventory_events, 3);
+
+/**
+ * InventoryPriced is published by the inventory service when an operator
+ * sets the price of a SKU (SetPrice). It carries the whole price, not a
+ * change: a consumer keeps, for each SKU, the price of the highest revision
+ * it has seen, so a redelivered or late event never rolls a price back.
+ *
+ * @generated from message ecommerce.inventory.v1.InventoryPriced
+ */
+export type InventoryPriced = Message<"ecommerce.inventory.v1.InventoryPriced"> & {
+  /**
+   * sku is the stock keeping unit priced.
+   *
+   * @generated from field: string sku = 1;
+   */
+  sku: string;
+
+  /**
+   * unit_price is the price of one unit.
+   *
+   * @generated from field: ecommerce.inventory.v1.Money unit_price = 2;
+   */
+  unitPrice?: Money | undefined;
+
+  /**
+   * revision counts the SKU's price changes, from 1; a later price has a
+   * higher revision.
+   *
+   * @generated from field: int64 revision = 3;
+   */
+  revision: bigint;
+
+  /**
+   * priced_at is when the price was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp priced_at = 4;
+   */
+  pricedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message ecommerce.inventory.v1.InventoryPriced.
+ * Use `create(InventoryPricedSchema)` to create a new message.
+ */
+export const InventoryPricedSchema: GenMessage<InventoryPriced> = /*@__PURE__*/
+  messageDesc(file_ecommerce_inventory_v1_inventory_events, 4);
+
+/**
+ * Money is an amount in integer minor units of an ISO 4217 currency (the
+ * shape of ecommerce.order.v2.Money).
+ *
+ * @generated from message ecommerce.inventory.v1.Money
+ */
+export type Money = Message<"ecommerce.inventory.v1.Money"> & {
+  /**
+   * currency is the ISO 4217 code, for example "EUR".
+   *
+   * @generated from field: string currency = 1;
+   */
+  currency: string;
+
+  /**
+   * amount_minor is the amount in minor units (cents for EUR).
+   *
+   * @generated from field: int64 amount_minor = 2;
+   */
+  amountMinor: bigint;
+};
+
+/**
+ * Describes the message ecommerce.inventory.v1.Money.
+ * Use `create(MoneySchema)` to create a new message.
+ */
+export const MoneySchema: GenMessage<Money> = /*@__PURE__*/
+  messageDesc(file_ecommerce_inventory_v1_inventory_events, 5);
 
 /**
  * RejectionReason says why stock could not be reserved.

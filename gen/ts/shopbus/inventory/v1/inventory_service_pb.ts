@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/inventory/v1/inventory_service.proto.
  */
 export const file_shopbus_inventory_v1_inventory_service: GenFile = /*@__PURE__*/
-  fileDesc("CixzaG9wYnVzL2ludmVudG9yeS92MS9pbnZlbnRvcnlfc2VydmljZS5wcm90bxIUc2hvcGJ1cy5pbnZlbnRvcnkudjEiZwoFU3RvY2sSCwoDc2t1GAEgASgJEg8KB29uX2hhbmQYAiABKAMSEAoIcmVzZXJ2ZWQYAyABKAMSLgoKdXBkYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoPR2V0U3RvY2tSZXF1ZXN0EjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQiPgoQR2V0U3RvY2tSZXNwb25zZRIqCgVzdG9jaxgBIAEoCzIbLnNob3BidXMuaW52ZW50b3J5LnYxLlN0b2NrIoQBChBMaXN0U3RvY2tSZXF1ZXN0EjUKBHNrdXMYASADKAlCJ7pIJJIBIRBkIh1yGzIZXltBLVowLTldW0EtWjAtOS1dezIsMzF9JBIbCglwYWdlX3NpemUYAiABKA1CCLpIBSoDGPQDEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIACIlgKEUxpc3RTdG9ja1Jlc3BvbnNlEioKBXN0b2NrGAEgAygLMhsuc2hvcGJ1cy5pbnZlbnRvcnkudjEuU3RvY2sSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImMKD1NldFN0b2NrUmVxdWVzdBIwCgNza3UYASABKAlCI7pIIMgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEh4KB29uX2hhbmQYAiABKANCDbpICiIIGICU69wDKAAiPgoQU2V0U3RvY2tSZXNwb25zZRIqCgVzdG9jaxgBIAEoCzIbLnNob3BidXMuaW52ZW50b3J5LnYxLlN0b2NrImQKDlJlc3RvY2tSZXF1ZXN0EjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSIAoIcXVhbnRpdHkYAiABKANCDrpIC8gBASIGGMCEPSAAIj0KD1Jlc3RvY2tSZXNwb25zZRIqCgVzdG9jaxgBIAEoCzIbLnNob3BidXMuaW52ZW50b3J5LnYxLlN0b2NrMo0DChBJbnZlbnRvcnlTZXJ2aWNlEl4KCEdldFN0b2NrEiUuc2hvcGJ1cy5pbnZlbnRvcnkudjEuR2V0U3RvY2tSZXF1ZXN0GiYuc2hvcGJ1cy5pbnZlbnRvcnkudjEuR2V0U3RvY2tSZXNwb25zZSIDkAIBEmEKCUxpc3RTdG9jaxImLnNob3BidXMuaW52ZW50b3J5LnYxLkxpc3RTdG9ja1JlcXVlc3QaJy5zaG9wYnVzLmludmVudG9yeS52MS5MaXN0U3RvY2tSZXNwb25zZSIDkAIBEl4KCFNldFN0b2NrEiUuc2hvcGJ1cy5pbnZlbnRvcnkudjEuU2V0U3RvY2tSZXF1ZXN0GiYuc2hvcGJ1cy5pbnZlbnRvcnkudjEuU2V0U3RvY2tSZXNwb25zZSIDkAICElYKB1Jlc3RvY2sSJC5zaG9wYnVzLmludmVudG9yeS52MS5SZXN0b2NrUmVxdWVzdBolLnNob3BidXMuaW52ZW50b3J5LnYxLlJlc3RvY2tSZXNwb25zZULnAQoYY29tLnNob3BidXMuaW52ZW50b3J5LnYxQhVJbnZlbnRvcnlTZXJ2aWNlUHJvdG9QAVpCZ2l0aHViLmNvbS9zaG9wYnVzL3Nob3BidXMvZ2VuL2dvL3Nob3BidXMvaW52ZW50b3J5L3YxO2ludmVudG9yeXYxogIDU0lYqgIUU2hvcGJ1cy5JbnZlbnRvcnkuVjHKAhRTaG9wYnVzXEludmVudG9yeVxWMeICIFNob3BidXNcSW52ZW50b3J5XFYxXEdQQk1ldGFkYXRh6gIWU2hvcGJ1czo6SW52ZW50b3J5OjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CixzaG9wYnVzL2ludmVudG9yeS92MS9pbnZlbnRvcnlfc2VydmljZS5wcm90bxIUc2hvcGJ1cy5pbnZlbnRvcnkudjEikwEKBVN0b2NrEgsKA3NrdRgBIAEoCRIPCgdvbl9oYW5kGAIgASgDEhAKCHJlc2VydmVkGAMgASgDEi4KCnVwZGF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKBXByaWNlGAUgASgLMhsuc2hvcGJ1cy5pbnZlbnRvcnkudjEuUHJpY2UiRQoFUHJpY2USGAoQdW5pdF9wcmljZV9taW5vchgBIAEoAxIQCghjdXJyZW5jeRgCIAEoCRIQCghyZXZpc2lvbhgDIAEoAyJDCg9HZXRTdG9ja1JlcXVlc3QSMAoDc2t1GAEgASgJQiO6SCDIAQFyGzIZXltBLVowLTldW0EtWjAtOS1dezIsMzF9JCI+ChBHZXRTdG9ja1Jlc3BvbnNlEioKBXN0b2NrGAEgASgLMhsuc2hvcGJ1cy5pbnZlbnRvcnkudjEuU3RvY2sihAEKEExpc3RTdG9ja1JlcXVlc3QSNQoEc2t1cxgBIAMoCUInukgkkgEhEGQiHXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEhsKCXBhZ2Vfc2l6ZRgCIAEoDUIIukgFKgMY9AMSHAoKcGFnZV90b2tlbhgDIAEoCUIIukgFcgMYgAIiWAoRTGlzdFN0b2NrUmVzcG9uc2USKgoFc3RvY2sYASADKAsyGy5zaG9wYnVzLmludmVudG9yeS52MS5TdG9jaxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiYwoPU2V0U3RvY2tSZXF1ZXN0EjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSHgoHb25faGFuZBgCIAEoA0INukgKIggYgJTr3AMoACI+ChBTZXRTdG9ja1Jlc3BvbnNlEioKBXN0b2NrGAEgASgLMhsuc2hvcGJ1cy5pbnZlbnRvcnkudjEuU3RvY2siZAoOUmVzdG9ja1JlcXVlc3QSMAoDc2t1GAEgASgJQiO6SCDIAQFyGzIZXltBLVowLTldW0EtWjAtOS1dezIsMzF9JBIgCghxdWFudGl0eRgCIAEoA0IOukgLyAEBIgYYwIQ9IAAiPQoPUmVzdG9ja1Jlc3BvbnNlEioKBXN0b2NrGAEgASgLMhsuc2hvcGJ1cy5pbnZlbnRvcnkudjEuU3RvY2silAEKD1NldFByaWNlUmVxdWVzdBIwCgNza3UYASABKAlCI7pIIMgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEicKEHVuaXRfcHJpY2VfbWlub3IYAiABKANCDbpICiIIGIDIr6AlKAASJgoIY3VycmVuY3kYAyABKAlCFLpIEcgBAXIMMgpeW0EtWl17M30kIj4KEFNldFByaWNlUmVzcG9uc2USKgoFc3RvY2sYASABKAsyGy5zaG9wYnVzLmludmVudG9yeS52MS5TdG9jazLtAwoQSW52ZW50b3J5U2VydmljZRJeCghHZXRTdG9jaxIlLnNob3BidXMuaW52ZW50b3J5LnYxLkdldFN0b2NrUmVxdWVzdBomLnNob3BidXMuaW52ZW50b3J5LnYxLkdldFN0b2NrUmVzcG9uc2UiA5ACARJhCglMaXN0U3RvY2sSJi5zaG9wYnVzLmludmVudG9yeS52MS5MaXN0U3RvY2tSZXF1ZXN0Gicuc2hvcGJ1cy5pbnZlbnRvcnkudjEuTGlzdFN0b2NrUmVzcG9uc2UiA5ACARJeCghTZXRTdG9jaxIlLnNob3BidXMuaW52ZW50b3J5LnYxLlNldFN0b2NrUmVxdWVzdBomLnNob3BidXMuaW52ZW50b3J5LnYxLlNldFN0b2NrUmVzcG9uc2UiA5ACAhJWCgdSZXN0b2NrEiQuc2hvcGJ1cy5pbnZlbnRvcnkudjEuUmVzdG9ja1JlcXVlc3QaJS5zaG9wYnVzLmludmVudG9yeS52MS5SZXN0b2NrUmVzcG9uc2USXgoIU2V0UHJpY2USJS5zaG9wYnVzLmludmVudG9yeS52MS5TZXRQcmljZVJlcXVlc3QaJi5zaG9wYnVzLmludmVudG9yeS52MS5TZXRQcmljZVJlc3BvbnNlIgOQAgJC5wEKGGNvbS5zaG9wYnVzLmludmVudG9yeS52MUIVSW52ZW50b3J5U2VydmljZVByb3RvUAFaQmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL2ludmVudG9yeS92MTtpbnZlbnRvcnl2MaICA1NJWKoCFFNob3BidXMuSW52ZW50b3J5LlYxygIUU2hvcGJ1c1xJbnZlbnRvcnlcVjHiAiBTaG9wYnVzXEludmVudG9yeVxWMVxHUEJNZXRhZGF0YeoCFlNob3BidXM6OkludmVudG9yeTo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Stock is the stock of one SKU.
@@ -48,6 +48,13 @@ export type Stock = Message<"shopbus.inventory.v1.Stock"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 4;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * price is the price of one unit; unset until SetPrice gives one.
+   *
+   * @generated from field: shopbus.inventory.v1.Price price = 5;
+   */
+  price?: Price | undefined;
 };
 
 /**
@@ -56,6 +63,42 @@ export type Stock = Message<"shopbus.inventory.v1.Stock"> & {
  */
 export const StockSchema: GenMessage<Stock> = /*@__PURE__*/
   messageDesc(file_shopbus_inventory_v1_inventory_service, 0);
+
+/**
+ * Price is the price of one unit of a SKU, as the catalog sets it.
+ *
+ * @generated from message shopbus.inventory.v1.Price
+ */
+export type Price = Message<"shopbus.inventory.v1.Price"> & {
+  /**
+   * unit_price_minor is the price of one unit in minor units of currency.
+   *
+   * @generated from field: int64 unit_price_minor = 1;
+   */
+  unitPriceMinor: bigint;
+
+  /**
+   * currency is the ISO 4217 code of the price.
+   *
+   * @generated from field: string currency = 2;
+   */
+  currency: string;
+
+  /**
+   * revision counts the SKU's price changes: 1 for its first price. The
+   * order service applies a price only over an older revision.
+   *
+   * @generated from field: int64 revision = 3;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message shopbus.inventory.v1.Price.
+ * Use `create(PriceSchema)` to create a new message.
+ */
+export const PriceSchema: GenMessage<Price> = /*@__PURE__*/
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 1);
 
 /**
  * GetStockRequest names a SKU.
@@ -76,7 +119,7 @@ export type GetStockRequest = Message<"shopbus.inventory.v1.GetStockRequest"> & 
  * Use `create(GetStockRequestSchema)` to create a new message.
  */
 export const GetStockRequestSchema: GenMessage<GetStockRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 1);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 2);
 
 /**
  * GetStockResponse returns a SKU's stock.
@@ -97,7 +140,7 @@ export type GetStockResponse = Message<"shopbus.inventory.v1.GetStockResponse"> 
  * Use `create(GetStockResponseSchema)` to create a new message.
  */
 export const GetStockResponseSchema: GenMessage<GetStockResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 2);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 3);
 
 /**
  * ListStockRequest asks for a page of stock.
@@ -132,7 +175,7 @@ export type ListStockRequest = Message<"shopbus.inventory.v1.ListStockRequest"> 
  * Use `create(ListStockRequestSchema)` to create a new message.
  */
 export const ListStockRequestSchema: GenMessage<ListStockRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 3);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 4);
 
 /**
  * ListStockResponse is a page of stock, ordered by SKU.
@@ -160,7 +203,7 @@ export type ListStockResponse = Message<"shopbus.inventory.v1.ListStockResponse"
  * Use `create(ListStockResponseSchema)` to create a new message.
  */
 export const ListStockResponseSchema: GenMessage<ListStockResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 4);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 5);
 
 /**
  * SetStockRequest sets the units on hand of a SKU.
@@ -188,7 +231,7 @@ export type SetStockRequest = Message<"shopbus.inventory.v1.SetStockRequest"> & 
  * Use `create(SetStockRequestSchema)` to create a new message.
  */
 export const SetStockRequestSchema: GenMessage<SetStockRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 5);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 6);
 
 /**
  * SetStockResponse returns the stock after the change.
@@ -209,7 +252,7 @@ export type SetStockResponse = Message<"shopbus.inventory.v1.SetStockResponse"> 
  * Use `create(SetStockResponseSchema)` to create a new message.
  */
 export const SetStockResponseSchema: GenMessage<SetStockResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 6);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 7);
 
 /**
  * RestockRequest adds units to a SKU.
@@ -237,7 +280,7 @@ export type RestockRequest = Message<"shopbus.inventory.v1.RestockRequest"> & {
  * Use `create(RestockRequestSchema)` to create a new message.
  */
 export const RestockRequestSchema: GenMessage<RestockRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 7);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 8);
 
 /**
  * RestockResponse returns the stock after the change.
@@ -258,11 +301,70 @@ export type RestockResponse = Message<"shopbus.inventory.v1.RestockResponse"> & 
  * Use `create(RestockResponseSchema)` to create a new message.
  */
 export const RestockResponseSchema: GenMessage<RestockResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_inventory_v1_inventory_service, 8);
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 9);
 
 /**
- * InventoryService reads stock and, for operators, sets it. Stock is reserved
- * by the inventory service itself when it handles order.created events.
+ * SetPriceRequest sets the price of one unit of a SKU.
+ *
+ * @generated from message shopbus.inventory.v1.SetPriceRequest
+ */
+export type SetPriceRequest = Message<"shopbus.inventory.v1.SetPriceRequest"> & {
+  /**
+   * sku is the stock keeping unit; created with nothing on hand if new.
+   *
+   * @generated from field: string sku = 1;
+   */
+  sku: string;
+
+  /**
+   * unit_price_minor is the price of one unit in minor units of currency,
+   * 0 to 10,000,000,000.
+   *
+   * @generated from field: int64 unit_price_minor = 2;
+   */
+  unitPriceMinor: bigint;
+
+  /**
+   * currency is the ISO 4217 code of the price, for example "EUR".
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency: string;
+};
+
+/**
+ * Describes the message shopbus.inventory.v1.SetPriceRequest.
+ * Use `create(SetPriceRequestSchema)` to create a new message.
+ */
+export const SetPriceRequestSchema: GenMessage<SetPriceRequest> = /*@__PURE__*/
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 10);
+
+/**
+ * SetPriceResponse returns the SKU after the change.
+ *
+ * @generated from message shopbus.inventory.v1.SetPriceResponse
+ */
+export type SetPriceResponse = Message<"shopbus.inventory.v1.SetPriceResponse"> & {
+  /**
+   * stock is the SKU's stock, with its new price and revision.
+   *
+   * @generated from field: shopbus.inventory.v1.Stock stock = 1;
+   */
+  stock?: Stock | undefined;
+};
+
+/**
+ * Describes the message shopbus.inventory.v1.SetPriceResponse.
+ * Use `create(SetPriceResponseSchema)` to create a new message.
+ */
+export const SetPriceResponseSchema: GenMessage<SetPriceResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_inventory_v1_inventory_service, 11);
+
+/**
+ * InventoryService reads stock and, for operators, sets it and prices it.
+ * Stock is reserved by the inventory service itself when it handles
+ * order.created events. The catalog owns each SKU's price: the order service
+ * learns it from the inventory.priced events and prices every order with it.
  *
  * @generated from service shopbus.inventory.v1.InventoryService
  */
@@ -306,6 +408,18 @@ export const InventoryService: GenService<{
     methodKind: "unary";
     input: typeof RestockRequestSchema;
     output: typeof RestockResponseSchema;
+  },
+  /**
+   * SetPrice (admin) sets the price of one unit of a SKU, creating the SKU
+   * with nothing on hand if needed, and publishes inventory.priced. Orders
+   * placed once the order service has the event are priced with it.
+   *
+   * @generated from rpc shopbus.inventory.v1.InventoryService.SetPrice
+   */
+  setPrice: {
+    methodKind: "unary";
+    input: typeof SetPriceRequestSchema;
+    output: typeof SetPriceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shopbus_inventory_v1_inventory_service, 0);

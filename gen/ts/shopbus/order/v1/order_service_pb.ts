@@ -121,7 +121,10 @@ export type OrderLine = Message<"shopbus.order.v1.OrderLine"> & {
 
   /**
    * unit_price_minor is the price of one unit the customer was shown, in
-   * minor units.
+   * minor units. The server prices every line from the catalog: 0 means the
+   * current price, and any other value must be the current price, or the
+   * order is refused with FAILED_PRECONDITION. In an Order, the price the
+   * line was placed at.
    *
    * @generated from field: int64 unit_price_minor = 3;
    */
@@ -428,7 +431,10 @@ export const OrderService: GenService<{
   /**
    * CreateOrder places an order. It is idempotent: a retry with the same
    * idempotency_key returns the same order and writes nothing new; the same
-   * key with a different request is refused with ALREADY_EXISTS.
+   * key with a different request is refused with ALREADY_EXISTS. The server
+   * prices the order from the catalog (InventoryService.SetPrice): a line at
+   * another price than the current one, an order in another currency than a
+   * SKU's, or a SKU without a price is refused with FAILED_PRECONDITION.
    *
    * @generated from rpc shopbus.order.v1.OrderService.CreateOrder
    */

@@ -45,6 +45,9 @@ const (
 	// InventoryServiceRestockProcedure is the fully-qualified name of the InventoryService's Restock
 	// RPC.
 	InventoryServiceRestockProcedure = "/shopbus.inventory.v1.InventoryService/Restock"
+	// InventoryServiceSetPriceProcedure is the fully-qualified name of the InventoryService's SetPrice
+	// RPC.
+	InventoryServiceSetPriceProcedure = "/shopbus.inventory.v1.InventoryService/SetPrice"
 )
 
 // InventoryServiceClient is a client for the shopbus.inventory.v1.InventoryService service.
@@ -57,6 +60,10 @@ type InventoryServiceClient interface {
 	SetStock(context.Context, *connect.Request[v1.SetStockRequest]) (*connect.Response[v1.SetStockResponse], error)
 	// Restock (admin) adds units to a SKU that exists.
 	Restock(context.Context, *connect.Request[v1.RestockRequest]) (*connect.Response[v1.RestockResponse], error)
+	// SetPrice (admin) sets the price of one unit of a SKU, creating the SKU
+	// with nothing on hand if needed, and publishes inventory.priced. Orders
+	// placed once the order service has the event are priced with it.
+	SetPrice(context.Context, *connect.Request[v1.SetPriceRequest]) (*connect.Response[v1.SetPriceResponse], error)
 }
 
 // NewInventoryServiceClient constructs a client for the shopbus.inventory.v1.InventoryService
@@ -97,6 +104,13 @@ func NewInventoryServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(inventoryServiceMethods.ByName("Restock")),
 			connect.WithClientOptions(opts...),
 		),
+		setPrice: connect.NewClient[v1.SetPriceRequest, v1.SetPriceResponse](
+			httpClient,
+			baseURL+InventoryServiceSetPriceProcedure,
+			connect.WithSchema(inventoryServiceMethods.ByName("SetPrice")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -106,6 +120,7 @@ type inventoryServiceClient struct {
 	listStock *connect.Client[v1.ListStockRequest, v1.ListStockResponse]
 	setStock  *connect.Client[v1.SetStockRequest, v1.SetStockResponse]
 	restock   *connect.Client[v1.RestockRequest, v1.RestockResponse]
+	setPrice  *connect.Client[v1.SetPriceRequest, v1.SetPriceResponse]
 }
 
 // GetStock calls shopbus.inventory.v1.InventoryService.GetStock.
@@ -128,6 +143,11 @@ func (c *inventoryServiceClient) Restock(ctx context.Context, req *connect.Reque
 	return c.restock.CallUnary(ctx, req)
 }
 
+// SetPrice calls shopbus.inventory.v1.InventoryService.SetPrice.
+func (c *inventoryServiceClient) SetPrice(ctx context.Context, req *connect.Request[v1.SetPriceRequest]) (*connect.Response[v1.SetPriceResponse], error) {
+	return c.setPrice.CallUnary(ctx, req)
+}
+
 // InventoryServiceHandler is an implementation of the shopbus.inventory.v1.InventoryService
 // service.
 type InventoryServiceHandler interface {
@@ -139,6 +159,10 @@ type InventoryServiceHandler interface {
 	SetStock(context.Context, *connect.Request[v1.SetStockRequest]) (*connect.Response[v1.SetStockResponse], error)
 	// Restock (admin) adds units to a SKU that exists.
 	Restock(context.Context, *connect.Request[v1.RestockRequest]) (*connect.Response[v1.RestockResponse], error)
+	// SetPrice (admin) sets the price of one unit of a SKU, creating the SKU
+	// with nothing on hand if needed, and publishes inventory.priced. Orders
+	// placed once the order service has the event are priced with it.
+	SetPrice(context.Context, *connect.Request[v1.SetPriceRequest]) (*connect.Response[v1.SetPriceResponse], error)
 }
 
 // NewInventoryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -175,6 +199,13 @@ func NewInventoryServiceHandler(svc InventoryServiceHandler, opts ...connect.Han
 		connect.WithSchema(inventoryServiceMethods.ByName("Restock")),
 		connect.WithHandlerOptions(opts...),
 	)
+	inventoryServiceSetPriceHandler := connect.NewUnaryHandler(
+		InventoryServiceSetPriceProcedure,
+		svc.SetPrice,
+		connect.WithSchema(inventoryServiceMethods.ByName("SetPrice")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/shopbus.inventory.v1.InventoryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case InventoryServiceGetStockProcedure:
@@ -185,6 +216,8 @@ func NewInventoryServiceHandler(svc InventoryServiceHandler, opts ...connect.Han
 			inventoryServiceSetStockHandler.ServeHTTP(w, r)
 		case InventoryServiceRestockProcedure:
 			inventoryServiceRestockHandler.ServeHTTP(w, r)
+		case InventoryServiceSetPriceProcedure:
+			inventoryServiceSetPriceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -208,4 +241,8 @@ func (UnimplementedInventoryServiceHandler) SetStock(context.Context, *connect.R
 
 func (UnimplementedInventoryServiceHandler) Restock(context.Context, *connect.Request[v1.RestockRequest]) (*connect.Response[v1.RestockResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.inventory.v1.InventoryService.Restock is not implemented"))
+}
+
+func (UnimplementedInventoryServiceHandler) SetPrice(context.Context, *connect.Request[v1.SetPriceRequest]) (*connect.Response[v1.SetPriceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.inventory.v1.InventoryService.SetPrice is not implemented"))
 }

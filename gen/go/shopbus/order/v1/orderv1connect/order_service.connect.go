@@ -48,7 +48,10 @@ const (
 type OrderServiceClient interface {
 	// CreateOrder places an order. It is idempotent: a retry with the same
 	// idempotency_key returns the same order and writes nothing new; the same
-	// key with a different request is refused with ALREADY_EXISTS.
+	// key with a different request is refused with ALREADY_EXISTS. The server
+	// prices the order from the catalog (InventoryService.SetPrice): a line at
+	// another price than the current one, an order in another currency than a
+	// SKU's, or a SKU without a price is refused with FAILED_PRECONDITION.
 	CreateOrder(context.Context, *connect.Request[v1.CreateOrderRequest]) (*connect.Response[v1.CreateOrderResponse], error)
 	// GetOrder returns one order, or NOT_FOUND.
 	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
@@ -135,7 +138,10 @@ func (c *orderServiceClient) WatchOrder(ctx context.Context, req *connect.Reques
 type OrderServiceHandler interface {
 	// CreateOrder places an order. It is idempotent: a retry with the same
 	// idempotency_key returns the same order and writes nothing new; the same
-	// key with a different request is refused with ALREADY_EXISTS.
+	// key with a different request is refused with ALREADY_EXISTS. The server
+	// prices the order from the catalog (InventoryService.SetPrice): a line at
+	// another price than the current one, an order in another currency than a
+	// SKU's, or a SKU without a price is refused with FAILED_PRECONDITION.
 	CreateOrder(context.Context, *connect.Request[v1.CreateOrderRequest]) (*connect.Response[v1.CreateOrderResponse], error)
 	// GetOrder returns one order, or NOT_FOUND.
 	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
