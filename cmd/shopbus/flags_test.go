@@ -51,6 +51,11 @@ func TestServeNeedsAuthentication(t *testing.T) {
 	if !errors.As(err, &exit) || !strings.Contains(string(out), "no authentication") || !strings.Contains(string(out), "--insecure") {
 		t.Errorf("serve without authentication: %v\n%s", err, out)
 	}
+	cmd = exec.Command(bin, "serve", "inventory", "--addr", "127.0.0.1:0", "--jwt-key", "/nonexistent.pem")
+	cmd.Env = append(cmd.Environ(), "SHOPBUS_JWT_AUDIENCE=")
+	if out, err := cmd.CombinedOutput(); !errors.As(err, &exit) || !strings.Contains(string(out), "--jwt-key needs --jwt-audience") {
+		t.Errorf("serve with a key and no audience: %v\n%s", err, out)
+	}
 }
 
 // TestNoSecretInErrors: a NATS URL that does not parse is not quoted, with

@@ -118,7 +118,7 @@ func authFlags(fs *flag.FlagSet) func() (auth.Config, error) {
 	key := fs.String("jwt-key", env("SHOPBUS_JWT_KEY", ""),
 		"verify bearer tokens (JWT: EdDSA, ES*, RS*, PS*) with the public key in this `file`: PEM, or a JWKS document (env SHOPBUS_JWT_KEY)")
 	issuer := fs.String("jwt-issuer", env("SHOPBUS_JWT_ISSUER", ""), "when set, a token's iss must be this (env SHOPBUS_JWT_ISSUER)")
-	audience := fs.String("jwt-audience", env("SHOPBUS_JWT_AUDIENCE", ""), "when set, a token's aud must include this (env SHOPBUS_JWT_AUDIENCE)")
+	audience := fs.String("jwt-audience", env("SHOPBUS_JWT_AUDIENCE", ""), "a token's aud must include this; required with --jwt-key (env SHOPBUS_JWT_AUDIENCE)")
 	adminTokenOf := adminTokenFlags(fs)
 	return func() (auth.Config, error) {
 		var cfg auth.Config
@@ -127,6 +127,9 @@ func authFlags(fs *flag.FlagSet) func() (auth.Config, error) {
 			return cfg, err
 		}
 		if *key != "" {
+			if *audience == "" {
+				return cfg, errors.New("--jwt-key needs --jwt-audience (SHOPBUS_JWT_AUDIENCE): without it, a token the same issuer minted for another application would pass")
+			}
 			if cfg.Verifier, err = auth.LoadVerifier(*key, auth.Options{Issuer: *issuer, Audience: *audience}); err != nil {
 				return cfg, fmt.Errorf("--jwt-key: %w", err)
 			}

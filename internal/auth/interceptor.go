@@ -128,14 +128,16 @@ func (forward) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
-// protocolHeader reports whether a (canonical) header is Connect's or
-// gRPC's own.
+// protocolHeader reports whether a (canonical) header is one the Connect
+// client has written for the outgoing call before its interceptors run.
+// Anything else is the caller's: a Content-Encoding its own request had,
+// for one, would describe a body the relayed call does not send.
 func protocolHeader(k string) bool {
 	switch k {
-	case "Content-Type", "Accept-Encoding", "Content-Encoding", "User-Agent", "Te":
+	case "Content-Type", "Connect-Protocol-Version", "Accept-Encoding", "Connect-Accept-Encoding", "User-Agent":
 		return true
 	}
-	return strings.HasPrefix(k, "Connect-") || strings.HasPrefix(k, "Grpc-")
+	return false
 }
 
 // WrapStreamingClient implements connect.Interceptor.

@@ -14,7 +14,9 @@ package deadletter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,7 +85,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opts Options) error {
 		opts.MaxBytes = 1 << 30
 	}
 	replicas := max(opts.Replicas, 1)
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        AdvisoryStream,
 		Description: "JetStream advisories that feed the shopbus dead-letter queue",
 		Subjects: []string{
@@ -96,7 +98,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opts Options) error {
 	}); err != nil {
 		return fmt.Errorf("jetstream: stream %s: %w", AdvisoryStream, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        Stream,
 		Description: "shopbus dead letters: messages their consumers gave up on",
 		Subjects:    []string{SubjectPrefix + ">"},
@@ -120,4 +122,25 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opts Options) error {
 // subject is where the dead letter of (stream, consumer, seq) is stored.
 func subject(stream, consumer string, seq uint64) string {
 	return fmt.Sprintf("%s%s.%s.%d", SubjectPrefix, stream, consumer, seq)
+}
+
+// ensureStream creates or updates a stream, sending nothing when it is
+// already as wanted: every component runs Ensure at start, and a service's
+// NATS identity may read a stream's configuration but not change it.
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	if s, err := js.Stream(ctx, want.Name); err == nil {
+		have := s.CachedInfo().Config
+		// The server says -1 for "no limit", which the client leaves 0.
+		limit := func(have, want int64) bool { return have == want || have < 0 && want == 0 }
+		if slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge && limit(have.MaxBytes, want.MaxBytes) &&
+			have.Replicas == want.Replicas && have.Storage == want.Storage && limit(have.MaxMsgsPerSubject, want.MaxMsgsPerSubject) &&
+			have.Discard == want.Discard && have.DiscardNewPerSubject == want.DiscardNewPerSubject &&
+			(want.Duplicates == 0 || have.Duplicates == want.Duplicates) {
+			return nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	_, err := js.CreateOrUpdateStream(ctx, want)
+	return err
 }

@@ -131,7 +131,9 @@ func (s *Store) get(ctx context.Context, id uint64) (*jetstream.RawStreamMsg, er
 	return raw, nil
 }
 
-// Redrive republishes the dead letter id to its original subject, with its
+// Redrive republishes the message dead letter id is the copy of, read back
+// from its stream (never the copy: ErrNotRedrivable when the original is
+// gone, by retention or otherwise), to its original subject, with its
 // original headers and a new Nats-Msg-Id (the original one is still inside
 // the stream's duplicate window, or would be dropped as a duplicate), into
 // the original stream only; then it removes the dead letter. The consumer
@@ -151,18 +153,25 @@ func (s *Store) Redrive(ctx context.Context, id uint64) (uint64, error) {
 		origStream == Stream || origStream == AdvisoryStream:
 		return 0, fmt.Errorf("%w: %d: its subject %s belongs to the dead-letter queue itself", ErrNotRedrivable, id, origSubject)
 	}
+	// The event republished is the original, read back from its stream,
+	// never the dead letter's copy: whoever may file a dead letter (a
+	// service, for its consumers) must not get an event of its choosing
+	// published by the platform.
+	orig, err := s.original(ctx, h)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %d: %w", ErrNotRedrivable, id, err)
+	}
+	if orig.Subject != origSubject {
+		return 0, fmt.Errorf("%w: %d: it says its original was on %s, but %s #%s is on %s", ErrNotRedrivable, id,
+			origSubject, origStream, h.Get(HeaderOriginalSequence), orig.Subject)
+	}
 	out := nats.Header{}
-	for k, vs := range h {
-		if !strings.HasPrefix(k, "Shopbus-Dlq-") {
+	for k, vs := range orig.Header {
+		if k != nats.MsgIdHdr {
 			out[k] = vs
 		}
 	}
-	data := raw.Data
-	if h.Get(HeaderOriginalOmitted) == "true" { // too large to copy: fetch it from its stream
-		if data, err = s.original(ctx, h); err != nil {
-			return 0, fmt.Errorf("%w: %d: %w", ErrNotRedrivable, id, err)
-		}
-	}
+	data := orig.Data
 	msgID := h.Get(HeaderOriginalMsgID)
 	if msgID == "" {
 		msgID = strings.TrimPrefix(raw.Subject, SubjectPrefix)
@@ -182,8 +191,9 @@ func (s *Store) Redrive(ctx context.Context, id uint64) (uint64, error) {
 	return ack.Sequence, nil
 }
 
-// original returns the data of the message a dead letter stored without it.
-func (s *Store) original(ctx context.Context, h nats.Header) ([]byte, error) {
+// original returns the message a dead letter is the copy of, from its
+// stream.
+func (s *Store) original(ctx context.Context, h nats.Header) (*jetstream.RawStreamMsg, error) {
 	seq, err := strconv.ParseUint(h.Get(HeaderOriginalSequence), 10, 64)
 	if err != nil {
 		return nil, fmt.Errorf("original sequence %q: %w", h.Get(HeaderOriginalSequence), err)
@@ -199,7 +209,7 @@ func (s *Store) original(ctx context.Context, h nats.Header) ([]byte, error) {
 	if raw.Header.Get(nats.MsgIdHdr) != h.Get(HeaderOriginalMsgID) {
 		return nil, fmt.Errorf("%s #%d is no longer the original message (its stream was recreated)", h.Get(HeaderOriginalStream), seq)
 	}
-	return raw.Data, nil
+	return raw, nil
 }
 
 // Discard removes the dead letter id.

@@ -94,9 +94,52 @@ const (
 
 func partitionKey(p int) string { return partitionKeyPrefix + strconv.Itoa(p) }
 
-// ensureGroupBucket creates or updates the KV bucket of cfg's group.
+// EnsureGroupBucket declares the KV bucket of cfg's consumer group
+// (members and partition leases), creating or updating it: what the
+// platform identity does for every service at start, since a service's own
+// NATS identity may not declare streams (natsauth).
+func EnsureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) error {
+	cfg = cfg.withDefaults()
+	partitions := 0
+	if cfg.Strategy == KeyBased {
+		n, err := Partitions(ctx, js, cfg.Stream)
+		if err != nil {
+			return fmt.Errorf("consumer group %s: %w", cfg.Durable, err)
+		}
+		partitions = n
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, groupBucketConfig(cfg, partitions))
+	if err != nil {
+		return fmt.Errorf("jetstream: consumer group bucket %s (needs nats-server 2.11 or later): %w", GroupBucket(cfg.Durable), err)
+	}
+	return nil
+}
+
+// ensureGroupBucket returns the KV bucket of cfg's group, declaring it
+// only when it is missing or not as cfg wants it: a bucket the platform
+// declared is used as it is, so an identity that may not declare streams
+// still joins.
 func ensureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, partitions int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	want := groupBucketConfig(cfg, partitions)
+	kv, err := js.KeyValue(ctx, want.Bucket)
+	if err == nil {
+		st, serr := kv.Status(ctx)
+		if b, ok := st.(*jetstream.KeyValueBucketStatus); serr == nil && ok && sameGroupBucket(b.StreamInfo().Config, want) {
+			return kv, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("jetstream: consumer group bucket %s: %w", want.Bucket, err)
+	}
+	kv, err = js.CreateOrUpdateKeyValue(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: consumer group bucket %s (needs nats-server 2.11 or later; a service identity cannot declare it: the platform declares it at start): %w", want.Bucket, err)
+	}
+	return kv, nil
+}
+
+// groupBucketConfig is the bucket of cfg's group.
+func groupBucketConfig(cfg ConsumerConfig, partitions int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:      GroupBucket(cfg.Durable),
 		Description: "shopbus consumer group " + cfg.Durable + ": members and partition leases",
 		TTL:         cfg.Lease,
@@ -111,11 +154,17 @@ func ensureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg Consumer
 			metadataStrategy:   string(cfg.Strategy),
 			MetadataPartitions: strconv.Itoa(partitions),
 		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: consumer group bucket %s (needs nats-server 2.11 or later): %w", GroupBucket(cfg.Durable), err)
 	}
-	return kv, nil
+}
+
+// sameGroupBucket reports whether a bucket's stream has what want asks.
+func sameGroupBucket(have jetstream.StreamConfig, want jetstream.KeyValueConfig) bool {
+	for k, v := range want.Metadata {
+		if have.Metadata[k] != v {
+			return false
+		}
+	}
+	return have.MaxAge == want.TTL && have.SubjectDeleteMarkerTTL == want.LimitMarkerTTL && have.Storage == want.Storage
 }
 
 // member is this instance's membership of a group: it keeps its member key

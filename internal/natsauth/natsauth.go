@@ -5,15 +5,18 @@
 //
 // The identities and what each may do:
 //
-//	order      publish ecommerce.order.> (its events), acks, the DLQ, and
-//	           of the JetStream API only what it needs: declaring the
-//	           streams (create, update, info: `shopbus serve` declares the
-//	           topology from every component), its consumers on the streams
-//	           it consumes (create, info, fetch), its groups' KV buckets
+//	order      publish ecommerce.order.> (its events), acks, dead letters
+//	           of the streams it consumes, and of the JetStream API only
+//	           what it needs: stream info, its consumers on the streams it
+//	           consumes (create, info, fetch), its groups' KV buckets (read,
+//	           write, watch)
 //	inventory  the same with ecommerce.inventory.>
 //
-// A service cannot purge or delete a stream, delete or read a message by
-// sequence, or delete a consumer, outside its own buckets.
+// A service cannot create, change, purge or delete a stream (a stream's
+// configuration can source, transform or republish messages: that would be
+// a way around the publish permissions), delete or read a message by
+// sequence outside its buckets, or delete a consumer on an event stream.
+// The platform identity declares the streams and buckets.
 //	platform   everything: streams, the DLQ collector, the lag monitor,
 //	           the admin services, and the events the DLQ redrives
 //
@@ -47,15 +50,13 @@ const (
 var Identities = []Identity{Order, Inventory, Platform}
 
 // common are the subjects every service publishes to: acks and flow
-// control, the dead-letter stream (deadletter.Filer), and the JetStream
-// API's account info and stream declaration.
-var common = []string{"$JS.ACK.>", "$JS.FC.>", "shopbus.dlq.>", "$JS.API.INFO",
-	"$JS.API.STREAM.INFO.*", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*"}
+// control, and the JetStream API's account and stream info.
+var common = []string{"$JS.ACK.>", "$JS.FC.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.*"}
 
 // Grants are the JetStream resources a service identity uses.
 type Grants struct {
 	// Streams are the streams it consumes: it may create, read and fetch
-	// from consumers on them.
+	// from consumers on them, and file their dead letters.
 	Streams []string
 	// Buckets are its consumer groups' KV buckets.
 	Buckets []string
@@ -74,6 +75,9 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 		}
 		for _, st := range g.Streams {
 			consumerAPI(st, "CREATE", "DURABLE.CREATE", "INFO", "MSG.NEXT")
+			// Its consumers' dead letters (deadletter.Filer), and only
+			// theirs: "shopbus.dlq.<stream>.<consumer>.<seq>".
+			allow = append(allow, "shopbus.dlq."+st+".>")
 		}
 		for _, b := range g.Buckets {
 			kv := "KV_" + b

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
+	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsauth"
@@ -41,9 +43,12 @@ import (
 // TestDistributedWithIdentities'; secrets in -h and pprof's address are
 // cmd/shopbus's TestNoSecretInHelp and TestCheckLoopback.
 func TestHostileClients(t *testing.T) {
+	t.Parallel() // a refused NATS request waits out its deadline
 	var keysDir string
 	limits := order.Limits{OrdersPerSecond: 0.01, Burst: 3, MaxUnitsPerLine: 50, MaxUnitsPerOrder: 60}
-	s := startStack(t, func(c *stack.Config) { keysDir, c.OrderLimits = c.NATSKeysDir, limits })
+	s := startStack(t, func(c *stack.Config) {
+		keysDir, c.OrderLimits, c.AllowedOrigins = c.NATSKeysDir, limits, []string{"https://shop.example"}
+	})
 	keys, err := natsauth.LoadOrCreate(keysDir)
 	if err != nil {
 		t.Fatal(err)
@@ -100,28 +105,89 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
-	t.Run("NATS: a service cannot delete or purge a stream, nor delete a consumer", func(t *testing.T) {
+	t.Run("NATS: a service cannot create, change, delete or purge a stream, nor delete a consumer", func(t *testing.T) {
 		js := jetstreamAs(t, s, keys, natsauth.Order)
-		msgs := streamMsgs(t, s.JS, "ECOMMERCE_ORDER")
+		msgs := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY")
 		// A refused request gets no answer: each waits out its deadline.
 		tctx := func() context.Context {
 			c, cancel := context.WithTimeout(ctx, 2*time.Second)
 			t.Cleanup(cancel)
 			return c
 		}
-		if err := js.DeleteStream(tctx(), "ECOMMERCE_ORDER"); err == nil {
-			t.Error("the order service's identity deleted ECOMMERCE_ORDER")
+		st, err := js.Stream(tctx(), "ECOMMERCE_INVENTORY")
+		if err != nil {
+			t.Fatalf("stream info, which a service may read: %v", err)
 		}
-		if st, err := js.Stream(tctx(), "ECOMMERCE_ORDER"); err != nil {
-			t.Errorf("stream info, which a service may read: %v", err)
-		} else if err := st.Purge(tctx()); err == nil {
-			t.Error("the order service's identity purged ECOMMERCE_ORDER")
+		// A stream's configuration can bring messages in from elsewhere
+		// (sources, transforms, republish): a way around the publish
+		// permissions, and a way to cut a stream short.
+		changed := st.CachedInfo().Config
+		changed.MaxMsgs = 1
+		if _, err := js.UpdateStream(tctx(), changed); err == nil {
+			t.Error("the order service's identity changed ECOMMERCE_INVENTORY")
 		}
-		if err := js.DeleteConsumer(tctx(), "ECOMMERCE_ORDER", messaging.PartitionDurable(inventory.ReserveStockConsumer().Durable, 0)); err == nil {
+		if _, err := js.CreateStream(tctx(), jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"ecommerce.order.evil.>"},
+			RePublish: &jetstream.RePublish{Source: ">", Destination: "ecommerce.inventory.adjusted.v1.0.{{wildcard(1)}}"}}); err == nil {
+			t.Error("the order service's identity created a stream")
+		}
+		if err := js.DeleteStream(tctx(), "ECOMMERCE_INVENTORY"); err == nil {
+			t.Error("the order service's identity deleted ECOMMERCE_INVENTORY")
+		}
+		if err := st.Purge(tctx()); err == nil {
+			t.Error("the order service's identity purged ECOMMERCE_INVENTORY")
+		}
+		durable := messaging.PartitionDurable(inventory.ReserveStockConsumer().Durable, 0)
+		if err := js.DeleteConsumer(tctx(), "ECOMMERCE_ORDER", durable); err == nil {
 			t.Error("the order service's identity deleted the inventory's consumer")
 		}
-		if after := streamMsgs(t, s.JS, "ECOMMERCE_ORDER"); after != msgs {
-			t.Errorf("ECOMMERCE_ORDER went from %d to %d messages", msgs, after)
+		if _, err := s.JS.Consumer(ctx, "ECOMMERCE_ORDER", durable); err != nil {
+			t.Errorf("the inventory's consumer %s: %v", durable, err)
+		}
+		if after := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY"); after != msgs {
+			t.Errorf("ECOMMERCE_INVENTORY went from %d to %d messages", msgs, after)
+		}
+	})
+
+	t.Run("NATS: a service launders a forged event through the dead-letter queue", func(t *testing.T) {
+		js := jetstreamAs(t, s, keys, natsauth.Order)
+		forged, err := event.New(ctx, &inventoryeventsv1.InventoryAdjusted{
+			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2d", AdjustedAt: timestamppb.Now(),
+			Reservations: []*inventoryeventsv1.Reservation{{Sku: "HOSTILE-1", Quantity: 1}},
+		}, event.WithSource("shopbus/inventory"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := event.Encode(forged)
+		letter := func(subject string) *nats.Msg {
+			h := event.Headers(forged)
+			h.Set(deadletter.HeaderOriginalStream, "ECOMMERCE_INVENTORY")
+			h.Set(deadletter.HeaderOriginalSubject, "ecommerce.inventory.adjusted.v1.0."+forged.GetPartitionKey())
+			h.Set(deadletter.HeaderOriginalSequence, "1")
+			h.Set(deadletter.HeaderOriginalMsgID, forged.GetId())
+			return &nats.Msg{Subject: subject, Data: data, Header: h}
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		// Only the dead letters of the streams it consumes...
+		if _, err := js.PublishMsg(pctx, letter("shopbus.dlq.ECOMMERCE_ORDER.inventory-reserve-stock-p0.999")); err == nil {
+			t.Error("the order service's identity filed a dead letter of a stream it does not consume")
+		}
+		// ...and a redrive publishes the original, read back from its
+		// stream, never the letter's copy.
+		ack, err := js.PublishMsg(ctx, letter("shopbus.dlq.ECOMMERCE_INVENTORY.order-apply-inventory-outcome-p0.999"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inventoryMsgs := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY")
+		res, err := s.dlq.RedriveDeadLetters(ctx, connect.NewRequest(&deadletterv1.RedriveDeadLettersRequest{Ids: []uint64{ack.Sequence}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := res.Msg.GetResults()[0]; r.GetOk() || !strings.Contains(r.GetError(), "cannot be redriven") {
+			t.Errorf("redrive of a forged dead letter: %v", r)
+		}
+		if after := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY"); after != inventoryMsgs {
+			t.Errorf("ECOMMERCE_INVENTORY went from %d to %d messages", inventoryMsgs, after)
 		}
 	})
 
@@ -219,6 +285,14 @@ func TestHostileClients(t *testing.T) {
 		res.Body.Close()
 		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
 			t.Errorf("CORS preflight from https://evil.example: Access-Control-Allow-Origin %q", got)
+		}
+		req.Header.Set("Origin", "https://shop.example") // the allowed one, to show the check can fail
+		if res, err = http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "https://shop.example" {
+			t.Errorf("CORS preflight from the allowed https://shop.example: Access-Control-Allow-Origin %q", got)
 		}
 		origin := connect.WithInterceptors(header{"Origin": "https://evil.example"})
 		for name, tc := range map[string]struct {

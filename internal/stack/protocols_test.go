@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/gateway"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
@@ -20,6 +21,7 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/stack"
@@ -88,6 +90,12 @@ func TestDistributed(t *testing.T) {
 	if st := s.stock(t, "MUG-001"); st.GetOnHand() != 1 {
 		t.Errorf("stock %v, want 1 on hand", st)
 	}
+	// A caller's compressed request is relayed as a call of the
+	// gateway's own (its Content-Encoding is not the relayed body's).
+	gzipped := inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, gw.URL(), connect.WithSendGzip(), as(t, admin))
+	if _, err := gzipped.GetStock(context.Background(), connect.NewRequest(&inventoryv1.GetStockRequest{Sku: "MUG-001"})); err != nil {
+		t.Errorf("a gzipped GetStock through the gateway: %v", err)
+	}
 	// Validation happens at the gateway as well as in the service.
 	_, err := s.orders.CreateOrder(context.Background(), connect.NewRequest(orderRequest(line("MUG-001", 0))))
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
@@ -136,6 +144,21 @@ func TestDistributedWithIdentities(t *testing.T) {
 	if nc, err := nats.Connect(srv.ClientURL(), nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12})); err == nil {
 		nc.Close()
 		t.Error("a client that does not trust the NATS server's certificate connected")
+	}
+	// A service's identity may not declare streams: the platform
+	// declares the topology first (as the gateway does at its start).
+	platform, err := stack.NATSCredentials("", keys.SeedFile(natsauth.Platform), cert, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(srv.ClientURL(), platform...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := stack.DeclareTopology(context.Background(), js, messaging.StreamOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	orders := start("order", natsauth.Order, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
 	inventory := start("inventory", natsauth.Inventory, stack.Config{TLSCertFile: cert, TLSKeyFile: key})

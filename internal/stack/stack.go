@@ -334,13 +334,38 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if !cfg.runs("order") && !cfg.runs("inventory") {
-		return nil
+	if s.NATS != nil || cfg.runs("gateway") {
+		// The platform identity: the embedded server's, or the gateway's.
+		return DeclareTopology(ctx, s.JS, cfg.Streams)
 	}
+	// A service connected as its own identity may not declare streams:
+	// they are used as they are when current, declared when missing
+	// where the server lets it (no identities).
 	if err := messaging.EnsureStreams(ctx, s.JS, cfg.Streams); err != nil {
+		return fmt.Errorf("%w (with its own NATS identity a service cannot declare streams: start the gateway, which declares them, first)", err)
+	}
+	if err := deadletter.Ensure(ctx, s.JS, deadletter.Options{Replicas: cfg.Streams.Replicas}); err != nil {
+		return fmt.Errorf("%w (with its own NATS identity a service cannot declare streams: start the gateway, which declares them, first)", err)
+	}
+	return nil
+}
+
+// DeclareTopology declares, on js (the platform identity, which may), the
+// event streams, the dead-letter streams and the services' consumer group
+// buckets, creating what is missing and updating what changed.
+func DeclareTopology(ctx context.Context, js jetstream.JetStream, streams messaging.StreamOptions) error {
+	if err := messaging.EnsureStreams(ctx, js, streams); err != nil {
 		return err
 	}
-	return deadletter.Ensure(ctx, s.JS, deadletter.Options{Replicas: cfg.Streams.Replicas})
+	if err := deadletter.Ensure(ctx, js, deadletter.Options{Replicas: streams.Replicas}); err != nil {
+		return err
+	}
+	for _, c := range []messaging.ConsumerConfig{order.InventoryOutcomeConsumer(), inventory.ReserveStockConsumer()} {
+		if err := messaging.EnsureGroupBucket(ctx, js, c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // NATSUsers are the users a NATS server closed to shopbus's identities

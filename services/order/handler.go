@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -59,6 +60,10 @@ func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.
 		req.Msg.CustomerId = own
 	case req.Msg.GetCustomerId() == "":
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("customer_id: an admin places an order for a customer: name it"))
+	default:
+		if id, err := uuid.Parse(req.Msg.GetCustomerId()); err == nil {
+			req.Msg.CustomerId = id.String() // one customer, one bucket, however its id is cased
+		}
 	}
 	if err := h.limits.checkUnits(req.Msg); err != nil {
 		return nil, h.toConnect("CreateOrder", err)

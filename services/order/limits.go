@@ -98,6 +98,7 @@ type rateLimiter struct {
 	burst int
 	mu    sync.Mutex
 	by    map[string]*rate.Limiter
+	swept time.Time // the last sweep of full buckets
 }
 
 // maxTracked is how many customers' buckets are kept before the full ones
@@ -115,12 +116,21 @@ func (r *rateLimiter) allow(customer string, now time.Time) error {
 	defer r.mu.Unlock()
 	lim, ok := r.by[customer]
 	if !ok {
-		if len(r.by) >= maxTracked {
+		if len(r.by) >= maxTracked && now.Sub(r.swept) >= time.Second {
+			// At most a sweep a second: customers back at their burst
+			// lose nothing by being forgotten.
+			r.swept = now
 			for c, l := range r.by {
 				if l.TokensAt(now) >= float64(r.burst) {
 					delete(r.by, c)
 				}
 			}
+		}
+		for c := range r.by {
+			if len(r.by) < maxTracked {
+				break
+			}
+			delete(r.by, c) // over the cap still: forget some at random
 		}
 		lim = rate.NewLimiter(r.limit, r.burst)
 		r.by[customer] = lim
