@@ -95,7 +95,8 @@ const (
 func partitionKey(p int) string { return partitionKeyPrefix + strconv.Itoa(p) }
 
 // EnsureGroupBucket declares the KV bucket of cfg's consumer group
-// (members and partition leases), creating or updating it: what the
+// (members and partition leases), creating it when missing and updating
+// it when it is not as cfg wants (sending nothing otherwise): what the
 // platform identity does for every service at start, since a service's own
 // NATS identity may not declare streams (natsauth).
 func EnsureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) error {
@@ -108,11 +109,8 @@ func EnsureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg Consumer
 		}
 		partitions = n
 	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, groupBucketConfig(cfg, partitions))
-	if err != nil {
-		return fmt.Errorf("jetstream: consumer group bucket %s (needs nats-server 2.11 or later): %w", GroupBucket(cfg.Durable), err)
-	}
-	return nil
+	_, err := ensureGroupBucket(ctx, js, cfg, partitions)
+	return err
 }
 
 // ensureGroupBucket returns the KV bucket of cfg's group, declaring it

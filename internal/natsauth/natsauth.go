@@ -17,6 +17,7 @@
 // a way around the publish permissions), delete or read a message by
 // sequence outside its buckets, or delete a consumer on an event stream.
 // The platform identity declares the streams and buckets.
+//
 //	platform   everything: streams, the DLQ collector, the lag monitor,
 //	           the admin services, and the events the DLQ redrives
 //

@@ -26,6 +26,7 @@ import (
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/order"
 )
 
 // h2c is an HTTP client speaking cleartext HTTP/2 only, as gRPC clients do.
@@ -162,7 +163,8 @@ func TestDistributedWithIdentities(t *testing.T) {
 	}
 	orders := start("order", natsauth.Order, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
 	inventory := start("inventory", natsauth.Inventory, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
-	gw := start("gateway", natsauth.Platform, stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL(), ServiceCAFile: cert})
+	gw := start("gateway", natsauth.Platform, stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL(), ServiceCAFile: cert,
+		TopologyEvery: 100 * time.Millisecond})
 	if !strings.HasPrefix(orders.URL(), "https://") {
 		t.Fatalf("the order service serves %s, want https", orders.URL())
 	}
@@ -170,6 +172,20 @@ func TestDistributedWithIdentities(t *testing.T) {
 	s.setStock(t, "MUG-001", 3)
 	if o := s.await(t, s.create(t, orderRequest(line("MUG-001", 2))).GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
 		t.Errorf("order %v, want CONFIRMED", o.GetStatus())
+	}
+	// A group bucket lost (as a NATS restart loses a memory bucket) comes
+	// back: the gateway, as the platform, declares it again; the services
+	// may not, and carry on once it is there.
+	bucket := messaging.GroupBucket(order.InventoryOutcomeConsumer().Durable)
+	if err := js.DeleteKeyValue(context.Background(), bucket); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		_, err := js.KeyValue(context.Background(), bucket)
+		return err
+	})
+	if o := s.await(t, s.create(t, orderRequest(line("MUG-001", 1))).GetOrderId()); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		t.Errorf("order after the bucket came back: %v, want CONFIRMED", o.GetStatus())
 	}
 }
 

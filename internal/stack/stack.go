@@ -5,6 +5,7 @@
 package stack
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -106,6 +107,9 @@ type Config struct {
 	// MetricsAddr, when set, is where /metrics is served (Prometheus text
 	// format); "" serves none.
 	MetricsAddr string
+	// TopologyEvery is how often a stack with the platform identity
+	// declares the topology again (10 s when zero).
+	TopologyEvery time.Duration
 	// Lag configures the lag monitor (lag.Options).
 	Lag lag.Options
 	// Log is the logger.
@@ -334,8 +338,7 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if s.NATS != nil || cfg.runs("gateway") {
-		// The platform identity: the embedded server's, or the gateway's.
+	if s.platform() {
 		return DeclareTopology(ctx, s.JS, cfg.Streams)
 	}
 	// A service connected as its own identity may not declare streams:
@@ -349,6 +352,13 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	}
 	return nil
 }
+
+// platform reports whether the stack's own NATS connection (JS) is the
+// platform identity's: the embedded server's, or a gateway's.
+func (s *Stack) platform() bool { return s.NATS != nil || s.cfg.runs("gateway") }
+
+// topologyEvery is how often the platform declares the topology again.
+const topologyEvery = 10 * time.Second
 
 // DeclareTopology declares, on js (the platform identity, which may), the
 // event streams, the dead-letter streams and the services' consumer group
@@ -530,14 +540,32 @@ func (s *Stack) Run(ctx context.Context) error {
 	if s.Inventory != nil {
 		g.Go(func() error { return s.Inventory.Run(gctx) })
 	}
-	if s.Orders != nil || s.Inventory != nil {
-		// The dead-letter collector runs beside the services; instances
-		// share its durable consumer.
+	if s.JS != nil && s.platform() {
+		// The dead-letter collector runs where the platform identity is
+		// (it reads every stream and writes every dead letter); instances
+		// share its durable consumer. The topology is declared again
+		// every topologyEvery, so what a NATS restart lost (the groups'
+		// memory buckets) comes back, which a service's identity may not
+		// do itself.
 		g.Go(func() error {
 			if err := deadletter.NewCollector(s.JS, s.cfg.Log).Run(gctx); !errors.Is(err, context.Canceled) {
 				return err
 			}
 			return nil
+		})
+		g.Go(func() error {
+			t := time.NewTicker(cmp.Or(s.cfg.TopologyEvery, topologyEvery))
+			defer t.Stop()
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-t.C:
+					if err := DeclareTopology(gctx, s.JS, s.cfg.Streams); err != nil && gctx.Err() == nil {
+						s.cfg.Log.Warn("could not declare the topology again; retrying", "err", err)
+					}
+				}
+			}
 		})
 	}
 	if s.Monitor != nil {
