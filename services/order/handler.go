@@ -50,14 +50,9 @@ func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.
 	}
 	switch {
 	case !p.Admin:
-		own, err := customerOf(p)
-		if err != nil {
+		if req.Msg.CustomerId, err = ownCustomer(p, req.Msg.GetCustomerId(), "leave it empty"); err != nil {
 			return nil, err
 		}
-		if req.Msg.GetCustomerId() != "" && !p.ActsFor(req.Msg.GetCustomerId()) {
-			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("customer_id names another customer than the bearer token's: leave it empty"))
-		}
-		req.Msg.CustomerId = own
 	case req.Msg.GetCustomerId() == "":
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("customer_id: an admin places an order for a customer: name it"))
 	default:
@@ -101,14 +96,9 @@ func (h *Handler) ListOrders(ctx context.Context, req *connect.Request[orderv1.L
 		return nil, err
 	}
 	if !p.Admin {
-		own, err := customerOf(p)
-		if err != nil {
+		if req.Msg.CustomerId, err = ownCustomer(p, req.Msg.GetCustomerId(), "a customer lists its own orders"); err != nil {
 			return nil, err
 		}
-		if req.Msg.GetCustomerId() != "" && !p.ActsFor(req.Msg.GetCustomerId()) {
-			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("customer_id names another customer than the bearer token's: a customer lists its own orders"))
-		}
-		req.Msg.CustomerId = own
 	}
 	orders, next, err := h.svc.ListOrders(ctx, req.Msg)
 	if err != nil {
@@ -151,13 +141,19 @@ func caller(ctx context.Context) (auth.Principal, error) {
 	return p, nil
 }
 
-// customerOf is the customer a caller without the admin role is.
-func customerOf(p auth.Principal) (string, error) {
-	c, err := p.Customer()
+// ownCustomer is the customer a caller without the admin role acts for:
+// itself, whatever a request names; a request naming another customer is
+// PermissionDenied (hint says what to do instead), and so is a token whose
+// subject is no customer.
+func ownCustomer(p auth.Principal, named, hint string) (string, error) {
+	own, err := p.Customer()
 	if err != nil {
 		return "", connect.NewError(connect.CodePermissionDenied, err)
 	}
-	return c, nil
+	if named != "" && !p.ActsFor(named) {
+		return "", connect.NewError(connect.CodePermissionDenied, errors.New("customer_id names another customer than the bearer token's: "+hint))
+	}
+	return own, nil
 }
 
 // notFound is GetOrder's error for an order that does not exist.
