@@ -193,8 +193,10 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request body (at most MaxRequestBytes) arrives within this.
 		ReadTimeout: 30 * time.Second,
-		// No WriteTimeout: it would cut a WatchOrder stream; every call is
-		// bounded by MaxCallDuration instead.
+		// A response, a WatchOrder stream included, is written within
+		// the longest a call may last (MaxCallDuration) and a margin for
+		// the call's end: a reader that stops reading is cut off then.
+		WriteTimeout:   MaxCallDuration + 30*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 	}
