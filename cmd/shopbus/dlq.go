@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -129,9 +130,9 @@ func dlqList(ctx context.Context, client deadletterv1connect.DeadLetterServiceCl
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tFROM\tCONSUMER\tEVENT\tDELIVERIES\tREASON\tFAILED AT\tERROR")
 	for _, dl := range res.Msg.GetDeadLetters() {
-		fmt.Fprintf(w, "%d\t%s#%d\t%s\t%s\t%d\t%s\t%s\t%s\n", dl.GetId(), dl.GetOriginalStream(), dl.GetOriginalSequence(),
-			dl.GetConsumer(), eventName(dl), dl.GetDeliveries(), reasonName(dl.GetReason()),
-			dl.GetFailedAt().AsTime().Format(time.RFC3339), truncateText(dl.GetError(), 80))
+		fmt.Fprintf(w, "%d\t%s#%d\t%s\t%s\t%d\t%s\t%s\t%s\n", dl.GetId(), printable(dl.GetOriginalStream()), dl.GetOriginalSequence(),
+			printable(dl.GetConsumer()), printable(eventName(dl)), dl.GetDeliveries(), reasonName(dl.GetReason()),
+			dl.GetFailedAt().AsTime().Format(time.RFC3339), printable(truncateText(dl.GetError(), 80)))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -149,11 +150,11 @@ func dlqShow(dl *deadletterv1.DeadLetter) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s\n", b)
+	fmt.Printf("%s\n", printable(string(b), '\n'))
 	if env, err := event.Decode(dl.GetData()); err == nil {
 		if msg, spec, err := event.Open(env); err == nil {
 			p, _ := protojson.MarshalOptions{Multiline: true}.Marshal(msg)
-			fmt.Printf("payload (%s):\n%s\n", spec, p)
+			fmt.Printf("payload (%s):\n%s\n", spec, printable(string(p), '\n'))
 			return nil
 		}
 	}
@@ -232,4 +233,20 @@ func truncateText(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// printable escapes what a terminal would act on instead of showing:
+// control characters (C0, DEL, C1: escape sequences start with ESC or
+// CSI), except the ones in keep, become \uXXXX. A dead letter's text comes
+// from whoever published the message.
+func printable(s string, keep ...rune) string {
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) && !slices.Contains(keep, r) {
+			fmt.Fprintf(&b, "\\u%04x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -66,3 +66,24 @@ func TestAdminTokenFromFile(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintable: what shopbus dlq prints of a dead letter cannot move the
+// terminal's cursor or change its title: C0, DEL and C1 controls are
+// escaped, the kept ones and ordinary text are not.
+func TestPrintable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		keep []rune
+		want string
+	}{
+		{"plain text, ünïcode", nil, "plain text, ünïcode"},
+		{"\x1b]0;owned\x07\x1b[2J", nil, `\u001b]0;owned\u0007\u001b[2J`},
+		{"csi\u009b2J del\x7f", nil, `csi\u009b2J del\u007f`},
+		{"{\n  \"a\": 1\n}", []rune{'\n'}, "{\n  \"a\": 1\n}"},
+	} {
+		if got := printable(tc.in, tc.keep...); got != tc.want {
+			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -110,8 +110,8 @@ func (c *Collector) collect(ctx context.Context, msg jetstream.Msg) error {
 		c.log.Error("unreadable advisory; skipped", "subject", msg.Subject(), "err", err)
 		return nil
 	}
-	if a.Stream == Stream || a.Stream == AdvisoryStream {
-		return nil // the DLQ machinery's own streams are never dead-lettered
+	if !messaging.IsEventStream(a.Stream) {
+		return nil // another application's stream, or the DLQ machinery's own: not shopbus's to dead-letter
 	}
 	if strings.Contains(msg.Subject(), ".MSG_TERMINATED.") && strings.HasSuffix(a.Reason, " "+messaging.TermFiled) {
 		return nil // its consumer stored the dead letter before the Term (Filer)

@@ -42,7 +42,10 @@ func (l *letter) store(ctx context.Context, js jetstream.JetStream) (stored bool
 			h.Set(HeaderOriginalMsgID, vs[0])
 			continue
 		}
-		if strings.HasPrefix(k, "Nats-") {
+		// JetStream's own headers, and any Shopbus-Dlq-* the original
+		// carried: a message must not write its own dead letter's record
+		// (mark it unredrivable, name another original).
+		if strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Shopbus-Dlq-") {
 			continue
 		}
 		h[k] = vs

@@ -60,6 +60,17 @@ func StreamName(domain, context string) string {
 // StreamOf returns the name of the stream that holds spec's events.
 func StreamOf(spec event.Spec) string { return StreamName(spec.Domain, spec.Context) }
 
+// IsEventStream reports whether name is the stream of one of the event
+// catalog's bounded contexts (EnsureStreams declares them).
+func IsEventStream(name string) bool {
+	for _, spec := range event.Catalog() {
+		if StreamOf(spec) == name {
+			return true
+		}
+	}
+	return false
+}
+
 // EnsureStreams creates or updates one stream per bounded context of the
 // event catalog, holding the events of its context (EnsureStream). It is
 // idempotent: running it at every start is safe.
