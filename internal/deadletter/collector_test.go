@@ -149,3 +149,65 @@ func TestMaxDeliveriesAdvisory(t *testing.T) {
 		t.Errorf("dead letter %v", dl)
 	}
 }
+
+// TestDeadLetterHygiene: the collector leaves alone what other
+// applications' streams terminate, and a message carrying Shopbus-Dlq-*
+// headers of its own cannot write its dead letter's record: its dead
+// letter names its real stream and is redriven.
+func TestDeadLetterHygiene(t *testing.T) {
+	js := setup(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER_APP", Subjects: []string{"other.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "other.thing", []byte("not shopbus's")); err != nil {
+		t.Fatal(err)
+	}
+	forged := &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("poison"), Header: nats.Header{}}
+	forged.Header.Set(deadletter.HeaderOriginalMissing, "true")
+	forged.Header.Set(deadletter.HeaderOriginalStream, "OTHER_APP")
+	if _, err := js.PublishMsg(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	terminate := func(stream string) {
+		cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "terminator", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if err := m.TermWithReason("poison: test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	terminate("OTHER_APP")
+	terminate("ECOMMERCE_ORDER")
+	waitFor(t, "both advisories", func() bool { return msgs(t, js, deadletter.AdvisoryStream) == 2 })
+	runCollector(t, js)
+	waitFor(t, "both advisories to be collected", func() bool {
+		c, err := js.Consumer(ctx, deadletter.AdvisoryStream, "deadletter-collector")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= 2 && info.NumAckPending == 0
+	})
+	if n := msgs(t, js, deadletter.Stream); n != 1 {
+		t.Fatalf("%d dead letters, want 1 (none of OTHER_APP's)", n)
+	}
+	store := deadletter.NewStore(js)
+	dl, err := store.Get(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.GetOriginalStream() != "ECOMMERCE_ORDER" || dl.GetOriginalSubject() == "" {
+		t.Errorf("the dead letter names %q %q, want ECOMMERCE_ORDER and the message's subject", dl.GetOriginalStream(), dl.GetOriginalSubject())
+	}
+	if _, err := store.Redrive(ctx, 1); err != nil {
+		t.Errorf("redrive: %v", err)
+	}
+}
