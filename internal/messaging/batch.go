@@ -236,7 +236,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 	for len(batch) > 0 {
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 		hctx, span := s.batchSpan(hctx, batch)
-		err := h(hctx, batch)
+		err := s.call(hctx, func(ctx context.Context) error { return h(ctx, batch) })
 		cancel()
 		var ee *EventError
 		if s.tracing {
@@ -261,6 +261,11 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 		case IsPermanent(err) && len(batch) == 1:
 			d := batch[0]
 			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, err, 0), time.Since(start))
+			return
+		case errors.Is(err, ErrPanic) && len(batch) > 1:
+			// A panic names no event: one at a time finds the one that
+			// causes it, and the others take effect.
+			s.oneByOne(ctx, batch, msgOf, h, start)
 			return
 		case s.retry.MaxDeliver > 0 && attempt >= s.retry.MaxDeliver:
 			for _, d := range batch {
@@ -302,13 +307,15 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 func (s *settler) oneByOne(ctx context.Context, batch []*Delivery, msgOf map[*Delivery]jetstream.Msg, h BatchHandler, start time.Time) {
 	for _, d := range batch {
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
-		err := h(hctx, []*Delivery{d})
+		err := s.call(hctx, func(ctx context.Context) error { return h(ctx, []*Delivery{d}) })
 		cancel()
-		switch {
+		switch attempt := int(d.Metadata.NumDelivered); {
 		case err == nil:
 			s.ackBatch(ctx, []*Delivery{d}, msgOf, start)
 		case IsPermanent(err):
 			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, err, 0), time.Since(start))
+		case s.retry.MaxDeliver > 0 && attempt >= s.retry.MaxDeliver:
+			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermExhausted, err, attempt), time.Since(start))
 		default:
 			// Leave it to JetStream's redelivery, with the policy's delay.
 			s.remember(d.Metadata.Sequence.Stream, time.Now())

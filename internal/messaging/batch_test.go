@@ -256,6 +256,33 @@ func TestBatchPoison(t *testing.T) {
 	}
 }
 
+// TestBatchPanic: a handler that panics on one event does not crash the
+// process: the batch is handled one event at a time, the others take
+// effect, and the one that panics is dead-lettered once it has used its
+// deliveries.
+func TestBatchPanic(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publish(30)
+	bad := r.events[7].GetId()
+	r.start(r.handler(nil, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+		if d.Envelope.GetId() == bad {
+			var m map[string]int
+			m["boom"]++ // a nil map: a handler's bug
+		}
+		return effect(ctx, tx, d)
+	}))
+	r.awaitEffects(29)
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.deadLetters) != 1 || r.deadLetters[0] != bad {
+			return fmt.Errorf("dead letters %v, want only %s", r.deadLetters, bad)
+		}
+		return nil
+	})
+}
+
 // TestBatchTransient: a batch that fails twice (the database away, say) is
 // retried as a whole with the policy's delay and then takes effect once,
 // in order; nothing is dead-lettered.

@@ -515,7 +515,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	}
 	if err == nil {
 		stop := keepAlive(s.ackWait/2, msg)
-		err = h(ctx, d)
+		err = s.call(ctx, func(ctx context.Context) error { return h(ctx, d) })
 		stop()
 	}
 	outcome := s.settle(ctx, msg, meta, err)

@@ -33,3 +33,10 @@ func IsPermanent(err error) bool {
 		errors.Is(err, event.ErrUnknownType) ||
 		errors.Is(err, event.ErrWrongSource)
 }
+
+// ErrPanic marks a handler that panicked: the consumer recovered it, logged
+// the panic with its stack, and treats it as a transient failure (retried
+// with the policy's delay, dead-lettered when it repeats past MaxDeliver);
+// in a batch, the events are then handled one at a time, so the others
+// take effect. The process stays up.
+var ErrPanic = errors.New("handler panicked")
