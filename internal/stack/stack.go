@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -334,6 +335,9 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
+	if err := checkServerVersion(s.Conn.ConnectedServerVersion()); err != nil {
+		return err
+	}
 	s.JS, err = jetstream.New(s.Conn)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -376,6 +380,43 @@ func DeclareTopology(ctx context.Context, js jetstream.JetStream, streams messag
 		}
 	}
 	return nil
+}
+
+// MinNATSVersion is the oldest nats-server shopbus runs on: consumers with
+// several filter subjects (2.10), and the consumer groups' buckets with
+// per-message TTLs and delete markers (2.11).
+const MinNATSVersion = "2.11.0"
+
+// checkServerVersion refuses a server older than MinNATSVersion at
+// connect, naming both, before anything is declared on it.
+func checkServerVersion(v string) error {
+	have, ok := parseVersion(v)
+	want, _ := parseVersion(MinNATSVersion)
+	if !ok {
+		return fmt.Errorf("nats: the server reports version %q; shopbus needs nats-server %s or later", v, MinNATSVersion)
+	}
+	if slices.Compare(have, want) < 0 {
+		return fmt.Errorf("nats: the server is nats-server %s; shopbus needs %s or later (consumer groups and several filter subjects per consumer)", v, MinNATSVersion)
+	}
+	return nil
+}
+
+// parseVersion reads "major.minor.patch[-suffix]".
+func parseVersion(v string) ([]int, bool) {
+	core, _, _ := strings.Cut(v, "-")
+	parts := strings.Split(core, ".")
+	if len(parts) != 3 {
+		return nil, false
+	}
+	out := make([]int, 3)
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, false
+		}
+		out[i] = n
+	}
+	return out, true
 }
 
 // NATSUsers are the users a NATS server closed to shopbus's identities
