@@ -211,3 +211,19 @@ func TestDeadLetterHygiene(t *testing.T) {
 		t.Errorf("redrive: %v", err)
 	}
 }
+
+// TestEnsureBounds: the dead-letter queue and the advisory stream are
+// bounded in age and in bytes.
+func TestEnsureBounds(t *testing.T) {
+	t.Parallel()
+	js := setup(t)
+	for name, want := range map[string]int64{deadletter.AdvisoryStream: deadletter.AdvisoryMaxBytes, deadletter.Stream: 1 << 30} {
+		s, err := js.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := s.CachedInfo().Config; c.MaxBytes != want || c.MaxAge <= 0 {
+			t.Errorf("%s: max bytes %d, max age %v; want %d and an age", name, c.MaxBytes, c.MaxAge, want)
+		}
+	}
+}

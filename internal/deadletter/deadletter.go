@@ -29,6 +29,9 @@ const (
 	// SubjectPrefix starts the subject of every dead letter:
 	// SubjectPrefix + "<stream>.<consumer>.<sequence>".
 	SubjectPrefix = "shopbus.dlq."
+	// AdvisoryMaxBytes bounds AdvisoryStream; the oldest advisories go
+	// first when it is full.
+	AdvisoryMaxBytes = 256 << 20
 	// AdvisoryStream keeps JetStream's MAX_DELIVERIES and MSG_TERMINATED
 	// advisories until the collector has turned them into dead letters.
 	AdvisoryStream = "SHOPBUS_ADVISORIES"
@@ -94,6 +97,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opts Options) error {
 		},
 		Storage:  jetstream.FileStorage,
 		MaxAge:   7 * 24 * time.Hour,
+		// Bounded in bytes too: a storm of advisories (every stream of
+		// the server raises them) must not fill the disk.
+		MaxBytes: AdvisoryMaxBytes,
 		Replicas: replicas,
 	}); err != nil {
 		return fmt.Errorf("jetstream: stream %s: %w", AdvisoryStream, err)
