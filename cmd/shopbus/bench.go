@@ -27,6 +27,7 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	"github.com/shopbus/shopbus/internal/messaging"
 )
 
 // bench drives a running gateway: each order is placed with CreateOrder and
@@ -128,12 +129,23 @@ func bench(ctx context.Context, args []string) error {
 	if *rate == 0 {
 		for range *clients {
 			wg.Go(func() {
+				failures := 0
 				for ctx.Err() == nil {
 					t0 := time.Now()
 					if !t0.Before(b.to) {
 						return
 					}
-					b.place(ctx, t0)
+					if err := b.place(ctx, t0); err == nil {
+						failures = 0
+						continue
+					}
+					// A failing server is not hammered: back off, up to
+					// maxBenchBackoff, until a call works again.
+					failures++
+					select {
+					case <-ctx.Done():
+					case <-time.After(min(messaging.Backoff(failures), maxBenchBackoff)):
+					}
 				}
 			})
 		}
@@ -155,7 +167,7 @@ func bench(ctx context.Context, args []string) error {
 			inFlight.Add(1)
 			wg.Go(func() {
 				defer inFlight.Add(-1)
-				b.place(ctx, at)
+				_ = b.place(ctx, at) // the schedule, not the answers, paces the open loop
 			})
 		}
 	}
@@ -194,6 +206,9 @@ func bench(ctx context.Context, args []string) error {
 	return nil
 }
 
+// maxBenchBackoff is the longest a closed-loop client waits after failures.
+const maxBenchBackoff = 2 * time.Second
+
 // benchCustomers is how many customers a bench's orders are spread over.
 const benchCustomers = 1000
 
@@ -213,8 +228,8 @@ type bencher struct {
 }
 
 // place places one order scheduled at t0 and waits for its outcome; it is
-// counted when t0 is in the measured window.
-func (b *bencher) place(ctx context.Context, t0 time.Time) {
+// counted when t0 is in the measured window. It returns the call's error.
+func (b *bencher) place(ctx context.Context, t0 time.Time) error {
 	res, err := b.orders.CreateOrder(ctx, connect.NewRequest(&orderv1.CreateOrderRequest{
 		IdempotencyKey: uuid.NewString(), CustomerId: b.customers[rand.N(len(b.customers))], Currency: "EUR",
 		Lines: []*orderv1.OrderLine{{Sku: b.catalog[rand.N(len(b.catalog))], Quantity: 1}}, // at the catalog's price
@@ -242,6 +257,7 @@ func (b *bencher) place(ctx context.Context, t0 time.Time) {
 			b.server.record(o.GetUpdatedAt().AsTime().Sub(o.GetCreatedAt().AsTime()))
 		}
 	})
+	return err
 }
 
 // awaitPrices waits, before anything is measured, until the order service
