@@ -187,6 +187,23 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// PublishTimeout bounds the wait for JetStream's acknowledgement of a
+// publish; MaxPendingPublishes bounds the publishes awaiting one. A
+// JetStream made with NewJetStream releases a publish that got no answer
+// in PublishTimeout (its future fails), so a server that stops answering
+// (a stream without quorum) never fills the pending publishes for good.
+const (
+	PublishTimeout      = 10 * time.Second
+	MaxPendingPublishes = 4096
+)
+
+// NewJetStream returns the JetStream of nc that shopbus publishes with:
+// asynchronous publishes time out after PublishTimeout, at most
+// MaxPendingPublishes at a time.
+func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PublishTimeout), jetstream.WithPublishAsyncMaxPending(MaxPendingPublishes))
+}
+
 // PublishBatch publishes up to one batch of unpublished rows, oldest first,
 // and returns how many it published.
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
@@ -256,7 +273,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		}
 		// Mark what JetStream acknowledged, in order, up to the first
 		// failure: the rest stays unpublished and is retried.
-		timeout := time.After(10 * time.Second)
+		timeout := time.After(PublishTimeout + time.Second)
 	wait:
 		for _, p := range inflight {
 			select {
@@ -268,7 +285,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.id, err))
 				break wait
 			case <-timeout:
-				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: no acknowledgement in 10s", p.id))
+				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: no acknowledgement in %v", p.id, PublishTimeout))
 				break wait
 			case <-ctx.Done():
 				return ctx.Err()

@@ -338,7 +338,7 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	if err := checkServerVersion(s.Conn.ConnectedServerVersion()); err != nil {
 		return err
 	}
-	s.JS, err = jetstream.New(s.Conn)
+	s.JS, err = messaging.NewJetStream(s.Conn)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -487,7 +487,7 @@ func (s *Stack) jsFor(id natsauth.Identity) (jetstream.JetStream, error) {
 		return nil, fmt.Errorf("nats: connect as %s: %w", id, err)
 	}
 	s.conns = append(s.conns, nc)
-	js, err := jetstream.New(nc)
+	js, err := messaging.NewJetStream(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}

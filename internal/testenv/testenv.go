@@ -57,7 +57,7 @@ func NATSWith(t testing.TB, opts messaging.StreamOptions) (*server.Server, jetst
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
-	js, err := jetstream.New(nc)
+	js, err := messaging.NewJetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
