@@ -95,8 +95,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opts Options) error {
 			"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
 			"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
 		},
-		Storage:  jetstream.FileStorage,
-		MaxAge:   7 * 24 * time.Hour,
+		Storage: jetstream.FileStorage,
+		MaxAge:  7 * 24 * time.Hour,
 		// Bounded in bytes too: a storm of advisories (every stream of
 		// the server raises them) must not fill the disk.
 		MaxBytes: AdvisoryMaxBytes,

@@ -333,8 +333,8 @@ func endSpan(span trace.Span, err error) {
 }
 
 // RunService runs what every shopbus service runs beside its RPCs: the relay
-// of its outbox (in schema) and its durable consumer, handling batches,
-// until ctx is done. It
+// of its outbox (in schema), its durable consumer, handling batches, and
+// the retention of its messaging tables (Prune, hourly), until ctx is done. It
 // returns nil on a clean stop.
 func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, cfg ConsumerConfig, h BatchHandler, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
@@ -342,6 +342,7 @@ func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream,
 		return NewRelay(pool, js, schema, WithRelayLogger(log), WithRelayTelemetry(cfg.Telemetry)).Run(ctx)
 	})
 	g.Go(func() error { return ConsumeBatch(ctx, js, cfg, h, log) })
+	g.Go(func() error { pruneLoop(ctx, pool, js, schema, cfg, log); return nil })
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

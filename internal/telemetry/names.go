@@ -28,6 +28,9 @@ const (
 	OutboxPublishErrors   = "shopbus.outbox.publish.errors"   // counter; schema
 	OutboxPublishDuration = "shopbus.outbox.publish.duration" // histogram, s; schema
 
+	// Retention, recorded by messaging.Prune.
+	RowsPruned = "shopbus.rows.pruned" // counter; schema, table
+
 	// Dead-letter queue, counted by internal/deadletter.
 	DeadLetters = "shopbus.dlq.entries" // gauge; stream, reason
 
