@@ -133,9 +133,11 @@ type Stack struct {
 	conns     []*nats.Conn // the services' own, with Keys
 	Orders    *order.Service
 	Inventory *inventory.Service
-	Pools     []*pgxpool.Pool
-	Listener  net.Listener
-	Server    *http.Server
+	// Pools are the services' pools: for each, its RPCs' and its event
+	// path's.
+	Pools    []*pgxpool.Pool
+	Listener net.Listener
+	Server   *http.Server
 	// Telemetry is the stack's; Monitor watches the consumer groups and
 	// Health answers readiness.
 	Telemetry *telemetry.Telemetry
@@ -262,8 +264,14 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 // monitor watches only those consumers, or every group where the gateway
 // runs (it serves LagService).
 func (s *Stack) startMonitor() error {
+	seen := map[string]bool{}
 	for _, p := range s.Pools {
-		s.Health.Add(health.Postgres(p.Config().ConnConfig.RuntimeParams["search_path"], p))
+		name := p.Config().ConnConfig.RuntimeParams["search_path"]
+		if seen[name] {
+			name += " (event path)" // the second pool of a schema
+		}
+		seen[name] = true
+		s.Health.Add(health.Postgres(name, p))
 	}
 	if s.JS == nil {
 		return nil
@@ -499,7 +507,7 @@ func (s *Stack) jsFor(id natsauth.Identity) (jetstream.JetStream, error) {
 func (s *Stack) startServices(ctx context.Context) error {
 	cfg := s.cfg
 	if cfg.runs("order") {
-		pool, err := s.open(ctx, cfg.Schema+"_order", order.Migrations)
+		pool, events, err := s.open(ctx, cfg.Schema+"_order", order.Migrations)
 		if err != nil {
 			return err
 		}
@@ -508,12 +516,13 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return err
 		}
 		s.Orders = order.New(pool, js, cfg.Schema+"_order", cfg.Log)
+		s.Orders.EventPool = events
 		s.Orders.Telemetry = s.Telemetry
 		s.Orders.Retry = cfg.Retry
 		s.Orders.DeadLetter = deadletter.Filer(js)
 	}
 	if cfg.runs("inventory") {
-		pool, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
+		pool, events, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
 		if err != nil {
 			return err
 		}
@@ -522,6 +531,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return err
 		}
 		s.Inventory = inventory.New(pool, js, cfg.Schema+"_inventory", cfg.Log)
+		s.Inventory.EventPool = events
 		s.Inventory.Telemetry = s.Telemetry
 		s.Inventory.Retry = cfg.Retry
 		s.Inventory.DeadLetter = deadletter.Filer(js)
@@ -529,15 +539,22 @@ func (s *Stack) startServices(ctx context.Context) error {
 	return nil
 }
 
-// open connects a service's pool to its schema, creating the database if
-// needed and applying the messaging tables and the service's migrations.
-func (s *Stack) open(ctx context.Context, schema string, migrations fs.FS) (*pgxpool.Pool, error) {
-	pool, err := postgres.Open(ctx, s.cfg.DatabaseURL, schema, true, messaging.Migrations(), migrations)
+// open connects a service's two pools to its schema, creating the database
+// if needed and applying the messaging tables and the service's
+// migrations: one for its RPCs, one for its event path (relay, consumer,
+// LISTEN), so that neither can take all the connections the other needs.
+func (s *Stack) open(ctx context.Context, schema string, migrations fs.FS) (rpc, events *pgxpool.Pool, err error) {
+	rpc, err = postgres.Open(ctx, s.cfg.DatabaseURL, schema, true, messaging.Migrations(), migrations)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	s.Pools = append(s.Pools, pool)
-	return pool, nil
+	s.Pools = append(s.Pools, rpc)
+	events, err = postgres.Open(ctx, s.cfg.DatabaseURL, schema, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.Pools = append(s.Pools, events)
+	return rpc, events, nil
 }
 
 // URL is the gateway's base URL.

@@ -46,6 +46,11 @@ type Service struct {
 	js     jetstream.JetStream
 	schema string
 	log    *slog.Logger
+	// EventPool, when set, is the pool of the event path: the outbox
+	// relay, the consumer's transactions and retention (and, for the order
+	// service, its LISTEN connection), so that a flood of RPCs, which use
+	// the pool New was given, cannot starve it. The RPC pool when nil.
+	EventPool *pgxpool.Pool
 	// Retry is the consumer's retry policy (messaging.DefaultRetry when
 	// zero).
 	Retry messaging.RetryPolicy
@@ -73,8 +78,16 @@ func (s *Service) Run(ctx context.Context) error {
 	cfg.Retry = s.Retry
 	cfg.DeadLetter = s.DeadLetter
 	cfg.Telemetry = s.Telemetry
-	return messaging.RunService(ctx, s.pool, s.js, s.schema, cfg, s.ReserveStock, s.log)
+	return messaging.RunService(ctx, s.events(), s.js, s.schema, cfg, s.ReserveStock, s.log)
 }
 
 // Schema is the PostgreSQL schema the service works in (its outbox's).
 func (s *Service) Schema() string { return s.schema }
+
+// events is the event path's pool (EventPool, or the RPC pool).
+func (s *Service) events() *pgxpool.Pool {
+	if s.EventPool != nil {
+		return s.EventPool
+	}
+	return s.pool
+}
