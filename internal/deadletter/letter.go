@@ -78,10 +78,11 @@ func (l *letter) store(ctx context.Context, js jetstream.JetStream) (stored bool
 			jetstream.WithMsgID(strings.TrimPrefix(subj, SubjectPrefix)), jetstream.WithExpectStream(Stream))
 	}
 	ack, err := publish(l.data)
-	if tooLarge(err) && !l.missing {
+	if tooLarge(err) {
 		// The original with the Shopbus-Dlq-* headers exceeds what NATS
 		// takes: store the dead letter without the data, which stays in its
-		// stream, where Store.Redrive fetches it.
+		// stream, where Store.Redrive fetches it (or, for an outbox row
+		// never published, in the outbox).
 		h.Set(HeaderOriginalOmitted, "true")
 		ack, err = publish(nil)
 	}

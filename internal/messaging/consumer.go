@@ -99,6 +99,9 @@ type ConsumerConfig struct {
 	// message is retried instead. Without it, the MSG_TERMINATED advisory
 	// that follows the Term is the only record.
 	DeadLetter DeadLetterFunc
+	// Unpublishable, when set, files the outbox rows the service's relay
+	// sets aside (RunService; deadletter.OutboxFiler).
+	Unpublishable UnpublishableFunc
 	// Instance identifies this process in the group (default host, process
 	// id and a random suffix); letters, digits, "-" and "_".
 	Instance string

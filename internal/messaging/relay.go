@@ -38,6 +38,8 @@ type Relay struct {
 	tracer  trace.Tracer
 	tracing bool
 	m       relayMetrics
+	// unpublishable files the rows set aside (WithUnpublishable).
+	unpublishable UnpublishableFunc
 }
 
 // relayMetrics are a relay's instruments (telemetry.Outbox*).
@@ -138,7 +140,7 @@ func (r *Relay) observeBacklog(ctx context.Context) {
 		var rows int64
 		var oldest float64
 		err := r.pool.QueryRow(qctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-			FROM outbox WHERE published_at IS NULL`).Scan(&rows, &oldest)
+			FROM outbox WHERE published_at IS NULL AND parked_at IS NULL`).Scan(&rows, &oldest)
 		cancel()
 		b.mu.Lock()
 		b.ok, b.rows, b.oldest, b.at = err == nil, rows, max(oldest, 0), time.Now()
@@ -209,33 +211,35 @@ func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	published, failed := 0, 0
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id::text, subject, envelope FROM outbox
-			WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
+		rows, err := tx.Query(ctx, `SELECT id::text, seq, subject, envelope, created_at FROM outbox
+			WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
 		if err != nil {
 			return fmt.Errorf("outbox: select: %w", err)
 		}
 		type pending struct {
-			id     string
+			row    UnpublishableRow
 			future jetstream.PubAckFuture
 			span   trace.Span
 			start  time.Time
 		}
+		var parked []UnpublishableRow
 		var inflight []pending
 		var acked []string
+		settled := 0 // inflight rows acked or parked, in order
 		defer func() {
-			// Spans of rows not acknowledged in this pass end here.
-			for _, p := range inflight[len(acked):] {
+			// Spans of rows not settled in this pass end here.
+			for _, p := range inflight[settled:] {
 				endSpan(p.span, errors.New("not acknowledged in this pass; retried"))
 			}
 		}()
 		var publishErr error
 		callFailed := false
 		for rows.Next() {
-			var id, subject string
-			var data []byte
-			if err := rows.Scan(&id, &subject, &data); err != nil {
+			var row UnpublishableRow
+			if err := rows.Scan(&row.ID, &row.Seq, &row.Subject, &row.Envelope, &row.CreatedAt); err != nil {
 				return fmt.Errorf("outbox: scan: %w", err)
 			}
+			id, subject, data := row.ID, row.Subject, row.Envelope
 			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 			sctx := ctx
 			env, err := event.Decode(data)
@@ -259,13 +263,21 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			}
 			start := time.Now()
 			f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
+			if errors.Is(err, nats.ErrMaxPayload) {
+				// It can never be published: set it aside, and go on
+				// with the rows behind it.
+				row.Reason = fmt.Sprintf("%d bytes with its headers: more than the server's max_payload of %d", len(data)+headerSize(msg.Header), r.js.Conn().MaxPayload())
+				endSpan(span, err)
+				parked = append(parked, row)
+				continue
+			}
 			if err != nil {
 				publishErr = fmt.Errorf("publish %s: %w", id, err)
 				endSpan(span, publishErr)
 				callFailed = true
 				break
 			}
-			inflight = append(inflight, pending{id, f, span, start})
+			inflight = append(inflight, pending{row, f, span, start})
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -278,14 +290,25 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		for _, p := range inflight {
 			select {
 			case <-p.future.Ok():
-				acked = append(acked, p.id)
+				settled++
+				acked = append(acked, p.row.ID)
 				r.m.duration.Record(ctx, time.Since(p.start).Seconds(), r.m.attrs)
 				endSpan(p.span, nil)
 			case err := <-p.future.Err():
-				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.id, err))
+				if errors.Is(err, jetstream.ErrNoStreamResponse) && time.Since(p.row.CreatedAt) > ParkAfter {
+					// No stream has taken its subject for ParkAfter: not a
+					// stream being declared again, a subject nothing
+					// captures. Set it aside; the rows behind it go on.
+					p.row.Reason = "no stream captures subject " + p.row.Subject
+					settled++
+					endSpan(p.span, err)
+					parked = append(parked, p.row)
+					continue
+				}
+				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.row.ID, err))
 				break wait
 			case <-timeout:
-				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: no acknowledgement in %v", p.id, PublishTimeout))
+				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: no acknowledgement in %v", p.row.ID, PublishTimeout))
 				break wait
 			case <-ctx.Done():
 				return ctx.Err()
@@ -296,12 +319,17 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				return fmt.Errorf("outbox: mark published: %w", err)
 			}
 		}
+		for _, row := range parked {
+			if err := r.park(ctx, tx, row); err != nil {
+				return err
+			}
+		}
 		published = len(acked)
-		failed = len(inflight) - len(acked)
+		failed = len(inflight) - settled + len(parked)
 		if callFailed {
 			failed++
 		}
-		if publishErr != nil && len(acked) == 0 {
+		if publishErr != nil && len(acked) == 0 && len(parked) == 0 {
 			return publishErr // nothing to commit
 		}
 		if publishErr != nil {
@@ -339,7 +367,7 @@ func endSpan(span trace.Span, err error) {
 func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, cfg ConsumerConfig, h BatchHandler, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return NewRelay(pool, js, schema, WithRelayLogger(log), WithRelayTelemetry(cfg.Telemetry)).Run(ctx)
+		return NewRelay(pool, js, schema, WithRelayLogger(log), WithRelayTelemetry(cfg.Telemetry), WithUnpublishable(cfg.Unpublishable)).Run(ctx)
 	})
 	g.Go(func() error { return ConsumeBatch(ctx, js, cfg, h, log) })
 	g.Go(func() error { pruneLoop(ctx, pool, js, schema, cfg, log); return nil })

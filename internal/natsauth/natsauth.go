@@ -68,7 +68,10 @@ type Grants struct {
 func Permissions(id Identity, g Grants) *server.Permissions {
 	switch id {
 	case Order, Inventory:
-		allow := append([]string{"ecommerce." + string(id) + ".>"}, common...)
+		allow := append([]string{"ecommerce." + string(id) + ".>",
+			// The dead letters of its own outbox rows that cannot be
+			// published (deadletter.OutboxFiler).
+			"shopbus.dlq.ECOMMERCE_" + strings.ToUpper(string(id)) + ".>"}, common...)
 		consumerAPI := func(stream string, ops ...string) {
 			for _, op := range ops {
 				allow = append(allow, "$JS.API.CONSUMER."+op+"."+stream, "$JS.API.CONSUMER."+op+"."+stream+".>")

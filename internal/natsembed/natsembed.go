@@ -38,6 +38,10 @@ type Options struct {
 	TLS *tls.Config
 }
 
+// MaxPayload is the embedded server's max_payload: twice NATS's default
+// of 1 MiB. A production cluster needs at least as much.
+const MaxPayload = 2 << 20
+
 // Start starts the server and waits until it accepts connections.
 func Start(opts Options) (*server.Server, error) {
 	if opts.Port == 4222 {
@@ -64,6 +68,9 @@ func Start(opts Options) (*server.Server, error) {
 		HTTPHost:   "127.0.0.1",
 		HTTPPort:   opts.MonitorPort,
 		Nkeys:      opts.Users,
+		// Room for the largest envelope Decode accepts (1 MiB and 4 KiB)
+		// with its headers: a valid event always fits.
+		MaxPayload: MaxPayload,
 		TLSConfig:  opts.TLS,
 		TLS:        opts.TLS != nil,
 		TLSTimeout: 5,

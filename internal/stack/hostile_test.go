@@ -168,9 +168,9 @@ func TestHostileClients(t *testing.T) {
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		// Only the dead letters of the streams it consumes...
-		if _, err := js.PublishMsg(pctx, letter("shopbus.dlq.ECOMMERCE_ORDER.inventory-reserve-stock-p0.999")); err == nil {
-			t.Error("the order service's identity filed a dead letter of a stream it does not consume")
+		// Only the dead letters of the streams it consumes or owns...
+		if _, err := js.PublishMsg(pctx, letter("shopbus.dlq.CHAT_MESSAGE.chat-consumer.999")); err == nil {
+			t.Error("the order service's identity filed a dead letter of a stream it neither consumes nor owns")
 		}
 		// ...and a redrive publishes the original, read back from its
 		// stream, never the letter's copy.

@@ -520,6 +520,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		s.Orders.Telemetry = s.Telemetry
 		s.Orders.Retry = cfg.Retry
 		s.Orders.DeadLetter = deadletter.Filer(js)
+		s.Orders.Unpublishable = deadletter.OutboxFiler(js)
 	}
 	if cfg.runs("inventory") {
 		pool, events, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
@@ -535,6 +536,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		s.Inventory.Telemetry = s.Telemetry
 		s.Inventory.Retry = cfg.Retry
 		s.Inventory.DeadLetter = deadletter.Filer(js)
+		s.Inventory.Unpublishable = deadletter.OutboxFiler(js)
 	}
 	return nil
 }

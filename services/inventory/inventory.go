@@ -58,6 +58,9 @@ type Service struct {
 	// consumer terminates it (deadletter.Filer); nil leaves it to the
 	// MSG_TERMINATED advisory.
 	DeadLetter messaging.DeadLetterFunc
+	// Unpublishable files the outbox rows the relay sets aside
+	// (deadletter.OutboxFiler); nil leaves them parked in the outbox, logged.
+	Unpublishable messaging.UnpublishableFunc
 	// Instance names this process in its consumer group (default: host,
 	// process id and a random suffix).
 	Instance string
@@ -77,6 +80,7 @@ func (s *Service) Run(ctx context.Context) error {
 	cfg.Instance = s.Instance
 	cfg.Retry = s.Retry
 	cfg.DeadLetter = s.DeadLetter
+	cfg.Unpublishable = s.Unpublishable
 	cfg.Telemetry = s.Telemetry
 	return messaging.RunService(ctx, s.events(), s.js, s.schema, cfg, s.ReserveStock, s.log)
 }
