@@ -6,7 +6,8 @@
 // The identities and what each may do:
 //
 //	order      publish ecommerce.order.> (its events), acks, dead letters
-//	           of the streams it consumes, and of the JetStream API only
+//	           of the streams it consumes and of its own (outbox rows it
+//	           cannot publish), and of the JetStream API only
 //	           what it needs: stream info, its consumers on the streams it
 //	           consumes (create, info, fetch), its groups' KV buckets (read,
 //	           write, watch)
