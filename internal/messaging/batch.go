@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/postgres"
 )
 
 // ackTimeout bounds the wait for the confirmation of a batch's acks.
@@ -233,6 +234,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 	stop := keepAlive(s.ackWait/2, inHand(batch, msgOf)...)
 	defer stop()
 	attempt := max(int(batch[0].Metadata.NumDelivered), 1)
+	outage := 0 // consecutive failures because a dependency is unreachable
 	for len(batch) > 0 {
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 		hctx, span := s.batchSpan(hctx, batch)
@@ -262,6 +264,30 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			d := batch[0]
 			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, err, 0), time.Since(start))
 			return
+		case !IsPermanent(err) && postgres.IsUnavailable(err):
+			// PostgreSQL is unreachable: pause instead of burning the
+			// batch's deliveries. It waits in hand (its ack deadline kept
+			// alive), this consumer fetches nothing more meanwhile, and the
+			// wait does not count against MaxDeliver, so an outage of any
+			// length dead-letters nothing.
+			outage++
+			delay := s.retry.Delay(outage)
+			if outage == 1 || outage%10 == 0 {
+				s.log.Warn("consumer: PostgreSQL unreachable; paused, the batch waits in hand", "events", len(batch),
+					"first_seq", batch[0].Metadata.Sequence.Stream, "failures", outage, "err", err, "retry_in", delay)
+			}
+			for _, d := range batch {
+				s.metrics.record(ctx, d.Metadata.Consumer, OutcomePaused, time.Since(start))
+			}
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				for _, d := range batch {
+					_ = msgOf[d].NakWithDelay(delay)
+				}
+				return
+			}
+			continue
 		case errors.Is(err, ErrPanic) && len(batch) > 1:
 			// A panic names no event: one at a time finds the one that
 			// causes it, and the others take effect.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"io"
 	"log/slog"
 	"strings"
@@ -281,6 +282,33 @@ func TestBatchPanic(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBatchPausesWhilePostgresIsDown: PostgreSQL unreachable for longer
+// than the retry budget (here four times MaxDeliver attempts) dead-letters
+// nothing: the batch waits in hand, paused, and takes effect once the
+// database is back (issue 12: "pause instead of burn").
+func TestBatchPausesWhilePostgresIsDown(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publish(30)
+	var failures atomic.Int64
+	down := int64(4 * r.cfg.Retry.MaxDeliver)
+	r.start(r.handler(func([]*messaging.Delivery) error {
+		if failures.Add(1) <= down {
+			return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("injected: connection refused")}
+		}
+		return nil
+	}, nil))
+	r.awaitEffects(30)
+	if failures.Load() <= down {
+		t.Fatalf("%d calls, want more than the %d failures", failures.Load(), down)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.deadLetters) != 0 {
+		t.Errorf("dead letters %v after an outage, want none", r.deadLetters)
+	}
 }
 
 // TestBatchTransient: a batch that fails twice (the database away, say) is

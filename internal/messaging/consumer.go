@@ -486,6 +486,9 @@ const (
 	OutcomeAcked        = "acked"
 	OutcomeRetried      = "retried"
 	OutcomeDeadLettered = "dead_lettered"
+	// OutcomePaused: a batch whose handler found PostgreSQL unreachable,
+	// waiting in hand without spending its deliveries.
+	OutcomePaused = "paused"
 )
 
 // handle runs h on msg, settles msg, and records the outcome: a span that
