@@ -14,7 +14,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"strings"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,6 +44,7 @@ import (
 var (
 	ordersFlag = flag.Int("chaos.orders", 2000, "orders to place")
 	poisonRate = flag.Float64("chaos.poison", 0.01, "poison events per order")
+	outageFlag = flag.Duration("chaos.outage", 3*time.Second, "a PostgreSQL outage, once, ten times the services' retry budget (chaosRetry)")
 )
 
 const (
@@ -72,6 +73,8 @@ type world struct {
 	inv      *inventory.Service
 
 	ackLost, natsRestarts, pgKills, dupPublishes atomic.Int64
+	outages                                      atomic.Int64 // PostgreSQL outages (chaos.outage long)
+	dbName                                       string       // the run's own database
 	killed                                       atomic.Int64 // instances killed between commit and acks
 	poisonSeqs                                   sync.Map     // stream sequence → kind
 	poisonInBatch                                sync.Map     // stream sequences of poison events handed to a handler with others
@@ -154,7 +157,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.nc.Close)
-	w.js, _ = jetstream.New(w.nc)
+	w.js, _ = messaging.NewJetStream(w.nc)
 	ctx := context.Background()
 	if err := messaging.EnsureStreams(ctx, w.js, messaging.StreamOptions{}); err != nil {
 		t.Fatal(err)
@@ -165,11 +168,18 @@ func newWorld(t *testing.T) *world {
 	// An application name of our own, so that the fault injector terminates
 	// only this run's connections.
 	appName := "shopbus-chaos-" + testenv.Schema()
-	sep := "?"
-	if strings.Contains(testenv.DatabaseURL(), "?") {
-		sep = "&"
+	// A database of its own, which the outage closes (ALLOW_CONNECTIONS)
+	// without touching other tests'.
+	u, err := url.Parse(testenv.DatabaseURL())
+	if err != nil {
+		t.Fatal(err)
 	}
-	w.dbURL = testenv.DatabaseURL() + sep + "application_name=" + appName
+	w.dbName = testenv.Schema()
+	u.Path = "/" + w.dbName
+	q := u.Query()
+	q.Set("application_name", appName)
+	u.RawQuery = q.Encode()
+	w.dbURL = u.String()
 	orderSchema, invSchema := testenv.Schema(), testenv.Schema()
 	w.orderDB, err = postgres.Open(ctx, w.dbURL, orderSchema, true, messaging.Migrations(), order.Migrations)
 	if err != nil {
@@ -182,11 +192,17 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(func() {
 		w.orderDB.Close()
 		w.invDB.Close()
-		testenv.DropSchemas(t, orderSchema, invSchema)
+		w.admin(func(conn *pgx.Conn) error {
+			_, err := conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{w.dbName}.Sanitize()+" WITH (FORCE)")
+			return err
+		})
 	})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w.orders = order.New(w.orderDB, w.js, orderSchema, quiet)
 	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
+	// A short retry budget, so that the outage (chaos.outage) outlasts it
+	// as a 10-minute outage outlasts the default one (about 90 s).
+	w.orders.Retry, w.inv.Retry = chaosRetry, chaosRetry
 	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range skus {
 		stock[sku(i)], prices[sku(i)] = stockPerSKU(), unitPrice
@@ -199,6 +215,10 @@ func newWorld(t *testing.T) *world {
 	}
 	return w
 }
+
+// chaosRetry is the services' retry policy in the chaos suite: about 0.3 s
+// of retries before a delivery is dead-lettered.
+var chaosRetry = messaging.RetryPolicy{MaxDeliver: 5, Base: 20 * time.Millisecond, Cap: 160 * time.Millisecond}
 
 func sku(i int) string { return fmt.Sprintf("CHAOS-%02d", i) }
 
@@ -387,7 +407,7 @@ func (w *world) injectFaults(ctx context.Context, progress *atomic.Int64, done c
 	// Until the orders are placed and every kind of fault has happened at
 	// least once: placing is fast enough to end before the last restart or
 	// any termination otherwise, and the pipeline is still busy after it.
-	for ctx.Err() == nil && (progress.Load() < total || len(restartsAt) > 0 || w.pgKills.Load() == 0) {
+	for ctx.Err() == nil && (progress.Load() < total || len(restartsAt) > 0 || w.pgKills.Load() == 0 || w.outages.Load() == 0) {
 		<-tick.C
 		if len(restartsAt) > 0 && progress.Load() >= restartsAt[0] {
 			restartsAt = restartsAt[1:]
@@ -397,12 +417,75 @@ func (w *world) injectFaults(ctx context.Context, progress *atomic.Int64, done c
 			w.startNATS()
 			w.natsRestarts.Add(1)
 		}
+		if w.outages.Load() == 0 && progress.Load() >= total/2 {
+			w.outage(*outageFlag)
+		}
 		switch rand.N(4) {
 		case 0:
 			w.terminateBackends()
 		case 1:
 			w.republishSomeOrders(ctx)
 		}
+	}
+}
+
+// outage makes PostgreSQL unreachable for d: this run's connections are
+// terminated as fast as they are made. The consumers must pause rather
+// than spend their deliveries: the DLQ check fails on any dead letter but
+// the poison events.
+func (w *world) outage(d time.Duration) {
+	w.outages.Add(1)
+	// Events reach the consumers during the outage: copies of orders
+	// already handled, published while the database is closed.
+	type copyOf struct {
+		subject string
+		data    []byte
+	}
+	var copies []copyOf
+	rows, err := w.orderDB.Query(context.Background(), `SELECT subject, envelope FROM outbox WHERE published_at IS NOT NULL ORDER BY random() LIMIT 20`)
+	if err == nil {
+		for rows.Next() {
+			var c copyOf
+			if rows.Scan(&c.subject, &c.data) == nil {
+				copies = append(copies, c)
+			}
+		}
+		rows.Close()
+	}
+	db := pgx.Identifier{w.dbName}.Sanitize()
+	w.admin(func(conn *pgx.Conn) error {
+		_, err := conn.Exec(context.Background(), "ALTER DATABASE "+db+" ALLOW_CONNECTIONS false")
+		return err
+	})
+	w.terminateBackends()
+	for _, c := range copies {
+		env, err := event.Decode(c.data)
+		if err != nil {
+			continue
+		}
+		h := event.Headers(env)
+		h.Set(nats.MsgIdHdr, env.GetId()+":chaos-outage")
+		if _, err := w.js.PublishMsg(context.Background(), &nats.Msg{Subject: c.subject, Data: c.data, Header: h}); err == nil {
+			w.dupPublishes.Add(1)
+		}
+	}
+	time.Sleep(d) // the outage's length: nothing to wait for
+	w.admin(func(conn *pgx.Conn) error {
+		_, err := conn.Exec(context.Background(), "ALTER DATABASE "+db+" ALLOW_CONNECTIONS true")
+		return err
+	})
+}
+
+// admin runs f on a connection to the test server's own database.
+func (w *world) admin(f func(*pgx.Conn) error) {
+	conn, err := pgx.Connect(context.Background(), testenv.DatabaseURL())
+	if err != nil {
+		w.t.Errorf("admin connection: %v", err)
+		return
+	}
+	defer conn.Close(context.Background())
+	if err := f(conn); err != nil {
+		w.t.Errorf("admin: %v", err)
 	}
 }
 
@@ -627,7 +710,7 @@ func (w *world) check(t *testing.T, accepted []string) {
 		t.Error("no poison event reached a handler inside a batch of several")
 	}
 	faults := w.natsRestarts.Load() + w.pgKills.Load() + w.ackLost.Load() + w.dupPublishes.Load() + int64(len(poison)) + min(w.killed.Load(), 1)
-	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d ack_lost=%d dup_publishes=%d poison=%d poison_in_batch=%d killed_after_commit=%d) dlq=%d lost=%d doubled=%d oversold=%d negative=%d\n",
-		len(accepted), confirmed, rejected, faults, w.natsRestarts.Load(), w.pgKills.Load(), w.ackLost.Load(), w.dupPublishes.Load(),
+	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d pg_outage=%v ack_lost=%d dup_publishes=%d poison=%d poison_in_batch=%d killed_after_commit=%d) dlq=%d lost=%d doubled=%d oversold=%d negative=%d\n",
+		len(accepted), confirmed, rejected, faults, w.natsRestarts.Load(), w.pgKills.Load(), *outageFlag*time.Duration(w.outages.Load()), w.ackLost.Load(), w.dupPublishes.Load(),
 		len(poison), inBatch, min(w.killed.Load(), 1), len(dls), lost, doubled, oversold, negative)
 }
