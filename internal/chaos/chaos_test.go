@@ -101,6 +101,9 @@ func TestChaos(t *testing.T) {
 	run(deadletter.NewCollector(w.js, log).Run)
 	reserve, outcome := inventory.ReserveStockConsumer(), order.InventoryOutcomeConsumer()
 	reserve.DeadLetter, outcome.DeadLetter = deadletter.Filer(w.js), deadletter.Filer(w.js)
+	// A short retry budget, so that the outage (chaos.outage) outlasts it
+	// as a 10-minute outage outlasts the default one (about 90 s).
+	reserve.Retry, outcome.Retry = chaosRetry, chaosRetry
 	for _, name := range []string{"inventory-a", "inventory-b"} { // a group of two shares the partitions
 		reserve := reserve
 		reserve.Instance = name
@@ -200,9 +203,6 @@ func newWorld(t *testing.T) *world {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w.orders = order.New(w.orderDB, w.js, orderSchema, quiet)
 	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
-	// A short retry budget, so that the outage (chaos.outage) outlasts it
-	// as a 10-minute outage outlasts the default one (about 90 s).
-	w.orders.Retry, w.inv.Retry = chaosRetry, chaosRetry
 	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range skus {
 		stock[sku(i)], prices[sku(i)] = stockPerSKU(), unitPrice
