@@ -441,38 +441,14 @@ func (w *world) outage(d time.Duration) {
 	w.outages.Add(1)
 	// Events reach the consumers during the outage: copies of orders
 	// already handled, published while the database is closed.
-	type copyOf struct {
-		subject string
-		data    []byte
-	}
-	var copies []copyOf
-	rows, err := w.orderDB.Query(context.Background(), `SELECT subject, envelope FROM outbox WHERE published_at IS NOT NULL ORDER BY random() LIMIT 20`)
-	if err == nil {
-		for rows.Next() {
-			var c copyOf
-			if rows.Scan(&c.subject, &c.data) == nil {
-				copies = append(copies, c)
-			}
-		}
-		rows.Close()
-	}
+	copies := w.handledOrders(context.Background(), 20)
 	db := pgx.Identifier{w.dbName}.Sanitize()
 	w.admin(func(conn *pgx.Conn) error {
 		_, err := conn.Exec(context.Background(), "ALTER DATABASE "+db+" ALLOW_CONNECTIONS false")
 		return err
 	})
 	w.terminateBackends()
-	for _, c := range copies {
-		env, err := event.Decode(c.data)
-		if err != nil {
-			continue
-		}
-		h := event.Headers(env)
-		h.Set(nats.MsgIdHdr, env.GetId()+":chaos-outage")
-		if _, err := w.js.PublishMsg(context.Background(), &nats.Msg{Subject: c.subject, Data: c.data, Header: h}); err == nil {
-			w.dupPublishes.Add(1)
-		}
-	}
+	w.publishCopies(context.Background(), copies, ":chaos-outage")
 	time.Sleep(d) // the outage's length: nothing to wait for
 	w.admin(func(conn *pgx.Conn) error {
 		_, err := conn.Exec(context.Background(), "ALTER DATABASE "+db+" ALLOW_CONNECTIONS true")
@@ -510,30 +486,43 @@ func (w *world) terminateBackends() {
 // envelopes again under new Nats-Msg-Ids: the duplicate window cannot catch
 // them, processed_events must.
 func (w *world) republishSomeOrders(ctx context.Context) {
-	rows, err := w.orderDB.Query(ctx, `SELECT subject, envelope FROM outbox WHERE published_at IS NOT NULL ORDER BY random() LIMIT 3`)
+	w.publishCopies(ctx, w.handledOrders(ctx, 3), ":chaos-dup")
+}
+
+// published is an outbox row already published: its subject and envelope.
+type published struct {
+	subject string
+	data    []byte
+}
+
+// handledOrders returns up to n published OrderCreated rows, at random
+// (none when the database does not answer).
+func (w *world) handledOrders(ctx context.Context, n int) []published {
+	rows, err := w.orderDB.Query(ctx, `SELECT subject, envelope FROM outbox WHERE published_at IS NOT NULL ORDER BY random() LIMIT $1`, n)
 	if err != nil {
-		return
+		return nil
 	}
-	type msg struct {
-		subject string
-		data    []byte
-	}
-	var msgs []msg
+	defer rows.Close()
+	var out []published
 	for rows.Next() {
-		var m msg
-		if rows.Scan(&m.subject, &m.data) == nil {
-			msgs = append(msgs, m)
+		var p published
+		if rows.Scan(&p.subject, &p.data) == nil {
+			out = append(out, p)
 		}
 	}
-	rows.Close()
-	for _, m := range msgs {
-		env, err := event.Decode(m.data)
+	return out
+}
+
+// publishCopies publishes each again, under its Nats-Msg-Id plus suffix.
+func (w *world) publishCopies(ctx context.Context, copies []published, suffix string) {
+	for _, c := range copies {
+		env, err := event.Decode(c.data)
 		if err != nil {
 			continue
 		}
 		h := event.Headers(env)
-		h.Set(nats.MsgIdHdr, env.GetId()+":chaos-dup")
-		if _, err := w.js.PublishMsg(ctx, &nats.Msg{Subject: m.subject, Data: m.data, Header: h}); err == nil {
+		h.Set(nats.MsgIdHdr, env.GetId()+suffix)
+		if _, err := w.js.PublishMsg(ctx, &nats.Msg{Subject: c.subject, Data: c.data, Header: h}); err == nil {
 			w.dupPublishes.Add(1)
 		}
 	}
