@@ -168,11 +168,18 @@ func validIdent(s string) bool {
 // IsUnavailable reports whether err means the database could not be reached
 // or the connection broke (worth retrying later), rather than a bad query or
 // a broken rule.
+//
+// Every failure to connect counts, whatever the server said: a database
+// that is closed to connections (55000), not there yet (3D000) or starting
+// up refuses as surely as one that is down, and a consumer must pause for
+// it rather than spend deliveries.
 func IsUnavailable(err error) bool {
 	var netErr net.Error
 	var pgErr *pgconn.PgError
+	var connectErr *pgconn.ConnectError
 	switch {
-	case errors.Is(err, ErrUnavailable), pgconn.Timeout(err), pgconn.SafeToRetry(err), errors.As(err, &netErr):
+	case errors.Is(err, ErrUnavailable), pgconn.Timeout(err), pgconn.SafeToRetry(err), errors.As(err, &netErr),
+		errors.As(err, &connectErr):
 		return true
 	case errors.As(err, &pgErr):
 		// Class 08: connection exception; 57P01..57P03: admin shutdown,
@@ -181,6 +188,5 @@ func IsUnavailable(err error) bool {
 		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" ||
 			pgErr.Code == "57P03" || pgErr.Code == "40001" || pgErr.Code == "40P01"
 	}
-	var connectErr *pgconn.ConnectError
-	return errors.As(err, &connectErr)
+	return false
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -31,6 +32,18 @@ func DatabaseURL() string {
 		return u
 	}
 	return postgres.DefaultURL
+}
+
+// AdminURL is DatabaseURL with the server's maintenance database
+// (postgres), which exists on a fresh server: for creating, closing and
+// dropping databases of a test's own.
+func AdminURL() string {
+	u, err := url.Parse(DatabaseURL())
+	if err != nil {
+		return DatabaseURL()
+	}
+	u.Path = "/postgres"
+	return u.String()
 }
 
 // NATS starts an embedded nats-server for the test, with the catalog's
