@@ -180,6 +180,13 @@ func limitsFlags(fs *flag.FlagSet) func() order.Limits {
 	}
 }
 
+// stuckAfterFlag declares --stuck-after, the order watchdog's deadline
+// (order.Watchdog.After).
+func stuckAfterFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("stuck-after", envDuration("SHOPBUS_STUCK_AFTER", order.DefaultWatchdog.After),
+		"order service: how long an order may stay PENDING before the watchdog re-applies its lost outcome or re-publishes its order.created (env SHOPBUS_STUCK_AFTER)")
+}
+
 func envFloat(name string, def float64) float64 {
 	if v, ok := os.LookupEnv(name); ok {
 		if f, err := strconv.ParseFloat(v, 64); err == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/services/order"
 )
 
 func serve(ctx context.Context, args []string) error {
@@ -33,6 +34,7 @@ func serve(ctx context.Context, args []string) error {
 	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
 	authOf := authFlags(fs)
 	limitsOf := limitsFlags(fs)
+	stuckAfter := stuckAfterFlag(fs)
 	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466"}[component])
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	natsCreds := fs.String("nats-creds", env("NATS_CREDS", ""), "NATS credentials `file` (JWT and seed, decentralized auth) (env NATS_CREDS)")
@@ -89,7 +91,7 @@ func serve(ctx context.Context, args []string) error {
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, ServiceCAFile: deref(serviceCA),
 		Components: []string{component}, NATSURL: *natsURL, NATSOptions: natsOpts, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
-		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), MetricsAddr: *metricsAddr, Log: log,
+		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Watchdog: order.Watchdog{After: *stuckAfter}, MetricsAddr: *metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err

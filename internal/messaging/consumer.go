@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -547,7 +548,11 @@ func (s *settler) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream
 	switch {
 	case err == nil:
 		s.forget(seq)
-		if err := msg.DoubleAck(ctx); err != nil {
+		// Its own bound: an ack sent while NATS is away is never answered,
+		// and the handler's time may be nearly used up.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		defer cancel()
+		if err := msg.DoubleAck(actx); err != nil {
 			// The effect is committed; a redelivery finds it in
 			// processed_events.
 			s.log.Warn("consumer: ack not confirmed; the event may be redelivered", append(attrs, "err", err)...)
@@ -633,26 +638,32 @@ func (s *settler) forget(seq uint64) time.Time {
 }
 
 func decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) (*Delivery, error) {
-	env, err := event.Decode(msg.Data())
+	return decodeParts(msg.Subject(), msg.Data(), msg.Headers(), meta)
+}
+
+// decodeParts checks and decodes an event published on subject with data
+// and headers h.
+func decodeParts(subject string, data []byte, h nats.Header, meta *jetstream.MsgMetadata) (*Delivery, error) {
+	env, err := event.Decode(data)
 	if err != nil {
 		return nil, err
 	}
-	if err := event.CheckHeaders(msg.Headers(), env); err != nil {
+	if err := event.CheckHeaders(h, env); err != nil {
 		return nil, err
 	}
 	if err := event.CheckSource(env); err != nil {
 		return nil, err
 	}
-	if key, ok := KeyOf(msg.Subject()); env.GetPartitionKey() != "" && (!ok || key != env.GetPartitionKey()) {
+	if key, ok := KeyOf(subject); env.GetPartitionKey() != "" && (!ok || key != env.GetPartitionKey()) {
 		// A key-based consumer orders by the subject's key: one that
 		// disagrees with the envelope would put the event out of order.
-		return nil, fmt.Errorf("%w: subject %s does not end in the envelope's partition key %q", event.ErrInvalid, msg.Subject(), env.GetPartitionKey())
+		return nil, fmt.Errorf("%w: subject %s does not end in the envelope's partition key %q", event.ErrInvalid, subject, env.GetPartitionKey())
 	}
 	payload, spec, err := event.Latest(env)
 	if err != nil {
 		return nil, err
 	}
-	return &Delivery{Envelope: env, Event: payload, Spec: spec, Subject: msg.Subject(), Metadata: meta}, nil
+	return &Delivery{Envelope: env, Event: payload, Spec: spec, Subject: subject, Metadata: meta}, nil
 }
 
 // keepAlive tells JetStream every interval that msgs are still being

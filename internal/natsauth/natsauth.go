@@ -80,6 +80,9 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 		}
 		for _, st := range g.Streams {
 			consumerAPI(st, "CREATE", "DURABLE.CREATE", "INFO", "MSG.NEXT")
+			// Reading one of its events back (messaging.LastEvent, for a
+			// watchdog): what it may consume anyway.
+			allow = append(allow, "$JS.API.STREAM.MSG.GET."+st)
 			// Its consumers' dead letters (deadletter.Filer), and only
 			// theirs: "shopbus.dlq.<stream>.<consumer>.<seq>".
 			allow = append(allow, "shopbus.dlq."+st+".>")

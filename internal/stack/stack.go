@@ -85,6 +85,9 @@ type Config struct {
 	// OrderLimits hold each customer to a CreateOrder rate and to units
 	// per line and per order (order.DefaultLimits where zero).
 	OrderLimits order.Limits
+	// Watchdog configures the order service's search for orders stuck in
+	// PENDING (order.DefaultWatchdog where zero).
+	Watchdog order.Watchdog
 	// Auth authenticates the callers of every RPC (see gateway.Config). It
 	// must say how: a verifier of bearer tokens, an admin token, or
 	// Insecure.
@@ -519,6 +522,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		s.Orders.EventPool = events
 		s.Orders.Telemetry = s.Telemetry
 		s.Orders.Retry = cfg.Retry
+		s.Orders.Watchdog = cfg.Watchdog
 		s.Orders.DeadLetter = deadletter.Filer(js)
 		s.Orders.Unpublishable = deadletter.OutboxFiler(js)
 	}

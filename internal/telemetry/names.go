@@ -36,6 +36,7 @@ const (
 
 	// Orders, recorded by the order service.
 	OrderDecisionDuration = "shopbus.order.decision.duration" // histogram, s (CreateOrder → CONFIRMED or REJECTED); outcome
+	OrdersNudged          = "shopbus.order.nudged"            // counter; action (reapplied, resent, unresolved): the watchdog's work on orders PENDING past their deadline
 )
 
 // SecondsBuckets are the bucket boundaries of shopbus's duration

@@ -6,7 +6,7 @@
 // keeps from the inventory service's inventory.priced events.
 //
 // Each use case has its file: create_order.go, get_order.go,
-// apply_inventory_outcome.go, apply_price.go; handler.go maps them onto the
+// apply_inventory_outcome.go, apply_price.go, recover_stuck_orders.go; handler.go maps them onto the
 // Connect API and domain errors onto Connect codes.
 package order
 
@@ -88,6 +88,9 @@ type Service struct {
 	Instance string
 	// Telemetry receives the service's metrics and spans (none when nil).
 	Telemetry *telemetry.Telemetry
+	// Watchdog configures the search for orders stuck in PENDING
+	// (recover_stuck_orders.go; DefaultWatchdog where zero).
+	Watchdog Watchdog
 
 	metrics  *metrics
 	decided  *decisions
@@ -102,8 +105,9 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Lo
 		stopping: make(chan struct{})}
 }
 
-// Run relays the outbox, consumes inventory outcomes and listens for the
-// decisions WatchOrder waits for, until ctx is done.
+// Run relays the outbox, consumes inventory outcomes, listens for the
+// decisions WatchOrder waits for and nudges orders stuck in PENDING
+// (Watchdog), until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	// WatchOrder streams end when the service stops: an HTTP server's
 	// graceful shutdown would otherwise wait for each until its deadline.
@@ -112,14 +116,15 @@ func (s *Service) Run(ctx context.Context) error {
 	defer wg.Wait()
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
+	s.metrics = newMetrics(s.Telemetry)
 	wg.Go(func() { s.decided.listen(lctx, s.events(), s.log) })
+	wg.Go(func() { s.watch(lctx, s.Watchdog) })
 	cfg := InventoryOutcomeConsumer()
 	cfg.Instance = s.Instance
 	cfg.Retry = s.Retry
 	cfg.DeadLetter = s.DeadLetter
 	cfg.Unpublishable = s.Unpublishable
 	cfg.Telemetry = s.Telemetry
-	s.metrics = newMetrics(s.Telemetry)
 	return messaging.RunService(ctx, s.events(), s.js, s.schema, cfg, s.ApplyInventoryOutcome, s.log)
 }
 
