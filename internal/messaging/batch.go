@@ -183,9 +183,16 @@ func batchLoop(ctx context.Context, cons jetstream.Consumer, h BatchHandler, s *
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
+	// On a stop, a batch waiting to be retried is handed back, and so is
+	// every message after it (handling a later one first would break the
+	// order per key), once the iterator is drained: its interest is gone,
+	// so the server cannot deliver them to this instance again, behind
+	// later ones.
+	var back []jetstream.Msg
 	for {
 		first, err := nextMsg(ctx, it, cons, s)
 		if first == nil {
+			s.handBack(back)
 			return err
 		}
 		msgs := []jetstream.Msg{first}
@@ -198,7 +205,11 @@ func batchLoop(ctx context.Context, cons jetstream.Consumer, h BatchHandler, s *
 			}
 			msgs = append(msgs, msg)
 		}
-		s.handleBatch(ctx, msgs, h)
+		if len(back) > 0 {
+			back = append(back, msgs...)
+			continue
+		}
+		back = s.handleBatch(ctx, msgs, h)
 	}
 }
 
@@ -208,9 +219,9 @@ func batchLoop(ctx context.Context, cons jetstream.Consumer, h BatchHandler, s *
 // failure waits out the retry policy's delay and runs h again on the same
 // batch, with the messages kept in hand, until the policy's MaxDeliver
 // attempts are used up (then every event of the batch is dead-lettered) or
-// ctx is done (then the batch is handed back with a Nak for another
-// instance, after the delay).
-func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h BatchHandler) {
+// ctx is done: then it returns the batch's messages, which the caller hands
+// back (handBack) for another instance.
+func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h BatchHandler) (handBack []jetstream.Msg) {
 	start := time.Now()
 	var batch []*Delivery
 	msgOf := map[*Delivery]jetstream.Msg{}
@@ -229,7 +240,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 		msgOf[d] = msg
 	}
 	if len(batch) == 0 {
-		return
+		return nil
 	}
 	stop := keepAlive(s.ackWait/2, inHand(batch, msgOf)...)
 	defer stop()
@@ -282,10 +293,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			select {
 			case <-time.After(delay):
 			case <-ctx.Done():
-				for _, d := range batch {
-					_ = msgOf[d].NakWithDelay(delay)
-				}
-				return
+				return inHand(batch, msgOf)
 			}
 			continue
 		case errors.Is(err, ErrPanic) && len(batch) > 1:
@@ -316,14 +324,29 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			case <-time.After(delay):
 				attempt++
 			case <-ctx.Done():
-				// Stopping: hand the batch back, due when its delay is. (A
-				// plain Nak would be redelivered at once, possibly to this
-				// draining consumer behind later events it still holds.)
-				for _, d := range batch {
-					_ = msgOf[d].NakWithDelay(delay)
-				}
-				return
+				return inHand(batch, msgOf)
 			}
+		}
+	}
+	return nil
+}
+
+// handBackDelay is the delay of a hand-back's Naks: next to nothing, so
+// another instance takes the messages at once, yet a delay, because the
+// server redelivers delayed Naks in stream order (its pending timer sorts
+// them), which it did not always do for plain ones (TestBatchStop saw a
+// partition's first two events swapped).
+const handBackDelay = 50 * time.Millisecond
+
+// handBack hands msgs back to JetStream, in order, when the consumer stops
+// with them in hand, so another instance takes them now rather than after
+// a retry's delay or their AckWait. The consumer's iterator is drained by
+// then: no interest is left to deliver them to here.
+func (s *settler) handBack(msgs []jetstream.Msg) {
+	for _, msg := range msgs {
+		if err := msg.NakWithDelay(handBackDelay); err != nil {
+			s.log.Warn("consumer: stopping; hand-back not sent, the event waits out its AckWait",
+				"subject", msg.Subject(), "err", err)
 		}
 	}
 }

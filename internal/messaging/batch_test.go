@@ -355,7 +355,8 @@ func TestBatchRetriesExhausted(t *testing.T) {
 
 // TestBatchStop: an instance stopped with a batch in hand finishes it (its
 // effects commit and it is acked); one stopped while a batch waits to be
-// retried hands it back, and another instance completes it.
+// retried hands it back at once (not after the retry's delay), and another
+// instance completes it.
 func TestBatchStop(t *testing.T) {
 	t.Parallel()
 	r := newBatchRig(t, messaging.KeyBased)
@@ -380,8 +381,9 @@ func TestBatchStop(t *testing.T) {
 		t.Fatalf("after a stop with a batch in hand: %d effects, %v; want the batch committed", n, err)
 	}
 
-	// Stopped in a retry's wait: handed back, completed by another.
-	r.cfg.Retry.Base, r.cfg.Retry.Cap = 200*time.Millisecond, 200*time.Millisecond
+	// Stopped in a retry's wait: handed back at once, completed by
+	// another long before the retry's delay (minutes) would have let it.
+	r.cfg.Retry.Base, r.cfg.Retry.Cap = 10*time.Minute, 10*time.Minute
 	r.publish(10)
 	failing := make(chan struct{})
 	var once sync.Once
