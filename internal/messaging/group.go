@@ -118,7 +118,11 @@ func EnsureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg Consumer
 // declared is used as it is, so an identity that may not declare streams
 // still joins.
 func ensureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, partitions int) (jetstream.KeyValue, error) {
-	want := groupBucketConfig(cfg, partitions)
+	replicas, err := streamReplicas(ctx, js, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("consumer group %s: %w", cfg.Durable, err)
+	}
+	want := groupBucketConfig(cfg, partitions, replicas)
 	kv, err := js.KeyValue(ctx, want.Bucket)
 	if err == nil {
 		st, serr := kv.Status(ctx)
@@ -135,8 +139,22 @@ func ensureGroupBucket(ctx context.Context, js jetstream.JetStream, cfg Consumer
 	return kv, nil
 }
 
-// groupBucketConfig is the bucket of cfg's group.
-func groupBucketConfig(cfg ConsumerConfig, partitions int) jetstream.KeyValueConfig {
+// streamReplicas returns the replicas of stream, or 1 when it does not
+// exist (yet): a group's bucket has as many copies as the stream the group
+// consumes, so in a cluster it survives what the stream survives.
+func streamReplicas(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
+	s, err := js.Stream(ctx, stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 1, nil
+	case err != nil:
+		return 0, fmt.Errorf("jetstream: stream %s: %w", stream, err)
+	}
+	return max(s.CachedInfo().Config.Replicas, 1), nil
+}
+
+// groupBucketConfig is the bucket of cfg's group, with replicas copies.
+func groupBucketConfig(cfg ConsumerConfig, partitions, replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      GroupBucket(cfg.Durable),
 		Description: "shopbus consumer group " + cfg.Durable + ": members and partition leases",
@@ -147,6 +165,11 @@ func groupBucketConfig(cfg ConsumerConfig, partitions int) jetstream.KeyValueCon
 		// fsync, and after a NATS restart every member takes its share
 		// again.
 		Storage: jetstream.MemoryStorage,
+		// As many copies as the consumed stream: in a cluster, a bucket
+		// on one node freezes the group while that node is down (members
+		// keep what they hold, but a dead member's partitions are not
+		// taken over and nobody joins).
+		Replicas: replicas,
 		Metadata: map[string]string{
 			metadataStream:     cfg.Stream,
 			metadataStrategy:   string(cfg.Strategy),
@@ -162,7 +185,8 @@ func sameGroupBucket(have jetstream.StreamConfig, want jetstream.KeyValueConfig)
 			return false
 		}
 	}
-	return have.MaxAge == want.TTL && have.SubjectDeleteMarkerTTL == want.LimitMarkerTTL && have.Storage == want.Storage
+	return have.MaxAge == want.TTL && have.SubjectDeleteMarkerTTL == want.LimitMarkerTTL && have.Storage == want.Storage &&
+		max(have.Replicas, 1) == max(want.Replicas, 1)
 }
 
 // member is this instance's membership of a group: it keeps its member key
