@@ -34,6 +34,7 @@ import (
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
+	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/stack"
@@ -326,6 +327,10 @@ func (tr *tier) awaitAllDecided(accepted []string) result {
 			t.Errorf("%s: on hand %d + reserved %d, want %d; reserved, want %d (units of confirmed orders)", s, onHand, reserved, stockPerSKU, confirmedUnits)
 			r.doubled++
 		}
+	}
+	// Nodes away pause the pipeline; they dead-letter nothing.
+	if dls, _, err := deadletter.NewStore(tr.stack.JS).List(context.Background(), deadletter.Filter{}, 0, 100); err != nil || len(dls) != 0 {
+		t.Errorf("the dead-letter queue holds %d entries (%v), want none", len(dls), err)
 	}
 	// The duplicate window held across the leader changes: each stream
 	// holds each outbox row once.

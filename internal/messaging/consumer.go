@@ -360,10 +360,15 @@ func awaitPredecessor(ctx context.Context, js jetstream.JetStream, stream, durab
 	}
 }
 
+// healthyRun is how long a consumer must have received before a failure
+// starts its back-off afresh.
+const healthyRun = time.Minute
+
 // run handles the messages of one durable consumer until ctx is done,
 // declaring it again (after a backoff) whenever receiving fails.
 func run(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, loop loopFunc, s *settler) {
 	for failures := 0; ctx.Err() == nil; {
+		began := time.Now()
 		err := func() error {
 			cons, err := ensureConsumer(ctx, js, stream, cc)
 			if err != nil {
@@ -373,6 +378,9 @@ func run(ctx context.Context, js jetstream.JetStream, stream string, cc jetstrea
 		}()
 		if ctx.Err() != nil {
 			return
+		}
+		if time.Since(began) > healthyRun {
+			failures = 0 // it ran well for a while: a new failure, not the same one
 		}
 		failures++
 		wait := Backoff(failures)

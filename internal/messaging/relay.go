@@ -172,7 +172,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		case err != nil:
 			failures++
-			wait = Backoff(failures)
+			wait = relayRetry.Delay(failures)
 			r.log.Warn("outbox relay: publish failed; retrying", "schema", r.schema, "err", err, "retry_in", wait)
 		case n == r.batch:
 			failures = 0
@@ -188,6 +188,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// relayRetry is the relay's back-off after a failed pass (database or NATS
+// away): capped at 5 s, so that the backlog moves within seconds of their
+// return (a pass costs one query), where Backoff's 30 s cap held it up to
+// half a minute after a stream regained its quorum (internal/cluster).
+var relayRetry = RetryPolicy{Base: 250 * time.Millisecond, Cap: 5 * time.Second}
 
 // PublishTimeout bounds the wait for JetStream's acknowledgement of a
 // publish; MaxPendingPublishes bounds the publishes awaiting one. A
