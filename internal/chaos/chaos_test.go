@@ -99,8 +99,8 @@ func TestChaos(t *testing.T) {
 		})
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	run(messaging.NewRelay(w.orderDB, w.js, w.orders.Schema(), messaging.WithRelayLogger(log)).Run)
-	run(messaging.NewRelay(w.invDB, w.js, w.inv.Schema(), messaging.WithRelayLogger(log)).Run)
+	run(messaging.NewRelay(w.orderDB, w.js, w.orders.Schema, messaging.WithRelayLogger(log)).Run)
+	run(messaging.NewRelay(w.invDB, w.js, w.inv.Schema, messaging.WithRelayLogger(log)).Run)
 	run(deadletter.NewCollector(w.js, log).Run)
 	reserve, outcome := inventory.ReserveStockConsumer(), order.InventoryOutcomeConsumer()
 	reserve.DeadLetter, outcome.DeadLetter = deadletter.Filer(w.js), deadletter.Filer(w.js)

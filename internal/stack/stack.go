@@ -40,6 +40,7 @@ import (
 	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/telemetry"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -510,39 +511,46 @@ func (s *Stack) jsFor(id natsauth.Identity) (jetstream.JetStream, error) {
 func (s *Stack) startServices(ctx context.Context) error {
 	cfg := s.cfg
 	if cfg.runs("order") {
-		pool, events, err := s.open(ctx, cfg.Schema+"_order", order.Migrations)
+		rt, err := s.runtime(ctx, "order", natsauth.Order, order.Migrations)
 		if err != nil {
 			return err
 		}
-		js, err := s.jsFor(natsauth.Order)
-		if err != nil {
-			return err
-		}
-		s.Orders = order.New(pool, js, cfg.Schema+"_order", cfg.Log)
-		s.Orders.EventPool = events
-		s.Orders.Telemetry = s.Telemetry
-		s.Orders.Retry = cfg.Retry
+		s.Orders = order.New(rt.Pool, rt.JS, rt.Schema, cfg.Log)
+		s.Orders.Runtime = rt
 		s.Orders.Watchdog = cfg.Watchdog
-		s.Orders.DeadLetter = deadletter.Filer(js)
-		s.Orders.Unpublishable = deadletter.OutboxFiler(js)
 	}
 	if cfg.runs("inventory") {
-		pool, events, err := s.open(ctx, cfg.Schema+"_inventory", inventory.Migrations)
+		rt, err := s.runtime(ctx, "inventory", natsauth.Inventory, inventory.Migrations)
 		if err != nil {
 			return err
 		}
-		js, err := s.jsFor(natsauth.Inventory)
-		if err != nil {
-			return err
-		}
-		s.Inventory = inventory.New(pool, js, cfg.Schema+"_inventory", cfg.Log)
-		s.Inventory.EventPool = events
-		s.Inventory.Telemetry = s.Telemetry
-		s.Inventory.Retry = cfg.Retry
-		s.Inventory.DeadLetter = deadletter.Filer(js)
-		s.Inventory.Unpublishable = deadletter.OutboxFiler(js)
+		s.Inventory = inventory.New(rt.Pool, rt.JS, rt.Schema, cfg.Log)
+		s.Inventory.Runtime = rt
 	}
 	return nil
+}
+
+// runtime makes the Runtime of the service name: its two pools on the
+// schema <Schema>_<name>, migrated with migrations; its JetStream, on its
+// own NATS identity when the server is closed; dead-lettering into the DLQ;
+// the stack's retry policy and telemetry.
+func (s *Stack) runtime(ctx context.Context, name string, id natsauth.Identity, migrations fs.FS) (servicekit.Runtime, error) {
+	schema := s.cfg.Schema + "_" + name
+	pool, events, err := s.open(ctx, schema, migrations)
+	if err != nil {
+		return servicekit.Runtime{}, err
+	}
+	js, err := s.jsFor(id)
+	if err != nil {
+		return servicekit.Runtime{}, err
+	}
+	rt := servicekit.NewRuntime(name, pool, js, schema, s.cfg.Log)
+	rt.EventPool = events
+	rt.Telemetry = s.Telemetry
+	rt.Retry = s.cfg.Retry
+	rt.DeadLetter = deadletter.Filer(js)
+	rt.Unpublishable = deadletter.OutboxFiler(js)
+	return rt, nil
 }
 
 // open connects a service's two pools to its schema, creating the database

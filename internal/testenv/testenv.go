@@ -20,7 +20,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
@@ -178,4 +180,39 @@ func (s *Scope) Close() {
 		s.cleanups[i]()
 	}
 	s.cleanups = nil
+}
+
+// Publish publishes msg onto its subject as its declared producer would, as
+// a new event (a fresh envelope and Nats-Msg-Id), and returns its stream
+// sequence.
+func Publish(t testing.TB, js jetstream.JetStream, msg proto.Message) uint64 {
+	t.Helper()
+	spec, err := event.SpecOf(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := event.New(context.Background(), msg, event.WithSource(spec.Producer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := event.Encode(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.SubjectFor(env.GetPartitionKey()), Data: b, Header: event.Headers(env)},
+		jetstream.WithMsgID(env.GetId()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// Scalar runs sql, a query of one integer, on pool.
+func Scalar(t testing.TB, pool *pgxpool.Pool, sql string) int64 {
+	t.Helper()
+	var n int64
+	if err := pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 const stockColumns = `sku, on_hand, reserved, updated_at, unit_price_minor, currency, price_revision`
@@ -18,7 +19,7 @@ const stockColumns = `sku, on_hand, reserved, updated_at, unit_price_minor, curr
 // GetStock returns the stock of sku, with its price once it has one, or
 // ErrNotFound.
 func (s *Service) GetStock(ctx context.Context, sku string) (*inventoryv1.Stock, error) {
-	st, err := scanStock(s.pool.QueryRow(ctx, `SELECT `+stockColumns+` FROM stock WHERE sku = $1`, sku))
+	st, err := scanStock(s.Pool.QueryRow(ctx, `SELECT `+stockColumns+` FROM stock WHERE sku = $1`, sku))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, sku)
 	}
@@ -44,22 +45,15 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 		after = string(b)
 	}
 	skus := req.GetSkus()
-	rows, err := s.pool.Query(ctx, `SELECT `+stockColumns+` FROM stock
+	rows, err := s.Pool.Query(ctx, `SELECT `+stockColumns+` FROM stock
 		WHERE sku > $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2))
 		ORDER BY sku LIMIT $3`, after, skus, size+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list stock: %w", err)
 	}
-	stock, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*inventoryv1.Stock, error) { return scanStock(r) })
-	if err != nil {
-		return nil, "", fmt.Errorf("list stock: %w", err)
-	}
-	next := ""
-	if len(stock) > size {
-		stock = stock[:size]
-		next = base64.RawURLEncoding.EncodeToString([]byte(stock[size-1].GetSku()))
-	}
-	return stock, next, nil
+	return servicekit.Page(rows, size, scanStock, func(last *inventoryv1.Stock) string {
+		return base64.RawURLEncoding.EncodeToString([]byte(last.GetSku()))
+	}, "list stock")
 }
 
 func scanStock(row pgx.Row) (*inventoryv1.Stock, error) {

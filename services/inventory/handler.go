@@ -2,14 +2,12 @@ package inventory
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 
 	"connectrpc.com/connect"
 
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
-	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // Handler serves the Connect InventoryService from the Service. Requests are
@@ -71,19 +69,8 @@ func (h *Handler) SetPrice(ctx context.Context, req *connect.Request[inventoryv1
 // toConnect maps domain errors to Connect codes; anything unexpected is
 // logged in full and reaches the client without database text.
 func (h *Handler) toConnect(method string, err error) error {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, err)
-	case errors.Is(err, ErrBadPageToken):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	}
-	h.svc.log.Error("inventory: "+method+" failed", slog.Any("err", err))
-	if postgres.IsUnavailable(err) {
-		return connect.NewError(connect.CodeUnavailable, errors.New("the inventory database is unavailable; retry"))
-	}
-	return connect.NewError(connect.CodeInternal, errors.New("internal error in the inventory service"))
+	return servicekit.Errors{Service: "inventory", Log: h.svc.Log, Codes: []servicekit.Code{
+		{Err: ErrNotFound, Code: connect.CodeNotFound},
+		{Err: ErrBadPageToken, Code: connect.CodeInvalidArgument},
+	}}.Connect(method, err)
 }

@@ -19,8 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/shopbus/shopbus/internal/messaging"
-	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // Source names this service in the envelopes it produces.
@@ -40,58 +39,20 @@ var (
 	ErrBadPageToken = errors.New("invalid page token")
 )
 
-// Service is the inventory service.
+// Service is the inventory service. Its Runtime holds its pools, its
+// JetStream and the event path's settings (servicekit).
 type Service struct {
-	pool   *pgxpool.Pool
-	js     jetstream.JetStream
-	schema string
-	log    *slog.Logger
-	// EventPool, when set, is the pool of the event path: the outbox
-	// relay, the consumer's transactions and retention (and, for the order
-	// service, its LISTEN connection), so that a flood of RPCs, which use
-	// the pool New was given, cannot starve it. The RPC pool when nil.
-	EventPool *pgxpool.Pool
-	// Retry is the consumer's retry policy (messaging.DefaultRetry when
-	// zero).
-	Retry messaging.RetryPolicy
-	// DeadLetter stores a message in the dead-letter queue before the
-	// consumer terminates it (deadletter.Filer); nil leaves it to the
-	// MSG_TERMINATED advisory.
-	DeadLetter messaging.DeadLetterFunc
-	// Unpublishable files the outbox rows the relay sets aside
-	// (deadletter.OutboxFiler); nil leaves them parked in the outbox, logged.
-	Unpublishable messaging.UnpublishableFunc
-	// Instance names this process in its consumer group (default: host,
-	// process id and a random suffix).
-	Instance string
-	// Telemetry receives the service's metrics and spans (none when nil).
-	Telemetry *telemetry.Telemetry
+	servicekit.Runtime
 }
 
 // New returns the inventory service on pool (its search_path is schema,
 // migrated with Migrations and messaging.Migrations) and js.
 func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{pool: pool, js: js, schema: schema, log: log.With("service", "inventory")}
+	return &Service{Runtime: servicekit.NewRuntime("inventory", pool, js, schema, log)}
 }
 
 // Run relays the outbox and consumes order.created until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	cfg := ReserveStockConsumer()
-	cfg.Instance = s.Instance
-	cfg.Retry = s.Retry
-	cfg.DeadLetter = s.DeadLetter
-	cfg.Unpublishable = s.Unpublishable
-	cfg.Telemetry = s.Telemetry
-	return messaging.RunService(ctx, s.events(), s.js, s.schema, cfg, s.ReserveStock, s.log)
+	return s.Runtime.Run(ctx, ReserveStockConsumer(), s.ReserveStock)
 }
 
-// Schema is the PostgreSQL schema the service works in (its outbox's).
-func (s *Service) Schema() string { return s.schema }
-
-// events is the event path's pool (EventPool, or the RPC pool).
-func (s *Service) events() *pgxpool.Pool {
-	if s.EventPool != nil {
-		return s.EventPool
-	}
-	return s.pool
-}

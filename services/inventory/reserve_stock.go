@@ -40,7 +40,7 @@ func ReserveStockConsumer() messaging.ConsumerConfig {
 // line of an order or for none, and writes each outcome event to the outbox.
 // An event that is not an order.created is dead-lettered alone.
 func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery) error {
-	return messaging.OnceBatchAll(ctx, s.events(), ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+	return messaging.OnceBatchAll(ctx, s.Events(), ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
 		orders := make([]*ordereventsv2.OrderCreated, len(fresh))
 		ids := make([]string, len(fresh))
 		for i, d := range fresh {

@@ -9,14 +9,12 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
-	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/inventory"
@@ -64,18 +62,7 @@ func orderCreatedV1(qty uint32) *ordereventsv1.OrderCreated {
 
 func (f *fixture) publish(t *testing.T, msg proto.Message) {
 	t.Helper()
-	spec, _ := event.SpecOf(msg)
-	env, err := event.New(context.Background(), msg, event.WithSource(spec.Producer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := event.Encode(env)
-	ack, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.SubjectFor(env.GetPartitionKey()), Data: b, Header: event.Headers(env)},
-		jetstream.WithMsgID(env.GetId()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.lastSeq = ack.Sequence
+	f.lastSeq = testenv.Publish(t, f.js, msg)
 }
 
 // consume runs the reserve-stock consumer with h until every message
@@ -95,11 +82,7 @@ func (f *fixture) consume(t *testing.T, h messaging.BatchHandler) {
 
 func (f *fixture) scalar(t *testing.T, sql string) int64 {
 	t.Helper()
-	var n int64
-	if err := f.pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
+	return testenv.Scalar(t, f.pool, sql)
 }
 
 // TestRedeliveryAfterCommit: the effect commits but the ack is lost (the

@@ -43,7 +43,7 @@ func (s *Service) SeedPrices(ctx context.Context, currency string, prices map[st
 // setPrice is SetPrice; with onlyUnpriced, a SKU that has a price keeps it,
 // nothing is published and the stock returned is nil.
 func (s *Service) setPrice(ctx context.Context, sku string, unitPriceMinor int64, currency string, onlyUnpriced bool) (st *inventoryv1.Stock, err error) {
-	err = messaging.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err = messaging.InTx(ctx, s.Pool, func(tx pgx.Tx) error {
 		st, err = scanStock(tx.QueryRow(ctx, `INSERT INTO stock (sku, on_hand, unit_price_minor, currency, price_revision)
 			VALUES ($1, 0, $2, $3, 1)
 			ON CONFLICT (sku) DO UPDATE SET unit_price_minor = EXCLUDED.unit_price_minor, currency = EXCLUDED.currency,

@@ -13,7 +13,7 @@ import (
 // SetStock sets the units on hand of sku, creating the SKU if needed.
 // Reserved units are not touched.
 func (s *Service) SetStock(ctx context.Context, sku string, onHand int64) (*inventoryv1.Stock, error) {
-	st, err := scanStock(s.pool.QueryRow(ctx, `INSERT INTO stock (sku, on_hand) VALUES ($1, $2)
+	st, err := scanStock(s.Pool.QueryRow(ctx, `INSERT INTO stock (sku, on_hand) VALUES ($1, $2)
 		ON CONFLICT (sku) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()
 		RETURNING `+stockColumns, sku, onHand))
 	if err != nil {
@@ -24,7 +24,7 @@ func (s *Service) SetStock(ctx context.Context, sku string, onHand int64) (*inve
 
 // Restock adds quantity units to sku, which must exist (ErrNotFound).
 func (s *Service) Restock(ctx context.Context, sku string, quantity int64) (*inventoryv1.Stock, error) {
-	st, err := scanStock(s.pool.QueryRow(ctx, `UPDATE stock SET on_hand = on_hand + $2, updated_at = now()
+	st, err := scanStock(s.Pool.QueryRow(ctx, `UPDATE stock SET on_hand = on_hand + $2, updated_at = now()
 		WHERE sku = $1 RETURNING `+stockColumns, sku, quantity))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s (create it with SetStock)", ErrNotFound, sku)
@@ -39,7 +39,7 @@ func (s *Service) Restock(ctx context.Context, sku string, quantity int64) (*inv
 // already, so seeding again after a restart changes nothing.
 func (s *Service) SeedStock(ctx context.Context, stock map[string]int64) error {
 	for sku, n := range stock {
-		if _, err := s.pool.Exec(ctx, `INSERT INTO stock (sku, on_hand) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING`, sku, n); err != nil {
+		if _, err := s.Pool.Exec(ctx, `INSERT INTO stock (sku, on_hand) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING`, sku, n); err != nil {
 			return fmt.Errorf("seed stock %s: %w", sku, err)
 		}
 	}

@@ -41,7 +41,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 	}
 	var decided []decision
 	var notify []string // the orders decided, for their WatchOrder streams
-	err := messaging.OnceBatchAll(ctx, s.events(), InventoryOutcomeConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+	err := messaging.OnceBatchAll(ctx, s.Events(), InventoryOutcomeConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
 		decided, notify = decided[:0], notify[:0]
 		for _, d := range fresh { // each event's span, in its trace
 			_, end := messaging.EventContext(ctx, d)
@@ -145,7 +145,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 		// transaction would hold PostgreSQL's notify lock until the commit,
 		// serialising these commits. Best effort: a watch that misses it
 		// reads its order again within watchRecheck.
-		s.decided.notify(ctx, s.events(), notify, s.log)
+		s.decided.notify(ctx, s.Events(), notify, s.Log)
 	}
 	return err
 }

@@ -77,7 +77,7 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	// atomic without BEGIN and COMMIT. A replayed idempotency key inserts
 	// no order, so no lines and no event either.
 	var inserted bool
-	err = s.pool.QueryRow(ctx, `WITH o AS (
+	err = s.Pool.QueryRow(ctx, `WITH o AS (
 			INSERT INTO orders (id, customer_id, idempotency_key, request_hash, currency, total_minor, coupon_code, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
 			ON CONFLICT (customer_id, idempotency_key) DO NOTHING
@@ -96,7 +96,7 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 		return nil, false, fmt.Errorf("create order: insert order: %w", err)
 	}
 	if inserted {
-		messaging.WakeRelays(s.pool)
+		messaging.WakeRelays(s.Pool)
 		o := &orderv1.Order{
 			OrderId: id.String(), CustomerId: customer, Currency: req.GetCurrency(), TotalMinor: total,
 			CouponCode: req.GetCouponCode(), Status: orderv1.OrderStatus_ORDER_STATUS_PENDING,
@@ -110,7 +110,7 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	// A concurrent request with the same key inserted first.
 	var existingID uuid.UUID
 	var existingHash []byte
-	err = s.pool.QueryRow(ctx, `SELECT id, request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2`,
+	err = s.Pool.QueryRow(ctx, `SELECT id, request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2`,
 		req.GetCustomerId(), req.GetIdempotencyKey()).Scan(&existingID, &existingHash)
 	if err != nil {
 		return nil, false, fmt.Errorf("create order: read the order of idempotency key: %w", err)
@@ -136,7 +136,7 @@ func (s *Service) readPricesAndKey(ctx context.Context, req *orderv1.CreateOrder
 	var minors []int64
 	var priorID *string
 	var priorHash []byte
-	err := s.pool.QueryRow(ctx, `SELECT p.skus, p.minors, p.currencies, o.id::text, o.request_hash
+	err := s.Pool.QueryRow(ctx, `SELECT p.skus, p.minors, p.currencies, o.id::text, o.request_hash
 		FROM (SELECT array_agg(sku) AS skus, array_agg(unit_price_minor) AS minors, array_agg(currency) AS currencies
 			FROM prices WHERE sku = ANY($1::text[])) AS p
 		LEFT JOIN orders o ON o.customer_id = $2 AND o.idempotency_key = $3`,

@@ -12,7 +12,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -50,18 +49,7 @@ func newFixture(t *testing.T, streams messaging.StreamOptions) *fixture {
 // publish publishes msg as its declared producer would, as a new event.
 func (f *fixture) publish(t *testing.T, msg proto.Message) {
 	t.Helper()
-	spec, _ := event.SpecOf(msg)
-	env, err := event.New(context.Background(), msg, event.WithSource(spec.Producer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := event.Encode(env)
-	ack, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.SubjectFor(env.GetPartitionKey()), Data: b, Header: event.Headers(env)},
-		jetstream.WithMsgID(env.GetId()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.seqs = append(f.seqs, ack.Sequence)
+	f.seqs = append(f.seqs, testenv.Publish(t, f.js, msg))
 }
 
 // priced publishes an inventory.priced event.
@@ -102,11 +90,7 @@ func (f *fixture) price(t *testing.T, sku string) string {
 
 func (f *fixture) scalar(t *testing.T, sql string) int64 {
 	t.Helper()
-	var n int64
-	if err := f.pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
+	return testenv.Scalar(t, f.pool, sql)
 }
 
 func request(currency string, lines ...*orderv1.OrderLine) *orderv1.CreateOrderRequest {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 const orderColumns = `id::text, customer_id::text, currency, total_minor, coupon_code, status, reject_reason, created_at, updated_at`
@@ -25,7 +26,7 @@ func (s *Service) GetOrder(ctx context.Context, id string) (*orderv1.Order, erro
 	var skus []string
 	var quantities []uint32
 	var prices []int64
-	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+`, l.skus, l.quantities, l.prices FROM orders
+	o, err := scanOrder(s.Pool.QueryRow(ctx, `SELECT `+orderColumns+`, l.skus, l.quantities, l.prices FROM orders
 		CROSS JOIN LATERAL (SELECT array_agg(sku ORDER BY line_no) AS skus, array_agg(quantity ORDER BY line_no) AS quantities,
 			array_agg(unit_price_minor ORDER BY line_no) AS prices FROM order_lines WHERE order_id = orders.id) AS l
 		WHERE id = $1`, id), &skus, &quantities, &prices)
@@ -63,20 +64,16 @@ func (s *Service) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest
 		}
 		where = append(where, "(created_at, id) < ("+arg(at)+", "+arg(id)+")")
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE `+strings.Join(where, " AND ")+
+	rows, err := s.Pool.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE `+strings.Join(where, " AND ")+
 		` ORDER BY created_at DESC, id DESC LIMIT `+arg(size+1), args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list orders: %w", err)
 	}
-	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*orderv1.Order, error) { return scanOrder(r) })
+	orders, next, err := servicekit.Page(rows, size, func(r pgx.Row) (*orderv1.Order, error) { return scanOrder(r) }, func(last *orderv1.Order) string {
+		return encodePageToken(last.GetCreatedAt().AsTime(), last.GetOrderId())
+	}, "list orders")
 	if err != nil {
-		return nil, "", fmt.Errorf("list orders: %w", err)
-	}
-	next := ""
-	if len(orders) > size {
-		orders = orders[:size]
-		last := orders[size-1]
-		next = encodePageToken(last.GetCreatedAt().AsTime(), last.GetOrderId())
+		return nil, "", err
 	}
 	if err := s.loadLines(ctx, orders); err != nil {
 		return nil, "", err
@@ -113,7 +110,7 @@ func (s *Service) loadLines(ctx context.Context, orders []*orderv1.Order) error 
 	for i, o := range orders {
 		byID[o.GetOrderId()], ids[i] = o, o.GetOrderId()
 	}
-	rows, err := s.pool.Query(ctx, `SELECT order_id::text, sku, quantity, unit_price_minor FROM order_lines
+	rows, err := s.Pool.Query(ctx, `SELECT order_id::text, sku, quantity, unit_price_minor FROM order_lines
 		WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no`, ids)
 	if err != nil {
 		return fmt.Errorf("order lines: %w", err)

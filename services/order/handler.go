@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"strconv"
 	"time"
@@ -17,7 +16,7 @@ import (
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
-	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // Handler serves the Connect OrderService from the Service. Requests are
@@ -171,25 +170,15 @@ func (h *Handler) toConnect(method string, err error) error {
 		e.Meta().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.RetryAfter.Seconds()))))
 		return e
 	}
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, err)
-	case errors.Is(err, ErrIdempotencyKeyReused):
-		return connect.NewError(connect.CodeAlreadyExists, err)
-	case errors.Is(err, ErrBadPageToken), errors.Is(err, ErrInvalidOrder), errors.Is(err, ErrTooManyUnits):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, ErrPriceMismatch), errors.Is(err, ErrCurrencyMismatch), errors.Is(err, ErrUnpriced):
-		return connect.NewError(connect.CodeFailedPrecondition, err)
-	case errors.Is(err, ErrStopping):
-		return connect.NewError(connect.CodeUnavailable, err)
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	}
-	h.svc.log.Error("order: "+method+" failed", slog.Any("err", err))
-	if postgres.IsUnavailable(err) {
-		return connect.NewError(connect.CodeUnavailable, errors.New("the order database is unavailable; retry (with the same idempotency key)"))
-	}
-	return connect.NewError(connect.CodeInternal, errors.New("internal error in the order service"))
+	return servicekit.Errors{Service: "order", Log: h.svc.Log, Retry: "retry (with the same idempotency key)", Codes: []servicekit.Code{
+		{Err: ErrNotFound, Code: connect.CodeNotFound},
+		{Err: ErrIdempotencyKeyReused, Code: connect.CodeAlreadyExists},
+		{Err: ErrBadPageToken, Code: connect.CodeInvalidArgument},
+		{Err: ErrInvalidOrder, Code: connect.CodeInvalidArgument},
+		{Err: ErrTooManyUnits, Code: connect.CodeInvalidArgument},
+		{Err: ErrPriceMismatch, Code: connect.CodeFailedPrecondition},
+		{Err: ErrCurrencyMismatch, Code: connect.CodeFailedPrecondition},
+		{Err: ErrUnpriced, Code: connect.CodeFailedPrecondition},
+		{Err: ErrStopping, Code: connect.CodeUnavailable},
+	}}.Connect(method, err)
 }

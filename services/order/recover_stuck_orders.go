@@ -66,7 +66,7 @@ type Nudged struct {
 func (s *Service) RecoverStuckOrders(ctx context.Context, w Watchdog) (Nudged, error) {
 	w = w.withDefaults()
 	var n Nudged
-	rows, err := s.events().Query(ctx, `UPDATE orders SET nudges = nudges + 1, nudged_at = now()
+	rows, err := s.Events().Query(ctx, `UPDATE orders SET nudges = nudges + 1, nudged_at = now()
 		WHERE id IN (SELECT id FROM orders WHERE status = 'PENDING' AND created_at < now() - make_interval(secs => $1)
 			AND (nudged_at IS NULL OR nudged_at < now() - make_interval(secs => $1 * power(2, least(nudges, 6))))
 			ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
@@ -101,9 +101,9 @@ func (s *Service) RecoverStuckOrders(ctx context.Context, w Watchdog) (Nudged, e
 			n.Unresolved++
 		}
 		s.metrics.nudged(ctx, action)
-		log := s.log.Info
+		log := s.Log.Info
 		if err != nil {
-			log = s.log.Warn
+			log = s.Log.Warn
 		}
 		log("watchdog: order stuck in PENDING nudged", "order_id", o.id, "nudge", o.nudges, "action", action, "err", err)
 	}
@@ -124,7 +124,7 @@ func (s *Service) nudge(ctx context.Context, orderID string, nudges int) (string
 	var err error
 	for _, kind := range []string{"adjusted", "rejected"} {
 		// Outcomes are keyed by order id: <type>.v<N>.<partition>.<order id>.
-		d, err = messaging.LastEvent(ctx, s.js, cfg.Stream, "ecommerce.inventory."+kind+".*.*."+orderID, cfg.Durable)
+		d, err = messaging.LastEvent(ctx, s.JS, cfg.Stream, "ecommerce.inventory."+kind+".*.*."+orderID, cfg.Durable)
 		if !errors.Is(err, messaging.ErrNoEvent) {
 			break
 		}
@@ -138,7 +138,7 @@ func (s *Service) nudge(ctx context.Context, orderID string, nudges int) (string
 	case !errors.Is(err, messaging.ErrNoEvent):
 		return nudgeUnresolved, err
 	}
-	if _, err := messaging.Resend(ctx, s.events(), s.js, "ecommerce.order.created.%."+orderID, ":watchdog-"+strconv.Itoa(nudges)); err != nil {
+	if _, err := messaging.Resend(ctx, s.Events(), s.JS, "ecommerce.order.created.%."+orderID, ":watchdog-"+strconv.Itoa(nudges)); err != nil {
 		return nudgeUnresolved, err
 	}
 	return nudgeResent, nil
@@ -156,7 +156,7 @@ func (s *Service) watch(ctx context.Context, w Watchdog) {
 		case <-t.C:
 		}
 		if _, err := s.RecoverStuckOrders(ctx, w); err != nil && ctx.Err() == nil {
-			s.log.Warn("watchdog: cannot look for stuck orders", "err", err)
+			s.Log.Warn("watchdog: cannot look for stuck orders", "err", err)
 		}
 	}
 }

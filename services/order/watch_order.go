@@ -69,7 +69,7 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 		// Only the status changes: read it alone.
 		var status string
 		var updated time.Time
-		err := s.pool.QueryRow(ctx, `SELECT status, reject_reason, updated_at FROM orders WHERE id = $1`, id).
+		err := s.Pool.QueryRow(ctx, `SELECT status, reject_reason, updated_at FROM orders WHERE id = $1`, id).
 			Scan(&status, &o.RejectReason, &updated)
 		if err != nil {
 			return fmt.Errorf("watch order %s: %w", id, err)
