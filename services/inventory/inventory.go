@@ -55,4 +55,3 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Lo
 func (s *Service) Run(ctx context.Context) error {
 	return s.Runtime.Run(ctx, ReserveStockConsumer(), s.ReserveStock)
 }
-

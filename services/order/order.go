@@ -98,4 +98,3 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.watch(lctx, s.Watchdog) })
 	return s.Runtime.Run(ctx, InventoryOutcomeConsumer(), s.ApplyInventoryOutcome)
 }
-
