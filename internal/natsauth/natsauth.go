@@ -5,13 +5,15 @@
 //
 // The identities and what each may do:
 //
-//	order      publish ecommerce.order.> (its events), acks, dead letters
-//	           of the streams it consumes and of its own (outbox rows it
-//	           cannot publish), and of the JetStream API only
-//	           what it needs: stream info, its consumers on the streams it
-//	           consumes (create, info, fetch), its groups' KV buckets (read,
-//	           write, watch)
-//	inventory  the same with ecommerce.inventory.>
+//	a service  (order, inventory, fraud …: one per service, named after
+//	           it) publish its events (the subjects of the events whose
+//	           producer it is, Grants.Publish), acks, dead letters of the
+//	           streams it consumes and of its own (outbox rows it cannot
+//	           publish), and of the JetStream API only what it needs:
+//	           stream info, its consumers on the streams it consumes
+//	           (create, info, fetch), one message of those streams by
+//	           subject (a watchdog's), its groups' KV buckets (read, write,
+//	           watch)
 //
 // A service cannot create, change, purge or delete a stream (a stream's
 // configuration can source, transform or republish messages: that would be
@@ -29,9 +31,12 @@ package natsauth
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -41,22 +46,24 @@ import (
 // Identity names a component's NATS identity.
 type Identity string
 
-// The identities of shopbus's components.
+// The identities of shopbus's components: the platform's, and one per
+// service, named after it (Order and Inventory are two).
 const (
 	Order     Identity = "order"
 	Inventory Identity = "inventory"
 	Platform  Identity = "platform"
 )
 
-// Identities lists every identity.
-var Identities = []Identity{Order, Inventory, Platform}
-
 // common are the subjects every service publishes to: acks and flow
 // control, and the JetStream API's account and stream info.
 var common = []string{"$JS.ACK.>", "$JS.FC.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.*"}
 
-// Grants are the JetStream resources a service identity uses.
+// Grants are what a service identity may publish and the JetStream
+// resources it uses.
 type Grants struct {
+	// Publish are the subjects it publishes to: its events' and its own
+	// dead letters' ("shopbus.dlq.<its stream>.>"), wildcards allowed.
+	Publish []string
 	// Streams are the streams it consumes: it may create, read and fetch
 	// from consumers on them, and file their dead letters.
 	Streams []string
@@ -68,11 +75,8 @@ type Grants struct {
 // the JetStream resources g of a service.
 func Permissions(id Identity, g Grants) *server.Permissions {
 	switch id {
-	case Order, Inventory:
-		allow := append([]string{"ecommerce." + string(id) + ".>",
-			// The dead letters of its own outbox rows that cannot be
-			// published (deadletter.OutboxFiler).
-			"shopbus.dlq.ECOMMERCE_" + strings.ToUpper(string(id)) + ".>"}, common...)
+	default:
+		allow := append(slices.Clone(g.Publish), common...)
 		consumerAPI := func(stream string, ops ...string) {
 			for _, op := range ops {
 				allow = append(allow, "$JS.API.CONSUMER."+op+"."+stream, "$JS.API.CONSUMER."+op+"."+stream+".>")
@@ -98,7 +102,7 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 			Publish:   &server.SubjectPermission{Allow: allow},
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 		}
-	default:
+	case Platform:
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{">"}},
 			Subscribe: &server.SubjectPermission{Allow: []string{">"}},
@@ -109,51 +113,77 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 // Keys are the identities' nkeys, kept as seed files in a directory.
 type Keys struct {
 	dir   string
+	mu    sync.Mutex
 	pairs map[Identity]nkeys.KeyPair
 }
 
-// LoadOrCreate reads the identities' seeds from dir (<identity>.nk), and
-// creates the ones missing, readable by the owner only.
+// LoadOrCreate reads the identities' seeds from dir (<identity>.nk) as they
+// are needed, creating the ones missing, readable by the owner only; the
+// platform's is made at once.
 func LoadOrCreate(dir string) (*Keys, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("natsauth: %w", err)
 	}
 	k := &Keys{dir: dir, pairs: map[Identity]nkeys.KeyPair{}}
-	for _, id := range Identities {
-		path := k.SeedFile(id)
-		seed, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
-			kp, err := nkeys.CreateUser()
-			if err != nil {
-				return nil, fmt.Errorf("natsauth: %s: %w", id, err)
-			}
-			if seed, err = kp.Seed(); err != nil {
-				return nil, fmt.Errorf("natsauth: %s: %w", id, err)
-			}
-			if err := os.WriteFile(path, seed, 0o600); err != nil {
-				return nil, fmt.Errorf("natsauth: %w", err)
-			}
-		} else if err != nil {
-			return nil, fmt.Errorf("natsauth: %w", err)
-		}
-		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
-		if err != nil {
-			return nil, fmt.Errorf("natsauth: %s: the seed in %s: %w", id, path, err)
-		}
-		k.pairs[id] = kp
+	if _, err := k.pair(Platform); err != nil {
+		return nil, err
 	}
 	return k, nil
+}
+
+// pair returns id's key pair, reading its seed or creating it.
+func (k *Keys) pair(id Identity) (nkeys.KeyPair, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if kp, ok := k.pairs[id]; ok {
+		return kp, nil
+	}
+	if !validIdentity(id) {
+		return nil, fmt.Errorf("natsauth: identity %q: want lower-case letters, digits and -", id)
+	}
+	path := k.SeedFile(id)
+	seed, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, fmt.Errorf("natsauth: %s: %w", id, err)
+		}
+		if seed, err = kp.Seed(); err != nil {
+			return nil, fmt.Errorf("natsauth: %s: %w", id, err)
+		}
+		if err := os.WriteFile(path, seed, 0o600); err != nil {
+			return nil, fmt.Errorf("natsauth: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("natsauth: %w", err)
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		return nil, fmt.Errorf("natsauth: %s: the seed in %s: %w", id, path, err)
+	}
+	k.pairs[id] = kp
+	return kp, nil
+}
+
+func validIdentity(id Identity) bool {
+	return id != "" && len(id) <= 64 && strings.IndexFunc(string(id), func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-')
+	}) < 0
 }
 
 // SeedFile is the file holding identity's seed (for the nats CLI: --nkey).
 func (k *Keys) SeedFile(id Identity) string { return filepath.Join(k.dir, string(id)+".nk") }
 
-// Users are the server's users: each identity's public key and
-// permissions, with each service identity's grants.
+// Users are the server's users: the platform identity, and each service
+// identity of grants with its permissions.
 func (k *Keys) Users(grants map[Identity]Grants) ([]*server.NkeyUser, error) {
 	var users []*server.NkeyUser
-	for _, id := range Identities {
-		pub, err := k.pairs[id].PublicKey()
+	for _, id := range append([]Identity{Platform}, slices.Sorted(maps.Keys(grants))...) {
+		kp, err := k.pair(id)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := kp.PublicKey()
 		if err != nil {
 			return nil, fmt.Errorf("natsauth: %s: %w", id, err)
 		}
@@ -164,9 +194,9 @@ func (k *Keys) Users(grants map[Identity]Grants) ([]*server.NkeyUser, error) {
 
 // Option is the client option that connects as identity.
 func (k *Keys) Option(id Identity) (nats.Option, error) {
-	kp, ok := k.pairs[id]
-	if !ok {
-		return nil, fmt.Errorf("natsauth: unknown identity %q", id)
+	kp, err := k.pair(id)
+	if err != nil {
+		return nil, err
 	}
 	pub, err := kp.PublicKey()
 	if err != nil {

@@ -150,6 +150,10 @@ type Stack struct {
 	// MetricsListener serves /metrics when Config.MetricsAddr is set.
 	MetricsListener net.Listener
 
+	runners  []runner                   // the services run here
+	services []gateway.Service          // the Connect services they serve, beside Orders and Inventory
+	own      []messaging.ConsumerConfig // their consumers
+
 	ownTelemetry bool
 	metrics      *http.Server
 	deadLetters  *deadletter.Metrics
@@ -188,7 +192,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 		s.ownTelemetry = true
 	}
-	if cfg.runs("order") || cfg.runs("inventory") || cfg.NATSURL != "" {
+	if cfg.runsAnyService() || cfg.NATSURL != "" {
 		if err := s.connectNATS(ctx); err != nil {
 			return nil, err
 		}
@@ -199,7 +203,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.startMonitor(); err != nil {
 		return nil, err
 	}
-	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, Auth: cfg.Auth, Telemetry: s.Telemetry, Health: s.Health}
+	gw := gateway.Config{AllowedOrigins: cfg.AllowedOrigins, Auth: cfg.Auth, Telemetry: s.Telemetry, Health: s.Health, Services: s.services}
 	if s.JS != nil && cfg.runs("gateway") {
 		// Admin APIs: only the gateway serves them.
 		store := deadletter.NewStore(s.JS)
@@ -282,11 +286,8 @@ func (s *Stack) startMonitor() error {
 	}
 	s.Health.Add(health.NATS(s.Conn, s.JS))
 	var own []string
-	if s.Orders != nil {
-		own = append(own, order.InventoryOutcomeConsumer().Durable)
-	}
-	if s.Inventory != nil {
-		own = append(own, inventory.ReserveStockConsumer().Durable)
+	for _, c := range s.own {
+		own = append(own, c.Durable)
 	}
 	opts := s.cfg.Lag
 	// A process that runs services watches and exports only their groups;
@@ -386,9 +387,11 @@ func DeclareTopology(ctx context.Context, js jetstream.JetStream, streams messag
 	if err := deadletter.Ensure(ctx, js, deadletter.Options{Replicas: streams.Replicas}); err != nil {
 		return err
 	}
-	for _, c := range []messaging.ConsumerConfig{order.InventoryOutcomeConsumer(), inventory.ReserveStockConsumer()} {
-		if err := messaging.EnsureGroupBucket(ctx, js, c); err != nil {
-			return err
+	for _, comp := range components {
+		for _, c := range comp.consumers {
+			if err := messaging.EnsureGroupBucket(ctx, js, c); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -435,11 +438,11 @@ func parseVersion(v string) ([]int, bool) {
 // knows: each identity of k with its permissions (natsauth), the services'
 // with their consumer groups' buckets.
 func NATSUsers(k *natsauth.Keys) ([]*server.NkeyUser, error) {
-	oc, ic := order.InventoryOutcomeConsumer(), inventory.ReserveStockConsumer()
-	return k.Users(map[natsauth.Identity]natsauth.Grants{
-		natsauth.Order:     {Streams: []string{oc.Stream}, Buckets: []string{messaging.GroupBucket(oc.Durable)}},
-		natsauth.Inventory: {Streams: []string{ic.Stream}, Buckets: []string{messaging.GroupBucket(ic.Durable)}},
-	})
+	grants := map[natsauth.Identity]natsauth.Grants{}
+	for _, c := range components {
+		grants[c.identity()] = c.grants()
+	}
+	return k.Users(grants)
 }
 
 // NATSCredentials returns the connection options for an external NATS:
@@ -509,23 +512,21 @@ func (s *Stack) jsFor(id natsauth.Identity) (jetstream.JetStream, error) {
 // startServices opens the PostgreSQL schemas and builds the services this
 // stack runs.
 func (s *Stack) startServices(ctx context.Context) error {
-	cfg := s.cfg
-	if cfg.runs("order") {
-		rt, err := s.runtime(ctx, "order", natsauth.Order, order.Migrations)
+	for _, c := range components {
+		if !s.cfg.runs(c.name) {
+			continue
+		}
+		rt, err := s.runtime(ctx, c.name, c.identity(), c.migrations)
 		if err != nil {
 			return err
 		}
-		s.Orders = order.New(rt.Pool, rt.JS, rt.Schema, cfg.Log)
-		s.Orders.Runtime = rt
-		s.Orders.Watchdog = cfg.Watchdog
-	}
-	if cfg.runs("inventory") {
-		rt, err := s.runtime(ctx, "inventory", natsauth.Inventory, inventory.Migrations)
+		r, services, err := c.build(s, rt)
 		if err != nil {
 			return err
 		}
-		s.Inventory = inventory.New(rt.Pool, rt.JS, rt.Schema, cfg.Log)
-		s.Inventory.Runtime = rt
+		s.runners = append(s.runners, r)
+		s.services = append(s.services, services...)
+		s.own = append(s.own, c.consumers...)
 	}
 	return nil
 }
@@ -606,11 +607,8 @@ func serviceClient(caFile string) (*http.Client, error) {
 // handler timeout, 20s).
 func (s *Stack) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	if s.Orders != nil {
-		g.Go(func() error { return s.Orders.Run(gctx) })
-	}
-	if s.Inventory != nil {
-		g.Go(func() error { return s.Inventory.Run(gctx) })
+	for _, r := range s.runners {
+		g.Go(func() error { return r.Run(gctx) })
 	}
 	if s.JS != nil && s.platform() {
 		// The dead-letter collector runs where the platform identity is

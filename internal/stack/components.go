@@ -1,0 +1,106 @@
+package stack
+
+import (
+	"context"
+	"io/fs"
+	"slices"
+
+	"github.com/shopbus/shopbus/gateway"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/natsauth"
+	"github.com/shopbus/shopbus/internal/servicekit"
+	"github.com/shopbus/shopbus/services/inventory"
+	"github.com/shopbus/shopbus/services/order"
+)
+
+// component is a service the stack can run: `shopbus serve <name>` runs
+// one, `shopbus dev` all of them. Everything the platform does for a
+// service follows from its entry: its schema (<Schema>_<name>) and
+// migrations, its NATS identity (named after it) and what that identity
+// may publish (the events whose producer is "shopbus/<name>", from the
+// event catalog) and consume, its consumer groups' buckets, its readiness
+// and lag. `shopbus new service` adds an entry.
+type component struct {
+	// name is the service's name: lower-case letters.
+	name string
+	// migrations are the service's tables (messaging.Migrations adds the
+	// outbox and processed_events).
+	migrations fs.FS
+	// consumers are the consumers the service runs.
+	consumers []messaging.ConsumerConfig
+	// build makes the service on rt: what runs it, and the Connect
+	// services it serves (mounted by the gateway when it runs in the same
+	// process, or served on the service's own address when alone).
+	build func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error)
+}
+
+// runner runs a service until ctx is done.
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// components are every service shopbus has. Order and inventory are
+// served through the gateway's typed fields (Stack.Orders,
+// Stack.Inventory), which a gateway in another process also proxies.
+var components = []component{
+	{
+		name: "order", migrations: order.Migrations,
+		consumers: []messaging.ConsumerConfig{order.InventoryOutcomeConsumer()},
+		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
+			s.Orders = order.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
+			s.Orders.Runtime = rt
+			s.Orders.Watchdog = s.cfg.Watchdog
+			return s.Orders, nil, nil
+		},
+	},
+	{
+		name: "inventory", migrations: inventory.Migrations,
+		consumers: []messaging.ConsumerConfig{inventory.ReserveStockConsumer()},
+		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
+			s.Inventory = inventory.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
+			s.Inventory.Runtime = rt
+			return s.Inventory, nil, nil
+		},
+	},
+	// shopbus new service: new components go above this line.
+}
+
+// Components are the names of the services a stack can run, for `shopbus
+// serve` (with "gateway", which is not a service).
+func Components() []string {
+	names := make([]string, 0, len(components))
+	for _, c := range components {
+		names = append(names, c.name)
+	}
+	return names
+}
+
+// runsAnyService reports whether the stack runs at least one service.
+func (c Config) runsAnyService() bool {
+	return slices.ContainsFunc(components, func(comp component) bool { return c.runs(comp.name) })
+}
+
+// identity is the component's NATS identity.
+func (c component) identity() natsauth.Identity { return natsauth.Identity(c.name) }
+
+// grants are what the component's identity may publish and use: the
+// subjects of its events and its own stream's dead letters; the streams it
+// consumes; its groups' buckets.
+func (c component) grants() natsauth.Grants {
+	var g natsauth.Grants
+	for _, spec := range event.Catalog() {
+		if spec.Producer == "shopbus/"+c.name {
+			g.Publish = append(g.Publish, spec.Subject()+".>",
+				// The dead letters of its outbox rows that cannot be
+				// published (deadletter.OutboxFiler).
+				"shopbus.dlq."+messaging.StreamName(spec.Domain, spec.Context)+".>")
+		}
+	}
+	for _, cc := range c.consumers {
+		g.Streams = append(g.Streams, cc.Stream)
+		g.Buckets = append(g.Buckets, messaging.GroupBucket(cc.Durable))
+	}
+	g.Publish = slices.Compact(slices.Sorted(slices.Values(g.Publish)))
+	return g
+}
