@@ -366,17 +366,33 @@ func endSpan(span trace.Span, err error) {
 	span.End()
 }
 
+// Subscription is one consumer of a service and its handler.
+type Subscription struct {
+	// Config declares the consumer.
+	Config ConsumerConfig
+	// Handler handles its batches.
+	Handler BatchHandler
+}
+
 // RunService runs what every shopbus service runs beside its RPCs: the relay
-// of its outbox (in schema), its durable consumer, handling batches, and
-// the retention of its messaging tables (Prune, hourly), until ctx is done. It
-// returns nil on a clean stop.
-func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, cfg ConsumerConfig, h BatchHandler, log *slog.Logger) error {
+// of its outbox (in schema), its durable consumers, handling batches, and
+// the retention of its messaging tables (Prune, hourly, for each consumer),
+// until ctx is done. It returns nil on a clean stop. The relay files the
+// rows it sets aside with the first consumer's Unpublishable, and reports
+// to its Telemetry.
+func RunService(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger, subs ...Subscription) error {
+	if len(subs) == 0 {
+		return fmt.Errorf("%w: a service runs at least one consumer", ErrBadConfig)
+	}
 	g, ctx := errgroup.WithContext(ctx)
+	first := subs[0].Config
 	g.Go(func() error {
-		return NewRelay(pool, js, schema, WithRelayLogger(log), WithRelayTelemetry(cfg.Telemetry), WithUnpublishable(cfg.Unpublishable)).Run(ctx)
+		return NewRelay(pool, js, schema, WithRelayLogger(log), WithRelayTelemetry(first.Telemetry), WithUnpublishable(first.Unpublishable)).Run(ctx)
 	})
-	g.Go(func() error { return ConsumeBatch(ctx, js, cfg, h, log) })
-	g.Go(func() error { pruneLoop(ctx, pool, js, schema, cfg, log); return nil })
+	for _, sub := range subs {
+		g.Go(func() error { return ConsumeBatch(ctx, js, sub.Config, sub.Handler, log) })
+		g.Go(func() error { pruneLoop(ctx, pool, js, schema, sub.Config, log); return nil })
+	}
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -78,8 +78,13 @@ func (r *Runtime) Consumer(cfg messaging.ConsumerConfig) messaging.ConsumerConfi
 	return cfg
 }
 
-// Run relays the service's outbox, runs its consumer cfg with h and prunes
-// what retention allows, until ctx is done (messaging.RunService).
-func (r *Runtime) Run(ctx context.Context, cfg messaging.ConsumerConfig, h messaging.BatchHandler) error {
-	return messaging.RunService(ctx, r.Events(), r.JS, r.Schema, r.Consumer(cfg), h, r.Log)
+// Run relays the service's outbox, runs its consumers (each a
+// messaging.Subscription whose Config the runtime's settings complete:
+// Consumer) and prunes what retention allows, until ctx is done
+// (messaging.RunService).
+func (r *Runtime) Run(ctx context.Context, subs ...messaging.Subscription) error {
+	for i := range subs {
+		subs[i].Config = r.Consumer(subs[i].Config)
+	}
+	return messaging.RunService(ctx, r.Events(), r.JS, r.Schema, r.Log, subs...)
 }

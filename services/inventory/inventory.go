@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
@@ -53,5 +54,5 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Lo
 
 // Run relays the outbox and consumes order.created until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	return s.Runtime.Run(ctx, ReserveStockConsumer(), s.ReserveStock)
+	return s.Runtime.Run(ctx, messaging.Subscription{Config: ReserveStockConsumer(), Handler: s.ReserveStock})
 }

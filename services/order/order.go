@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
@@ -96,5 +97,5 @@ func (s *Service) Run(ctx context.Context) error {
 	s.metrics = newMetrics(s.Telemetry)
 	wg.Go(func() { s.decided.listen(lctx, s.Events(), s.Log) })
 	wg.Go(func() { s.watch(lctx, s.Watchdog) })
-	return s.Runtime.Run(ctx, InventoryOutcomeConsumer(), s.ApplyInventoryOutcome)
+	return s.Runtime.Run(ctx, messaging.Subscription{Config: InventoryOutcomeConsumer(), Handler: s.ApplyInventoryOutcome})
 }
