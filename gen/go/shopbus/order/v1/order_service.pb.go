@@ -29,9 +29,11 @@ type OrderStatus int32
 const (
 	// ORDER_STATUS_UNSPECIFIED is never returned; in a filter it means any.
 	OrderStatus_ORDER_STATUS_UNSPECIFIED OrderStatus = 0
-	// ORDER_STATUS_PENDING: accepted, waiting for the inventory decision.
+	// ORDER_STATUS_PENDING: accepted, waiting for the inventory decision
+	// and the fraud score.
 	OrderStatus_ORDER_STATUS_PENDING OrderStatus = 1
-	// ORDER_STATUS_CONFIRMED: stock was reserved for every line.
+	// ORDER_STATUS_CONFIRMED: stock was reserved for every line, and the
+	// fraud score (or a reviewer) approved the order.
 	OrderStatus_ORDER_STATUS_CONFIRMED OrderStatus = 2
 	// ORDER_STATUS_REJECTED: stock could not be reserved, or the fraud
 	// score or a reviewer refused the order; see reject_reason.

@@ -516,14 +516,16 @@ export enum OrderStatus {
   UNSPECIFIED = 0,
 
   /**
-   * ORDER_STATUS_PENDING: accepted, waiting for the inventory decision.
+   * ORDER_STATUS_PENDING: accepted, waiting for the inventory decision
+   * and the fraud score.
    *
    * @generated from enum value: ORDER_STATUS_PENDING = 1;
    */
   PENDING = 1,
 
   /**
-   * ORDER_STATUS_CONFIRMED: stock was reserved for every line.
+   * ORDER_STATUS_CONFIRMED: stock was reserved for every line, and the
+   * fraud score (or a reviewer) approved the order.
    *
    * @generated from enum value: ORDER_STATUS_CONFIRMED = 2;
    */
