@@ -478,6 +478,133 @@ func (x *Money) GetAmountMinor() int64 {
 	return 0
 }
 
+// InventoryReleased is published by the inventory service when it has handled
+// an order.rejected: the stock it had reserved for the order is back on hand.
+// It is published once per rejected order, in the transaction that releases
+// the stock. lines is empty when nothing was reserved for the order (the
+// inventory service had rejected it itself), so the order service learns
+// that the compensation is complete in every case.
+type InventoryReleased struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order_id is the order whose stock was released (UUID).
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// lines holds one entry per SKU whose reserved stock was released: the
+	// reservations of the order's inventory.adjusted. Empty when nothing was
+	// reserved.
+	Lines []*ReleasedLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	// released_at is when the release was committed.
+	ReleasedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=released_at,json=releasedAt,proto3" json:"released_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InventoryReleased) Reset() {
+	*x = InventoryReleased{}
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InventoryReleased) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InventoryReleased) ProtoMessage() {}
+
+func (x *InventoryReleased) ProtoReflect() protoreflect.Message {
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InventoryReleased.ProtoReflect.Descriptor instead.
+func (*InventoryReleased) Descriptor() ([]byte, []int) {
+	return file_ecommerce_inventory_v1_inventory_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *InventoryReleased) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *InventoryReleased) GetLines() []*ReleasedLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *InventoryReleased) GetReleasedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReleasedAt
+	}
+	return nil
+}
+
+// ReleasedLine is the stock released for one SKU of a rejected order.
+type ReleasedLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sku is the stock keeping unit.
+	Sku string `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	// quantity is how many units went back on hand, the quantity that was
+	// reserved.
+	Quantity      uint32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleasedLine) Reset() {
+	*x = ReleasedLine{}
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleasedLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleasedLine) ProtoMessage() {}
+
+func (x *ReleasedLine) ProtoReflect() protoreflect.Message {
+	mi := &file_ecommerce_inventory_v1_inventory_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleasedLine.ProtoReflect.Descriptor instead.
+func (*ReleasedLine) Descriptor() ([]byte, []int) {
+	return file_ecommerce_inventory_v1_inventory_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReleasedLine) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *ReleasedLine) GetQuantity() uint32 {
+	if x != nil {
+		return x.Quantity
+	}
+	return 0
+}
+
 var File_ecommerce_inventory_v1_inventory_events_proto protoreflect.FileDescriptor
 
 const file_ecommerce_inventory_v1_inventory_events_proto_rawDesc = "" +
@@ -519,7 +646,17 @@ const file_ecommerce_inventory_v1_inventory_events_proto_rawDesc = "" +
 	"\x05Money\x120\n" +
 	"\bcurrency\x18\x01 \x01(\tB\x14\xbaH\x11\xc8\x01\x01r\f2\n" +
 	"^[A-Z]{3}$R\bcurrency\x121\n" +
-	"\famount_minor\x18\x02 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\vamountMinor*x\n" +
+	"\famount_minor\x18\x02 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\vamountMinor\"\xfd\x01\n" +
+	"\x11InventoryReleased\x12&\n" +
+	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12D\n" +
+	"\x05lines\x18\x02 \x03(\v2$.ecommerce.inventory.v1.ReleasedLineB\b\xbaH\x05\x92\x01\x02\x10dR\x05lines\x12C\n" +
+	"\vreleased_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
+	"releasedAt:5\xa2\xbb\x181\n" +
+	"\x12inventory.released\x12\border_id\x1a\x11shopbus/inventory\"p\n" +
+	"\fReleasedLine\x125\n" +
+	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12)\n" +
+	"\bquantity\x18\x02 \x01(\rB\r\xbaH\n" +
+	"\xc8\x01\x01*\x05\x18\x90N \x00R\bquantity*x\n" +
 	"\x0fRejectionReason\x12 \n" +
 	"\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dREJECTION_REASON_OUT_OF_STOCK\x10\x01\x12 \n" +
@@ -539,7 +676,7 @@ func file_ecommerce_inventory_v1_inventory_events_proto_rawDescGZIP() []byte {
 }
 
 var file_ecommerce_inventory_v1_inventory_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ecommerce_inventory_v1_inventory_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_ecommerce_inventory_v1_inventory_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_ecommerce_inventory_v1_inventory_events_proto_goTypes = []any{
 	(RejectionReason)(0),          // 0: ecommerce.inventory.v1.RejectionReason
 	(*InventoryAdjusted)(nil),     // 1: ecommerce.inventory.v1.InventoryAdjusted
@@ -548,21 +685,25 @@ var file_ecommerce_inventory_v1_inventory_events_proto_goTypes = []any{
 	(*Shortage)(nil),              // 4: ecommerce.inventory.v1.Shortage
 	(*InventoryPriced)(nil),       // 5: ecommerce.inventory.v1.InventoryPriced
 	(*Money)(nil),                 // 6: ecommerce.inventory.v1.Money
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*InventoryReleased)(nil),     // 7: ecommerce.inventory.v1.InventoryReleased
+	(*ReleasedLine)(nil),          // 8: ecommerce.inventory.v1.ReleasedLine
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_ecommerce_inventory_v1_inventory_events_proto_depIdxs = []int32{
 	2, // 0: ecommerce.inventory.v1.InventoryAdjusted.reservations:type_name -> ecommerce.inventory.v1.Reservation
-	7, // 1: ecommerce.inventory.v1.InventoryAdjusted.adjusted_at:type_name -> google.protobuf.Timestamp
+	9, // 1: ecommerce.inventory.v1.InventoryAdjusted.adjusted_at:type_name -> google.protobuf.Timestamp
 	0, // 2: ecommerce.inventory.v1.InventoryRejected.reason:type_name -> ecommerce.inventory.v1.RejectionReason
 	4, // 3: ecommerce.inventory.v1.InventoryRejected.shortages:type_name -> ecommerce.inventory.v1.Shortage
-	7, // 4: ecommerce.inventory.v1.InventoryRejected.rejected_at:type_name -> google.protobuf.Timestamp
+	9, // 4: ecommerce.inventory.v1.InventoryRejected.rejected_at:type_name -> google.protobuf.Timestamp
 	6, // 5: ecommerce.inventory.v1.InventoryPriced.unit_price:type_name -> ecommerce.inventory.v1.Money
-	7, // 6: ecommerce.inventory.v1.InventoryPriced.priced_at:type_name -> google.protobuf.Timestamp
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	9, // 6: ecommerce.inventory.v1.InventoryPriced.priced_at:type_name -> google.protobuf.Timestamp
+	8, // 7: ecommerce.inventory.v1.InventoryReleased.lines:type_name -> ecommerce.inventory.v1.ReleasedLine
+	9, // 8: ecommerce.inventory.v1.InventoryReleased.released_at:type_name -> google.protobuf.Timestamp
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_ecommerce_inventory_v1_inventory_events_proto_init() }
@@ -576,7 +717,7 @@ func file_ecommerce_inventory_v1_inventory_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ecommerce_inventory_v1_inventory_events_proto_rawDesc), len(file_ecommerce_inventory_v1_inventory_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

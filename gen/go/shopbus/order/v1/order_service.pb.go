@@ -29,12 +29,18 @@ type OrderStatus int32
 const (
 	// ORDER_STATUS_UNSPECIFIED is never returned; in a filter it means any.
 	OrderStatus_ORDER_STATUS_UNSPECIFIED OrderStatus = 0
-	// ORDER_STATUS_PENDING: accepted, waiting for the inventory decision.
+	// ORDER_STATUS_PENDING: accepted, waiting for the inventory decision
+	// and the fraud score.
 	OrderStatus_ORDER_STATUS_PENDING OrderStatus = 1
-	// ORDER_STATUS_CONFIRMED: stock was reserved for every line.
+	// ORDER_STATUS_CONFIRMED: stock was reserved for every line, and the
+	// fraud score (or a reviewer) approved the order.
 	OrderStatus_ORDER_STATUS_CONFIRMED OrderStatus = 2
-	// ORDER_STATUS_REJECTED: stock could not be reserved; see reject_reason.
+	// ORDER_STATUS_REJECTED: stock could not be reserved, or the fraud
+	// score or a reviewer refused the order; see reject_reason.
 	OrderStatus_ORDER_STATUS_REJECTED OrderStatus = 3
+	// ORDER_STATUS_REVIEW: held for a person to review its fraud score
+	// (ReviewOrder); neither confirmed nor rejected yet.
+	OrderStatus_ORDER_STATUS_REVIEW OrderStatus = 4
 )
 
 // Enum value maps for OrderStatus.
@@ -44,12 +50,14 @@ var (
 		1: "ORDER_STATUS_PENDING",
 		2: "ORDER_STATUS_CONFIRMED",
 		3: "ORDER_STATUS_REJECTED",
+		4: "ORDER_STATUS_REVIEW",
 	}
 	OrderStatus_value = map[string]int32{
 		"ORDER_STATUS_UNSPECIFIED": 0,
 		"ORDER_STATUS_PENDING":     1,
 		"ORDER_STATUS_CONFIRMED":   2,
 		"ORDER_STATUS_REJECTED":    3,
+		"ORDER_STATUS_REVIEW":      4,
 	}
 )
 
@@ -80,6 +88,64 @@ func (OrderStatus) EnumDescriptor() ([]byte, []int) {
 	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{0}
 }
 
+// FraudDecision is the fraud model's recommendation for an order; it mirrors
+// ml.fraud.v1.Decision.
+type FraudDecision int32
+
+const (
+	// FRAUD_DECISION_UNSPECIFIED: not scored.
+	FraudDecision_FRAUD_DECISION_UNSPECIFIED FraudDecision = 0
+	// FRAUD_DECISION_APPROVE: the order may proceed.
+	FraudDecision_FRAUD_DECISION_APPROVE FraudDecision = 1
+	// FRAUD_DECISION_REVIEW: a person should look at the order.
+	FraudDecision_FRAUD_DECISION_REVIEW FraudDecision = 2
+	// FRAUD_DECISION_DECLINE: the order should be refused.
+	FraudDecision_FRAUD_DECISION_DECLINE FraudDecision = 3
+)
+
+// Enum value maps for FraudDecision.
+var (
+	FraudDecision_name = map[int32]string{
+		0: "FRAUD_DECISION_UNSPECIFIED",
+		1: "FRAUD_DECISION_APPROVE",
+		2: "FRAUD_DECISION_REVIEW",
+		3: "FRAUD_DECISION_DECLINE",
+	}
+	FraudDecision_value = map[string]int32{
+		"FRAUD_DECISION_UNSPECIFIED": 0,
+		"FRAUD_DECISION_APPROVE":     1,
+		"FRAUD_DECISION_REVIEW":      2,
+		"FRAUD_DECISION_DECLINE":     3,
+	}
+)
+
+func (x FraudDecision) Enum() *FraudDecision {
+	p := new(FraudDecision)
+	*p = x
+	return p
+}
+
+func (x FraudDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FraudDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_shopbus_order_v1_order_service_proto_enumTypes[1].Descriptor()
+}
+
+func (FraudDecision) Type() protoreflect.EnumType {
+	return &file_shopbus_order_v1_order_service_proto_enumTypes[1]
+}
+
+func (x FraudDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FraudDecision.Descriptor instead.
+func (FraudDecision) EnumDescriptor() ([]byte, []int) {
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Order is an order as the order service knows it.
 type Order struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -102,7 +168,10 @@ type Order struct {
 	// updated_at is when the status last changed.
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// coupon_code is the promotion code applied, if any.
-	CouponCode    string `protobuf:"bytes,10,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
+	CouponCode string `protobuf:"bytes,10,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
+	// fraud is the order's fraud score, once the fraud service has scored it;
+	// absent before.
+	Fraud         *FraudScore `protobuf:"bytes,11,opt,name=fraud,proto3" json:"fraud,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +276,107 @@ func (x *Order) GetCouponCode() string {
 	return ""
 }
 
+func (x *Order) GetFraud() *FraudScore {
+	if x != nil {
+		return x.Fraud
+	}
+	return nil
+}
+
+// FraudScore is the fraud service's assessment of an order (the
+// ml.fraud.v1.OrderScored event, as the order service recorded it).
+type FraudScore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// score is the fraud probability, from 0 (safe) to 1 (fraud).
+	Score float64 `protobuf:"fixed64,1,opt,name=score,proto3" json:"score,omitempty"`
+	// decision is what the fraud model recommended.
+	Decision FraudDecision `protobuf:"varint,2,opt,name=decision,proto3,enum=shopbus.order.v1.FraudDecision" json:"decision,omitempty"`
+	// reason_codes explain the score, most important first (for example
+	// "HIGH_TOTAL").
+	ReasonCodes []string `protobuf:"bytes,3,rep,name=reason_codes,json=reasonCodes,proto3" json:"reason_codes,omitempty"`
+	// model names the model that scored the order, for example
+	// "fraud-logreg".
+	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	// model_version is the model's version, for example "2026.12.1".
+	ModelVersion string `protobuf:"bytes,5,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// scored_at is when the score was computed.
+	ScoredAt      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=scored_at,json=scoredAt,proto3" json:"scored_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FraudScore) Reset() {
+	*x = FraudScore{}
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FraudScore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FraudScore) ProtoMessage() {}
+
+func (x *FraudScore) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FraudScore.ProtoReflect.Descriptor instead.
+func (*FraudScore) Descriptor() ([]byte, []int) {
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FraudScore) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *FraudScore) GetDecision() FraudDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return FraudDecision_FRAUD_DECISION_UNSPECIFIED
+}
+
+func (x *FraudScore) GetReasonCodes() []string {
+	if x != nil {
+		return x.ReasonCodes
+	}
+	return nil
+}
+
+func (x *FraudScore) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *FraudScore) GetModelVersion() string {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return ""
+}
+
+func (x *FraudScore) GetScoredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScoredAt
+	}
+	return nil
+}
+
 // OrderLine is one line of an order.
 type OrderLine struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -226,7 +396,7 @@ type OrderLine struct {
 
 func (x *OrderLine) Reset() {
 	*x = OrderLine{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[1]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +408,7 @@ func (x *OrderLine) String() string {
 func (*OrderLine) ProtoMessage() {}
 
 func (x *OrderLine) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[1]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +421,7 @@ func (x *OrderLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderLine.ProtoReflect.Descriptor instead.
 func (*OrderLine) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{1}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *OrderLine) GetSku() string {
@@ -298,7 +468,7 @@ type CreateOrderRequest struct {
 
 func (x *CreateOrderRequest) Reset() {
 	*x = CreateOrderRequest{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[2]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +480,7 @@ func (x *CreateOrderRequest) String() string {
 func (*CreateOrderRequest) ProtoMessage() {}
 
 func (x *CreateOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[2]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +493,7 @@ func (x *CreateOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrderRequest.ProtoReflect.Descriptor instead.
 func (*CreateOrderRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{2}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateOrderRequest) GetIdempotencyKey() string {
@@ -376,7 +546,7 @@ type CreateOrderResponse struct {
 
 func (x *CreateOrderResponse) Reset() {
 	*x = CreateOrderResponse{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[3]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +558,7 @@ func (x *CreateOrderResponse) String() string {
 func (*CreateOrderResponse) ProtoMessage() {}
 
 func (x *CreateOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[3]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +571,7 @@ func (x *CreateOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrderResponse.ProtoReflect.Descriptor instead.
 func (*CreateOrderResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{3}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateOrderResponse) GetOrder() *Order {
@@ -429,7 +599,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[4]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +611,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[4]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +624,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{4}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetOrderRequest) GetOrderId() string {
@@ -475,7 +645,7 @@ type GetOrderResponse struct {
 
 func (x *GetOrderResponse) Reset() {
 	*x = GetOrderResponse{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[5]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +657,7 @@ func (x *GetOrderResponse) String() string {
 func (*GetOrderResponse) ProtoMessage() {}
 
 func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[5]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +670,7 @@ func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
 func (*GetOrderResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{5}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetOrderResponse) GetOrder() *Order {
@@ -529,7 +699,7 @@ type ListOrdersRequest struct {
 
 func (x *ListOrdersRequest) Reset() {
 	*x = ListOrdersRequest{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[6]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +711,7 @@ func (x *ListOrdersRequest) String() string {
 func (*ListOrdersRequest) ProtoMessage() {}
 
 func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[6]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +724,7 @@ func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{6}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListOrdersRequest) GetCustomerId() string {
@@ -598,7 +768,7 @@ type ListOrdersResponse struct {
 
 func (x *ListOrdersResponse) Reset() {
 	*x = ListOrdersResponse{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[7]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +780,7 @@ func (x *ListOrdersResponse) String() string {
 func (*ListOrdersResponse) ProtoMessage() {}
 
 func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[7]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +793,7 @@ func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{7}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListOrdersResponse) GetOrders() []*Order {
@@ -651,7 +821,7 @@ type WatchOrderRequest struct {
 
 func (x *WatchOrderRequest) Reset() {
 	*x = WatchOrderRequest{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[8]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +833,7 @@ func (x *WatchOrderRequest) String() string {
 func (*WatchOrderRequest) ProtoMessage() {}
 
 func (x *WatchOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[8]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +846,7 @@ func (x *WatchOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchOrderRequest.ProtoReflect.Descriptor instead.
 func (*WatchOrderRequest) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{8}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchOrderRequest) GetOrderId() string {
@@ -697,7 +867,7 @@ type WatchOrderResponse struct {
 
 func (x *WatchOrderResponse) Reset() {
 	*x = WatchOrderResponse{}
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[9]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +879,7 @@ func (x *WatchOrderResponse) String() string {
 func (*WatchOrderResponse) ProtoMessage() {}
 
 func (x *WatchOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[9]
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,10 +892,122 @@ func (x *WatchOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchOrderResponse.ProtoReflect.Descriptor instead.
 func (*WatchOrderResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{9}
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchOrderResponse) GetOrder() *Order {
+	if x != nil {
+		return x.Order
+	}
+	return nil
+}
+
+// ReviewOrderRequest records a reviewer's decision on an order in REVIEW.
+type ReviewOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order_id identifies the order (UUID).
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// approve is true to let the order proceed, false to reject it.
+	Approve bool `protobuf:"varint,2,opt,name=approve,proto3" json:"approve,omitempty"`
+	// note is the reviewer's explanation, at most 500 characters; on a
+	// rejection it becomes the order.rejected event's detail.
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewOrderRequest) Reset() {
+	*x = ReviewOrderRequest{}
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewOrderRequest) ProtoMessage() {}
+
+func (x *ReviewOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewOrderRequest.ProtoReflect.Descriptor instead.
+func (*ReviewOrderRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReviewOrderRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *ReviewOrderRequest) GetApprove() bool {
+	if x != nil {
+		return x.Approve
+	}
+	return false
+}
+
+func (x *ReviewOrderRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ReviewOrderResponse returns the reviewed order.
+type ReviewOrderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order is the order after the decision: PENDING or CONFIRMED when
+	// approved, REJECTED when rejected.
+	Order         *Order `protobuf:"bytes,1,opt,name=order,proto3" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewOrderResponse) Reset() {
+	*x = ReviewOrderResponse{}
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewOrderResponse) ProtoMessage() {}
+
+func (x *ReviewOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_order_v1_order_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewOrderResponse.ProtoReflect.Descriptor instead.
+func (*ReviewOrderResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_order_v1_order_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReviewOrderResponse) GetOrder() *Order {
 	if x != nil {
 		return x.Order
 	}
@@ -736,7 +1018,7 @@ var File_shopbus_order_v1_order_service_proto protoreflect.FileDescriptor
 
 const file_shopbus_order_v1_order_service_proto_rawDesc = "" +
 	"\n" +
-	"$shopbus/order/v1/order_service.proto\x12\x10shopbus.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x03\n" +
+	"$shopbus/order/v1/order_service.proto\x12\x10shopbus.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x03\n" +
 	"\x05Order\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -753,7 +1035,16 @@ const file_shopbus_order_v1_order_service_proto_rawDesc = "" +
 	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1f\n" +
 	"\vcoupon_code\x18\n" +
 	" \x01(\tR\n" +
-	"couponCode\"\xa6\x01\n" +
+	"couponCode\x122\n" +
+	"\x05fraud\x18\v \x01(\v2\x1c.shopbus.order.v1.FraudScoreR\x05fraud\"\xf6\x01\n" +
+	"\n" +
+	"FraudScore\x12\x14\n" +
+	"\x05score\x18\x01 \x01(\x01R\x05score\x12;\n" +
+	"\bdecision\x18\x02 \x01(\x0e2\x1f.shopbus.order.v1.FraudDecisionR\bdecision\x12!\n" +
+	"\freason_codes\x18\x03 \x03(\tR\vreasonCodes\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x12#\n" +
+	"\rmodel_version\x18\x05 \x01(\tR\fmodelVersion\x127\n" +
+	"\tscored_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bscoredAt\"\xa6\x01\n" +
 	"\tOrderLine\x125\n" +
 	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12)\n" +
 	"\bquantity\x18\x02 \x01(\rB\r\xbaH\n" +
@@ -791,19 +1082,32 @@ const file_shopbus_order_v1_order_service_proto_rawDesc = "" +
 	"\x11WatchOrderRequest\x12&\n" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\"C\n" +
 	"\x12WatchOrderResponse\x12-\n" +
-	"\x05order\x18\x01 \x01(\v2\x17.shopbus.order.v1.OrderR\x05order*|\n" +
+	"\x05order\x18\x01 \x01(\v2\x17.shopbus.order.v1.OrderR\x05order\"t\n" +
+	"\x12ReviewOrderRequest\x12&\n" +
+	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12\x18\n" +
+	"\aapprove\x18\x02 \x01(\bR\aapprove\x12\x1c\n" +
+	"\x04note\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\x04note\"D\n" +
+	"\x13ReviewOrderResponse\x12-\n" +
+	"\x05order\x18\x01 \x01(\v2\x17.shopbus.order.v1.OrderR\x05order*\x95\x01\n" +
 	"\vOrderStatus\x12\x1c\n" +
 	"\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n" +
 	"\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x19\n" +
-	"\x15ORDER_STATUS_REJECTED\x10\x032\x80\x03\n" +
+	"\x15ORDER_STATUS_REJECTED\x10\x03\x12\x17\n" +
+	"\x13ORDER_STATUS_REVIEW\x10\x04*\x82\x01\n" +
+	"\rFraudDecision\x12\x1e\n" +
+	"\x1aFRAUD_DECISION_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16FRAUD_DECISION_APPROVE\x10\x01\x12\x19\n" +
+	"\x15FRAUD_DECISION_REVIEW\x10\x02\x12\x1a\n" +
+	"\x16FRAUD_DECISION_DECLINE\x10\x032\xe1\x03\n" +
 	"\fOrderService\x12Z\n" +
 	"\vCreateOrder\x12$.shopbus.order.v1.CreateOrderRequest\x1a%.shopbus.order.v1.CreateOrderResponse\x12V\n" +
 	"\bGetOrder\x12!.shopbus.order.v1.GetOrderRequest\x1a\".shopbus.order.v1.GetOrderResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\n" +
 	"ListOrders\x12#.shopbus.order.v1.ListOrdersRequest\x1a$.shopbus.order.v1.ListOrdersResponse\"\x03\x90\x02\x01\x12^\n" +
 	"\n" +
-	"WatchOrder\x12#.shopbus.order.v1.WatchOrderRequest\x1a$.shopbus.order.v1.WatchOrderResponse\"\x03\x90\x02\x010\x01B\xc7\x01\n" +
+	"WatchOrder\x12#.shopbus.order.v1.WatchOrderRequest\x1a$.shopbus.order.v1.WatchOrderResponse\"\x03\x90\x02\x010\x01\x12_\n" +
+	"\vReviewOrder\x12$.shopbus.order.v1.ReviewOrderRequest\x1a%.shopbus.order.v1.ReviewOrderResponse\"\x03\x90\x02\x02B\xc7\x01\n" +
 	"\x14com.shopbus.order.v1B\x11OrderServiceProtoP\x01Z:github.com/shopbus/shopbus/gen/go/shopbus/order/v1;orderv1\xa2\x02\x03SOX\xaa\x02\x10Shopbus.Order.V1\xca\x02\x10Shopbus\\Order\\V1\xe2\x02\x1cShopbus\\Order\\V1\\GPBMetadata\xea\x02\x12Shopbus::Order::V1b\x06proto3"
 
 var (
@@ -818,46 +1122,56 @@ func file_shopbus_order_v1_order_service_proto_rawDescGZIP() []byte {
 	return file_shopbus_order_v1_order_service_proto_rawDescData
 }
 
-var file_shopbus_order_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shopbus_order_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_shopbus_order_v1_order_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_shopbus_order_v1_order_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_shopbus_order_v1_order_service_proto_goTypes = []any{
 	(OrderStatus)(0),              // 0: shopbus.order.v1.OrderStatus
-	(*Order)(nil),                 // 1: shopbus.order.v1.Order
-	(*OrderLine)(nil),             // 2: shopbus.order.v1.OrderLine
-	(*CreateOrderRequest)(nil),    // 3: shopbus.order.v1.CreateOrderRequest
-	(*CreateOrderResponse)(nil),   // 4: shopbus.order.v1.CreateOrderResponse
-	(*GetOrderRequest)(nil),       // 5: shopbus.order.v1.GetOrderRequest
-	(*GetOrderResponse)(nil),      // 6: shopbus.order.v1.GetOrderResponse
-	(*ListOrdersRequest)(nil),     // 7: shopbus.order.v1.ListOrdersRequest
-	(*ListOrdersResponse)(nil),    // 8: shopbus.order.v1.ListOrdersResponse
-	(*WatchOrderRequest)(nil),     // 9: shopbus.order.v1.WatchOrderRequest
-	(*WatchOrderResponse)(nil),    // 10: shopbus.order.v1.WatchOrderResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(FraudDecision)(0),            // 1: shopbus.order.v1.FraudDecision
+	(*Order)(nil),                 // 2: shopbus.order.v1.Order
+	(*FraudScore)(nil),            // 3: shopbus.order.v1.FraudScore
+	(*OrderLine)(nil),             // 4: shopbus.order.v1.OrderLine
+	(*CreateOrderRequest)(nil),    // 5: shopbus.order.v1.CreateOrderRequest
+	(*CreateOrderResponse)(nil),   // 6: shopbus.order.v1.CreateOrderResponse
+	(*GetOrderRequest)(nil),       // 7: shopbus.order.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),      // 8: shopbus.order.v1.GetOrderResponse
+	(*ListOrdersRequest)(nil),     // 9: shopbus.order.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),    // 10: shopbus.order.v1.ListOrdersResponse
+	(*WatchOrderRequest)(nil),     // 11: shopbus.order.v1.WatchOrderRequest
+	(*WatchOrderResponse)(nil),    // 12: shopbus.order.v1.WatchOrderResponse
+	(*ReviewOrderRequest)(nil),    // 13: shopbus.order.v1.ReviewOrderRequest
+	(*ReviewOrderResponse)(nil),   // 14: shopbus.order.v1.ReviewOrderResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_shopbus_order_v1_order_service_proto_depIdxs = []int32{
-	2,  // 0: shopbus.order.v1.Order.lines:type_name -> shopbus.order.v1.OrderLine
+	4,  // 0: shopbus.order.v1.Order.lines:type_name -> shopbus.order.v1.OrderLine
 	0,  // 1: shopbus.order.v1.Order.status:type_name -> shopbus.order.v1.OrderStatus
-	11, // 2: shopbus.order.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	11, // 3: shopbus.order.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	2,  // 4: shopbus.order.v1.CreateOrderRequest.lines:type_name -> shopbus.order.v1.OrderLine
-	1,  // 5: shopbus.order.v1.CreateOrderResponse.order:type_name -> shopbus.order.v1.Order
-	1,  // 6: shopbus.order.v1.GetOrderResponse.order:type_name -> shopbus.order.v1.Order
-	0,  // 7: shopbus.order.v1.ListOrdersRequest.status:type_name -> shopbus.order.v1.OrderStatus
-	1,  // 8: shopbus.order.v1.ListOrdersResponse.orders:type_name -> shopbus.order.v1.Order
-	1,  // 9: shopbus.order.v1.WatchOrderResponse.order:type_name -> shopbus.order.v1.Order
-	3,  // 10: shopbus.order.v1.OrderService.CreateOrder:input_type -> shopbus.order.v1.CreateOrderRequest
-	5,  // 11: shopbus.order.v1.OrderService.GetOrder:input_type -> shopbus.order.v1.GetOrderRequest
-	7,  // 12: shopbus.order.v1.OrderService.ListOrders:input_type -> shopbus.order.v1.ListOrdersRequest
-	9,  // 13: shopbus.order.v1.OrderService.WatchOrder:input_type -> shopbus.order.v1.WatchOrderRequest
-	4,  // 14: shopbus.order.v1.OrderService.CreateOrder:output_type -> shopbus.order.v1.CreateOrderResponse
-	6,  // 15: shopbus.order.v1.OrderService.GetOrder:output_type -> shopbus.order.v1.GetOrderResponse
-	8,  // 16: shopbus.order.v1.OrderService.ListOrders:output_type -> shopbus.order.v1.ListOrdersResponse
-	10, // 17: shopbus.order.v1.OrderService.WatchOrder:output_type -> shopbus.order.v1.WatchOrderResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 2: shopbus.order.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	15, // 3: shopbus.order.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	3,  // 4: shopbus.order.v1.Order.fraud:type_name -> shopbus.order.v1.FraudScore
+	1,  // 5: shopbus.order.v1.FraudScore.decision:type_name -> shopbus.order.v1.FraudDecision
+	15, // 6: shopbus.order.v1.FraudScore.scored_at:type_name -> google.protobuf.Timestamp
+	4,  // 7: shopbus.order.v1.CreateOrderRequest.lines:type_name -> shopbus.order.v1.OrderLine
+	2,  // 8: shopbus.order.v1.CreateOrderResponse.order:type_name -> shopbus.order.v1.Order
+	2,  // 9: shopbus.order.v1.GetOrderResponse.order:type_name -> shopbus.order.v1.Order
+	0,  // 10: shopbus.order.v1.ListOrdersRequest.status:type_name -> shopbus.order.v1.OrderStatus
+	2,  // 11: shopbus.order.v1.ListOrdersResponse.orders:type_name -> shopbus.order.v1.Order
+	2,  // 12: shopbus.order.v1.WatchOrderResponse.order:type_name -> shopbus.order.v1.Order
+	2,  // 13: shopbus.order.v1.ReviewOrderResponse.order:type_name -> shopbus.order.v1.Order
+	5,  // 14: shopbus.order.v1.OrderService.CreateOrder:input_type -> shopbus.order.v1.CreateOrderRequest
+	7,  // 15: shopbus.order.v1.OrderService.GetOrder:input_type -> shopbus.order.v1.GetOrderRequest
+	9,  // 16: shopbus.order.v1.OrderService.ListOrders:input_type -> shopbus.order.v1.ListOrdersRequest
+	11, // 17: shopbus.order.v1.OrderService.WatchOrder:input_type -> shopbus.order.v1.WatchOrderRequest
+	13, // 18: shopbus.order.v1.OrderService.ReviewOrder:input_type -> shopbus.order.v1.ReviewOrderRequest
+	6,  // 19: shopbus.order.v1.OrderService.CreateOrder:output_type -> shopbus.order.v1.CreateOrderResponse
+	8,  // 20: shopbus.order.v1.OrderService.GetOrder:output_type -> shopbus.order.v1.GetOrderResponse
+	10, // 21: shopbus.order.v1.OrderService.ListOrders:output_type -> shopbus.order.v1.ListOrdersResponse
+	12, // 22: shopbus.order.v1.OrderService.WatchOrder:output_type -> shopbus.order.v1.WatchOrderResponse
+	14, // 23: shopbus.order.v1.OrderService.ReviewOrder:output_type -> shopbus.order.v1.ReviewOrderResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_shopbus_order_v1_order_service_proto_init() }
@@ -870,8 +1184,8 @@ func file_shopbus_order_v1_order_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shopbus_order_v1_order_service_proto_rawDesc), len(file_shopbus_order_v1_order_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   10,
+			NumEnums:      2,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ecommerce/inventory/v1/inventory_events.proto.
  */
 export const file_ecommerce_inventory_v1_inventory_events: GenFile = /*@__PURE__*/
-  fileDesc("Ci1lY29tbWVyY2UvaW52ZW50b3J5L3YxL2ludmVudG9yeV9ldmVudHMucHJvdG8SFmVjb21tZXJjZS5pbnZlbnRvcnkudjEi7AEKEUludmVudG9yeUFkanVzdGVkEh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABARJICgxyZXNlcnZhdGlvbnMYAiADKAsyIy5lY29tbWVyY2UuaW52ZW50b3J5LnYxLlJlc2VydmF0aW9uQg26SArIAQGSAQQIARBkEjcKC2FkanVzdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBOjWiuxgxChJpbnZlbnRvcnkuYWRqdXN0ZWQSCG9yZGVyX2lkGhFzaG9wYnVzL2ludmVudG9yeSJ8CgtSZXNlcnZhdGlvbhIwCgNza3UYASABKAlCI7pIIMgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEh8KCHF1YW50aXR5GAIgASgNQg26SArIAQEqBRiQTiAAEhoKCXJlbWFpbmluZxgDIAEoA0IHukgEIgIoACKuAgoRSW52ZW50b3J5UmVqZWN0ZWQSHQoIb3JkZXJfaWQYASABKAlCC7pICMgBAXIDsAEBEkYKBnJlYXNvbhgCIAEoDjInLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuUmVqZWN0aW9uUmVhc29uQg26SArIAQGCAQQQASAAEkIKCXNob3J0YWdlcxgDIAMoCzIgLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuU2hvcnRhZ2VCDbpICsgBAZIBBAgBEGQSNwoLcmVqZWN0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6NaK7GDEKEmludmVudG9yeS5yZWplY3RlZBIIb3JkZXJfaWQaEXNob3BidXMvaW52ZW50b3J5InoKCFNob3J0YWdlEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSIAoJcmVxdWVzdGVkGAIgASgNQg26SArIAQEqBRiQTiAAEhoKCWF2YWlsYWJsZRgDIAEoA0IHukgEIgIoACKAAgoPSW52ZW50b3J5UHJpY2VkEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSOQoKdW5pdF9wcmljZRgCIAEoCzIdLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuTW9uZXlCBrpIA8gBARIZCghyZXZpc2lvbhgDIAEoA0IHukgEIgIgABI1CglwcmljZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6LqK7GCoKEGludmVudG9yeS5wcmljZWQSA3NrdRoRc2hvcGJ1cy9pbnZlbnRvcnkiVQoFTW9uZXkSJgoIY3VycmVuY3kYASABKAlCFLpIEcgBAXIMMgpeW0EtWl17M30kEiQKDGFtb3VudF9taW5vchgCIAEoA0IOukgLIgkYgKCUpY0dKAAqeAoPUmVqZWN0aW9uUmVhc29uEiAKHFJFSkVDVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIhCh1SRUpFQ1RJT05fUkVBU09OX09VVF9PRl9TVE9DSxABEiAKHFJFSkVDVElPTl9SRUFTT05fVU5LTk9XTl9TS1UQAkLyAQoaY29tLmVjb21tZXJjZS5pbnZlbnRvcnkudjFCFEludmVudG9yeUV2ZW50c1Byb3RvUAFaRGdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9lY29tbWVyY2UvaW52ZW50b3J5L3YxO2ludmVudG9yeXYxogIDRUlYqgIWRWNvbW1lcmNlLkludmVudG9yeS5WMcoCFkVjb21tZXJjZVxJbnZlbnRvcnlcVjHiAiJFY29tbWVyY2VcSW52ZW50b3J5XFYxXEdQQk1ldGFkYXRh6gIYRWNvbW1lcmNlOjpJbnZlbnRvcnk6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_shopbus_event_v1_options]);
+  fileDesc("Ci1lY29tbWVyY2UvaW52ZW50b3J5L3YxL2ludmVudG9yeV9ldmVudHMucHJvdG8SFmVjb21tZXJjZS5pbnZlbnRvcnkudjEi7AEKEUludmVudG9yeUFkanVzdGVkEh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABARJICgxyZXNlcnZhdGlvbnMYAiADKAsyIy5lY29tbWVyY2UuaW52ZW50b3J5LnYxLlJlc2VydmF0aW9uQg26SArIAQGSAQQIARBkEjcKC2FkanVzdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBOjWiuxgxChJpbnZlbnRvcnkuYWRqdXN0ZWQSCG9yZGVyX2lkGhFzaG9wYnVzL2ludmVudG9yeSJ8CgtSZXNlcnZhdGlvbhIwCgNza3UYASABKAlCI7pIIMgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEh8KCHF1YW50aXR5GAIgASgNQg26SArIAQEqBRiQTiAAEhoKCXJlbWFpbmluZxgDIAEoA0IHukgEIgIoACKuAgoRSW52ZW50b3J5UmVqZWN0ZWQSHQoIb3JkZXJfaWQYASABKAlCC7pICMgBAXIDsAEBEkYKBnJlYXNvbhgCIAEoDjInLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuUmVqZWN0aW9uUmVhc29uQg26SArIAQGCAQQQASAAEkIKCXNob3J0YWdlcxgDIAMoCzIgLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuU2hvcnRhZ2VCDbpICsgBAZIBBAgBEGQSNwoLcmVqZWN0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6NaK7GDEKEmludmVudG9yeS5yZWplY3RlZBIIb3JkZXJfaWQaEXNob3BidXMvaW52ZW50b3J5InoKCFNob3J0YWdlEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSIAoJcmVxdWVzdGVkGAIgASgNQg26SArIAQEqBRiQTiAAEhoKCWF2YWlsYWJsZRgDIAEoA0IHukgEIgIoACKAAgoPSW52ZW50b3J5UHJpY2VkEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSOQoKdW5pdF9wcmljZRgCIAEoCzIdLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuTW9uZXlCBrpIA8gBARIZCghyZXZpc2lvbhgDIAEoA0IHukgEIgIgABI1CglwcmljZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQE6LqK7GCoKEGludmVudG9yeS5wcmljZWQSA3NrdRoRc2hvcGJ1cy9pbnZlbnRvcnkiVQoFTW9uZXkSJgoIY3VycmVuY3kYASABKAlCFLpIEcgBAXIMMgpeW0EtWl17M30kEiQKDGFtb3VudF9taW5vchgCIAEoA0IOukgLIgkYgKCUpY0dKAAi4QEKEUludmVudG9yeVJlbGVhc2VkEh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABARI9CgVsaW5lcxgCIAMoCzIkLmVjb21tZXJjZS5pbnZlbnRvcnkudjEuUmVsZWFzZWRMaW5lQgi6SAWSAQIQZBI3CgtyZWxlYXNlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBrpIA8gBATo1orsYMQoSaW52ZW50b3J5LnJlbGVhc2VkEghvcmRlcl9pZBoRc2hvcGJ1cy9pbnZlbnRvcnkiYQoMUmVsZWFzZWRMaW5lEjAKA3NrdRgBIAEoCUIjukggyAEBchsyGV5bQS1aMC05XVtBLVowLTktXXsyLDMxfSQSHwoIcXVhbnRpdHkYAiABKA1CDbpICsgBASoFGJBOIAAqeAoPUmVqZWN0aW9uUmVhc29uEiAKHFJFSkVDVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIhCh1SRUpFQ1RJT05fUkVBU09OX09VVF9PRl9TVE9DSxABEiAKHFJFSkVDVElPTl9SRUFTT05fVU5LTk9XTl9TS1UQAkLyAQoaY29tLmVjb21tZXJjZS5pbnZlbnRvcnkudjFCFEludmVudG9yeUV2ZW50c1Byb3RvUAFaRGdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9lY29tbWVyY2UvaW52ZW50b3J5L3YxO2ludmVudG9yeXYxogIDRUlYqgIWRWNvbW1lcmNlLkludmVudG9yeS5WMcoCFkVjb21tZXJjZVxJbnZlbnRvcnlcVjHiAiJFY29tbWVyY2VcSW52ZW50b3J5XFYxXEdQQk1ldGFkYXRh6gIYRWNvbW1lcmNlOjpJbnZlbnRvcnk6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_shopbus_event_v1_options]);
 
 /**
  * InventoryAdjusted is published by the inventory service when it has
@@ -240,6 +240,77 @@ export type Money = Message<"ecommerce.inventory.v1.Money"> & {
  */
 export const MoneySchema: GenMessage<Money> = /*@__PURE__*/
   messageDesc(file_ecommerce_inventory_v1_inventory_events, 5);
+
+/**
+ * InventoryReleased is published by the inventory service when it has handled
+ * an order.rejected: the stock it had reserved for the order is back on hand.
+ * It is published once per rejected order, in the transaction that releases
+ * the stock. lines is empty when nothing was reserved for the order (the
+ * inventory service had rejected it itself), so the order service learns
+ * that the compensation is complete in every case.
+ *
+ * @generated from message ecommerce.inventory.v1.InventoryReleased
+ */
+export type InventoryReleased = Message<"ecommerce.inventory.v1.InventoryReleased"> & {
+  /**
+   * order_id is the order whose stock was released (UUID).
+   *
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * lines holds one entry per SKU whose reserved stock was released: the
+   * reservations of the order's inventory.adjusted. Empty when nothing was
+   * reserved.
+   *
+   * @generated from field: repeated ecommerce.inventory.v1.ReleasedLine lines = 2;
+   */
+  lines: ReleasedLine[];
+
+  /**
+   * released_at is when the release was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp released_at = 3;
+   */
+  releasedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message ecommerce.inventory.v1.InventoryReleased.
+ * Use `create(InventoryReleasedSchema)` to create a new message.
+ */
+export const InventoryReleasedSchema: GenMessage<InventoryReleased> = /*@__PURE__*/
+  messageDesc(file_ecommerce_inventory_v1_inventory_events, 6);
+
+/**
+ * ReleasedLine is the stock released for one SKU of a rejected order.
+ *
+ * @generated from message ecommerce.inventory.v1.ReleasedLine
+ */
+export type ReleasedLine = Message<"ecommerce.inventory.v1.ReleasedLine"> & {
+  /**
+   * sku is the stock keeping unit.
+   *
+   * @generated from field: string sku = 1;
+   */
+  sku: string;
+
+  /**
+   * quantity is how many units went back on hand, the quantity that was
+   * reserved.
+   *
+   * @generated from field: uint32 quantity = 2;
+   */
+  quantity: number;
+};
+
+/**
+ * Describes the message ecommerce.inventory.v1.ReleasedLine.
+ * Use `create(ReleasedLineSchema)` to create a new message.
+ */
+export const ReleasedLineSchema: GenMessage<ReleasedLine> = /*@__PURE__*/
+  messageDesc(file_ecommerce_inventory_v1_inventory_events, 7);
 
 /**
  * RejectionReason says why stock could not be reserved.

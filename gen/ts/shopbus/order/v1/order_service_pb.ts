@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/order/v1/order_service.proto.
  */
 export const file_shopbus_order_v1_order_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRzaG9wYnVzL29yZGVyL3YxL29yZGVyX3NlcnZpY2UucHJvdG8SEHNob3BidXMub3JkZXIudjEivAIKBU9yZGVyEhAKCG9yZGVyX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEioKBWxpbmVzGAMgAygLMhsuc2hvcGJ1cy5vcmRlci52MS5PcmRlckxpbmUSEAoIY3VycmVuY3kYBCABKAkSEwoLdG90YWxfbWlub3IYBSABKAMSLQoGc3RhdHVzGAYgASgOMh0uc2hvcGJ1cy5vcmRlci52MS5PcmRlclN0YXR1cxIVCg1yZWplY3RfcmVhc29uGAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2NvdXBvbl9jb2RlGAogASgJIocBCglPcmRlckxpbmUSMAoDc2t1GAEgASgJQiO6SCDIAQFyGzIZXltBLVowLTldW0EtWjAtOS1dezIsMzF9JBIfCghxdWFudGl0eRgCIAEoDUINukgKyAEBKgUYkE4gABInChB1bml0X3ByaWNlX21pbm9yGAMgASgDQg26SAoiCBiAyK+gJSgAIvACChJDcmVhdGVPcmRlclJlcXVlc3QSOgoPaWRlbXBvdGVuY3lfa2V5GAEgASgJQiG6SB7IAQFyGRAIGIABMhJeW0EtWmEtejAtOS5fOi1dKyQSIAoLY3VzdG9tZXJfaWQYAiABKAlCC7pICNgBAXIDsAEBEjkKBWxpbmVzGAMgAygLMhsuc2hvcGJ1cy5vcmRlci52MS5PcmRlckxpbmVCDbpICsgBAZIBBAgBEGQSJgoIY3VycmVuY3kYBCABKAlCFLpIEcgBAXIMMgpeW0EtWl17M30kEi8KC2NvdXBvbl9jb2RlGAUgASgJQhq6SBdyFTITXiR8XltBLVowLTldezQsMTZ9JDpoukhlGmMKGGNyZWF0ZV9vcmRlci51bmlxdWVfc2t1cxIkZWFjaCBTS1UgbWF5IGFwcGVhciBvbiBvbmUgbGluZSBvbmx5GiF0aGlzLmxpbmVzLm1hcChsLCBsLnNrdSkudW5pcXVlKCkiTwoTQ3JlYXRlT3JkZXJSZXNwb25zZRImCgVvcmRlchgBIAEoCzIXLnNob3BidXMub3JkZXIudjEuT3JkZXISEAoIcmVwbGF5ZWQYAiABKAgiMAoPR2V0T3JkZXJSZXF1ZXN0Eh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABASI6ChBHZXRPcmRlclJlc3BvbnNlEiYKBW9yZGVyGAEgASgLMhcuc2hvcGJ1cy5vcmRlci52MS5PcmRlciKpAQoRTGlzdE9yZGVyc1JlcXVlc3QSIAoLY3VzdG9tZXJfaWQYASABKAlCC7pICNgBAXIDsAEBEjcKBnN0YXR1cxgCIAEoDjIdLnNob3BidXMub3JkZXIudjEuT3JkZXJTdGF0dXNCCLpIBYIBAhABEhsKCXBhZ2Vfc2l6ZRgDIAEoDUIIukgFKgMY9AMSHAoKcGFnZV90b2tlbhgEIAEoCUIIukgFcgMYgAIiVgoSTGlzdE9yZGVyc1Jlc3BvbnNlEicKBm9yZGVycxgBIAMoCzIXLnNob3BidXMub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjIKEVdhdGNoT3JkZXJSZXF1ZXN0Eh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABASI8ChJXYXRjaE9yZGVyUmVzcG9uc2USJgoFb3JkZXIYASABKAsyFy5zaG9wYnVzLm9yZGVyLnYxLk9yZGVyKnwKC09yZGVyU3RhdHVzEhwKGE9SREVSX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFE9SREVSX1NUQVRVU19QRU5ESU5HEAESGgoWT1JERVJfU1RBVFVTX0NPTkZJUk1FRBACEhkKFU9SREVSX1NUQVRVU19SRUpFQ1RFRBADMoADCgxPcmRlclNlcnZpY2USWgoLQ3JlYXRlT3JkZXISJC5zaG9wYnVzLm9yZGVyLnYxLkNyZWF0ZU9yZGVyUmVxdWVzdBolLnNob3BidXMub3JkZXIudjEuQ3JlYXRlT3JkZXJSZXNwb25zZRJWCghHZXRPcmRlchIhLnNob3BidXMub3JkZXIudjEuR2V0T3JkZXJSZXF1ZXN0GiIuc2hvcGJ1cy5vcmRlci52MS5HZXRPcmRlclJlc3BvbnNlIgOQAgESXAoKTGlzdE9yZGVycxIjLnNob3BidXMub3JkZXIudjEuTGlzdE9yZGVyc1JlcXVlc3QaJC5zaG9wYnVzLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXNwb25zZSIDkAIBEl4KCldhdGNoT3JkZXISIy5zaG9wYnVzLm9yZGVyLnYxLldhdGNoT3JkZXJSZXF1ZXN0GiQuc2hvcGJ1cy5vcmRlci52MS5XYXRjaE9yZGVyUmVzcG9uc2UiA5ACATABQscBChRjb20uc2hvcGJ1cy5vcmRlci52MUIRT3JkZXJTZXJ2aWNlUHJvdG9QAVo6Z2l0aHViLmNvbS9zaG9wYnVzL3Nob3BidXMvZ2VuL2dvL3Nob3BidXMvb3JkZXIvdjE7b3JkZXJ2MaICA1NPWKoCEFNob3BidXMuT3JkZXIuVjHKAhBTaG9wYnVzXE9yZGVyXFYx4gIcU2hvcGJ1c1xPcmRlclxWMVxHUEJNZXRhZGF0YeoCElNob3BidXM6Ok9yZGVyOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiRzaG9wYnVzL29yZGVyL3YxL29yZGVyX3NlcnZpY2UucHJvdG8SEHNob3BidXMub3JkZXIudjEi6QIKBU9yZGVyEhAKCG9yZGVyX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEioKBWxpbmVzGAMgAygLMhsuc2hvcGJ1cy5vcmRlci52MS5PcmRlckxpbmUSEAoIY3VycmVuY3kYBCABKAkSEwoLdG90YWxfbWlub3IYBSABKAMSLQoGc3RhdHVzGAYgASgOMh0uc2hvcGJ1cy5vcmRlci52MS5PcmRlclN0YXR1cxIVCg1yZWplY3RfcmVhc29uGAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2NvdXBvbl9jb2RlGAogASgJEisKBWZyYXVkGAsgASgLMhwuc2hvcGJ1cy5vcmRlci52MS5GcmF1ZFNjb3JlIrkBCgpGcmF1ZFNjb3JlEg0KBXNjb3JlGAEgASgBEjEKCGRlY2lzaW9uGAIgASgOMh8uc2hvcGJ1cy5vcmRlci52MS5GcmF1ZERlY2lzaW9uEhQKDHJlYXNvbl9jb2RlcxgDIAMoCRINCgVtb2RlbBgEIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAUgASgJEi0KCXNjb3JlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihwEKCU9yZGVyTGluZRIwCgNza3UYASABKAlCI7pIIMgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEh8KCHF1YW50aXR5GAIgASgNQg26SArIAQEqBRiQTiAAEicKEHVuaXRfcHJpY2VfbWlub3IYAyABKANCDbpICiIIGIDIr6AlKAAi8AIKEkNyZWF0ZU9yZGVyUmVxdWVzdBI6Cg9pZGVtcG90ZW5jeV9rZXkYASABKAlCIbpIHsgBAXIZEAgYgAEyEl5bQS1aYS16MC05Ll86LV0rJBIgCgtjdXN0b21lcl9pZBgCIAEoCUILukgI2AEBcgOwAQESOQoFbGluZXMYAyADKAsyGy5zaG9wYnVzLm9yZGVyLnYxLk9yZGVyTGluZUINukgKyAEBkgEECAEQZBImCghjdXJyZW5jeRgEIAEoCUIUukgRyAEBcgwyCl5bQS1aXXszfSQSLwoLY291cG9uX2NvZGUYBSABKAlCGrpIF3IVMhNeJHxeW0EtWjAtOV17NCwxNn0kOmi6SGUaYwoYY3JlYXRlX29yZGVyLnVuaXF1ZV9za3VzEiRlYWNoIFNLVSBtYXkgYXBwZWFyIG9uIG9uZSBsaW5lIG9ubHkaIXRoaXMubGluZXMubWFwKGwsIGwuc2t1KS51bmlxdWUoKSJPChNDcmVhdGVPcmRlclJlc3BvbnNlEiYKBW9yZGVyGAEgASgLMhcuc2hvcGJ1cy5vcmRlci52MS5PcmRlchIQCghyZXBsYXllZBgCIAEoCCIwCg9HZXRPcmRlclJlcXVlc3QSHQoIb3JkZXJfaWQYASABKAlCC7pICMgBAXIDsAEBIjoKEEdldE9yZGVyUmVzcG9uc2USJgoFb3JkZXIYASABKAsyFy5zaG9wYnVzLm9yZGVyLnYxLk9yZGVyIqkBChFMaXN0T3JkZXJzUmVxdWVzdBIgCgtjdXN0b21lcl9pZBgBIAEoCUILukgI2AEBcgOwAQESNwoGc3RhdHVzGAIgASgOMh0uc2hvcGJ1cy5vcmRlci52MS5PcmRlclN0YXR1c0IIukgFggECEAESGwoJcGFnZV9zaXplGAMgASgNQgi6SAUqAxj0AxIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiAAiJWChJMaXN0T3JkZXJzUmVzcG9uc2USJwoGb3JkZXJzGAEgAygLMhcuc2hvcGJ1cy5vcmRlci52MS5PcmRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMgoRV2F0Y2hPcmRlclJlcXVlc3QSHQoIb3JkZXJfaWQYASABKAlCC7pICMgBAXIDsAEBIjwKEldhdGNoT3JkZXJSZXNwb25zZRImCgVvcmRlchgBIAEoCzIXLnNob3BidXMub3JkZXIudjEuT3JkZXIiXAoSUmV2aWV3T3JkZXJSZXF1ZXN0Eh0KCG9yZGVyX2lkGAEgASgJQgu6SAjIAQFyA7ABARIPCgdhcHByb3ZlGAIgASgIEhYKBG5vdGUYAyABKAlCCLpIBXIDGPQDIj0KE1Jldmlld09yZGVyUmVzcG9uc2USJgoFb3JkZXIYASABKAsyFy5zaG9wYnVzLm9yZGVyLnYxLk9yZGVyKpUBCgtPcmRlclN0YXR1cxIcChhPUkRFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRPUkRFUl9TVEFUVVNfUEVORElORxABEhoKFk9SREVSX1NUQVRVU19DT05GSVJNRUQQAhIZChVPUkRFUl9TVEFUVVNfUkVKRUNURUQQAxIXChNPUkRFUl9TVEFUVVNfUkVWSUVXEAQqggEKDUZyYXVkRGVjaXNpb24SHgoaRlJBVURfREVDSVNJT05fVU5TUEVDSUZJRUQQABIaChZGUkFVRF9ERUNJU0lPTl9BUFBST1ZFEAESGQoVRlJBVURfREVDSVNJT05fUkVWSUVXEAISGgoWRlJBVURfREVDSVNJT05fREVDTElORRADMuEDCgxPcmRlclNlcnZpY2USWgoLQ3JlYXRlT3JkZXISJC5zaG9wYnVzLm9yZGVyLnYxLkNyZWF0ZU9yZGVyUmVxdWVzdBolLnNob3BidXMub3JkZXIudjEuQ3JlYXRlT3JkZXJSZXNwb25zZRJWCghHZXRPcmRlchIhLnNob3BidXMub3JkZXIudjEuR2V0T3JkZXJSZXF1ZXN0GiIuc2hvcGJ1cy5vcmRlci52MS5HZXRPcmRlclJlc3BvbnNlIgOQAgESXAoKTGlzdE9yZGVycxIjLnNob3BidXMub3JkZXIudjEuTGlzdE9yZGVyc1JlcXVlc3QaJC5zaG9wYnVzLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXNwb25zZSIDkAIBEl4KCldhdGNoT3JkZXISIy5zaG9wYnVzLm9yZGVyLnYxLldhdGNoT3JkZXJSZXF1ZXN0GiQuc2hvcGJ1cy5vcmRlci52MS5XYXRjaE9yZGVyUmVzcG9uc2UiA5ACATABEl8KC1Jldmlld09yZGVyEiQuc2hvcGJ1cy5vcmRlci52MS5SZXZpZXdPcmRlclJlcXVlc3QaJS5zaG9wYnVzLm9yZGVyLnYxLlJldmlld09yZGVyUmVzcG9uc2UiA5ACAkLHAQoUY29tLnNob3BidXMub3JkZXIudjFCEU9yZGVyU2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL29yZGVyL3YxO29yZGVydjGiAgNTT1iqAhBTaG9wYnVzLk9yZGVyLlYxygIQU2hvcGJ1c1xPcmRlclxWMeICHFNob3BidXNcT3JkZXJcVjFcR1BCTWV0YWRhdGHqAhJTaG9wYnVzOjpPcmRlcjo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Order is an order as the order service knows it.
@@ -90,6 +90,14 @@ export type Order = Message<"shopbus.order.v1.Order"> & {
    * @generated from field: string coupon_code = 10;
    */
   couponCode: string;
+
+  /**
+   * fraud is the order's fraud score, once the fraud service has scored it;
+   * absent before.
+   *
+   * @generated from field: shopbus.order.v1.FraudScore fraud = 11;
+   */
+  fraud?: FraudScore | undefined;
 };
 
 /**
@@ -98,6 +106,65 @@ export type Order = Message<"shopbus.order.v1.Order"> & {
  */
 export const OrderSchema: GenMessage<Order> = /*@__PURE__*/
   messageDesc(file_shopbus_order_v1_order_service, 0);
+
+/**
+ * FraudScore is the fraud service's assessment of an order (the
+ * ml.fraud.v1.OrderScored event, as the order service recorded it).
+ *
+ * @generated from message shopbus.order.v1.FraudScore
+ */
+export type FraudScore = Message<"shopbus.order.v1.FraudScore"> & {
+  /**
+   * score is the fraud probability, from 0 (safe) to 1 (fraud).
+   *
+   * @generated from field: double score = 1;
+   */
+  score: number;
+
+  /**
+   * decision is what the fraud model recommended.
+   *
+   * @generated from field: shopbus.order.v1.FraudDecision decision = 2;
+   */
+  decision: FraudDecision;
+
+  /**
+   * reason_codes explain the score, most important first (for example
+   * "HIGH_TOTAL").
+   *
+   * @generated from field: repeated string reason_codes = 3;
+   */
+  reasonCodes: string[];
+
+  /**
+   * model names the model that scored the order, for example
+   * "fraud-logreg".
+   *
+   * @generated from field: string model = 4;
+   */
+  model: string;
+
+  /**
+   * model_version is the model's version, for example "2026.12.1".
+   *
+   * @generated from field: string model_version = 5;
+   */
+  modelVersion: string;
+
+  /**
+   * scored_at is when the score was computed.
+   *
+   * @generated from field: google.protobuf.Timestamp scored_at = 6;
+   */
+  scoredAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message shopbus.order.v1.FraudScore.
+ * Use `create(FraudScoreSchema)` to create a new message.
+ */
+export const FraudScoreSchema: GenMessage<FraudScore> = /*@__PURE__*/
+  messageDesc(file_shopbus_order_v1_order_service, 1);
 
 /**
  * OrderLine is one line of an order.
@@ -136,7 +203,7 @@ export type OrderLine = Message<"shopbus.order.v1.OrderLine"> & {
  * Use `create(OrderLineSchema)` to create a new message.
  */
 export const OrderLineSchema: GenMessage<OrderLine> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 1);
+  messageDesc(file_shopbus_order_v1_order_service, 2);
 
 /**
  * CreateOrderRequest places an order.
@@ -189,7 +256,7 @@ export type CreateOrderRequest = Message<"shopbus.order.v1.CreateOrderRequest"> 
  * Use `create(CreateOrderRequestSchema)` to create a new message.
  */
 export const CreateOrderRequestSchema: GenMessage<CreateOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 2);
+  messageDesc(file_shopbus_order_v1_order_service, 3);
 
 /**
  * CreateOrderResponse returns the order.
@@ -219,7 +286,7 @@ export type CreateOrderResponse = Message<"shopbus.order.v1.CreateOrderResponse"
  * Use `create(CreateOrderResponseSchema)` to create a new message.
  */
 export const CreateOrderResponseSchema: GenMessage<CreateOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 3);
+  messageDesc(file_shopbus_order_v1_order_service, 4);
 
 /**
  * GetOrderRequest names an order.
@@ -240,7 +307,7 @@ export type GetOrderRequest = Message<"shopbus.order.v1.GetOrderRequest"> & {
  * Use `create(GetOrderRequestSchema)` to create a new message.
  */
 export const GetOrderRequestSchema: GenMessage<GetOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 4);
+  messageDesc(file_shopbus_order_v1_order_service, 5);
 
 /**
  * GetOrderResponse returns an order.
@@ -261,7 +328,7 @@ export type GetOrderResponse = Message<"shopbus.order.v1.GetOrderResponse"> & {
  * Use `create(GetOrderResponseSchema)` to create a new message.
  */
 export const GetOrderResponseSchema: GenMessage<GetOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 5);
+  messageDesc(file_shopbus_order_v1_order_service, 6);
 
 /**
  * ListOrdersRequest asks for a page of orders.
@@ -305,7 +372,7 @@ export type ListOrdersRequest = Message<"shopbus.order.v1.ListOrdersRequest"> & 
  * Use `create(ListOrdersRequestSchema)` to create a new message.
  */
 export const ListOrdersRequestSchema: GenMessage<ListOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 6);
+  messageDesc(file_shopbus_order_v1_order_service, 7);
 
 /**
  * ListOrdersResponse is a page of orders.
@@ -333,7 +400,7 @@ export type ListOrdersResponse = Message<"shopbus.order.v1.ListOrdersResponse"> 
  * Use `create(ListOrdersResponseSchema)` to create a new message.
  */
 export const ListOrdersResponseSchema: GenMessage<ListOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 7);
+  messageDesc(file_shopbus_order_v1_order_service, 8);
 
 /**
  * WatchOrderRequest names the order to watch.
@@ -354,7 +421,7 @@ export type WatchOrderRequest = Message<"shopbus.order.v1.WatchOrderRequest"> & 
  * Use `create(WatchOrderRequestSchema)` to create a new message.
  */
 export const WatchOrderRequestSchema: GenMessage<WatchOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 8);
+  messageDesc(file_shopbus_order_v1_order_service, 9);
 
 /**
  * WatchOrderResponse is the order as it is now.
@@ -375,7 +442,65 @@ export type WatchOrderResponse = Message<"shopbus.order.v1.WatchOrderResponse"> 
  * Use `create(WatchOrderResponseSchema)` to create a new message.
  */
 export const WatchOrderResponseSchema: GenMessage<WatchOrderResponse> = /*@__PURE__*/
-  messageDesc(file_shopbus_order_v1_order_service, 9);
+  messageDesc(file_shopbus_order_v1_order_service, 10);
+
+/**
+ * ReviewOrderRequest records a reviewer's decision on an order in REVIEW.
+ *
+ * @generated from message shopbus.order.v1.ReviewOrderRequest
+ */
+export type ReviewOrderRequest = Message<"shopbus.order.v1.ReviewOrderRequest"> & {
+  /**
+   * order_id identifies the order (UUID).
+   *
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * approve is true to let the order proceed, false to reject it.
+   *
+   * @generated from field: bool approve = 2;
+   */
+  approve: boolean;
+
+  /**
+   * note is the reviewer's explanation, at most 500 characters; on a
+   * rejection it becomes the order.rejected event's detail.
+   *
+   * @generated from field: string note = 3;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message shopbus.order.v1.ReviewOrderRequest.
+ * Use `create(ReviewOrderRequestSchema)` to create a new message.
+ */
+export const ReviewOrderRequestSchema: GenMessage<ReviewOrderRequest> = /*@__PURE__*/
+  messageDesc(file_shopbus_order_v1_order_service, 11);
+
+/**
+ * ReviewOrderResponse returns the reviewed order.
+ *
+ * @generated from message shopbus.order.v1.ReviewOrderResponse
+ */
+export type ReviewOrderResponse = Message<"shopbus.order.v1.ReviewOrderResponse"> & {
+  /**
+   * order is the order after the decision: PENDING or CONFIRMED when
+   * approved, REJECTED when rejected.
+   *
+   * @generated from field: shopbus.order.v1.Order order = 1;
+   */
+  order?: Order | undefined;
+};
+
+/**
+ * Describes the message shopbus.order.v1.ReviewOrderResponse.
+ * Use `create(ReviewOrderResponseSchema)` to create a new message.
+ */
+export const ReviewOrderResponseSchema: GenMessage<ReviewOrderResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_order_v1_order_service, 12);
 
 /**
  * OrderStatus is where an order is in its life.
@@ -391,25 +516,36 @@ export enum OrderStatus {
   UNSPECIFIED = 0,
 
   /**
-   * ORDER_STATUS_PENDING: accepted, waiting for the inventory decision.
+   * ORDER_STATUS_PENDING: accepted, waiting for the inventory decision
+   * and the fraud score.
    *
    * @generated from enum value: ORDER_STATUS_PENDING = 1;
    */
   PENDING = 1,
 
   /**
-   * ORDER_STATUS_CONFIRMED: stock was reserved for every line.
+   * ORDER_STATUS_CONFIRMED: stock was reserved for every line, and the
+   * fraud score (or a reviewer) approved the order.
    *
    * @generated from enum value: ORDER_STATUS_CONFIRMED = 2;
    */
   CONFIRMED = 2,
 
   /**
-   * ORDER_STATUS_REJECTED: stock could not be reserved; see reject_reason.
+   * ORDER_STATUS_REJECTED: stock could not be reserved, or the fraud
+   * score or a reviewer refused the order; see reject_reason.
    *
    * @generated from enum value: ORDER_STATUS_REJECTED = 3;
    */
   REJECTED = 3,
+
+  /**
+   * ORDER_STATUS_REVIEW: held for a person to review its fraud score
+   * (ReviewOrder); neither confirmed nor rejected yet.
+   *
+   * @generated from enum value: ORDER_STATUS_REVIEW = 4;
+   */
+  REVIEW = 4,
 }
 
 /**
@@ -419,8 +555,52 @@ export const OrderStatusSchema: GenEnum<OrderStatus> = /*@__PURE__*/
   enumDesc(file_shopbus_order_v1_order_service, 0);
 
 /**
+ * FraudDecision is the fraud model's recommendation for an order; it mirrors
+ * ml.fraud.v1.Decision.
+ *
+ * @generated from enum shopbus.order.v1.FraudDecision
+ */
+export enum FraudDecision {
+  /**
+   * FRAUD_DECISION_UNSPECIFIED: not scored.
+   *
+   * @generated from enum value: FRAUD_DECISION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * FRAUD_DECISION_APPROVE: the order may proceed.
+   *
+   * @generated from enum value: FRAUD_DECISION_APPROVE = 1;
+   */
+  APPROVE = 1,
+
+  /**
+   * FRAUD_DECISION_REVIEW: a person should look at the order.
+   *
+   * @generated from enum value: FRAUD_DECISION_REVIEW = 2;
+   */
+  REVIEW = 2,
+
+  /**
+   * FRAUD_DECISION_DECLINE: the order should be refused.
+   *
+   * @generated from enum value: FRAUD_DECISION_DECLINE = 3;
+   */
+  DECLINE = 3,
+}
+
+/**
+ * Describes the enum shopbus.order.v1.FraudDecision.
+ */
+export const FraudDecisionSchema: GenEnum<FraudDecision> = /*@__PURE__*/
+  enumDesc(file_shopbus_order_v1_order_service, 1);
+
+/**
  * OrderService places orders and reads them back. An order starts PENDING
- * and ends CONFIRMED or REJECTED once the inventory service has decided.
+ * and ends CONFIRMED once its stock is reserved and its fraud score approves
+ * it, or REJECTED when either refuses it. An order whose score asks for a
+ * review is held in REVIEW until an admin decides with ReviewOrder.
  * Every call needs a bearer token (UNAUTHENTICATED without a valid one):
  * a customer places and sees its own orders only; another customer's order
  * is NOT_FOUND, as if it did not exist.
@@ -476,6 +656,22 @@ export const OrderService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchOrderRequestSchema;
     output: typeof WatchOrderResponseSchema;
+  },
+  /**
+   * ReviewOrder records a person's decision on an order held in REVIEW: an
+   * approved order goes on as if its score had approved it (CONFIRMED once
+   * its stock is reserved), a rejected one is REJECTED and its reserved
+   * stock released. It needs the admin role (PERMISSION_DENIED otherwise);
+   * NOT_FOUND if no order has the id, FAILED_PRECONDITION if the order is
+   * not in REVIEW. Repeating the decision already taken returns the order
+   * unchanged.
+   *
+   * @generated from rpc shopbus.order.v1.OrderService.ReviewOrder
+   */
+  reviewOrder: {
+    methodKind: "unary";
+    input: typeof ReviewOrderRequestSchema;
+    output: typeof ReviewOrderResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shopbus_order_v1_order_service, 0);

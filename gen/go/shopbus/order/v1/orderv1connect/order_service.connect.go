@@ -42,6 +42,9 @@ const (
 	OrderServiceListOrdersProcedure = "/shopbus.order.v1.OrderService/ListOrders"
 	// OrderServiceWatchOrderProcedure is the fully-qualified name of the OrderService's WatchOrder RPC.
 	OrderServiceWatchOrderProcedure = "/shopbus.order.v1.OrderService/WatchOrder"
+	// OrderServiceReviewOrderProcedure is the fully-qualified name of the OrderService's ReviewOrder
+	// RPC.
+	OrderServiceReviewOrderProcedure = "/shopbus.order.v1.OrderService/ReviewOrder"
 )
 
 // OrderServiceClient is a client for the shopbus.order.v1.OrderService service.
@@ -63,6 +66,14 @@ type OrderServiceClient interface {
 	// has the id. Clients wait for an outcome with it instead of polling
 	// GetOrder.
 	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest]) (*connect.ServerStreamForClient[v1.WatchOrderResponse], error)
+	// ReviewOrder records a person's decision on an order held in REVIEW: an
+	// approved order goes on as if its score had approved it (CONFIRMED once
+	// its stock is reserved), a rejected one is REJECTED and its reserved
+	// stock released. It needs the admin role (PERMISSION_DENIED otherwise);
+	// NOT_FOUND if no order has the id, FAILED_PRECONDITION if the order is
+	// not in REVIEW. Repeating the decision already taken returns the order
+	// unchanged.
+	ReviewOrder(context.Context, *connect.Request[v1.ReviewOrderRequest]) (*connect.Response[v1.ReviewOrderResponse], error)
 }
 
 // NewOrderServiceClient constructs a client for the shopbus.order.v1.OrderService service. By
@@ -103,6 +114,13 @@ func NewOrderServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		reviewOrder: connect.NewClient[v1.ReviewOrderRequest, v1.ReviewOrderResponse](
+			httpClient,
+			baseURL+OrderServiceReviewOrderProcedure,
+			connect.WithSchema(orderServiceMethods.ByName("ReviewOrder")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -112,6 +130,7 @@ type orderServiceClient struct {
 	getOrder    *connect.Client[v1.GetOrderRequest, v1.GetOrderResponse]
 	listOrders  *connect.Client[v1.ListOrdersRequest, v1.ListOrdersResponse]
 	watchOrder  *connect.Client[v1.WatchOrderRequest, v1.WatchOrderResponse]
+	reviewOrder *connect.Client[v1.ReviewOrderRequest, v1.ReviewOrderResponse]
 }
 
 // CreateOrder calls shopbus.order.v1.OrderService.CreateOrder.
@@ -134,6 +153,11 @@ func (c *orderServiceClient) WatchOrder(ctx context.Context, req *connect.Reques
 	return c.watchOrder.CallServerStream(ctx, req)
 }
 
+// ReviewOrder calls shopbus.order.v1.OrderService.ReviewOrder.
+func (c *orderServiceClient) ReviewOrder(ctx context.Context, req *connect.Request[v1.ReviewOrderRequest]) (*connect.Response[v1.ReviewOrderResponse], error) {
+	return c.reviewOrder.CallUnary(ctx, req)
+}
+
 // OrderServiceHandler is an implementation of the shopbus.order.v1.OrderService service.
 type OrderServiceHandler interface {
 	// CreateOrder places an order. It is idempotent: a retry with the same
@@ -153,6 +177,14 @@ type OrderServiceHandler interface {
 	// has the id. Clients wait for an outcome with it instead of polling
 	// GetOrder.
 	WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest], *connect.ServerStream[v1.WatchOrderResponse]) error
+	// ReviewOrder records a person's decision on an order held in REVIEW: an
+	// approved order goes on as if its score had approved it (CONFIRMED once
+	// its stock is reserved), a rejected one is REJECTED and its reserved
+	// stock released. It needs the admin role (PERMISSION_DENIED otherwise);
+	// NOT_FOUND if no order has the id, FAILED_PRECONDITION if the order is
+	// not in REVIEW. Repeating the decision already taken returns the order
+	// unchanged.
+	ReviewOrder(context.Context, *connect.Request[v1.ReviewOrderRequest]) (*connect.Response[v1.ReviewOrderResponse], error)
 }
 
 // NewOrderServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -189,6 +221,13 @@ func NewOrderServiceHandler(svc OrderServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	orderServiceReviewOrderHandler := connect.NewUnaryHandler(
+		OrderServiceReviewOrderProcedure,
+		svc.ReviewOrder,
+		connect.WithSchema(orderServiceMethods.ByName("ReviewOrder")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/shopbus.order.v1.OrderService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case OrderServiceCreateOrderProcedure:
@@ -199,6 +238,8 @@ func NewOrderServiceHandler(svc OrderServiceHandler, opts ...connect.HandlerOpti
 			orderServiceListOrdersHandler.ServeHTTP(w, r)
 		case OrderServiceWatchOrderProcedure:
 			orderServiceWatchOrderHandler.ServeHTTP(w, r)
+		case OrderServiceReviewOrderProcedure:
+			orderServiceReviewOrderHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -222,4 +263,8 @@ func (UnimplementedOrderServiceHandler) ListOrders(context.Context, *connect.Req
 
 func (UnimplementedOrderServiceHandler) WatchOrder(context.Context, *connect.Request[v1.WatchOrderRequest], *connect.ServerStream[v1.WatchOrderResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.order.v1.OrderService.WatchOrder is not implemented"))
+}
+
+func (UnimplementedOrderServiceHandler) ReviewOrder(context.Context, *connect.Request[v1.ReviewOrderRequest]) (*connect.Response[v1.ReviewOrderResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.order.v1.OrderService.ReviewOrder is not implemented"))
 }
