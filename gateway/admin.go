@@ -4,9 +4,11 @@ import (
 	"strings"
 
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/fraud/v1/fraudv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/lag/v1/lagv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 )
 
 // adminServices are admin as a whole: every procedure they have, and any
@@ -15,19 +17,22 @@ var adminServices = []string{
 	deadletterv1connect.DeadLetterServiceName,
 	groupv1connect.GroupServiceName,
 	lagv1connect.LagServiceName,
+	fraudv1connect.FraudServiceName,
 }
 
 // adminProcedures are the admin procedures of services that customers
-// also call: they change stock and prices.
+// also call: they change stock and prices, or decide an order's review.
 var adminProcedures = map[string]bool{
 	inventoryv1connect.InventoryServiceSetStockProcedure: true,
 	inventoryv1connect.InventoryServiceRestockProcedure:  true,
 	inventoryv1connect.InventoryServiceSetPriceProcedure: true,
+	orderv1connect.OrderServiceReviewOrderProcedure:      true,
 }
 
 // IsAdmin reports whether a procedure ("/pkg.Service/Method") is an admin
 // one, which needs the admin role (auth.AdminRole): the stock and price
-// changes, and every procedure of the dead-letter, group and lag services.
+// changes, an order's review, and every procedure of the dead-letter, group,
+// lag and fraud services.
 func IsAdmin(procedure string) bool {
 	if adminProcedures[procedure] {
 		return true

@@ -22,7 +22,6 @@ import (
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/telemetry"
-	"github.com/shopbus/shopbus/services/order"
 )
 
 // demoCustomer is the customer of the demo token shopbus dev prints.
@@ -56,7 +55,7 @@ func dev(ctx context.Context, args []string) error {
 	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	adminTokenOf := adminTokenFlags(fs)
 	limitsOf := limitsFlags(fs)
-	stuckAfter := stuckAfterFlag(fs)
+	sagaOf := sagaFlags(fs)
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet) and prices (SKUs that have none)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
@@ -66,6 +65,10 @@ func dev(ctx context.Context, args []string) error {
 	tlsKey := fs.String("tls-key", env("SHOPBUS_TLS_KEY", ""), "the TLS certificate's key `file` (env SHOPBUS_TLS_KEY)")
 	insecure := fs.Bool("insecure", false, "no authentication: every caller is an admin and may act for any customer (measuring only; warned at start)")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	watchdog, fraudModel, err := sagaOf()
+	if err != nil {
 		return err
 	}
 	adminToken, err := adminTokenOf()
@@ -97,7 +100,7 @@ func dev(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1, MaxAge: devRetention}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Watchdog: order.Watchdog{After: *stuckAfter}, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1, MaxAge: devRetention}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
 	})
 	if err != nil {
 		return err

@@ -70,7 +70,7 @@ func newDev(t *testing.T) *devProcess {
 			d.cmd.Process.Kill()
 			d.cmd.Wait()
 		}
-		testenv.DropSchemas(t, d.schema+"_order", d.schema+"_inventory")
+		testenv.DropSchemas(t, d.schema+"_order", d.schema+"_inventory", d.schema+"_fraud")
 		if t.Failed() && d.log != nil {
 			b, _ := os.ReadFile(d.log.Name())
 			t.Logf("shopbus dev log:\n%s", b)
@@ -88,7 +88,8 @@ func (d *devProcess) start(t *testing.T) {
 	}
 	d.cmd = exec.Command(d.bin, "dev", "--addr", d.addr, "--nats-port", d.natsPort, "--data-dir", d.dataDir,
 		"--schema", d.schema, "--seed=false", "--log-level", "warn",
-		"--orders-per-second", "1000000", "--order-burst", "1000000") // the load is one customer's
+		"--orders-per-second", "1000000", "--order-burst", "1000000", // the load is one customer's,
+		"--fraud-model", "../../services/fraud/testdata/no-history.json") // which the committed model would decline
 	d.cmd.Env = append(os.Environ(), "DATABASE_URL="+testenv.DatabaseURL())
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
@@ -218,7 +219,7 @@ func (d *devProcess) checkInvariants(t *testing.T, accepted []string, initial in
 		(SELECT on_hand FROM `+inv+`.stock WHERE sku = 'LOAD-1'),
 		(SELECT reserved FROM `+inv+`.stock WHERE sku = 'LOAD-1'),
 		(SELECT count(*) FROM `+inv+`.decisions),
-		(SELECT count(*) FROM `+inv+`.outbox WHERE subject NOT LIKE 'ecommerce.inventory.priced.%'),
+		(SELECT count(*) FROM `+inv+`.outbox WHERE subject LIKE 'ecommerce.inventory.adjusted.%' OR subject LIKE 'ecommerce.inventory.rejected.%'),
 		(SELECT count(DISTINCT order_id) FROM `+inv+`.reservations)`).
 		Scan(&orders, &pending, &confirmedUnits, &reservedUnits, &onHand, &reserved, &decisions, &outcomes, &reservations)
 	if err != nil {

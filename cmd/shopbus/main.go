@@ -180,11 +180,30 @@ func limitsFlags(fs *flag.FlagSet) func() order.Limits {
 	}
 }
 
-// stuckAfterFlag declares --stuck-after, the order watchdog's deadline
-// (order.Watchdog.After).
-func stuckAfterFlag(fs *flag.FlagSet) *time.Duration {
-	return fs.Duration("stuck-after", envDuration("SHOPBUS_STUCK_AFTER", order.DefaultWatchdog.After),
-		"order service: how long an order may stay PENDING before the watchdog re-applies its lost outcome or re-publishes its order.created (env SHOPBUS_STUCK_AFTER)")
+// sagaFlags declares the order saga's settings: the watchdog's deadline
+// (--stuck-after), the fraud deadline and what it does, and the fraud
+// model's coefficients file; the function returned gives them once the
+// flags are parsed, or an error naming a bad value.
+func sagaFlags(fs *flag.FlagSet) func() (order.Watchdog, string, error) {
+	d := order.DefaultWatchdog
+	after := fs.Duration("stuck-after", envDuration("SHOPBUS_STUCK_AFTER", d.After),
+		"order service: how long an order may stay PENDING before the watchdog re-applies its lost outcome or score, or re-publishes its order.created (env SHOPBUS_STUCK_AFTER)")
+	deadline := fs.Duration("fraud-deadline", envDuration("SHOPBUS_FRAUD_DEADLINE", d.FraudDeadline),
+		"order service: how long an order waits for its fraud score before --on-fraud-deadline decides (env SHOPBUS_FRAUD_DEADLINE)")
+	action := fs.String("on-fraud-deadline", env("SHOPBUS_ON_FRAUD_DEADLINE", string(d.OnFraudDeadline)),
+		"order service: what an order without a fraud score becomes at the deadline: review (held for a person), approve or reject (env SHOPBUS_ON_FRAUD_DEADLINE)")
+	model := fs.String("fraud-model", env("SHOPBUS_FRAUD_MODEL", ""),
+		"fraud service: the model's coefficients `file` (services/fraud/MODEL.md); the committed model when empty (env SHOPBUS_FRAUD_MODEL)")
+	return func() (order.Watchdog, string, error) {
+		a, err := order.ParseFraudDeadlineAction(*action)
+		if err != nil {
+			return order.Watchdog{}, "", fmt.Errorf("--on-fraud-deadline: %w", err)
+		}
+		if *after <= 0 || *deadline <= 0 {
+			return order.Watchdog{}, "", fmt.Errorf("--stuck-after %v and --fraud-deadline %v: both must be more than 0", *after, *deadline)
+		}
+		return order.Watchdog{After: *after, FraudDeadline: *deadline, OnFraudDeadline: a}, *model, nil
+	}
 }
 
 func envFloat(name string, def float64) float64 {

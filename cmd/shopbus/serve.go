@@ -4,13 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/telemetry"
-	"github.com/shopbus/shopbus/services/order"
 )
 
 func serve(ctx context.Context, args []string) error {
@@ -18,9 +18,9 @@ func serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("serve: name a component: order, inventory or gateway")
 	}
 	component, args := args[0], args[1:]
-	defaultAddr := map[string]string{"gateway": "127.0.0.1:8080", "order": "127.0.0.1:8081", "inventory": "127.0.0.1:8082"}[component]
+	defaultAddr := map[string]string{"gateway": "127.0.0.1:8080", "order": "127.0.0.1:8081", "inventory": "127.0.0.1:8082", "fraud": "127.0.0.1:8083"}[component]
 	if defaultAddr == "" {
-		return fmt.Errorf("serve: unknown component %q: want order, inventory or gateway", component)
+		return fmt.Errorf("serve: unknown component %q: want gateway or one of %s", component, strings.Join(stack.Components(), ", "))
 	}
 	fs := flag.NewFlagSet("serve "+component, flag.ContinueOnError)
 	addr := fs.String("addr", env("SHOPBUS_ADDR", defaultAddr), "listen address (env SHOPBUS_ADDR)")
@@ -34,8 +34,8 @@ func serve(ctx context.Context, args []string) error {
 	inventoryURL := fs.String("inventory-url", env("SHOPBUS_INVENTORY_URL", "http://127.0.0.1:8082"), "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
 	authOf := authFlags(fs)
 	limitsOf := limitsFlags(fs)
-	stuckAfter := stuckAfterFlag(fs)
-	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466"}[component])
+	sagaOf := sagaFlags(fs)
+	metricsAddr := metricsAddrFlag(fs, map[string]string{"gateway": "127.0.0.1:9464", "order": "127.0.0.1:9465", "inventory": "127.0.0.1:9466", "fraud": "127.0.0.1:9467"}[component])
 	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
 	natsCreds := fs.String("nats-creds", env("NATS_CREDS", ""), "NATS credentials `file` (JWT and seed, decentralized auth) (env NATS_CREDS)")
 	natsNkey := fs.String("nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed `file` of this component's identity (env NATS_NKEY)")
@@ -57,6 +57,10 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	authCfg, err := authOf()
+	if err != nil {
+		return err
+	}
+	watchdog, fraudModel, err := sagaOf()
 	if err != nil {
 		return err
 	}
@@ -91,7 +95,7 @@ func serve(ctx context.Context, args []string) error {
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, ServiceCAFile: deref(serviceCA),
 		Components: []string{component}, NATSURL: *natsURL, NATSOptions: natsOpts, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
 		Streams:  messaging.StreamOptions{Replicas: *replicas, MaxAge: *maxAge, Partitions: *partitions},
-		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Watchdog: order.Watchdog{After: *stuckAfter}, MetricsAddr: *metricsAddr, Log: log,
+		OrderURL: *orderURL, InventoryURL: *inventoryURL, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Watchdog: watchdog, FraudModelFile: fraudModel, MetricsAddr: *metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err

@@ -76,7 +76,7 @@ func startTier(t *testing.T) *tier {
 	}
 	t.Cleanup(c.Shutdown) // last: the stack stops first
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
 	var w io.Writer = io.Discard
 	if *logs {
 		w = os.Stderr
@@ -89,7 +89,10 @@ func startTier(t *testing.T) *tier {
 		Streams:     messaging.StreamOptions{Replicas: 3},
 		Auth:        auth.Config{Insecure: true},
 		OrderLimits: order.Limits{OrdersPerSecond: 1e6, Burst: 1e6},
-		Log:         slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// One customer places every order: the committed model without
+		// the customer's history.
+		FraudModelFile: "../../services/fraud/testdata/no-history.json",
+		Log:            slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := stack.Start(ctx, cfg)

@@ -6,10 +6,12 @@ import (
 	"slices"
 
 	"github.com/shopbus/shopbus/gateway"
+	"github.com/shopbus/shopbus/gen/go/shopbus/fraud/v1/fraudv1connect"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/servicekit"
+	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
 )
@@ -46,7 +48,7 @@ type runner interface {
 var components = []component{
 	{
 		name: "order", migrations: order.Migrations,
-		consumers: []messaging.ConsumerConfig{order.InventoryOutcomeConsumer()},
+		consumers: []messaging.ConsumerConfig{order.InventoryOutcomeConsumer(), order.FraudScoreConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			s.Orders = order.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
 			s.Orders.Runtime = rt
@@ -61,6 +63,23 @@ var components = []component{
 			s.Inventory = inventory.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
 			s.Inventory.Runtime = rt
 			return s.Inventory, nil, nil
+		},
+	},
+	{
+		name: "fraud", migrations: fraud.Migrations,
+		consumers: []messaging.ConsumerConfig{fraud.ScoreOrderConsumer()},
+		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
+			model, err := fraud.DefaultModel()
+			if s.cfg.FraudModelFile != "" {
+				model, err = fraud.LoadModelFile(s.cfg.FraudModelFile)
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			s.Fraud = fraud.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log, model)
+			s.Fraud.Runtime = rt
+			path, h := fraudv1connect.NewFraudServiceHandler(fraud.NewHandler(s.Fraud), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
+			return s.Fraud, []gateway.Service{{Name: fraudv1connect.FraudServiceName, Path: path, Handler: h}}, nil
 		},
 	},
 	// shopbus new service: new components go above this line.

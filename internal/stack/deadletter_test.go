@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,14 +62,20 @@ func (s *testStack) exec(t *testing.T, service, sql string) {
 
 // TestPoisonGoesToDLQ: an undecodable message on order.created is not
 // retried: it is terminated at once and lands in the DLQ with where it came
-// from and why.
+// from and why, once for each consumer of order.created (inventory's and
+// fraud's: each gave up on it).
 func TestPoisonGoesToDLQ(t *testing.T) {
 	s := startStack(t, fastRetry)
 	ack, err := s.JS.PublishMsg(context.Background(), &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("not an envelope")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl := s.awaitDeadLetters(t, 1)[0]
+	dls := s.awaitDeadLetters(t, 2)
+	slices.SortFunc(dls, func(a, b *deadletterv1.DeadLetter) int { return strings.Compare(a.GetConsumer(), b.GetConsumer()) })
+	if !strings.HasPrefix(dls[0].GetConsumer(), "fraud-score-order-p") {
+		t.Errorf("the other dead letter is %s's, want the fraud service's", dls[0].GetConsumer())
+	}
+	dl := dls[1]
 	if dl.GetReason() != deadletterv1.Reason_REASON_TERMINATED || dl.GetDeliveries() != 1 ||
 		dl.GetOriginalStream() != "ECOMMERCE_ORDER" || dl.GetOriginalSequence() != ack.Sequence ||
 		messaging.PublishedSubject(dl.GetOriginalSubject()) != "ecommerce.order.created.v2.k1" || !strings.HasPrefix(dl.GetConsumer(), "inventory-reserve-stock-p") ||

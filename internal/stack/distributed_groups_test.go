@@ -26,12 +26,14 @@ func TestDistributedGroups(t *testing.T) {
 	t.Parallel()
 	srv, _ := testenv.NATS(t)
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
 	start := func(component string, cfg stack.Config) *component {
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4}))
+		cfg.FraudModelFile = testFraudModel
 		return startComponent(t, cfg)
 	}
+	start("fraud", stack.Config{})
 	orderA, _ := start("order", stack.Config{}), start("order", stack.Config{})
 	inventoryA, inventoryB := start("inventory", stack.Config{}), start("inventory", stack.Config{})
 	gw := start("gateway", stack.Config{OrderURL: orderA.URL(), InventoryURL: inventoryA.URL()})

@@ -70,13 +70,15 @@ func TestGatewayProtocols(t *testing.T) {
 func TestDistributed(t *testing.T) {
 	srv, _ := testenv.NATS(t)
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
 	start := func(component string, cfg stack.Config) *stack.Stack {
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
+		cfg.FraudModelFile = testFraudModel
 		return runStack(t, cfg)
 	}
 	orders := start("order", stack.Config{})
 	inventory := start("inventory", stack.Config{})
+	start("fraud", stack.Config{})
 	gw := start("gateway", stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL()})
 	if gw.Orders != nil || gw.Inventory != nil || orders.Inventory != nil {
 		t.Fatal("a component runs a service it was not asked to")
@@ -133,13 +135,14 @@ func TestDistributedWithIdentities(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
 	start := func(component string, id natsauth.Identity, cfg stack.Config) *stack.Stack {
 		opts, err := stack.NATSCredentials("", keys.SeedFile(id), cert, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.NATSOptions, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), opts, "127.0.0.1:0"
+		cfg.FraudModelFile = testFraudModel
 		return runStack(t, cfg)
 	}
 	if nc, err := nats.Connect(srv.ClientURL(), nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12})); err == nil {
@@ -163,6 +166,7 @@ func TestDistributedWithIdentities(t *testing.T) {
 	}
 	orders := start("order", natsauth.Order, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
 	inventory := start("inventory", natsauth.Inventory, stack.Config{TLSCertFile: cert, TLSKeyFile: key})
+	start("fraud", natsauth.Identity("fraud"), stack.Config{TLSCertFile: cert, TLSKeyFile: key})
 	gw := start("gateway", natsauth.Platform, stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL(), ServiceCAFile: cert,
 		TopologyEvery: 100 * time.Millisecond})
 	if !strings.HasPrefix(orders.URL(), "https://") {

@@ -42,6 +42,7 @@ import (
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
 )
@@ -87,8 +88,11 @@ type Config struct {
 	// per line and per order (order.DefaultLimits where zero).
 	OrderLimits order.Limits
 	// Watchdog configures the order service's search for orders stuck in
-	// PENDING (order.DefaultWatchdog where zero).
+	// PENDING and its fraud deadline (order.DefaultWatchdog where zero).
 	Watchdog order.Watchdog
+	// FraudModelFile, when set, is the fraud service's coefficients file
+	// (services/fraud/MODEL.md); the committed model otherwise.
+	FraudModelFile string
 	// Auth authenticates the callers of every RPC (see gateway.Config). It
 	// must say how: a verifier of bearer tokens, an admin token, or
 	// Insecure.
@@ -137,6 +141,7 @@ type Stack struct {
 	conns     []*nats.Conn // the services' own, with Keys
 	Orders    *order.Service
 	Inventory *inventory.Service
+	Fraud     *fraud.Service
 	// Pools are the services' pools: for each, its RPCs' and its event
 	// path's.
 	Pools    []*pgxpool.Pool

@@ -46,7 +46,7 @@ type testStack struct {
 func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 	t.Helper()
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory") })
+	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
 	dataDir := t.TempDir()
 	cfg := stack.Config{
 		DataDir: dataDir,
@@ -57,6 +57,9 @@ func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 		Addr:        "127.0.0.1:0",
 		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})),
 		Auth:        testAuth(t),
+		// The committed model without the customer's history: a test's
+		// one customer places many orders (saga_test.go uses the real one).
+		FraudModelFile: testFraudModel,
 	}
 	for _, opt := range opts {
 		opt(&cfg)
@@ -273,6 +276,10 @@ func (s *testStack) stock(t *testing.T, sku string) *inventoryv1.Stock {
 }
 
 const customer = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+
+// testFraudModel is the fraud model of the stacks the tests start: the
+// committed coefficients without the customer's history.
+const testFraudModel = "../../services/fraud/testdata/no-history.json"
 
 func newKey() string {
 	b := make([]byte, 12)

@@ -16,6 +16,7 @@ import (
 	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
 )
@@ -23,9 +24,10 @@ import (
 // TestWatchdogRecoversStuckOrders: two orders lose an event on the way and
 // stay PENDING; the order service's watchdog recovers both, each once
 // (issue 12). Order A's order.created is deleted from its stream before
-// inventory sees it: the watchdog publishes it again from the outbox.
-// Order B's outcome is dead-lettered by the order service's consumer: the
-// watchdog finds it in the inventory stream and applies it. A second look
+// inventory and fraud see it: the watchdog publishes it again from the
+// outbox. Order B's inventory outcome is dead-lettered by the order
+// service's consumer (its score arrives): the watchdog finds the outcome in
+// the inventory stream and applies it. A second look
 // finds nothing to do, and stock is reserved once per order.
 func TestWatchdogRecoversStuckOrders(t *testing.T) {
 	t.Parallel()
@@ -34,8 +36,14 @@ func TestWatchdogRecoversStuckOrders(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	orderDB, orderSchema := testenv.Postgres(t, order.Migrations)
 	invDB, invSchema := testenv.Postgres(t, inventory.Migrations)
+	fraudDB, fraudSchema := testenv.Postgres(t, fraud.Migrations)
 	ord := order.New(orderDB, js, orderSchema, quiet)
 	inv := inventory.New(invDB, js, invSchema, quiet)
+	model, err := fraud.DefaultModel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scorer := fraud.New(fraudDB, js, fraudSchema, quiet, model)
 	const sku, stock = "WATCH-1", 10
 	if err := inv.SeedStock(ctx, map[string]int64{sku: stock}); err != nil {
 		t.Fatal(err)
@@ -54,6 +62,9 @@ func TestWatchdogRecoversStuckOrders(t *testing.T) {
 	}
 	run(messaging.NewRelay(orderDB, js, orderSchema, messaging.WithRelayLogger(quiet)).Run)
 	run(messaging.NewRelay(invDB, js, invSchema, messaging.WithRelayLogger(quiet)).Run)
+	run(func(ctx context.Context) error {
+		return messaging.ConsumeBatch(ctx, js, order.FraudScoreConsumer(), ord.ApplyFraudScore, quiet)
+	})
 	// The order service's consumer dead-letters order B's outcome, once.
 	var orderB atomic.Value
 	orderB.Store("")
@@ -110,9 +121,17 @@ func TestWatchdogRecoversStuckOrders(t *testing.T) {
 	run(func(ctx context.Context) error {
 		return messaging.ConsumeBatch(ctx, js, reserve, inv.ReserveStock, quiet)
 	})
+	run(scorer.Run) // the fraud service: its relay and its consumer
 	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if !dropped.Load() {
 			return errors.New("order B's outcome not dead-lettered yet")
+		}
+		return nil
+	})
+
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := testenv.Scalar(t, orderDB, `SELECT count(*) FROM orders WHERE fraud <> 'PENDING'`); n != 1 {
+			return fmt.Errorf("%d orders scored, want B alone (A's order.created is gone)", n)
 		}
 		return nil
 	})

@@ -1,14 +1,9 @@
-// Package fraud is the fraud service: it scores every order for fraud risk
-// and publishes the score (order.scored) for the order saga, in which an
-// order is confirmed only when its stock is reserved and its score approves
-// it, held for review when its score asks for a person, and rejected when
-// its score declines it.
-//
 // model.go is the model, pure logic without I/O: a logistic regression over
 // Features the service derives from order.created and from its own read
 // model of each customer's recent orders. Its coefficients are the committed
 // file coefficients.json (DefaultModel); MODEL.md explains every feature,
 // weight and threshold, and how to change them.
+
 package fraud
 
 import (

@@ -472,3 +472,16 @@ func TestOrderFeatures(t *testing.T) {
 		t.Errorf("OrderFeatures = %+v, want %+v", got, want)
 	}
 }
+
+// TestTestdataModel: the model the stack's tests run with (testdata:
+// the committed coefficients without the customer's history, so a test's
+// one customer placing many orders is not reviewed for it) loads.
+func TestTestdataModel(t *testing.T) {
+	m, err := LoadModelFile("testdata/no-history.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := m.Score(Features{TotalMinor: 1000, Lines: 1, Units: 1, OrdersLastHour: 500, SpendLastHourMinor: 1e9, FirstOrder: true}); r.Decision != fraudv1.Decision_DECISION_APPROVE {
+		t.Errorf("a small order after a busy hour: %v, want APPROVE", r)
+	}
+}

@@ -6,7 +6,12 @@
 // SetPrice stores a SKU's price and publishes it (inventory.priced) for the
 // order service, which prices every order with it.
 //
-// Use cases: reserve_stock.go (the consumer), get_stock.go, set_stock.go,
+// In the order saga it compensates: an order.rejected (the fraud score or a
+// reviewer refused the order) releases what it reserved for the order,
+// once, and says so with inventory.released.
+//
+// Use cases: reserve_stock.go (the consumer), release_stock.go (its
+// compensation), get_stock.go, set_stock.go,
 // set_price.go; handler.go maps them onto the Connect API.
 package inventory
 

@@ -12,42 +12,83 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
+	ordereventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
-// ReserveStockConsumer is the consumer of order.created, every version (v1
-// is upcast to v2 before the handler sees it). It is key-based, keyed by
-// order id: the events of one order are handled in order, a batch of a
-// partition's at a time (ReserveStock).
+// ReserveStockConsumer is the consumer of the order service's events:
+// order.created, every version (v1 is upcast to v2 before the handler sees
+// it), and order.rejected, the saga's compensation. It is key-based, keyed
+// by order id: the events of one order are handled in order (an order's
+// rejection after its creation), a batch of a partition's at a time
+// (ReserveStock).
 func ReserveStockConsumer() messaging.ConsumerConfig {
 	return messaging.ConsumerConfig{
 		Stream:   "ECOMMERCE_ORDER",
 		Durable:  "inventory-reserve-stock",
-		Subjects: []string{"ecommerce.order.created"},
+		Subjects: []string{"ecommerce.order.created", "ecommerce.order.rejected"},
 		Strategy: messaging.KeyBased,
 	}
 }
 
-// ReserveStock handles a batch of order.created (one partition's, in
-// stream order), each once, in one transaction and a few statements for the
-// whole batch: it records the events as processed, claims a decision per
-// order (two events for one order, a v1 and a v2 say, decide once), locks
-// and reads the stock of every SKU the batch names (in SKU order, so batches
-// of different partitions never deadlock), decides each order in stream
-// order against what the orders before it left, reserves stock for every
-// line of an order or for none, and writes each outcome event to the outbox.
-// An event that is not an order.created is dead-lettered alone.
+// ReserveStock handles a batch of the order service's events (one
+// partition's, in stream order), each once, in one transaction: each run of
+// order.created is reserved (reserve), each run of order.rejected released
+// (release_stock.go), in stream order. An event of another type is
+// dead-lettered alone.
 func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery) error {
 	return messaging.OnceBatchAll(ctx, s.Events(), ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+		for len(fresh) > 0 {
+			created := isCreated(fresh[0])
+			if !created && !isRejected(fresh[0]) {
+				return &messaging.EventError{Delivery: fresh[0], Err: messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", fresh[0].Spec))}
+			}
+			n := 1
+			for n < len(fresh) && isCreated(fresh[n]) == created && (created || isRejected(fresh[n])) {
+				n++
+			}
+			run := fresh[:n]
+			fresh = fresh[n:]
+			var err error
+			if created {
+				err = s.reserve(ctx, tx, run)
+			} else {
+				err = s.release(ctx, tx, run)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func isCreated(d *messaging.Delivery) bool {
+	_, ok := d.Event.(*ordereventsv2.OrderCreated)
+	return ok
+}
+
+func isRejected(d *messaging.Delivery) bool {
+	_, ok := d.Event.(*ordereventsv1.OrderRejected)
+	return ok
+}
+
+// reserve handles a run of order.created in the batch's transaction, in a
+// few statements for the whole run: it claims a decision per order (two
+// events for one order, a v1 and a v2 say, decide once; an order rejected
+// before is decided already), locks and reads the stock of every SKU the
+// run names (in SKU order, so batches of different partitions never
+// deadlock), decides each order in stream order against what the orders
+// before it left, reserves stock for every line of an order or for none,
+// and writes each outcome event to the outbox.
+func (s *Service) reserve(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+	{
 		orders := make([]*ordereventsv2.OrderCreated, len(fresh))
 		ids := make([]string, len(fresh))
 		for i, d := range fresh {
-			order, ok := d.Event.(*ordereventsv2.OrderCreated)
-			if !ok {
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", d.Spec))}
-			}
+			order := d.Event.(*ordereventsv2.OrderCreated)
 			orders[i], ids[i] = order, order.GetOrderId()
 		}
 		// The SKUs of every order: an order decided before (a second event
@@ -87,7 +128,7 @@ func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery)
 			end(err)
 		}
 		return err
-	})
+	}
 }
 
 // claimAndLock claims the decision of each order in ids that has none yet,

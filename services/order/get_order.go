@@ -16,7 +16,8 @@ import (
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
-const orderColumns = `id::text, customer_id::text, currency, total_minor, coupon_code, status, reject_reason, created_at, updated_at`
+const orderColumns = `id::text, customer_id::text, currency, total_minor, coupon_code, status, reject_reason, created_at, updated_at,
+	fraud, fraud_score, fraud_reasons, fraud_model, fraud_model_version, scored_at`
 
 // GetOrder returns the order with its lines, or ErrNotFound: one statement.
 func (s *Service) GetOrder(ctx context.Context, id string) (*orderv1.Order, error) {
@@ -130,14 +131,33 @@ func (s *Service) loadLines(ctx context.Context, orders []*orderv1.Order) error 
 // scanOrder scans orderColumns, then more into dest.
 func scanOrder(row pgx.Row, more ...any) (*orderv1.Order, error) {
 	o := &orderv1.Order{}
-	var status string
+	var status, fraud string
 	var created, updated time.Time
-	if err := row.Scan(append([]any{&o.OrderId, &o.CustomerId, &o.Currency, &o.TotalMinor, &o.CouponCode, &status, &o.RejectReason, &created, &updated}, more...)...); err != nil {
+	var score *float64
+	var scoredAt *time.Time
+	f := &orderv1.FraudScore{}
+	if err := row.Scan(append([]any{&o.OrderId, &o.CustomerId, &o.Currency, &o.TotalMinor, &o.CouponCode, &status, &o.RejectReason, &created, &updated,
+		&fraud, &score, &f.ReasonCodes, &f.Model, &f.ModelVersion, &scoredAt}, more...)...); err != nil {
 		return nil, err
 	}
 	o.Status = statusOf(status)
 	o.CreatedAt, o.UpdatedAt = timestamppb.New(created), timestamppb.New(updated)
+	if score != nil { // scored
+		f.Score, f.Decision = *score, fraudDecisionOf[fraud]
+		if scoredAt != nil {
+			f.ScoredAt = timestamppb.New(*scoredAt)
+		}
+		o.Fraud = f
+	}
 	return o, nil
+}
+
+// fraudDecisionOf is the FraudDecision of a fraud column with a score.
+var fraudDecisionOf = map[string]orderv1.FraudDecision{
+	fraudApprove: orderv1.FraudDecision_FRAUD_DECISION_APPROVE,
+	fraudReview:  orderv1.FraudDecision_FRAUD_DECISION_REVIEW,
+	fraudDecline: orderv1.FraudDecision_FRAUD_DECISION_DECLINE,
+	// A deadline's placeholder has no score; a late score replaced it.
 }
 
 // statusOf is the OrderStatus of a status column.

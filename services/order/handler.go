@@ -155,6 +155,16 @@ func ownCustomer(p auth.Principal, named, hint string) (string, error) {
 	return own, nil
 }
 
+// ReviewOrder implements orderv1connect.OrderServiceHandler. The gateway
+// keeps it to the admin role (gateway.IsAdmin).
+func (h *Handler) ReviewOrder(ctx context.Context, req *connect.Request[orderv1.ReviewOrderRequest]) (*connect.Response[orderv1.ReviewOrderResponse], error) {
+	o, err := h.svc.ReviewOrder(ctx, req.Msg.GetOrderId(), req.Msg.GetApprove(), req.Msg.GetNote())
+	if err != nil {
+		return nil, h.toConnect("ReviewOrder", err)
+	}
+	return connect.NewResponse(&orderv1.ReviewOrderResponse{Order: o}), nil
+}
+
 // notFound is GetOrder's error for an order that does not exist.
 func notFound(id string) error { return fmt.Errorf("%w: %s", ErrNotFound, id) }
 
@@ -180,5 +190,6 @@ func (h *Handler) toConnect(method string, err error) error {
 		{Err: ErrCurrencyMismatch, Code: connect.CodeFailedPrecondition},
 		{Err: ErrUnpriced, Code: connect.CodeFailedPrecondition},
 		{Err: ErrStopping, Code: connect.CodeUnavailable},
+		{Err: ErrNotInReview, Code: connect.CodeFailedPrecondition},
 	}}.Connect(method, err)
 }

@@ -97,5 +97,6 @@ func (s *Service) Run(ctx context.Context) error {
 	s.metrics = newMetrics(s.Telemetry)
 	wg.Go(func() { s.decided.listen(lctx, s.Events(), s.Log) })
 	wg.Go(func() { s.watch(lctx, s.Watchdog) })
-	return s.Runtime.Run(ctx, messaging.Subscription{Config: InventoryOutcomeConsumer(), Handler: s.ApplyInventoryOutcome})
+	return s.Runtime.Run(ctx, messaging.Subscription{Config: InventoryOutcomeConsumer(), Handler: s.ApplyInventoryOutcome},
+		messaging.Subscription{Config: FraudScoreConsumer(), Handler: s.ApplyFraudScore})
 }

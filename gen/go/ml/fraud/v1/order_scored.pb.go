@@ -186,7 +186,7 @@ var File_ml_fraud_v1_order_scored_proto protoreflect.FileDescriptor
 
 const file_ml_fraud_v1_order_scored_proto_rawDesc = "" +
 	"\n" +
-	"\x1eml/fraud/v1/order_scored.proto\x12\vml.fraud.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xb9\x03\n" +
+	"\x1eml/fraud/v1/order_scored.proto\x12\vml.fraud.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xc8\x03\n" +
 	"\vOrderScored\x12&\n" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x126\n" +
 	"\x05model\x18\x02 \x01(\tB \xbaH\x1d\xc8\x01\x01r\x182\x16^[a-z][a-z0-9-]{1,63}$R\x05model\x121\n" +
@@ -195,8 +195,8 @@ const file_ml_fraud_v1_order_scored_proto_rawDesc = "" +
 	"\bdecision\x18\x05 \x01(\x0e2\x15.ml.fraud.v1.DecisionB\r\xbaH\n" +
 	"\xc8\x01\x01\x82\x01\x04\x10\x01 \x00R\bdecision\x12G\n" +
 	"\freason_codes\x18\x06 \x03(\tB$\xbaH!\x92\x01\x1e\x10\x14\"\x1ar\x182\x16^[A-Z][A-Z0-9_]{0,63}$R\vreasonCodes\x12?\n" +
-	"\tscored_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\bscoredAt:\x1c\xa2\xbb\x18\x18\n" +
-	"\forder.scored\x12\border_id*e\n" +
+	"\tscored_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\bscoredAt:+\xa2\xbb\x18'\n" +
+	"\forder.scored\x12\border_id\x1a\rshopbus/fraud*e\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10DECISION_APPROVE\x10\x01\x12\x13\n" +

@@ -1,0 +1,56 @@
+// Package fraud is the fraud service (ml/fraud): it scores every order for
+// fraud risk and publishes the score (order.scored) for the order saga, in
+// which an order is confirmed only when its stock is reserved and its score
+// approves it, held for review when its score asks for a person, and
+// rejected when its score declines it.
+//
+// It knows orders only from their order.created events: it keeps its own
+// read model of each customer's recent orders from them (event-carried
+// state transfer), never calling the order service. Use cases:
+// score_order.go (the consumer), get_score.go (the RPC); model.go is the
+// model (MODEL.md); handler.go maps the use cases onto the Connect API.
+package fraud
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
+)
+
+// Source names this service in the envelopes it produces.
+const Source = "shopbus/fraud"
+
+// Migrations holds the service's tables; messaging.Migrations adds the
+// outbox and processed_events.
+//
+//go:embed migrations/*.sql
+var Migrations embed.FS
+
+// ErrNotFound means no score is known for the order.
+var ErrNotFound = errors.New("no score for this order")
+
+// Service is the fraud service. Its Runtime holds its pools, its JetStream
+// and the event path's settings (servicekit).
+type Service struct {
+	servicekit.Runtime
+	model *Model
+}
+
+// New returns the fraud service on pool (its search_path is schema,
+// migrated with Migrations and messaging.Migrations) and js, scoring with
+// model.
+func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger, model *Model) *Service {
+	return &Service{Runtime: servicekit.NewRuntime("fraud", pool, js, schema, log), model: model}
+}
+
+// Run relays the outbox and scores order.created until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	return s.Runtime.Run(ctx, messaging.Subscription{Config: ScoreOrderConsumer(), Handler: s.ScoreOrders})
+}

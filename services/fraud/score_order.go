@@ -1,0 +1,162 @@
+package fraud
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
+	fraudv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// ScoreOrderConsumer is the fraud service's consumer of order.created,
+// every version (v1 is upcast to v2). It is key-based, keyed by order id,
+// beside the inventory service's own consumer of the same events.
+func ScoreOrderConsumer() messaging.ConsumerConfig {
+	return messaging.ConsumerConfig{
+		Stream:   "ECOMMERCE_ORDER",
+		Durable:  "fraud-score-order",
+		Subjects: []string{"ecommerce.order.created"},
+		Strategy: messaging.KeyBased,
+	}
+}
+
+// historyWindow is how far back a customer's orders count (the model's
+// OrdersLastHour and SpendLastHourMinor).
+const historyWindow = time.Hour
+
+// ScoreOrders handles a batch of order.created (one partition's, in stream
+// order) in one transaction, each once, in a few statements for the whole
+// batch: it adds the orders to the read model, reads each customer's
+// history before each order (by the orders' created_at, so a replay scores
+// the same), scores each order with the model, records the score (an
+// order scored before, by another of its events, is not scored again) and
+// writes order.scored to the outbox. An event that is not an order.created
+// is dead-lettered alone.
+//
+// The read model is complete only for what this consumer has handled: the
+// customer's orders keyed to partitions not handled yet are missing from
+// the history (MODEL.md, Limits).
+func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) error {
+	return messaging.OnceBatchAll(ctx, s.Events(), ScoreOrderConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+		n := len(fresh)
+		orders := make([]*ordereventsv2.OrderCreated, 0, n)
+		ids, customers, totals, created := make([]string, 0, n), make([]string, 0, n), make([]int64, 0, n), make([]time.Time, 0, n)
+		for _, d := range fresh {
+			o, ok := d.Event.(*ordereventsv2.OrderCreated)
+			if !ok {
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("fraud: unexpected event %s", d.Spec))}
+			}
+			orders = append(orders, o)
+			ids, customers = append(ids, o.GetOrderId()), append(customers, o.GetCustomer().GetCustomerId())
+			totals, created = append(totals, o.GetTotal().GetAmountMinor()), append(created, o.GetCreatedAt().AsTime())
+		}
+		history, err := recordAndRead(ctx, tx, ids, customers, totals, created)
+		if err != nil {
+			return err
+		}
+		var (
+			decisions, reasons []string
+			scores             []float64
+			results            = make([]Result, n)
+			now                = time.Now()
+		)
+		for i, o := range orders {
+			f := OrderFeatures(o)
+			h := history[o.GetOrderId()]
+			f.OrdersLastHour, f.SpendLastHourMinor, f.FirstOrder = h.orders, h.spend, h.first
+			results[i] = s.model.Score(f)
+			decisions = append(decisions, strings.TrimPrefix(results[i].Decision.String(), "DECISION_"))
+			reasons = append(reasons, strings.Join(results[i].Reasons, ","))
+			scores = append(scores, results[i].Score)
+		}
+		rows, err := tx.Query(ctx, `INSERT INTO scores (order_id, score, decision, reasons, model_version, scored_at)
+			SELECT v.id, v.score, v.decision, coalesce(string_to_array(NULLIF(v.reasons, ''), ','), '{}'), $5, $6
+			FROM unnest($1::uuid[], $2::float8[], $3::text[], $4::text[]) AS v(id, score, decision, reasons)
+			ON CONFLICT (order_id) DO NOTHING RETURNING order_id::text`, ids, scores, decisions, reasons, s.model.Version(), now)
+		if err != nil {
+			return fmt.Errorf("record scores: %w", err)
+		}
+		scored, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("record scores: %w", err)
+		}
+		isNew := make(map[string]bool, len(scored))
+		for _, id := range scored {
+			isNew[id] = true
+		}
+		var outgoing []messaging.Outgoing
+		var ends []func(error)
+		defer func() {
+			for _, end := range ends {
+				end(err)
+			}
+		}()
+		for i, o := range orders {
+			if !isNew[o.GetOrderId()] {
+				continue // scored already, by another event of the order
+			}
+			delete(isNew, o.GetOrderId()) // and once, should the batch hold it twice
+			ectx, end := messaging.EventContext(ctx, fresh[i])
+			ends = append(ends, end)
+			r := results[i]
+			env, err := event.New(ectx, &fraudv1.OrderScored{
+				OrderId: o.GetOrderId(), Model: ModelName, ModelVersion: s.model.Version(), Score: r.Score, Decision: r.Decision,
+				ReasonCodes: r.Reasons, ScoredAt: timestamppb.New(now),
+			}, event.WithSource(Source), event.WithCause(fresh[i].Envelope))
+			if err != nil {
+				return err
+			}
+			outgoing = append(outgoing, messaging.Outgoing{Ctx: ectx, Env: env})
+		}
+		b := &pgx.Batch{}
+		end, err := messaging.QueueEnqueueAll(b, outgoing)
+		if err != nil {
+			return err
+		}
+		if b.Len() == 0 {
+			return nil
+		}
+		err = tx.SendBatch(ctx, b).Close()
+		end(err)
+		return err
+	})
+}
+
+// history is a customer's orders before one of theirs.
+type history struct {
+	orders int   // in the hour before
+	spend  int64 // their total, in minor units
+	first  bool  // none at all before
+}
+
+// recordAndRead adds the orders to the read model (each once) and returns,
+// for each, the customer's history before it, in two statements.
+func recordAndRead(ctx context.Context, tx pgx.Tx, ids, customers []string, totals []int64, created []time.Time) (map[string]history, error) {
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO customer_orders (order_id, customer_id, total_minor, created_at)
+		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[]) ON CONFLICT (order_id) DO NOTHING`,
+		ids, customers, totals, created)
+	out := make(map[string]history, len(ids))
+	b.Queue(`SELECT v.id::text, count(c.order_id), coalesce(sum(c.total_minor), 0)::bigint,
+			NOT EXISTS (SELECT 1 FROM customer_orders e WHERE e.customer_id = v.customer AND e.created_at < v.at AND e.order_id <> v.id)
+		FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS v(id, customer, at)
+		LEFT JOIN customer_orders c ON c.customer_id = v.customer AND c.created_at < v.at
+			AND c.created_at >= v.at - make_interval(secs => $4) AND c.order_id <> v.id
+		GROUP BY v.id, v.customer, v.at`, ids, customers, created, historyWindow.Seconds()).Query(func(rows pgx.Rows) error {
+		var id string
+		var h history
+		_, err := pgx.ForEachRow(rows, []any{&id, &h.orders, &h.spend, &h.first}, func() error { out[id] = h; return nil })
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("read model: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,75 @@
+package order
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	fraudv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// FraudScoreConsumer is the consumer of the fraud service's scores
+// (order.scored), keyed by order id: key-based, so a re-scoring of an order
+// is handled after its first score.
+func FraudScoreConsumer() messaging.ConsumerConfig {
+	return messaging.ConsumerConfig{
+		Stream:   "ML_FRAUD",
+		Durable:  "order-apply-fraud-score",
+		Subjects: []string{"ml.order.scored"},
+		Strategy: messaging.KeyBased,
+	}
+}
+
+// ApplyFraudScore handles a batch of order.scored (one partition's, in
+// stream order) in one transaction, each once. It records each order's
+// score (saga.go): APPROVE confirms an order whose stock is reserved,
+// REVIEW holds it for a person (ReviewOrder), DECLINE rejects it and
+// publishes order.rejected so that the inventory service releases what it
+// reserved. A score for an order already scored changes nothing; a score
+// for an unknown order is dead-lettered alone.
+func (s *Service) ApplyFraudScore(ctx context.Context, batch []*messaging.Delivery) error {
+	var moved []transition
+	err := messaging.OnceBatchAll(ctx, s.Events(), FraudScoreConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+		ids := make([]string, 0, len(fresh))
+		for _, d := range fresh {
+			e, ok := d.Event.(*fraudv1.OrderScored)
+			if !ok {
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))}
+			}
+			ids = append(ids, e.GetOrderId())
+		}
+		orders, err := loadSaga(ctx, tx, ids)
+		if err != nil {
+			return err
+		}
+		for _, d := range fresh {
+			_, end := messaging.EventContext(ctx, d)
+			defer func() { end(err) }()
+			e := d.Event.(*fraudv1.OrderScored)
+			o, ok := orders[e.GetOrderId()]
+			if !ok {
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: %s for unknown order %s", d.Spec, e.GetOrderId()))}
+			}
+			decision, ok := fraudDecisions[e.GetDecision()]
+			if !ok {
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: %s with decision %v", d.Spec, e.GetDecision()))}
+			}
+			o.scored(decision, e.GetScore(), e.GetReasonCodes(), e.GetModel(), e.GetModelVersion(), e.GetScoredAt().AsTime())
+		}
+		moved, err = saveSaga(ctx, tx, orders)
+		return err
+	})
+	if err == nil {
+		s.afterCommit(ctx, moved)
+	}
+	return err
+}
+
+// fraudDecisions are the fraud column's values of the contract's decisions.
+var fraudDecisions = map[fraudv1.Decision]string{
+	fraudv1.Decision_DECISION_APPROVE: fraudApprove,
+	fraudv1.Decision_DECISION_REVIEW:  fraudReview,
+	fraudv1.Decision_DECISION_DECLINE: fraudDecline,
+}

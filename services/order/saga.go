@@ -1,0 +1,289 @@
+package order
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ordereventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// The order saga (docs/patterns.md): a choreography of three services. The
+// order service publishes order.created; the inventory service reserves
+// the stock (inventory.adjusted) or refuses (inventory.rejected); the fraud
+// service scores the order (order.scored). An order's status follows from
+// three facts, each recorded when its event arrives, in whatever order,
+// however often:
+//
+//	stock   PENDING, RESERVED, REJECTED, or RELEASED once a rejected
+//	        order's reservation was given back (inventory.released)
+//	fraud   PENDING, APPROVE, REVIEW, DECLINE, or DEADLINE: no score came
+//	        within the fraud deadline and the order waits for a person
+//	review  a person's decision on an order in REVIEW (ReviewOrder):
+//	        "", APPROVED or REJECTED
+//
+// An order is CONFIRMED once its stock is RESERVED and its score (or a
+// reviewer) approves it; REJECTED as soon as the stock, the score or a
+// reviewer refuses it; in REVIEW while a score asked for a person; PENDING
+// otherwise. CONFIRMED and REJECTED are final. When the score or a reviewer
+// rejects an order whose stock the inventory service may have reserved,
+// the order service publishes order.rejected, the compensating event: the
+// inventory service releases the reservation, once, and says so with
+// inventory.released.
+
+// Facts and statuses, as stored.
+const (
+	statusPending   = "PENDING"
+	statusConfirmed = "CONFIRMED"
+	statusRejected  = "REJECTED"
+	statusReview    = "REVIEW"
+
+	stockPending  = "PENDING"
+	stockReserved = "RESERVED"
+	stockRejected = "REJECTED"
+	stockReleased = "RELEASED"
+
+	fraudPending  = "PENDING"
+	fraudApprove  = "APPROVE"
+	fraudReview   = "REVIEW"
+	fraudDecline  = "DECLINE"
+	fraudDeadline = "DEADLINE"
+
+	reviewNone     = ""
+	reviewApproved = "APPROVED"
+	reviewRejected = "REJECTED"
+)
+
+// sagaOrder is one order's state in the saga, read for update.
+type sagaOrder struct {
+	id                   string
+	status, stock, fraud string
+	review, rejectReason string
+	score                *float64
+	reasons              []string
+	model, modelVersion  string
+	scoredAt             *time.Time
+	createdAt            time.Time
+	from                 string // the status when read
+	changed              bool
+	compensate           ordereventsv1.RejectionReason // publish order.rejected with it (0: none)
+	compensationDetail   string
+}
+
+// final reports whether the order's status can no longer change.
+func (o *sagaOrder) final() bool { return o.status == statusConfirmed || o.status == statusRejected }
+
+// settle derives the status from the facts after an event changed them.
+// reason is why the order is rejected, should this be the event that
+// rejects it; compensate, when not 0, says the rejection must release the
+// stock the inventory service may hold (order.rejected).
+func (o *sagaOrder) settle(reason string, compensate ordereventsv1.RejectionReason, detail string) {
+	o.changed = true
+	if o.final() {
+		return
+	}
+	next := statusPending
+	switch {
+	case o.stock == stockRejected || o.fraud == fraudDecline || o.review == reviewRejected:
+		next = statusRejected
+	case o.stock == stockReserved && (o.fraud == fraudApprove || o.review == reviewApproved):
+		next = statusConfirmed
+	case (o.fraud == fraudReview || o.fraud == fraudDeadline) && o.review == reviewNone:
+		next = statusReview
+	}
+	if next == statusRejected {
+		o.rejectReason = reason
+		if compensate != 0 && o.stock != stockRejected {
+			o.compensate, o.compensationDetail = compensate, detail
+		}
+	}
+	o.status = next
+}
+
+// stockOutcome records the inventory service's outcome: RESERVED or
+// REJECTED (with reason). It returns an error when it contradicts the
+// outcome already recorded (the inventory service decides once per order).
+func (o *sagaOrder) stockOutcome(stock, reason string) error {
+	switch {
+	case o.stock == stock, stock == stockReserved && o.stock == stockReleased:
+		return nil // the same outcome again
+	case o.stock != stockPending:
+		return fmt.Errorf("order: the inventory service says %s but order %s's stock is already %s", stock, o.id, o.stock)
+	}
+	o.stock = stock
+	o.settle(reason, 0, "")
+	return nil
+}
+
+// released records that the inventory service gave back the order's
+// reservation.
+func (o *sagaOrder) released() {
+	if o.stock == stockReserved {
+		o.stock = stockReleased
+		o.changed = true
+	}
+}
+
+// scored records the fraud score. A score replaces none, or the deadline's
+// placeholder while no person has decided; a second score (a redelivery
+// under another event id, a re-scoring) changes nothing.
+func (o *sagaOrder) scored(decision string, score float64, reasons []string, model, version string, at time.Time) {
+	if o.fraud != fraudPending && !(o.fraud == fraudDeadline && o.review == reviewNone) {
+		return
+	}
+	o.fraud, o.score, o.reasons, o.model, o.modelVersion, o.scoredAt = decision, &score, reasons, model, version, &at
+	o.settle(fmt.Sprintf("fraud: declined (score %.2f: %s)", score, strings.Join(reasons, ", ")),
+		ordereventsv1.RejectionReason_REJECTION_REASON_FRAUD_DECLINED, "")
+}
+
+// reviewed records a person's decision on an order in REVIEW.
+func (o *sagaOrder) reviewed(approve bool, note string) {
+	o.review = reviewRejected
+	if approve {
+		o.review = reviewApproved
+	}
+	reason := "rejected by review"
+	if note != "" {
+		reason += ": " + note
+	}
+	o.settle(reason, ordereventsv1.RejectionReason_REJECTION_REASON_REVIEW_REJECTED, note)
+}
+
+// deadlinePassed records that no score came within the fraud deadline,
+// deciding as action says.
+func (o *sagaOrder) deadlinePassed(action FraudDeadlineAction, deadline time.Duration) {
+	if o.fraud != fraudPending {
+		return
+	}
+	o.reasons = []string{"NO_SCORE_IN_TIME"}
+	switch action {
+	case DeadlineApprove:
+		o.fraud = fraudApprove
+	case DeadlineReject:
+		o.fraud = fraudDecline
+	default:
+		o.fraud = fraudDeadline
+	}
+	o.settle(fmt.Sprintf("fraud: no score within %v", deadline), ordereventsv1.RejectionReason_REJECTION_REASON_FRAUD_DEADLINE, "")
+}
+
+// sagaColumns are the columns loadSaga reads.
+const sagaColumns = `id::text, status, stock, fraud, review, reject_reason, fraud_score, fraud_reasons, fraud_model,
+	fraud_model_version, scored_at, created_at`
+
+// loadSaga reads the orders ids name, locked for update in id order (so
+// that two consumers' transactions never deadlock), by id.
+func loadSaga(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*sagaOrder, error) {
+	rows, err := tx.Query(ctx, `SELECT `+sagaColumns+` FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read orders: %w", err)
+	}
+	out := make(map[string]*sagaOrder, len(ids))
+	defer rows.Close()
+	for rows.Next() {
+		o := &sagaOrder{}
+		if err := rows.Scan(&o.id, &o.status, &o.stock, &o.fraud, &o.review, &o.rejectReason, &o.score, &o.reasons, &o.model,
+			&o.modelVersion, &o.scoredAt, &o.createdAt); err != nil {
+			return nil, fmt.Errorf("read orders: %w", err)
+		}
+		o.from = o.status
+		out[o.id] = o
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read orders: %w", err)
+	}
+	return out, nil
+}
+
+// transition is an order whose status a transaction changed.
+type transition struct {
+	id, to string
+	took   time.Duration // from its creation
+}
+
+// saveSaga writes the orders that changed, and the order.rejected of each
+// that must release its stock, in one round trip; it returns the orders
+// whose status changed.
+func saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sagaOrder) ([]transition, error) {
+	var (
+		ids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions []string
+		scores                                                                         []*float64
+		scoredAt                                                                       []*time.Time
+		outgoing                                                                       []messaging.Outgoing
+		moved                                                                          []transition
+		now                                                                            = time.Now()
+	)
+	for _, o := range orders {
+		if !o.changed {
+			continue
+		}
+		ids, statuses, stocks, frauds, reviews = append(ids, o.id), append(statuses, o.status), append(stocks, o.stock), append(frauds, o.fraud), append(reviews, o.review)
+		reasons, reasonCodes, models, versions = append(reasons, o.rejectReason), append(reasonCodes, strings.Join(o.reasons, ",")), append(models, o.model), append(versions, o.modelVersion)
+		scores, scoredAt = append(scores, o.score), append(scoredAt, o.scoredAt)
+		if o.status != o.from {
+			moved = append(moved, transition{id: o.id, to: o.status, took: now.Sub(o.createdAt)})
+		}
+		if o.compensate != 0 {
+			env, err := event.New(ctx, &ordereventsv1.OrderRejected{OrderId: o.id, Reason: o.compensate, Detail: truncateRunes(o.compensationDetail, 500),
+				RejectedAt: timestamppb.New(now)}, event.WithSource(Source))
+			if err != nil {
+				return nil, err
+			}
+			outgoing = append(outgoing, messaging.Outgoing{Ctx: ctx, Env: env})
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE orders SET status = v.status, stock = v.stock, fraud = v.fraud, review = v.review, reject_reason = v.reason,
+		fraud_reasons = coalesce(string_to_array(NULLIF(v.codes, ''), ','), '{}'), fraud_model = v.model, fraud_model_version = v.version,
+		fraud_score = v.score, scored_at = v.scored_at, updated_at = now()
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+			$10::float8[], $11::timestamptz[]) AS v(id, status, stock, fraud, review, reason, codes, model, version, score, scored_at)
+		WHERE orders.id = v.id AND orders.id = ANY($1::uuid[])`,
+		ids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt)
+	end, err := messaging.QueueEnqueueAll(b, outgoing)
+	if err != nil {
+		return nil, err
+	}
+	err = tx.SendBatch(ctx, b).Close()
+	end(err)
+	if err != nil {
+		return nil, fmt.Errorf("update orders: %w", err)
+	}
+	return moved, nil
+}
+
+// truncateRunes cuts s to at most n characters.
+func truncateRunes(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n])
+}
+
+// afterCommit records the transitions a committed transaction made: the
+// decision metric of each final one, and a notification that wakes the
+// WatchOrder streams of all.
+func (s *Service) afterCommit(ctx context.Context, moved []transition) {
+	ids := make([]string, 0, len(moved))
+	for _, t := range moved {
+		if t.to == statusConfirmed || t.to == statusRejected {
+			s.metrics.decided(ctx, t.to, t.took)
+		}
+		ids = append(ids, t.id)
+	}
+	// After the commit and outside it: a notification inside the
+	// transaction would hold PostgreSQL's notify lock until the commit,
+	// serialising these commits. Best effort: a watch that misses it reads
+	// its order again within watchRecheck.
+	s.decided.notify(ctx, s.Events(), ids, s.Log)
+}
