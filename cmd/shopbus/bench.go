@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -45,30 +46,35 @@ import (
 // to <data-dir>/auth/admin.jwt), placing orders for many customers.
 func bench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	url := fs.String("url", env("SHOPBUS_URL", "http://127.0.0.1:8080"), "gateway base URL (env SHOPBUS_URL)")
+	url := fs.String("url", "http://127.0.0.1:8080", "gateway base URL (env SHOPBUS_URL)")
 	clients := fs.Int("clients", 16, "closed loop: concurrent clients")
 	rate := fs.Float64("rate", 0, "open loop: orders started per second on a fixed schedule (0: closed loop)")
 	maxInFlight := fs.Int("max-in-flight", 5000, "open loop: orders in flight beyond which a scheduled order is counted as not sent")
 	duration := fs.Duration("duration", 30*time.Second, "measured time")
 	warmup := fs.Duration("warmup", 3*time.Second, "time before measuring")
 	skus := fs.Int("skus", 100, "how many SKUs the orders spread over (1: every order contends for one stock row)")
-	ca := fs.String("ca", env("SHOPBUS_CA", ""), "CA `file` to trust for an https --url (env SHOPBUS_CA; the system's roots otherwise)")
-	metrics := fs.String("metrics", env("SHOPBUS_BENCH_METRICS", "http://127.0.0.1:9464/metrics"),
+	ca := fs.String("ca", "", "CA `file` to trust for an https --url (env SHOPBUS_CA; the system's roots otherwise)")
+	metrics := fs.String("metrics", "http://127.0.0.1:9464/metrics",
 		"comma-separated /metrics URLs of the shopbus processes, for their memory and CPU (env SHOPBUS_BENCH_METRICS; empty: none)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	switch {
 	case *clients < 1:
-		return fmt.Errorf("bench: --clients %d: need at least 1", *clients)
-	case *rate < 0:
-		return fmt.Errorf("bench: --rate %v: need 0 (closed loop) or more", *rate)
+		return usagef("bench", "--clients %d: need at least 1", *clients)
+	case *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0):
+		return usagef("bench", "--rate %v: need 0 (closed loop) or more", *rate)
 	case *duration <= 0:
-		return fmt.Errorf("bench: --duration %v: need more than 0", *duration)
+		return usagef("bench", "--duration %v: need more than 0", *duration)
 	case *warmup < 0:
-		return fmt.Errorf("bench: --warmup %v: need 0 or more", *warmup)
+		return usagef("bench", "--warmup %v: need 0 or more", *warmup)
 	case *maxInFlight < 1:
-		return fmt.Errorf("bench: --max-in-flight %d: need at least 1", *maxInFlight)
+		return usagef("bench", "--max-in-flight %d: need at least 1", *maxInFlight)
+	case *skus < 1:
+		return usagef("bench", "--skus %d: need at least 1", *skus)
+	}
+	if err := checkURL("url", *url); err != nil {
+		return usagef("bench", "%w", err)
 	}
 	conns := *clients * 2
 	if *rate > 0 {

@@ -46,23 +46,23 @@ var demoPrices = map[string]int64{"MUG-001": 1250, "TEE-BLK-M": 1999, "POSTER-A2
 
 func dev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	addr := fs.String("addr", env("SHOPBUS_ADDR", "127.0.0.1:8080"), "gateway listen address (env SHOPBUS_ADDR)")
-	dataDir := fs.String("data-dir", env("SHOPBUS_DATA_DIR", ".data"), "embedded NATS store (env SHOPBUS_DATA_DIR); a restart on it continues")
-	natsPort := fs.Int("nats-port", envInt("SHOPBUS_NATS_PORT", 14222), "embedded NATS client port, never 4222 (env SHOPBUS_NATS_PORT)")
-	natsMonitorPort := fs.Int("nats-monitor-port", envInt("SHOPBUS_NATS_MONITOR_PORT", 18222), "embedded NATS HTTP monitoring port on 127.0.0.1 (/varz, /jsz …), 0 for none (env SHOPBUS_NATS_MONITOR_PORT)")
+	addr := fs.String("addr", "127.0.0.1:8080", "gateway listen address (env SHOPBUS_ADDR)")
+	dataDir := fs.String("data-dir", ".data", "embedded NATS store (env SHOPBUS_DATA_DIR); a restart on it continues")
+	natsPort := fs.Int("nats-port", 14222, "embedded NATS client port, never 4222 (env SHOPBUS_NATS_PORT)")
+	natsMonitorPort := fs.Int("nats-monitor-port", 18222, "embedded NATS HTTP monitoring port on 127.0.0.1 (/varz, /jsz …), 0 for none (env SHOPBUS_NATS_MONITOR_PORT)")
 	metricsAddr := metricsAddrFlag(fs, "127.0.0.1:9464")
-	dbURL := secretFlag(fs, "database-url", "DATABASE_URL", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL); the database is created if missing")
-	schema := fs.String("schema", env("SHOPBUS_SCHEMA", "shopbus"), "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
+	dbURL := secretFlag(fs, "database-url", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL); the database is created if missing")
+	schema := fs.String("schema", "shopbus", "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	adminTokenOf := adminTokenFlags(fs)
 	limitsOf := limitsFlags(fs)
 	sagaOf := sagaFlags(fs)
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet) and prices (SKUs that have none)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
-	logLevel := fs.String("log-level", env("SHOPBUS_LOG_LEVEL", "info"), "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
-	debugAddr := fs.String("debug-addr", env("SHOPBUS_DEBUG_ADDR", ""), "serve /debug/pprof on this loopback address (env SHOPBUS_DEBUG_ADDR); off when empty")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
+	debugAddr := fs.String("debug-addr", "", "serve /debug/pprof on this loopback address (env SHOPBUS_DEBUG_ADDR); off when empty")
 	allowedOrigins := originsFlag(fs)
-	tlsCert := fs.String("tls-cert", env("SHOPBUS_TLS_CERT", ""), "serve the gateway over TLS (HTTP/2 and HTTP/1.1) with this certificate `file` (env SHOPBUS_TLS_CERT)")
-	tlsKey := fs.String("tls-key", env("SHOPBUS_TLS_KEY", ""), "the TLS certificate's key `file` (env SHOPBUS_TLS_KEY)")
+	tlsCert := fs.String("tls-cert", "", "serve the gateway over TLS (HTTP/2 and HTTP/1.1) with this certificate `file` (env SHOPBUS_TLS_CERT)")
+	tlsKey := fs.String("tls-key", "", "the TLS certificate's key `file` (env SHOPBUS_TLS_KEY)")
 	insecure := fs.Bool("insecure", false, "no authentication: every caller is an admin and may act for any customer (measuring only; warned at start)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -70,6 +70,13 @@ func dev(ctx context.Context, args []string) error {
 	watchdog, fraudModel, err := sagaOf()
 	if err != nil {
 		return err
+	}
+	limits, err := limitsOf()
+	if err == nil {
+		err = checkDev(*addr, *metricsAddr, *natsPort, *natsMonitorPort, *logLevel)
+	}
+	if err != nil {
+		return &usageError{cmd: fs.Name(), err: fmt.Errorf("%s: %w", fs.Name(), err)}
 	}
 	adminToken, err := adminTokenOf()
 	if err != nil {
@@ -100,7 +107,7 @@ func dev(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1, MaxAge: devRetention}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limitsOf(), Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1, MaxAge: devRetention}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limits, Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
 	})
 	if err != nil {
 		return err
@@ -149,6 +156,26 @@ const (
 	customerTokenFile = "customer.jwt"
 	adminTokenFile    = "admin.jwt"
 )
+
+// checkDev reports a setting of shopbus dev that cannot work, naming its
+// flag.
+func checkDev(addr, metricsAddr string, natsPort, natsMonitorPort int, logLevel string) error {
+	switch {
+	case natsPort < 0 || natsPort > 65535 || natsPort == 4222:
+		return fmt.Errorf("--nats-port %d: want 0 (any free port) to 65535, never 4222 (a real NATS server's)", natsPort)
+	case natsMonitorPort < -1 || natsMonitorPort > 65535:
+		return fmt.Errorf("--nats-monitor-port %d: want -1 (any free port), 0 (none) or a port", natsMonitorPort)
+	}
+	if err := checkAddr("addr", addr); err != nil {
+		return err
+	}
+	if metricsAddr != "" {
+		if err := checkAddr("metrics-addr", metricsAddr); err != nil {
+			return err
+		}
+	}
+	return checkLogLevel(logLevel)
+}
 
 // devAuth makes (or reuses) shopbus dev's signing key in dir, mints the
 // demo customer's token and an admin's, valid devTokenTTL, and writes them

@@ -22,20 +22,28 @@ import (
 	"github.com/shopbus/shopbus/internal/event"
 )
 
+// dlqSubcommands are the subcommands of shopbus dlq.
+var dlqSubcommands = []string{"list", "show", "redrive", "discard"}
+
 // dlq is the operator's view of the dead-letter queue, through the gateway's
 // DeadLetterService.
 func dlq(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("dlq: name a subcommand: list, show, redrive or discard")
+	sub := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") && args[0] != "help" {
+		sub, args = args[0], args[1:]
+		if !slices.Contains(dlqSubcommands, sub) {
+			return usagef("dlq", "unknown subcommand %q: want list, show, redrive or discard", sub)
+		}
+	} else if len(args) > 0 && args[0] == "help" {
+		args = []string{"-h"}
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
-	url := fs.String("url", env("SHOPBUS_URL", "http://127.0.0.1:8080"), "gateway base URL (env SHOPBUS_URL)")
+	fs := flag.NewFlagSet(strings.TrimSpace("dlq "+sub), flag.ContinueOnError)
+	url := fs.String("url", "http://127.0.0.1:8080", "gateway base URL (env SHOPBUS_URL)")
 	stream := fs.String("stream", "", "only dead letters from this stream (list, --all)")
 	consumer := fs.String("consumer", "", "only dead letters of this consumer (list, --all)")
 	eventType := fs.String("type", "", "only dead letters of this event type, e.g. order.created (list, --all)")
 	reason := fs.String("reason", "", "only max_deliveries or terminated (list, --all)")
-	limit := fs.Int("limit", 50, "list: how many to show")
+	limit := fs.Int("limit", 50, "list: how many to show, 1 to 500")
 	all := fs.Bool("all", false, "redrive, discard: every dead letter matching the filters")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: shopbus dlq list [filters] | show ID | redrive ID... | redrive --all [filters] | discard ID... | discard --all [filters]\n"+
@@ -45,7 +53,7 @@ func dlq(ctx context.Context, args []string) error {
 	// Flags may come before or after the ids.
 	var positional []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -53,11 +61,15 @@ func dlq(ctx context.Context, args []string) error {
 		}
 		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
-	adminOpts, err := adminClientOptions()
-	if err != nil {
+	if err := applyEnv(fs, os.LookupEnv); err != nil {
 		return err
 	}
-	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url, adminOpts...)
+	if sub == "" {
+		return usagef("dlq", "name a subcommand: list, show, redrive or discard")
+	}
+	if err := checkURL("url", *url); err != nil {
+		return usagef(fs.Name(), "%w", err)
+	}
 	filter := &deadletterv1.ListDeadLettersRequest{OriginalStream: *stream, Consumer: *consumer, EventType: *eventType}
 	switch *reason {
 	case "":
@@ -66,43 +78,43 @@ func dlq(ctx context.Context, args []string) error {
 	case "terminated":
 		filter.Reason = deadletterv1.Reason_REASON_TERMINATED
 	default:
-		return fmt.Errorf("dlq: --reason %q: want max_deliveries or terminated", *reason)
+		return usagef(fs.Name(), "--reason %q: want max_deliveries or terminated", *reason)
 	}
+	ids, err := parseIDs(positional)
+	if err != nil {
+		return usagef(fs.Name(), "%w", err)
+	}
+	switch {
+	case sub == "list" && len(positional) > 0:
+		return usagef(fs.Name(), "unexpected arguments %v", positional)
+	case sub == "list" && (*limit < 1 || *limit > 500):
+		return usagef(fs.Name(), "--limit %d: want 1 to 500", *limit)
+	case sub == "show" && len(ids) != 1:
+		return usagef(fs.Name(), "name one dead letter id")
+	case (sub == "redrive" || sub == "discard") && *all == (len(ids) > 0):
+		return usagef(fs.Name(), "name dead letter ids, or --all with filters (not both)")
+	}
+	adminOpts, err := adminClientOptions()
+	if err != nil {
+		return err
+	}
+	client := deadletterv1connect.NewDeadLetterServiceClient(http.DefaultClient, *url, adminOpts...)
 	switch sub {
 	case "list":
-		if len(positional) > 0 {
-			return fmt.Errorf("dlq list: unexpected arguments %v", positional)
-		}
 		return dlqList(ctx, client, filter, *limit)
 	case "show":
-		if len(positional) != 1 {
-			return fmt.Errorf("dlq show: name one dead letter id")
-		}
-		id, err := parseIDs(positional)
-		if err != nil {
-			return err
-		}
-		res, err := client.GetDeadLetter(ctx, connect.NewRequest(&deadletterv1.GetDeadLetterRequest{Id: id[0]}))
+		res, err := client.GetDeadLetter(ctx, connect.NewRequest(&deadletterv1.GetDeadLetterRequest{Id: ids[0]}))
 		if err != nil {
 			return err
 		}
 		return dlqShow(res.Msg.GetDeadLetter())
-	case "redrive", "discard":
-		ids, err := parseIDs(positional)
-		if err != nil {
-			return err
-		}
-		if *all == (len(ids) > 0) {
-			return fmt.Errorf("dlq %s: name dead letter ids, or --all with filters (not both)", sub)
-		}
+	default: // redrive, discard
 		if *all {
 			if ids, err = matching(ctx, client, filter); err != nil {
 				return err
 			}
 		}
 		return dlqChange(ctx, client, sub, ids)
-	default:
-		return fmt.Errorf("dlq: unknown subcommand %q: want list, show, redrive or discard", sub)
 	}
 }
 
@@ -111,7 +123,7 @@ func parseIDs(args []string) ([]uint64, error) {
 	for _, a := range args {
 		id, err := strconv.ParseUint(a, 10, 64)
 		if err != nil || id == 0 {
-			return nil, fmt.Errorf("dlq: %q is not a dead letter id (a positive number from dlq list)", a)
+			return nil, fmt.Errorf("%q is not a dead letter id (a positive number from dlq list)", a)
 		}
 		ids = append(ids, id)
 	}
@@ -119,7 +131,7 @@ func parseIDs(args []string) ([]uint64, error) {
 }
 
 func dlqList(ctx context.Context, client deadletterv1connect.DeadLetterServiceClient, filter *deadletterv1.ListDeadLettersRequest, limit int) error {
-	filter.PageSize = uint32(min(max(limit, 1), 500))
+	filter.PageSize = uint32(limit)
 	res, err := client.ListDeadLetters(ctx, connect.NewRequest(filter))
 	if err != nil {
 		return err

@@ -10,13 +10,13 @@ import (
 )
 
 // secretFlag declares a flag whose value may be a secret (a token, or a URL
-// that may carry a password, a token or a password parameter), with the
-// environment variable envName as its fallback. -h and the flag's String
-// show the built-in default, which is no secret, and any other value only
-// as "(set)", so neither help output nor anything that prints flags leaks
-// it.
-func secretFlag(fs *flag.FlagSet, name, envName, def, usage string) *string {
-	s := &secret{value: env(envName, def), def: def}
+// that may carry a password, a token or a password parameter); its usage
+// names its environment variable as any flag's does. -h and the flag's
+// String show the built-in default, which is no secret, and any other
+// value only as "(set)", so neither help output nor anything that prints
+// flags leaks it; applyEnv does not quote it either.
+func secretFlag(fs *flag.FlagSet, name, def, usage string) *string {
+	s := &secret{value: def, def: def}
 	fs.Var(s, name, usage)
 	return &s.value
 }
@@ -26,6 +26,9 @@ type secret struct{ value, def string }
 
 // Set implements flag.Value.
 func (s *secret) Set(v string) error { s.value = v; return nil }
+
+// isSecret marks a flag.Value whose value must never be printed.
+func (*secret) isSecret() {}
 
 // String implements flag.Value, hiding the secret.
 func (s *secret) String() string {
@@ -42,7 +45,7 @@ func (s *secret) String() string {
 // CORS allows, comma-separated, from SHOPBUS_ALLOWED_ORIGINS by default.
 // None by default: browsers on other origins are refused.
 func originsFlag(fs *flag.FlagSet) *string {
-	return fs.String("allowed-origins", env("SHOPBUS_ALLOWED_ORIGINS", ""),
+	return fs.String("allowed-origins", "",
 		`browser origins allowed by CORS, comma-separated ("https://shop.example,http://localhost:5173"; "*" for any) (env SHOPBUS_ALLOWED_ORIGINS); none when empty`)
 }
 

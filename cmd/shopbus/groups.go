@@ -24,7 +24,7 @@ import (
 // owner and the backlog; with --watch, refreshed until interrupted.
 func groups(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("groups", flag.ContinueOnError)
-	url := fs.String("url", env("SHOPBUS_URL", "http://127.0.0.1:8080"), "gateway base URL (env SHOPBUS_URL)")
+	url := fs.String("url", "http://127.0.0.1:8080", "gateway base URL (env SHOPBUS_URL)")
 	watch := fs.Bool("watch", false, "refresh every --interval until interrupted")
 	interval := fs.Duration("interval", 2*time.Second, "how often --watch refreshes")
 	fs.Usage = func() {
@@ -33,14 +33,20 @@ func groups(ctx context.Context, args []string) error {
 			"The gateway's admin token, if it has one, is read from SHOPBUS_ADMIN_TOKEN.\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, os.LookupEnv); err != nil {
 		return err
 	}
 	if fs.NArg() > 1 {
-		return fmt.Errorf("groups: name at most one group, not %v", fs.Args())
+		return usagef("groups", "name at most one group, not %v", fs.Args())
 	}
 	if *interval <= 0 {
-		return fmt.Errorf("groups: --interval %v: want a positive duration", *interval)
+		return usagef("groups", "--interval %v: want a positive duration", *interval)
+	}
+	if err := checkURL("url", *url); err != nil {
+		return usagef("groups", "%w", err)
 	}
 	adminOpts, err := adminClientOptions()
 	if err != nil {

@@ -6,8 +6,12 @@
 //	shopbus dlq list|show|redrive|discard the dead-letter queue, through a running gateway
 //	shopbus groups [--watch] [NAME]      the consumer groups, their members and partitions, through a running gateway
 //	shopbus lag [--watch] [GROUP]        consumer lag in events and seconds, and Burrow-style status, through a running gateway
+//	shopbus healthcheck [--url URL]      exit 0 when a component is ready (a container's health check)
 //
-// Every flag has an environment fallback, shown in -h.
+// Most flags have an environment fallback, named in -h. "shopbus help
+// <command>", or -h, --help after any command or subcommand, prints its
+// usage and exits 0; a wrong flag, argument or value (on the command line
+// or in the environment) exits 2 naming it; a command that fails exits 1.
 package main
 
 import (
@@ -16,98 +20,24 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/internal/auth"
-	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/services/order"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
-	case "dev":
-		err = dev(ctx, args)
-	case "serve":
-		err = serve(ctx, args)
-	case "bench":
-		err = bench(ctx, args)
-	case "dlq":
-		err = dlq(ctx, args)
-	case "groups":
-		err = groups(ctx, args)
-	case "lag":
-		err = lagCmd(ctx, args)
-	case "-h", "--help", "help":
-		usage()
-		return
-	default:
-		fmt.Fprintf(os.Stderr, "shopbus: unknown command %q\n\n", cmd)
-		usage()
-		os.Exit(2)
-	}
-	if err != nil {
-		if errors.Is(err, postgres.ErrUnavailable) {
-			fmt.Fprintf(os.Stderr, "shopbus: %v\n\nPostgreSQL is not reachable. Start it, or point shopbus at one with\n"+
-				"DATABASE_URL (or --database-url), for example\n  DATABASE_URL=postgres://user:password@host:5432/shopbus shopbus dev\n", err)
-		} else {
-			fmt.Fprintf(os.Stderr, "shopbus: %v\n", err)
-		}
-		os.Exit(1)
-	}
-}
-
-func usage() {
-	fmt.Fprint(os.Stderr, `usage:
-  shopbus dev [flags]                           run everything in one process (quick start)
-  shopbus serve order|inventory|gateway [flags] run one component against external NATS and PostgreSQL
-  shopbus bench [flags]                         measure CreateOrder → CONFIRMED against a running gateway
-  shopbus dlq list|show|redrive|discard [flags] the dead-letter queue, through a running gateway
-  shopbus groups [--watch] [NAME]               the consumer groups: members, partition owners, backlog
-  shopbus lag [--watch] [GROUP]                 consumer lag in events and seconds, and Burrow-style status
-
-Run "shopbus <command> -h" for the flags of a command.
-`)
-}
-
-// env returns the environment variable name, or def when it is unset.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-func envInt(name string, def int) int {
-	if v, ok := os.LookupEnv(name); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
-		}
-	}
-	return def
-}
-
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
 }
 
 // authFlags declares how callers authenticate: --jwt-key (with
@@ -115,10 +45,10 @@ func envDuration(name string, def time.Duration) time.Duration {
 // --admin-token / --admin-token-file for a static admin credential; the
 // function returned gives the auth.Config once the flags are parsed.
 func authFlags(fs *flag.FlagSet) func() (auth.Config, error) {
-	key := fs.String("jwt-key", env("SHOPBUS_JWT_KEY", ""),
+	key := fs.String("jwt-key", "",
 		"verify bearer tokens (JWT: EdDSA, ES*, RS*, PS*) with the public key in this `file`: PEM, or a JWKS document (env SHOPBUS_JWT_KEY)")
-	issuer := fs.String("jwt-issuer", env("SHOPBUS_JWT_ISSUER", ""), "when set, a token's iss must be this (env SHOPBUS_JWT_ISSUER)")
-	audience := fs.String("jwt-audience", env("SHOPBUS_JWT_AUDIENCE", ""), "a token's aud must include this; required with --jwt-key (env SHOPBUS_JWT_AUDIENCE)")
+	issuer := fs.String("jwt-issuer", "", "when set, a token's iss must be this (env SHOPBUS_JWT_ISSUER)")
+	audience := fs.String("jwt-audience", "", "a token's aud must include this; required with --jwt-key (env SHOPBUS_JWT_AUDIENCE)")
 	adminTokenOf := adminTokenFlags(fs)
 	return func() (auth.Config, error) {
 		var cfg auth.Config
@@ -142,9 +72,9 @@ func authFlags(fs *flag.FlagSet) func() (auth.Config, error) {
 // bearer token with the admin role; the function returned gives it once
 // the flags are parsed.
 func adminTokenFlags(fs *flag.FlagSet) func() (string, error) {
-	token := secretFlag(fs, "admin-token", "SHOPBUS_ADMIN_TOKEN", "",
+	token := secretFlag(fs, "admin-token", "",
 		"accept this static bearer `token` with the admin role, for operators' tools (env SHOPBUS_ADMIN_TOKEN, which keeps it out of the process list)")
-	file := fs.String("admin-token-file", env("SHOPBUS_ADMIN_TOKEN_FILE", ""), "read the admin token from this `file` instead (env SHOPBUS_ADMIN_TOKEN_FILE)")
+	file := fs.String("admin-token-file", "", "read the admin token from this `file` instead (env SHOPBUS_ADMIN_TOKEN_FILE)")
 	return func() (string, error) { return adminToken(*token, *file) }
 }
 
@@ -168,15 +98,28 @@ func adminToken(token, file string) (string, error) {
 }
 
 // limitsFlags declares what one customer may order (order.Limits); the
-// function returned gives them once the flags are parsed.
-func limitsFlags(fs *flag.FlagSet) func() order.Limits {
+// function returned gives them once the flags are parsed, or an error
+// naming the flag whose value cannot work.
+func limitsFlags(fs *flag.FlagSet) func() (order.Limits, error) {
 	d := order.DefaultLimits
-	rate := fs.Float64("orders-per-second", envFloat("SHOPBUS_ORDERS_PER_SECOND", d.OrdersPerSecond), "each customer's sustained CreateOrder rate, per order-service instance; above it resource_exhausted with a retry hint (env SHOPBUS_ORDERS_PER_SECOND)")
-	burst := fs.Int("order-burst", envInt("SHOPBUS_ORDER_BURST", d.Burst), "orders a customer may place at once above its rate (env SHOPBUS_ORDER_BURST)")
-	line := fs.Uint("max-line-units", uint(envInt("SHOPBUS_MAX_LINE_UNITS", int(d.MaxUnitsPerLine))), "most units on one order line (env SHOPBUS_MAX_LINE_UNITS)")
-	total := fs.Uint("max-order-units", uint(envInt("SHOPBUS_MAX_ORDER_UNITS", int(d.MaxUnitsPerOrder))), "most units in one order (env SHOPBUS_MAX_ORDER_UNITS)")
-	return func() order.Limits {
-		return order.Limits{OrdersPerSecond: *rate, Burst: *burst, MaxUnitsPerLine: uint32(min(*line, 1<<32-1)), MaxUnitsPerOrder: uint32(min(*total, 1<<32-1))}
+	rate := fs.Float64("orders-per-second", d.OrdersPerSecond, "each customer's sustained CreateOrder rate, per order-service instance; above it resource_exhausted with a retry hint (env SHOPBUS_ORDERS_PER_SECOND)")
+	burst := fs.Int("order-burst", d.Burst, "orders a customer may place at once above its rate, at least 1 (env SHOPBUS_ORDER_BURST)")
+	line := fs.Uint("max-line-units", uint(d.MaxUnitsPerLine), "most units on one order line (env SHOPBUS_MAX_LINE_UNITS)")
+	total := fs.Uint("max-order-units", uint(d.MaxUnitsPerOrder), "most units in one order (env SHOPBUS_MAX_ORDER_UNITS)")
+	return func() (order.Limits, error) {
+		switch {
+		case !(*rate > 0) || math.IsInf(*rate, 0):
+			return order.Limits{}, fmt.Errorf("--orders-per-second %v: want a positive rate", *rate)
+		case *burst < 1:
+			return order.Limits{}, fmt.Errorf("--order-burst %d: want at least 1", *burst)
+		case *line < 1 || *line > math.MaxUint32:
+			return order.Limits{}, fmt.Errorf("--max-line-units %d: want 1 to %d", *line, uint32(math.MaxUint32))
+		case *total < 1 || *total > math.MaxUint32:
+			return order.Limits{}, fmt.Errorf("--max-order-units %d: want 1 to %d", *total, uint32(math.MaxUint32))
+		case *line > *total:
+			return order.Limits{}, fmt.Errorf("--max-line-units %d: more than --max-order-units %d", *line, *total)
+		}
+		return order.Limits{OrdersPerSecond: *rate, Burst: *burst, MaxUnitsPerLine: uint32(*line), MaxUnitsPerOrder: uint32(*total)}, nil
 	}
 }
 
@@ -186,38 +129,29 @@ func limitsFlags(fs *flag.FlagSet) func() order.Limits {
 // flags are parsed, or an error naming a bad value.
 func sagaFlags(fs *flag.FlagSet) func() (order.Watchdog, string, error) {
 	d := order.DefaultWatchdog
-	after := fs.Duration("stuck-after", envDuration("SHOPBUS_STUCK_AFTER", d.After),
+	after := fs.Duration("stuck-after", d.After,
 		"order service: how long an order may stay PENDING before the watchdog re-applies its lost outcome or score, or re-publishes its order.created (env SHOPBUS_STUCK_AFTER)")
-	deadline := fs.Duration("fraud-deadline", envDuration("SHOPBUS_FRAUD_DEADLINE", d.FraudDeadline),
+	deadline := fs.Duration("fraud-deadline", d.FraudDeadline,
 		"order service: how long an order waits for its fraud score before --on-fraud-deadline decides (env SHOPBUS_FRAUD_DEADLINE)")
-	action := fs.String("on-fraud-deadline", env("SHOPBUS_ON_FRAUD_DEADLINE", string(d.OnFraudDeadline)),
+	action := fs.String("on-fraud-deadline", string(d.OnFraudDeadline),
 		"order service: what an order without a fraud score becomes at the deadline: review (held for a person), approve or reject (env SHOPBUS_ON_FRAUD_DEADLINE)")
-	model := fs.String("fraud-model", env("SHOPBUS_FRAUD_MODEL", ""),
+	model := fs.String("fraud-model", "",
 		"fraud service: the model's coefficients `file` (services/fraud/MODEL.md); the committed model when empty (env SHOPBUS_FRAUD_MODEL)")
 	return func() (order.Watchdog, string, error) {
 		a, err := order.ParseFraudDeadlineAction(*action)
 		if err != nil {
-			return order.Watchdog{}, "", fmt.Errorf("--on-fraud-deadline: %w", err)
+			return order.Watchdog{}, "", usagef(fs.Name(), "--on-fraud-deadline: %v", err)
 		}
 		if *after <= 0 || *deadline <= 0 {
-			return order.Watchdog{}, "", fmt.Errorf("--stuck-after %v and --fraud-deadline %v: both must be more than 0", *after, *deadline)
+			return order.Watchdog{}, "", usagef(fs.Name(), "--stuck-after %v and --fraud-deadline %v: both must be more than 0", *after, *deadline)
 		}
 		return order.Watchdog{After: *after, FraudDeadline: *deadline, OnFraudDeadline: a}, *model, nil
 	}
 }
 
-func envFloat(name string, def float64) float64 {
-	if v, ok := os.LookupEnv(name); ok {
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			return f
-		}
-	}
-	return def
-}
-
 // metricsAddrFlag declares --metrics-addr, where /metrics is served.
 func metricsAddrFlag(fs *flag.FlagSet, def string) *string {
-	return fs.String("metrics-addr", env("SHOPBUS_METRICS_ADDR", def),
+	return fs.String("metrics-addr", def,
 		"serve Prometheus metrics at /metrics on this address (env SHOPBUS_METRICS_ADDR); off when empty")
 }
 
@@ -233,6 +167,8 @@ func adminClientOptions() ([]connect.ClientOption, error) {
 	return []connect.ClientOption{connect.WithInterceptors(gateway.BearerToken(token))}, nil
 }
 
+// newLogger is a text logger on stderr at level (debug, info, warn or
+// error).
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -241,17 +177,8 @@ func newLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-// parse parses flags for a command, with "-h" printing them.
-func parse(fs *flag.FlagSet, args []string) error {
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: shopbus %s [flags]\n", fs.Name())
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected arguments %s", fs.Name(), strings.Join(fs.Args(), " "))
-	}
-	return nil
+// checkLogLevel reports a --log-level newLogger would refuse.
+func checkLogLevel(level string) error {
+	_, err := newLogger(level)
+	return err
 }
