@@ -37,6 +37,7 @@ import (
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
 )
@@ -73,10 +74,13 @@ type world struct {
 	invDB    *pgxpool.Pool
 	orders   *order.Service
 	inv      *inventory.Service
+	fraudDB  *pgxpool.Pool
+	fraud    *fraud.Service
 
 	ackLost, natsRestarts, pgKills, dupPublishes atomic.Int64
 	outages                                      atomic.Int64 // PostgreSQL outages (chaos.outage long)
 	nudged                                       atomic.Int64 // orders the watchdog nudged
+	reviewed                                     atomic.Int64 // orders the reviewer decided
 	dbName                                       string       // the run's own database
 	killed                                       atomic.Int64 // instances killed between commit and acks
 	poisonSeqs                                   sync.Map     // stream sequence → kind
@@ -101,14 +105,36 @@ func TestChaos(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	run(messaging.NewRelay(w.orderDB, w.js, w.orders.Schema, messaging.WithRelayLogger(log)).Run)
 	run(messaging.NewRelay(w.invDB, w.js, w.inv.Schema, messaging.WithRelayLogger(log)).Run)
+	run(messaging.NewRelay(w.fraudDB, w.js, w.fraud.Schema, messaging.WithRelayLogger(log)).Run)
 	run(deadletter.NewCollector(w.js, log).Run)
 	reserve, outcome := inventory.ReserveStockConsumer(), order.InventoryOutcomeConsumer()
+	score, scored := fraud.ScoreOrderConsumer(), order.FraudScoreConsumer()
 	reserve.DeadLetter, outcome.DeadLetter = deadletter.Filer(w.js), deadletter.Filer(w.js)
+	score.DeadLetter, scored.DeadLetter = deadletter.Filer(w.js), deadletter.Filer(w.js)
 	// A short retry budget, so that the outage (chaos.outage) outlasts it
 	// as a 10-minute outage outlasts the default one (about 90 s).
 	if *outageFlag > 0 {
-		reserve.Retry, outcome.Retry = chaosRetry, chaosRetry
+		reserve.Retry, outcome.Retry, score.Retry, scored.Retry = chaosRetry, chaosRetry, chaosRetry, chaosRetry
 	}
+	// The fraud service scores every order; the order service applies the
+	// scores: the third domain of the saga, under the same faults.
+	run(func(ctx context.Context) error {
+		return messaging.ConsumeBatch(ctx, w.js, score, w.ackLostAfterCommit(w.fraud.ScoreOrders), log)
+	})
+	run(func(ctx context.Context) error {
+		return messaging.ConsumeBatch(ctx, w.js, scored, w.ackLostAfterCommit(w.orders.ApplyFraudScore), log)
+	})
+	// A person reviews the orders held for review, approving two in three.
+	run(func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(200 * time.Millisecond):
+			}
+			w.review(ctx)
+		}
+	})
 	for _, name := range []string{"inventory-a", "inventory-b"} { // a group of two shares the partitions
 		reserve := reserve
 		reserve.Instance = name
@@ -212,9 +238,15 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fraudSchema := testenv.Schema()
+	w.fraudDB, err = postgres.Open(ctx, w.dbURL, fraudSchema, true, messaging.Migrations(), fraud.Migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		w.orderDB.Close()
 		w.invDB.Close()
+		w.fraudDB.Close()
 		w.admin(func(conn *pgx.Conn) error {
 			_, err := conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{w.dbName}.Sanitize()+" WITH (FORCE)")
 			return err
@@ -223,6 +255,11 @@ func newWorld(t *testing.T) *world {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w.orders = order.New(w.orderDB, w.js, orderSchema, quiet)
 	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
+	model, err := fraud.DefaultModel() // the committed model
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.fraud = fraud.New(w.fraudDB, w.js, fraudSchema, quiet, model)
 	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range skus {
 		stock[sku(i)], prices[sku(i)] = stockPerSKU(), unitPrice
@@ -239,6 +276,31 @@ func newWorld(t *testing.T) *world {
 // chaosRetry is the services' retry policy in the chaos suite: about 0.3 s
 // of retries before a delivery is dead-lettered.
 var chaosRetry = messaging.RetryPolicy{MaxDeliver: 5, Base: 20 * time.Millisecond, Cap: 160 * time.Millisecond}
+
+// chaosCustomer is the customer of the i-th order: one in fifteen orders
+// (so a customer places about fifteen, and the fraud model's history counts:
+// most approve, some are held for review, a few declined).
+func chaosCustomer(i int64) string {
+	return fmt.Sprintf("6f1c2b3a-4d5e-4f60-8a7b-%012x", i%max(int64(*ordersFlag)/15, 1))
+}
+
+// review decides the orders held for review, as a person would: two in
+// three approved, the rest rejected (which releases their stock).
+func (w *world) review(ctx context.Context) {
+	rows, err := w.orderDB.Query(ctx, `SELECT id::text FROM orders WHERE status = 'REVIEW' LIMIT 100`)
+	if err != nil {
+		return
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		if _, err := w.orders.ReviewOrder(ctx, id, rand.N(3) > 0, "chaos reviewer"); err == nil {
+			w.reviewed.Add(1)
+		}
+	}
+}
 
 // clientRetry is the back-off of the chaos suite's clients.
 var clientRetry = messaging.RetryPolicy{Base: 20 * time.Millisecond, Cap: 500 * time.Millisecond}
@@ -326,7 +388,7 @@ func (w *world) placeOrders(ctx context.Context, progress *atomic.Int64) []strin
 					return
 				}
 				req := &orderv1.CreateOrderRequest{
-					IdempotencyKey: fmt.Sprintf("chaos-%d-%d", c, i), CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b", Currency: "EUR",
+					IdempotencyKey: fmt.Sprintf("chaos-%d-%d", c, i), CustomerId: chaosCustomer(i), Currency: "EUR",
 					Lines: []*orderv1.OrderLine{{Sku: sku(rand.N(skus)), Quantity: uint32(1 + rand.N(3)), UnitPriceMinor: unitPrice}},
 				}
 				if rand.N(4) == 0 { // some two-line orders
@@ -561,13 +623,17 @@ func (w *world) awaitQuiet(t *testing.T, accepted int) {
 	var drainedAt time.Time
 	for {
 		var pending, unpublished int64
-		_ = w.orderDB.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM orders WHERE status = 'PENDING'),
+		_ = w.orderDB.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM orders WHERE status IN ('PENDING', 'REVIEW')),
 			(SELECT count(*) FROM outbox WHERE published_at IS NULL)`).Scan(&pending, &unpublished)
-		var invUnpublished int64
+		var invUnpublished, fraudUnpublished int64
 		_ = w.invDB.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&invUnpublished)
+		_ = w.fraudDB.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&fraudUnpublished)
+		invUnpublished += fraudUnpublished
 		drained := pending == 0 && unpublished == 0 && invUnpublished == 0 &&
 			w.consumerIdle("ECOMMERCE_ORDER", "inventory-reserve-stock") &&
+			w.consumerIdle("ECOMMERCE_ORDER", "fraud-score-order") &&
 			w.consumerIdle("ECOMMERCE_INVENTORY", "order-apply-inventory-outcome") &&
+			w.consumerIdle("ML_FRAUD", "order-apply-fraud-score") &&
 			w.consumerIdle(deadletter.AdvisoryStream, "deadletter-collector")
 		switch {
 		case !drained:
@@ -591,7 +657,7 @@ func (w *world) awaitQuiet(t *testing.T, accepted int) {
 						p.Consumer, p.Owner, p.Pending, p.AckPending, p.Redelivered, p.AckFloor, p.Missing, p.Err)
 				}
 			}
-			t.Fatalf("not quiet after 5 minutes: %d orders PENDING, %d + %d outbox rows unpublished", pending, unpublished, invUnpublished)
+			t.Fatalf("not quiet after 5 minutes: %d orders PENDING or in REVIEW, %d + %d outbox rows unpublished", pending, unpublished, invUnpublished)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -605,10 +671,12 @@ func (w *world) deadLetters() int {
 	return len(dls)
 }
 
+// poisonCount is how many dead letters the poison events make: one per
+// consumer of order.created (inventory's and fraud's) each.
 func (w *world) poisonCount() int {
 	n := 0
 	w.poisonSeqs.Range(func(any, any) bool { n++; return true })
-	return n
+	return 2 * n
 }
 
 func (w *world) consumerIdle(stream, durable string) bool {
@@ -638,7 +706,7 @@ func (w *world) check(t *testing.T, accepted []string) {
 	ctx := context.Background()
 	var orders, confirmed, rejected, pending int64
 	if err := w.orderDB.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'CONFIRMED'),
-		count(*) FILTER (WHERE status = 'REJECTED'), count(*) FILTER (WHERE status = 'PENDING') FROM orders`).
+		count(*) FILTER (WHERE status = 'REJECTED'), count(*) FILTER (WHERE status IN ('PENDING', 'REVIEW')) FROM orders`).
 		Scan(&orders, &confirmed, &rejected, &pending); err != nil {
 		t.Fatal(err)
 	}
@@ -677,24 +745,46 @@ func (w *world) check(t *testing.T, accepted []string) {
 		}
 	}
 	rows.Close()
-	var decisions, outcomes, processedInv, processedOrd int64
+	var decisions, outcomes, released, releasedOrders, processedInv, processedOutcomes, processedScores, rejections int64
 	_ = w.invDB.QueryRow(ctx, `SELECT (SELECT count(*) FROM decisions),
-		(SELECT count(*) FROM outbox WHERE subject NOT LIKE 'ecommerce.inventory.priced.%'),
-		(SELECT count(*) FROM processed_events)`).Scan(&decisions, &outcomes, &processedInv)
-	_ = w.orderDB.QueryRow(ctx, `SELECT count(*) FROM processed_events`).Scan(&processedOrd)
-	processedOrd -= skus // the prices, each applied once
+		(SELECT count(*) FROM outbox WHERE subject LIKE 'ecommerce.inventory.adjusted.%' OR subject LIKE 'ecommerce.inventory.rejected.%'),
+		(SELECT count(*) FROM outbox WHERE subject LIKE 'ecommerce.inventory.released.%'),
+		(SELECT count(DISTINCT substring(subject from '[^.]+$')) FROM outbox WHERE subject LIKE 'ecommerce.inventory.released.%'),
+		(SELECT count(*) FROM processed_events)`).Scan(&decisions, &outcomes, &released, &releasedOrders, &processedInv)
+	_ = w.orderDB.QueryRow(ctx, `SELECT (SELECT count(*) FROM processed_events WHERE consumer = 'order-apply-inventory-outcome'),
+		(SELECT count(*) FROM processed_events WHERE consumer = 'order-apply-fraud-score'),
+		(SELECT count(*) FROM outbox WHERE subject LIKE 'ecommerce.order.rejected.%')`).Scan(&processedOutcomes, &processedScores, &rejections)
+	processedOutcomes -= skus + released // the prices, each applied once, and the releases
+	var scores, scoredEvents, declined, confirmedDeclined, heldStock int64
+	_ = w.fraudDB.QueryRow(ctx, `SELECT (SELECT count(*) FROM scores), (SELECT count(*) FROM outbox),
+		(SELECT count(*) FROM scores WHERE decision = 'DECLINE')`).Scan(&scores, &scoredEvents, &declined)
+	// Across the three schemas (one database): no order the model declined
+	// is CONFIRMED, and no stock is held for an order that is not.
+	ord, inv, frd := pgx.Identifier{w.orders.Schema}.Sanitize(), pgx.Identifier{w.inv.Schema}.Sanitize(), pgx.Identifier{w.fraud.Schema}.Sanitize()
+	_ = w.orderDB.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+ord+`.orders o JOIN `+frd+`.scores s ON s.order_id = o.id
+			WHERE s.decision = 'DECLINE' AND o.status = 'CONFIRMED'),
+		(SELECT count(DISTINCT r.order_id) FROM `+inv+`.reservations r JOIN `+ord+`.orders o ON o.id = r.order_id WHERE o.status <> 'CONFIRMED')`).
+		Scan(&confirmedDeclined, &heldStock)
+	if confirmedDeclined != 0 {
+		t.Errorf("%d CONFIRMED orders have a DECLINE score", confirmedDeclined)
+	}
+	if heldStock != 0 || released != rejections || releasedOrders != released {
+		t.Errorf("compensation: %d orders not CONFIRMED still hold stock; %d order.rejected, %d inventory.released for %d orders: want one release per rejection",
+			heldStock, rejections, released, releasedOrders)
+	}
 
 	// Lost: accepted but not stored; stuck: stored but never decided.
 	lost := max(int64(len(accepted))-orders, 0)
-	doubled := (decisions - orders) + (outcomes - orders) + (processedOrd - orders)
+	doubled := (decisions - orders) + (outcomes - orders) + (processedOutcomes - orders) + (processedScores - orders) + (scores - orders) + (scoredEvents - orders) + (released - releasedOrders)
 	if lost != 0 || pending != 0 || int64(len(accepted)) != orders {
-		t.Errorf("accepted %d, stored %d, decided %d, pending %d", len(accepted), orders, confirmed+rejected, pending)
+		t.Errorf("accepted %d, stored %d, decided %d, pending or in review %d", len(accepted), orders, confirmed+rejected, pending)
 	}
 	if doubled != 0 {
-		t.Errorf("doubled: %d decisions, %d outcome events, %d outcomes applied for %d orders", decisions, outcomes, processedOrd, orders)
+		t.Errorf("doubled: %d decisions, %d outcome events, %d outcomes applied, %d scores, %d order.scored, %d scores applied for %d orders",
+			decisions, outcomes, processedOutcomes, scores, scoredEvents, processedScores, orders)
 	}
 
-	// The DLQ holds every poison event once, and nothing else.
+	// The DLQ holds every poison event once per consumer, and nothing else.
 	poison := map[uint64]string{}
 	w.poisonSeqs.Range(func(k, v any) bool { poison[k.(uint64)] = v.(string); return true })
 	dls, _, err := deadletter.NewStore(w.js).List(ctx, deadletter.Filter{}, 0, 10_000)
@@ -710,8 +800,8 @@ func (w *world) check(t *testing.T, accepted []string) {
 		seen[dl.GetOriginalSequence()]++
 	}
 	for seq, kind := range poison {
-		if seen[seq] != 1 {
-			t.Errorf("poison event #%d (%s) is in the DLQ %d times, want once", seq, kind, seen[seq])
+		if seen[seq] != 2 {
+			t.Errorf("poison event #%d (%s) is in the DLQ %d times, want twice (inventory's and fraud's consumers)", seq, kind, seen[seq])
 		}
 	}
 	if w.natsRestarts.Load() < 2 || w.pgKills.Load() == 0 {
@@ -726,7 +816,7 @@ func (w *world) check(t *testing.T, accepted []string) {
 		t.Error("no poison event reached a handler inside a batch of several")
 	}
 	faults := w.natsRestarts.Load() + w.pgKills.Load() + w.ackLost.Load() + w.dupPublishes.Load() + int64(len(poison)) + min(w.killed.Load(), 1)
-	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d pg_outage=%v ack_lost=%d dup_publishes=%d poison=%d poison_in_batch=%d killed_after_commit=%d) nudged=%d dlq=%d lost=%d stuck=%d doubled=%d oversold=%d negative=%d\n",
+	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d pg_outage=%v ack_lost=%d dup_publishes=%d poison=%d poison_in_batch=%d killed_after_commit=%d) declined=%d reviewed=%d released=%d nudged=%d dlq=%d lost=%d stuck=%d doubled=%d oversold=%d negative=%d\n",
 		len(accepted), confirmed, rejected, faults, w.natsRestarts.Load(), w.pgKills.Load(), *outageFlag*time.Duration(w.outages.Load()), w.ackLost.Load(), w.dupPublishes.Load(),
-		len(poison), inBatch, min(w.killed.Load(), 1), w.nudged.Load(), len(dls), lost, pending, doubled, oversold, negative)
+		len(poison), inBatch, min(w.killed.Load(), 1), declined, w.reviewed.Load(), released, w.nudged.Load(), len(dls), lost, pending, doubled, oversold, negative)
 }

@@ -312,9 +312,9 @@ func (tr *tier) awaitAllDecided(accepted []string) result {
 		t.Errorf("accepted %d, stored %d, decided %d", len(accepted), r.orders, r.confirmed+r.rejected)
 	}
 	decisions := tr.count("inventory", `SELECT count(*) FROM decisions`)
-	outcomes := tr.count("inventory", `SELECT count(*) FROM outbox WHERE subject NOT LIKE 'ecommerce.inventory.priced.%'`)
+	outcomes := tr.count("inventory", `SELECT count(*) FROM outbox WHERE subject LIKE 'ecommerce.inventory.adjusted.%' OR subject LIKE 'ecommerce.inventory.rejected.%'`)
 	reserveProcessed := tr.count("inventory", `SELECT count(*) FROM processed_events`)
-	outcomeProcessed := tr.count("order", `SELECT count(*) FROM processed_events`) - skus // the prices, once each
+	outcomeProcessed := tr.count("order", `SELECT count(*) FROM processed_events WHERE consumer = 'order-apply-inventory-outcome'`) - skus // the prices, once each
 	r.doubled = (decisions - r.orders) + (outcomes - r.orders) + (reserveProcessed - r.orders) + (outcomeProcessed - r.orders)
 	if r.doubled != 0 {
 		t.Errorf("for %d orders: %d decisions, %d outcome events, %d order.created handled, %d outcomes applied",

@@ -226,7 +226,7 @@ func (s *testStack) count(t *testing.T, service, sql string, args ...any) int64 
 // outcomesSQL counts the inventory service's outcome events in its outbox
 // (inventory.adjusted and inventory.rejected; not the inventory.priced that
 // setStock causes).
-const outcomesSQL = `SELECT count(*) FROM outbox WHERE subject NOT LIKE 'ecommerce.inventory.priced.%'`
+const outcomesSQL = `SELECT count(*) FROM outbox WHERE subject LIKE 'ecommerce.inventory.adjusted.%' OR subject LIKE 'ecommerce.inventory.rejected.%'`
 
 // unitPrice is the price, in EUR cents, that setStock gives every SKU it
 // stocks and that line states.
