@@ -3,7 +3,7 @@
 BUF := go tool -modfile=tools/buf.mod buf
 GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: all test demo ts-example generate checkgenerate lint breaking bench fuzz protodeps ci
+.PHONY: all test template-test demo ts-example generate checkgenerate lint breaking bench fuzz protodeps ci
 
 all: generate lint test
 
@@ -13,6 +13,11 @@ all: generate lint test
 test: protodeps
 	go test -race -count=1 $$(go list ./... | grep -v /internal/chaos)
 	go test -race -count=1 -v -run Chaos ./internal/chaos
+
+## template-test: `shopbus new service demo/widget` into a scratch copy of
+## the repository, then make generate, make lint and its tests there (CI).
+template-test: protodeps node_modules/.package-lock.json
+	go test -count=1 -run TestGenerate -v ./internal/newservice -newservice.full
 
 ## demo: the main job, everything in one process (see README).
 demo:

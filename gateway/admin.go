@@ -18,6 +18,7 @@ var adminServices = []string{
 	groupv1connect.GroupServiceName,
 	lagv1connect.LagServiceName,
 	fraudv1connect.FraudServiceName,
+	// shopbus new service: generated services go above this line.
 }
 
 // adminProcedures are the admin procedures of services that customers

@@ -34,12 +34,13 @@ type command struct {
 // commands are shopbus's commands, in the order usage lists them.
 var commands = []command{
 	{"dev", "[flags]", "run everything in one process (quick start)", dev},
-	{"serve", "order|inventory|gateway [flags]", "run one component against external NATS and PostgreSQL", serve},
+	{"serve", "gateway|order|inventory|fraud [flags]", "run one component against external NATS and PostgreSQL", serve},
 	{"bench", "[flags]", "measure CreateOrder → CONFIRMED against a running gateway", bench},
 	{"dlq", "list|show|redrive|discard [flags]", "the dead-letter queue, through a running gateway", dlq},
 	{"groups", "[--watch] [NAME]", "the consumer groups: members, partition owners, backlog", groups},
 	{"lag", "[--watch] [GROUP]", "consumer lag in events and seconds, and Burrow-style status", lagCmd},
 	{"healthcheck", "[--url URL]", "exit 0 when a component is ready (a container's health check)", healthcheck},
+	{"new", "service <domain>/<context>", "generate a new bounded context: contract, service, migration, test, wiring", newCmd},
 }
 
 // run runs the command args name (os.Args[1:]) and returns the process's

@@ -29,6 +29,7 @@ var components = []component{
 	{"order", "127.0.0.1:8081", "127.0.0.1:9465", "the order service: orders, its outbox, the inventory outcome consumer, the watchdog"},
 	{"inventory", "127.0.0.1:8082", "127.0.0.1:9466", "the inventory service: stock and prices, the order.created and order.rejected consumer"},
 	{"fraud", "127.0.0.1:8083", "127.0.0.1:9467", "the fraud service: scores order.created, publishes order.scored; FraudService (admin)"},
+	// shopbus new service: new components go above this line.
 }
 
 // maxReplicas is JetStream's most replicas of a stream.

@@ -42,7 +42,7 @@ const historyWindow = time.Hour
 //
 // The read model is complete only for what this consumer has handled: the
 // customer's orders keyed to partitions not handled yet are missing from
-// the history (MODEL.md, Limits).
+// the history (MODEL.md, "What it does not catch").
 func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) error {
 	return messaging.OnceBatchAll(ctx, s.Events(), ScoreOrderConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
 		n := len(fresh)

@@ -21,6 +21,6 @@ ALTER TABLE orders
     ADD COLUMN scored_at timestamptz;
 UPDATE orders SET stock = 'RESERVED', fraud = 'APPROVE' WHERE status = 'CONFIRMED';
 UPDATE orders SET stock = 'REJECTED' WHERE status = 'REJECTED';
--- The watchdog looks for orders in REVIEW past the fraud deadline too.
+-- Orders not decided yet (PENDING, REVIEW): the watchdog and reviewers look for them.
 DROP INDEX orders_pending;
 CREATE INDEX orders_undecided ON orders (created_at) WHERE status IN ('PENDING', 'REVIEW');
