@@ -61,18 +61,18 @@ func Generate(root, spec string) ([]string, error) {
 	n := names{Domain: domain, Context: context, Type: strings.ToUpper(context[:1]) + context[1:], Date: time.Now().UTC().Format("2006-01-02")}
 	files := map[string][]byte{} // path (slash-separated, relative to root) → content
 	created := map[string]string{
-		"event-contracts/{{.Domain}}/{{.Context}}/v1/{{.Context}}_events.proto":                  "events.proto.tmpl",
-		"event-contracts/{{.Domain}}/{{.Context}}/README.md":                                       "README.md.tmpl",
+		"event-contracts/{{.Domain}}/{{.Context}}/v1/{{.Context}}_events.proto":                      "events.proto.tmpl",
+		"event-contracts/{{.Domain}}/{{.Context}}/README.md":                                         "README.md.tmpl",
 		"event-contracts/{{.Domain}}/{{.Context}}/examples/{{.Context}}.recorded.v1/valid-note.json": "valid.json.tmpl",
 		"event-contracts/{{.Domain}}/{{.Context}}/examples/{{.Context}}.recorded.v1/invalid-id.json": "invalid.json.tmpl",
-		"proto/shopbus/{{.Context}}/v1/{{.Context}}_service.proto":                                "service.proto.tmpl",
-		"services/{{.Context}}/{{.Context}}.go":                                                    "service.go.tmpl",
-		"services/{{.Context}}/record_{{.Context}}.go":                                             "record.go.tmpl",
-		"services/{{.Context}}/apply_{{.Context}}_recorded.go":                                     "apply.go.tmpl",
-		"services/{{.Context}}/get_{{.Context}}.go":                                                "get.go.tmpl",
-		"services/{{.Context}}/handler.go":                                                         "handler.go.tmpl",
-		"services/{{.Context}}/migrations/001_{{.Context}}.sql":                                    "migration.sql.tmpl",
-		"services/{{.Context}}/{{.Context}}_test.go":                                               "service_test.go.tmpl",
+		"proto/shopbus/{{.Context}}/v1/{{.Context}}_service.proto":                                   "service.proto.tmpl",
+		"services/{{.Context}}/{{.Context}}.go":                                                      "service.go.tmpl",
+		"services/{{.Context}}/record_{{.Context}}.go":                                               "record.go.tmpl",
+		"services/{{.Context}}/apply_{{.Context}}_recorded.go":                                       "apply.go.tmpl",
+		"services/{{.Context}}/get_{{.Context}}.go":                                                  "get.go.tmpl",
+		"services/{{.Context}}/handler.go":                                                           "handler.go.tmpl",
+		"services/{{.Context}}/migrations/001_{{.Context}}.sql":                                      "migration.sql.tmpl",
+		"services/{{.Context}}/{{.Context}}_test.go":                                                 "service_test.go.tmpl",
 	}
 	for _, dir := range []string{"event-contracts/" + domain + "/" + context, "services/" + context, "proto/shopbus/" + context} {
 		if _, err := os.Stat(filepath.Join(root, dir)); err == nil {
