@@ -208,3 +208,20 @@ func QueueEnqueueAll(b *pgx.Batch, events []Outgoing) (end func(error), err erro
 	b.Queue("INSERT INTO outbox (id, subject, envelope) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])", ids, subjects, data)
 	return end, nil
 }
+
+// SendWithEvents queues events into b after its statements
+// (QueueEnqueueAll) and sends b on tx in one round trip: a use case's
+// effects and the outbox rows of the events they cause. It sends nothing
+// when b ends up empty.
+func SendWithEvents(ctx context.Context, tx pgx.Tx, b *pgx.Batch, events []Outgoing) error {
+	end, err := QueueEnqueueAll(b, events)
+	if err != nil {
+		return err
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	err = tx.SendBatch(ctx, b).Close()
+	end(err)
+	return err
+}

@@ -115,17 +115,7 @@ func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) 
 			}
 			outgoing = append(outgoing, messaging.Outgoing{Ctx: ectx, Env: env})
 		}
-		b := &pgx.Batch{}
-		end, err := messaging.QueueEnqueueAll(b, outgoing)
-		if err != nil {
-			return err
-		}
-		if b.Len() == 0 {
-			return nil
-		}
-		err = tx.SendBatch(ctx, b).Close()
-		end(err)
-		return err
+		return messaging.SendWithEvents(ctx, tx, &pgx.Batch{}, outgoing)
 	})
 }
 

@@ -86,12 +86,7 @@ func (s *Service) release(ctx context.Context, tx pgx.Tx, fresh []*messaging.Del
 		}
 		outgoing = append(outgoing, messaging.Outgoing{Ctx: ectx, Env: env})
 	}
-	end, err := messaging.QueueEnqueueAll(b, outgoing)
-	if err != nil {
-		return err
-	}
-	err = tx.SendBatch(ctx, b).Close()
-	end(err)
+	err := messaging.SendWithEvents(ctx, tx, b, outgoing)
 	for _, e := range ends {
 		e(err)
 	}

@@ -236,16 +236,7 @@ func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]i
 		batch.Queue(`INSERT INTO reservations (order_id, sku, quantity)
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])`, b.resOrder, b.resSKU, b.resQty)
 	}
-	end, err := messaging.QueueEnqueueAll(batch, outgoing)
-	if err != nil {
-		return err
-	}
-	if batch.Len() == 0 {
-		return nil
-	}
-	err = tx.SendBatch(ctx, batch).Close()
-	end(err)
-	if err != nil {
+	if err := messaging.SendWithEvents(ctx, tx, batch, outgoing); err != nil {
 		return fmt.Errorf("reserve stock: %w", err)
 	}
 	return nil

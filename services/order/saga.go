@@ -249,13 +249,7 @@ func saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sagaOrder) ([]t
 			$10::float8[], $11::timestamptz[]) AS v(id, status, stock, fraud, review, reason, codes, model, version, score, scored_at)
 		WHERE orders.id = v.id AND orders.id = ANY($1::uuid[])`,
 		ids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt)
-	end, err := messaging.QueueEnqueueAll(b, outgoing)
-	if err != nil {
-		return nil, err
-	}
-	err = tx.SendBatch(ctx, b).Close()
-	end(err)
-	if err != nil {
+	if err := messaging.SendWithEvents(ctx, tx, b, outgoing); err != nil {
 		return nil, fmt.Errorf("update orders: %w", err)
 	}
 	return moved, nil
