@@ -13,7 +13,6 @@ package cluster_test
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,6 +37,7 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/stack/stacktest"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/order"
 )
@@ -94,26 +94,7 @@ func startTier(t *testing.T) *tier {
 		FraudModelFile: "../../services/fraud/testdata/no-history.json",
 		Log:            slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := stack.Start(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack.Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the stack did not stop within 30s")
-		}
-		s.Close()
-	})
+	s := stacktest.Run(t, cfg)
 	tr := &tier{t: t, cluster: c, stack: s, schema: schema,
 		orders:    orderv1connect.NewOrderServiceClient(http.DefaultClient, s.URL()),
 		inventory: inventoryv1connect.NewInventoryServiceClient(http.DefaultClient, s.URL()),

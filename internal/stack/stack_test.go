@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -28,6 +27,7 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/stack/stacktest"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/order"
 )
@@ -180,28 +180,7 @@ func withTestDefaults(t testing.TB, cfg stack.Config) stack.Config {
 // withTestDefaults).
 func runStack(t *testing.T, cfg stack.Config) *stack.Stack {
 	t.Helper()
-	cfg = withTestDefaults(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := stack.Start(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack.Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the stack did not stop within 30s")
-		}
-		s.Close()
-	})
-	return s
+	return stacktest.Run(t, withTestDefaults(t, cfg))
 }
 
 // count runs a query in one of the stack's schemas ("order", "inventory")
