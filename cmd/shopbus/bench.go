@@ -32,7 +32,8 @@ import (
 )
 
 // bench drives a running gateway: each order is placed with CreateOrder and
-// followed with WatchOrder until it is CONFIRMED or REJECTED. It prints the
+// followed with WatchOrder until it is CONFIRMED, REJECTED or held for
+// REVIEW (a person decides it: counted apart). It prints the
 // throughput, the latency distribution (HDR histograms) and, from the
 // processes' /metrics, their resident memory and CPU time per order.
 //
@@ -190,10 +191,10 @@ func bench(ctx context.Context, args []string) error {
 	if *rate > 0 {
 		mode = fmt.Sprintf("open loop, %.0f orders/s scheduled", *rate)
 	}
-	decided := b.confirmed + b.rejected
+	decided := b.confirmed + b.rejected + b.review
 	fmt.Printf("shopbus bench: %s, %d SKUs, %v measured after %v warm-up, against %s\n", mode, len(b.catalog), *duration, *warmup, *url)
-	fmt.Printf("orders decided       %d (%.0f orders/s): confirmed %d, rejected %d; failed %d, undecided after %v %d",
-		decided, float64(decided)/duration.Seconds(), b.confirmed, b.rejected, b.failed, decideWithin, b.undecided)
+	fmt.Printf("orders decided       %d (%.0f orders/s): confirmed %d, rejected %d, held for review %d; failed %d, undecided after %v %d",
+		decided, float64(decided)/duration.Seconds(), b.confirmed, b.rejected, b.review, b.failed, decideWithin, b.undecided)
 	if *rate > 0 {
 		fmt.Printf(", not sent (over --max-in-flight) %d", b.notSent)
 	}
@@ -230,7 +231,7 @@ type bencher struct {
 
 	mu                                              sync.Mutex
 	server, client, create                          *latency
-	confirmed, rejected, failed, undecided, notSent int
+	confirmed, rejected, review, failed, undecided, notSent int
 }
 
 // place places one order scheduled at t0 and waits for its outcome; it is
@@ -253,9 +254,12 @@ func (b *bencher) place(ctx context.Context, t0 time.Time) error {
 		case err != nil:
 			b.failed++
 		default:
-			if o.GetStatus() == orderv1.OrderStatus_ORDER_STATUS_REJECTED {
+			switch o.GetStatus() {
+			case orderv1.OrderStatus_ORDER_STATUS_REJECTED:
 				b.rejected++
-			} else {
+			case orderv1.OrderStatus_ORDER_STATUS_REVIEW:
+				b.review++ // an outcome for the pipeline: a person decides
+			default:
 				b.confirmed++
 			}
 			b.create.record(t1.Sub(t0))
@@ -319,6 +323,9 @@ func (b *bencher) await(ctx context.Context, id string) (*orderv1.Order, error) 
 	var last *orderv1.Order
 	for stream.Receive() {
 		last = stream.Msg().GetOrder()
+		if last.GetStatus() == orderv1.OrderStatus_ORDER_STATUS_REVIEW {
+			return last, nil // held for a person: the pipeline is done with it
+		}
 	}
 	switch err := stream.Err(); {
 	case connect.CodeOf(err) == connect.CodeDeadlineExceeded, errors.Is(err, context.DeadlineExceeded):

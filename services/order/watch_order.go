@@ -29,7 +29,8 @@ const decidedChannel = "shopbus_order_decided"
 const watchRecheck = 2 * time.Second
 
 // WatchOrder calls send with the order as it is now, then again after each
-// change of its status, until it is CONFIRMED or REJECTED (nil), ctx is done
+// change of its status (REVIEW among them), until it is CONFIRMED or
+// REJECTED (nil), ctx is done
 // (ctx's error) or send fails (send's error). ErrNotFound if no order has
 // the id.
 func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.Order) error) error {
@@ -54,7 +55,7 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 			}
 			sent = o.GetStatus()
 		}
-		if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+		if st := o.GetStatus(); st == orderv1.OrderStatus_ORDER_STATUS_CONFIRMED || st == orderv1.OrderStatus_ORDER_STATUS_REJECTED {
 			return nil
 		}
 		select {
