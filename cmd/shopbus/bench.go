@@ -229,8 +229,8 @@ type bencher struct {
 	customers []string
 	from, to  time.Time // the measured window
 
-	mu                                              sync.Mutex
-	server, client, create                          *latency
+	mu                                                      sync.Mutex
+	server, client, create                                  *latency
 	confirmed, rejected, review, failed, undecided, notSent int
 }
 
