@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/shopbus/shopbus/internal/newservice"
 )
@@ -14,12 +15,14 @@ import (
 // context into the repository at --dir (internal/newservice), then says
 // what to run next.
 func newCmd(_ context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "service" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			args = []string{"service", "-h"}
-		} else {
-			return usagef("new", "want: shopbus new service <domain>/<context>")
-		}
+	switch {
+	case len(args) > 0 && args[0] == "service":
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help"):
+		args = []string{"service", "-h"}
+	case len(args) > 0 && strings.HasPrefix(args[0], "-"):
+		args = append([]string{"service"}, args...) // flags: the flag parser names a wrong one
+	default:
+		return usagef("new", "want: shopbus new service <domain>/<context>")
 	}
 	fs := flag.NewFlagSet("new service", flag.ContinueOnError)
 	dir := fs.String("dir", ".", "the repository's root")
