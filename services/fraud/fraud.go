@@ -7,7 +7,8 @@
 // It knows orders only from their order.created events: it keeps its own
 // read model of each customer's recent orders from them (event-carried
 // state transfer), never calling the order service. Use cases:
-// score_order.go (the consumer), get_score.go (the RPC); model.go is the
+// score_order.go (the consumer), get_score.go (the RPC), prune_history.go
+// (the read model's retention); model.go is the
 // model (MODEL.md); handler.go maps the use cases onto the Connect API.
 package fraud
 
@@ -50,7 +51,12 @@ func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Lo
 	return &Service{Runtime: servicekit.NewRuntime("fraud", pool, js, schema, log), model: model}
 }
 
-// Run relays the outbox and scores order.created until ctx is done.
+// Run relays the outbox, scores order.created and prunes the read model
+// (HistoryKeep) until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.pruneLoop(pctx) }()
+	defer func() { stop(); <-done }()
 	return s.Runtime.Run(ctx, messaging.Subscription{Config: ScoreOrderConsumer(), Handler: s.ScoreOrders})
 }

@@ -54,7 +54,7 @@ type Features struct {
 	// units. The model reads it as log(1 + SpendLastHourMinor/100).
 	SpendLastHourMinor int64
 	// FirstOrder is true when the read model holds no earlier order of the
-	// customer at all.
+	// customer at all (it keeps HistoryKeep, 90 days).
 	FirstOrder bool
 }
 

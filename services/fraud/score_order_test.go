@@ -83,4 +83,12 @@ func TestScoreOrders(t *testing.T) {
 	if n := testenv.Scalar(t, pool, `SELECT count(*) FROM customer_orders`); n != 2 {
 		t.Errorf("read model holds %d orders, want 2", n)
 	}
+	// Retention: the first order (a second older) goes, the second stays;
+	// its score stays.
+	if n, err := svc.PruneHistory(ctx, created.Add(time.Second/2)); err != nil || n != 1 {
+		t.Errorf("PruneHistory: %d, %v; want the older order pruned", n, err)
+	}
+	if _, err := svc.GetScore(ctx, first); err != nil {
+		t.Errorf("the score of a pruned order: %v, want it kept", err)
+	}
 }
