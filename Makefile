@@ -17,7 +17,7 @@ test: protodeps
 ## template-test: `shopbus new service demo/widget` into a scratch copy of
 ## the repository, then make generate, make lint and its tests there (CI).
 template-test: protodeps node_modules/.package-lock.json
-	go test -count=1 -run TestGenerate -v ./internal/newservice -newservice.full
+	go test -count=1 -timeout 40m -run TestGenerate -v ./internal/newservice -newservice.full
 
 ## demo: the main job, everything in one process (see README).
 demo:

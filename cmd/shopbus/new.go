@@ -26,9 +26,11 @@ func newCmd(_ context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("new service", flag.ContinueOnError)
 	dir := fs.String("dir", ".", "the repository's root")
+	adopt := fs.Bool("adopt", false, "build the service on the contract that event-contracts/<domain>/<context> already holds")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: shopbus new service [--dir DIR] <domain>/<context>\n"+
-			"Generates the contract, RPC API, service, migration, test and wiring of a bounded context (each name 2 to 20 lower-case letters).\n")
+		fmt.Fprintf(fs.Output(), "usage: shopbus new service [--dir DIR] [--adopt] <domain>/<context>\n"+
+			"Generates the contract, RPC API, service, migration, test and wiring of a bounded context (each name 2 to 20 lower-case letters);\n"+
+			"with --adopt, everything but the contract, for a contract that exists.\n")
 		fs.PrintDefaults()
 	}
 	rest := slices.Clone(args[1:])
@@ -46,7 +48,11 @@ func newCmd(_ context.Context, args []string) error {
 	if spec == "" || fs.NArg() > 0 {
 		return usagef("new service", "name one service: <domain>/<context>")
 	}
-	written, err := newservice.Generate(*dir, spec)
+	generate := newservice.Generate
+	if *adopt {
+		generate = newservice.Adopt
+	}
+	written, err := generate(*dir, spec)
 	if errors.Is(err, newservice.ErrBadName) || errors.Is(err, newservice.ErrExists) {
 		return usagef("new service", "%v", err)
 	}

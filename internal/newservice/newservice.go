@@ -40,6 +40,24 @@ type names struct {
 	Domain, Context, Type string
 	Addr, MetricsAddr     string
 	Date                  string
+	// Consumer is the service's consumer declaration (a function of its
+	// package); Describe is its line in `shopbus serve`'s list.
+	Consumer, Describe string
+	// Events are the existing contract's events (Adopt).
+	Events []adopted
+	// Keys names their partition keys.
+	Keys string
+}
+
+// adopted is an event of an existing contract, for Adopt's templates.
+type adopted struct {
+	Name    string
+	Version uint32
+	// Subject is its type subject without the version ("chat.message.sent").
+	Subject string
+	// Valid and Invalid are example files, relative to the contract's
+	// examples folder.
+	Valid, Invalid string
 }
 
 var nameRE = regexp.MustCompile(`^[a-z]{2,20}$`)
@@ -54,12 +72,12 @@ var reserved = map[string]bool{"gateway": true, "stack": true, "order": true, "i
 // changed. It checks everything first and writes nothing when a name is
 // bad, a file it would create exists, or a file it edits lacks its marker.
 func Generate(root, spec string) ([]string, error) {
-	domain, context, ok := strings.Cut(spec, "/")
-	if !ok || !nameRE.MatchString(domain) || !nameRE.MatchString(context) || reserved[context] {
-		return nil, fmt.Errorf("%w: %q: want <domain>/<context>, each 2 to 20 lower-case letters, the context not one of the existing services or a Go keyword", ErrBadName, spec)
+	n, err := parse(spec)
+	if err != nil {
+		return nil, err
 	}
-	n := names{Domain: domain, Context: context, Type: strings.ToUpper(context[:1]) + context[1:], Date: time.Now().UTC().Format("2006-01-02")}
-	files := map[string][]byte{} // path (slash-separated, relative to root) → content
+	n.Consumer = "RecordedConsumer"
+	n.Describe = "Record" + n.Type + ", Get" + n.Type + " (admin), its read model"
 	created := map[string]string{
 		"event-contracts/{{.Domain}}/{{.Context}}/v1/{{.Context}}_events.proto":                      "events.proto.tmpl",
 		"event-contracts/{{.Domain}}/{{.Context}}/README.md":                                         "README.md.tmpl",
@@ -74,11 +92,31 @@ func Generate(root, spec string) ([]string, error) {
 		"services/{{.Context}}/migrations/001_{{.Context}}.sql":                                      "migration.sql.tmpl",
 		"services/{{.Context}}/{{.Context}}_test.go":                                                 "service_test.go.tmpl",
 	}
-	for _, dir := range []string{"event-contracts/" + domain + "/" + context, "services/" + context, "proto/shopbus/" + context} {
+	for _, dir := range []string{"event-contracts/" + n.Domain + "/" + n.Context, "services/" + n.Context, "proto/shopbus/" + n.Context} {
 		if _, err := os.Stat(filepath.Join(root, dir)); err == nil {
+			if strings.HasPrefix(dir, "event-contracts/") {
+				return nil, fmt.Errorf("%w: %s (to build a service on that contract, adopt it: --adopt)", ErrExists, dir)
+			}
 			return nil, fmt.Errorf("%w: %s", ErrExists, dir)
 		}
 	}
+	return write(root, n, created, edits, nil)
+}
+
+// parse checks the service spec "<domain>/<context>" and returns its names.
+func parse(spec string) (names, error) {
+	domain, context, ok := strings.Cut(spec, "/")
+	if !ok || !nameRE.MatchString(domain) || !nameRE.MatchString(context) || reserved[context] {
+		return names{}, fmt.Errorf("%w: %q: want <domain>/<context>, each 2 to 20 lower-case letters, the context not one of the existing services or a Go keyword", ErrBadName, spec)
+	}
+	return names{Domain: domain, Context: context, Type: strings.ToUpper(context[:1]) + context[1:], Date: time.Now().UTC().Format("2006-01-02")}, nil
+}
+
+// write renders created (path template → template file) and applies edits
+// and extra (path → a change of its content) in memory, then writes every
+// file; nothing is written when anything fails before that.
+func write(root string, n names, created map[string]string, edits []edit, extra map[string]func(string) (string, error)) ([]string, error) {
+	files := map[string][]byte{} // path (slash-separated, relative to root) → content
 	// The serve component's ports follow the existing ones.
 	serve, err := os.ReadFile(filepath.Join(root, "cmd/shopbus/serve.go"))
 	if err != nil {
@@ -113,6 +151,17 @@ func Generate(root, spec string) ([]string, error) {
 			return nil, err
 		}
 		content, err := e.apply(string(old), string(insert))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		files[path] = []byte(content)
+	}
+	for path, change := range extra {
+		old, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		content, err := change(string(old))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -236,7 +285,7 @@ var edits = []edit{
 	"github.com/shopbus/shopbus/services/{{.Context}}"
 ` + importSplit + `	{
 		name: "{{.Context}}", migrations: {{.Context}}.Migrations,
-		consumers: []messaging.ConsumerConfig{ {{- .Context}}.RecordedConsumer()},
+		consumers: []messaging.ConsumerConfig{ {{- .Context}}.{{.Consumer}}()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := {{.Context}}.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
 			svc.Runtime = rt
@@ -246,7 +295,7 @@ var edits = []edit{
 	},
 `, both(after("\t\"github.com/shopbus/shopbus/gateway\""), above(componentsMarker), importSplit)},
 	{"gateway/admin.go", "\t\"shopbus.{{.Context}}.v1.{{.Type}}Service\",\n", above(adminMarker)},
-	{"cmd/shopbus/serve.go", "\t{\"{{.Context}}\", \"{{.Addr}}\", \"{{.MetricsAddr}}\", \"the {{.Context}} service ({{.Domain}}/{{.Context}}): Record{{.Type}}, Get{{.Type}} (admin), its read model\"},\n",
+	{"cmd/shopbus/serve.go", "\t{\"{{.Context}}\", \"{{.Addr}}\", \"{{.MetricsAddr}}\", \"the {{.Context}} service ({{.Domain}}/{{.Context}}): {{.Describe}}\"},\n",
 		above(serveMarker)},
 	{"compose.yaml", `  {{.Context}}:
     <<: *shopbus

@@ -58,6 +58,9 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("%q: %v, want ErrBadName naming it", spec, err)
 		}
 	}
+	if _, err := newservice.Adopt(t.TempDir(), "demo/widget"); !errors.Is(err, newservice.ErrBadName) || !strings.Contains(err.Error(), "event-contracts/demo/widget") {
+		t.Errorf("adopting a contract that is not there: %v, want ErrBadName naming it", err)
+	}
 	if testing.Short() {
 		return
 	}
@@ -108,4 +111,59 @@ func TestGenerate(t *testing.T) {
 	run("make", "lint")
 	run("go", "test", "-race", "-count=1", "./services/widget/", "./event-contracts/", "./gateway/", "./internal/event/")
 	run("go", "test", "-count=1", "-run", "TestCompose$|TestHelp$", "./cmd/shopbus/")
+
+	// --adopt, on a contract without a service: demo/memo, a copy of
+	// chat/message's. shopbus is run again: the catalog it adopts from is
+	// the one built into it.
+	copyContract(t, root, "chat/message", "demo/memo", strings.NewReplacer(
+		"chat.message.v1", "demo.memo.v1", "chat/message", "demo/memo", "chat.message", "demo.memo",
+		"MessageSent", "MemoSent", "message.sent", "memo.sent", "message_sent", "memo_sent"))
+	run("make", "generate")
+	run("go", "run", "./cmd/shopbus", "new", "service", "--adopt", "demo/memo")
+	run("make", "generate")
+	run("make", "lint")
+	run("go", "test", "-race", "-count=1", "./services/memo/", "./event-contracts/")
+}
+
+// copyContract copies the contract event-contracts/<from> to <to>, its
+// names replaced by r, with its catalog import and CHANGELOG entry.
+func copyContract(t *testing.T, root, from, to string, r *strings.Replacer) {
+	t.Helper()
+	src := filepath.Join(root, "event-contracts", from)
+	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(path, ".v1.json") && filepath.Dir(path) == src {
+			return err // the JSON Schema is generated
+		}
+		rel, _ := filepath.Rel(src, path)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(root, "event-contracts", to, r.Replace(rel))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, []byte(r.Replace(string(data))), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, change := range map[string]func(string) string{
+		"internal/event/catalog.go": func(s string) string {
+			imp := "\t_ \"github.com/shopbus/shopbus/gen/go/" + from + "/v1\"\n"
+			return strings.Replace(s, imp, imp+r.Replace(imp), 1)
+		},
+		"event-contracts/CHANGELOG.md": func(s string) string {
+			i := strings.Index(s, "\n## ")
+			return s[:i+1] + "## 2026-12-02 — " + to + "\n\n### Added\n\n- `" + r.Replace("message.sent") + ".v1`: a test's copy of " + from + ".\n\n" + s[i+1:]
+		},
+	} {
+		data, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, path), []byte(change(string(data))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

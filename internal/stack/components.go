@@ -7,13 +7,19 @@ import (
 
 	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/gen/go/shopbus/fraud/v1/fraudv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/message/v1/messagev1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/post/v1/postv1connect"
+	"github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1/telemetryv1connect"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
+	"github.com/shopbus/shopbus/services/message"
 	"github.com/shopbus/shopbus/services/order"
+	"github.com/shopbus/shopbus/services/post"
+	"github.com/shopbus/shopbus/services/telemetry"
 )
 
 // component is a service the stack can run: `shopbus serve <name>` runs
@@ -80,6 +86,36 @@ var components = []component{
 			s.Fraud.Runtime = rt
 			path, h := fraudv1connect.NewFraudServiceHandler(fraud.NewHandler(s.Fraud), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return s.Fraud, []gateway.Service{{Name: fraudv1connect.FraudServiceName, Path: path, Handler: h}}, nil
+		},
+	},
+	{
+		name: "message", migrations: message.Migrations,
+		consumers: []messaging.ConsumerConfig{message.EventsConsumer()},
+		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
+			svc := message.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
+			svc.Runtime = rt
+			path, h := messagev1connect.NewMessageServiceHandler(message.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
+			return svc, []gateway.Service{{Name: messagev1connect.MessageServiceName, Path: path, Handler: h}}, nil
+		},
+	},
+	{
+		name: "telemetry", migrations: telemetry.Migrations,
+		consumers: []messaging.ConsumerConfig{telemetry.EventsConsumer()},
+		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
+			svc := telemetry.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
+			svc.Runtime = rt
+			path, h := telemetryv1connect.NewTelemetryServiceHandler(telemetry.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
+			return svc, []gateway.Service{{Name: telemetryv1connect.TelemetryServiceName, Path: path, Handler: h}}, nil
+		},
+	},
+	{
+		name: "post", migrations: post.Migrations,
+		consumers: []messaging.ConsumerConfig{post.EventsConsumer()},
+		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
+			svc := post.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
+			svc.Runtime = rt
+			path, h := postv1connect.NewPostServiceHandler(post.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
+			return svc, []gateway.Service{{Name: postv1connect.PostServiceName, Path: path, Handler: h}}, nil
 		},
 	},
 	// shopbus new service: new components go above this line.

@@ -120,7 +120,7 @@ var File_chat_message_v1_message_sent_proto protoreflect.FileDescriptor
 
 const file_chat_message_v1_message_sent_proto_rawDesc = "" +
 	"\n" +
-	"\"chat/message/v1/message_sent.proto\x12\x0fchat.message.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xdd\x02\n" +
+	"\"chat/message/v1/message_sent.proto\x12\x0fchat.message.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xee\x02\n" +
 	"\vMessageSent\x12*\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\tmessageId\x124\n" +
@@ -129,8 +129,8 @@ const file_chat_message_v1_message_sent_proto_rawDesc = "" +
 	"\x04body\x18\x04 \x01(\tB\r\xbaH\n" +
 	"\xc8\x01\x01r\x05\x10\x01\x18\xa0\x1fR\x04body\x12=\n" +
 	"\x12mentioned_user_ids\x18\x05 \x03(\tB\x0f\xbaH\f\x92\x01\t\x102\"\x05r\x03\xb0\x01\x01R\x10mentionedUserIds\x12;\n" +
-	"\asent_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x06sentAt:#\xa2\xbb\x18\x1f\n" +
-	"\fmessage.sent\x12\x0fconversation_idB\xc2\x01\n" +
+	"\asent_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x06sentAt:4\xa2\xbb\x180\n" +
+	"\fmessage.sent\x12\x0fconversation_id\x1a\x0fshopbus/messageB\xc2\x01\n" +
 	"\x13com.chat.message.v1B\x10MessageSentProtoP\x01Z;github.com/shopbus/shopbus/gen/go/chat/message/v1;messagev1\xa2\x02\x03CMX\xaa\x02\x0fChat.Message.V1\xca\x02\x0fChat\\Message\\V1\xe2\x02\x1bChat\\Message\\V1\\GPBMetadata\xea\x02\x11Chat::Message::V1b\x06proto3"
 
 var (

@@ -175,15 +175,15 @@ var File_iot_telemetry_v1_telemetry_raw_proto protoreflect.FileDescriptor
 
 const file_iot_telemetry_v1_telemetry_raw_proto_rawDesc = "" +
 	"\n" +
-	"$iot/telemetry/v1/telemetry_raw.proto\x12\x10iot.telemetry.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xb4\x02\n" +
+	"$iot/telemetry/v1/telemetry_raw.proto\x12\x10iot.telemetry.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xc7\x02\n" +
 	"\fTelemetryRaw\x12(\n" +
 	"\tdevice_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\bdeviceId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12E\n" +
 	"\breadings\x18\x03 \x03(\v2\x19.iot.telemetry.v1.ReadingB\x0e\xbaH\v\xc8\x01\x01\x92\x01\x05\b\x01\x10\xf4\x03R\breadings\x12C\n" +
 	"\vmeasured_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
 	"measuredAt\x122\n" +
-	"\x10firmware_version\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18 R\x0ffirmwareVersion:\x1e\xa2\xbb\x18\x1a\n" +
-	"\rtelemetry.raw\x12\tdevice_id\"\x85\x01\n" +
+	"\x10firmware_version\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18 R\x0ffirmwareVersion:1\xa2\xbb\x18-\n" +
+	"\rtelemetry.raw\x12\tdevice_id\x1a\x11shopbus/telemetry\"\x85\x01\n" +
 	"\aReading\x129\n" +
 	"\x06metric\x18\x01 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x192\x17^[a-z][a-z0-9_.]{0,63}$R\x06metric\x12\x1d\n" +
 	"\x05value\x18\x02 \x01(\x01B\a\xbaH\x04\x12\x02@\x01R\x05value\x12 \n" +

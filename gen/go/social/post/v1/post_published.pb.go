@@ -182,7 +182,7 @@ var File_social_post_v1_post_published_proto protoreflect.FileDescriptor
 
 const file_social_post_v1_post_published_proto_rawDesc = "" +
 	"\n" +
-	"#social/post/v1/post_published.proto\x12\x0esocial.post.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xb8\x03\n" +
+	"#social/post/v1/post_published.proto\x12\x0esocial.post.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xc6\x03\n" +
 	"\rPostPublished\x12$\n" +
 	"\apost_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x06postId\x12(\n" +
 	"\tauthor_id\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\bauthorId\x12!\n" +
@@ -195,8 +195,8 @@ const file_social_post_v1_post_published_proto_rawDesc = "" +
 	"visibility\x18\x06 \x01(\x0e2\x1a.social.post.v1.VisibilityB\r\xbaH\n" +
 	"\xc8\x01\x01\x82\x01\x04\x10\x01 \x00R\n" +
 	"visibility\x12E\n" +
-	"\fpublished_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\vpublishedAt:\x1f\xa2\xbb\x18\x1b\n" +
-	"\x0epost.published\x12\tauthor_id*Y\n" +
+	"\fpublished_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\vpublishedAt:-\xa2\xbb\x18)\n" +
+	"\x0epost.published\x12\tauthor_id\x1a\fshopbus/post*Y\n" +
 	"\n" +
 	"Visibility\x12\x1a\n" +
 	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +

@@ -1,0 +1,30 @@
+package message
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
+)
+
+// GetMessageActivity returns what the read model holds for the partition
+// key, or ErrNotFound: one statement.
+func (s *Service) GetMessageActivity(ctx context.Context, key string) (*messagev1.MessageActivity, error) {
+	a := &messagev1.MessageActivity{Key: key}
+	var updated time.Time
+	err := s.Pool.QueryRow(ctx, `SELECT events, last_event_id, last_type, updated_at FROM message_activity WHERE key = $1`, key).
+		Scan(&a.Events, &a.LastEventId, &a.LastType, &updated)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get message activity %s: %w", key, err)
+	}
+	a.UpdatedAt = timestamppb.New(updated)
+	return a, nil
+}
