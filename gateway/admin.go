@@ -18,7 +18,6 @@ var adminServices = []string{
 	groupv1connect.GroupServiceName,
 	lagv1connect.LagServiceName,
 	fraudv1connect.FraudServiceName,
-	"shopbus.message.v1.MessageService",
 	"shopbus.telemetry.v1.TelemetryService",
 	"shopbus.post.v1.PostService",
 	// shopbus new service: generated services go above this line.

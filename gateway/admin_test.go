@@ -14,6 +14,7 @@ import (
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/group/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/lag/v1"
+	_ "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 )
 
@@ -26,6 +27,10 @@ var customerProcedures = map[string]bool{
 	"/shopbus.order.v1.OrderService/WatchOrder":        true,
 	"/shopbus.inventory.v1.InventoryService/GetStock":  true,
 	"/shopbus.inventory.v1.InventoryService/ListStock": true,
+	// Chat: the sender is the caller; a conversation's participants and
+	// admins may list it (services/message).
+	"/shopbus.message.v1.MessageService/SendMessage":  true,
+	"/shopbus.message.v1.MessageService/ListMessages": true,
 }
 
 // TestEveryProcedureIsClassified: each procedure of every service the

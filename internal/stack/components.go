@@ -90,7 +90,7 @@ var components = []component{
 	},
 	{
 		name: "message", migrations: message.Migrations,
-		consumers: []messaging.ConsumerConfig{message.EventsConsumer()},
+		consumers: []messaging.ConsumerConfig{message.MessageSentConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := message.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
 			svc.Runtime = rt

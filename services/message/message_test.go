@@ -3,89 +3,137 @@ package message_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
+	"connectrpc.com/connect"
+	"connectrpc.com/validate"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/shopbus/shopbus/internal/event"
+	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/message/v1/messagev1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/message"
 )
 
-// example decodes a contract example of the event name.vversion.
-func example(t *testing.T, name string, version uint32, path string) proto.Message {
-	t.Helper()
-	spec, err := event.Lookup(name, version)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := spec.Message.New().Interface()
-	if err := protojson.Unmarshal(data, e); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return e
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// The test's users.
+const (
+	alice = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+	bob   = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+	carol = "0c1d2e3f-4a5b-4c6d-8e7f-8a9b0c1d2e3f"
+)
+
+// fixture is the message service on a real embedded NATS and a schema of
+// its own, running (outbox relay and consumer), served over HTTP by its
+// Connect handler with the interceptors a gateway puts in front of it:
+// bearer-token authentication (no MessageService procedure is an admin
+// one) and request validation.
+type fixture struct {
+	pool   *pgxpool.Pool
+	js     jetstream.JetStream
+	svc    *message.Service
+	url    string
+	signer *auth.Signer
 }
 
-// TestMessage: each event's valid example, published through the outbox,
-// reaches the read model through JetStream and the consumer; an unknown key
-// is ErrNotFound; an invalid example is refused, with nothing written.
-func TestMessage(t *testing.T) {
-	t.Parallel()
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
 	_, js := testenv.NATS(t)
 	pool, schema := testenv.Postgres(t, message.Migrations)
-	svc := message.New(pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f := &fixture{pool: pool, js: js, svc: message.New(pool, js, schema, quiet)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
+	go func() { done <- f.svc.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Error(err)
 		}
 	})
-	if _, err := svc.GetMessageActivity(ctx, "nothing-published"); !errors.Is(err, message.ErrNotFound) {
-		t.Errorf("an unknown key: %v, want ErrNotFound", err)
+	signer, err := auth.KeyPair(t.TempDir(), auth.Options{Issuer: "shopbus-test", Audience: "shopbus"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	const examples = "../../event-contracts/chat/message/examples/"
-	published := 0
-	for _, tc := range []struct {
-		name           string
-		version        uint32
-		valid, invalid string
-	}{
-		{"message.sent", 1, "message.sent.v1/valid-with-mention.json", "message.sent.v1/invalid-empty-body.json"},
-	} {
-		env, err := svc.Publish(ctx, example(t, tc.name, tc.version, examples+tc.valid))
+	verifier, err := signer.Verifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.signer = signer
+	notAdmin := func(string) bool { return false }
+	path, h := messagev1connect.NewMessageServiceHandler(message.NewHandler(f.svc),
+		connect.WithInterceptors(auth.Interceptor(auth.Config{Verifier: verifier}, notAdmin), validate.NewInterceptor()))
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	return f
+}
+
+// client returns a client calling as p; as nobody (no token) if p is nil.
+func (f *fixture) client(t *testing.T, p *auth.Principal) messagev1connect.MessageServiceClient {
+	t.Helper()
+	var opts []connect.ClientOption
+	if p != nil {
+		tok, err := f.signer.Token(*p, time.Hour)
 		if err != nil {
-			t.Fatalf("%s: %v", tc.valid, err)
+			t.Fatal(err)
 		}
-		published++
-		want := fmt.Sprintf("%s.v%d", tc.name, tc.version)
-		testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			a, err := svc.GetMessageActivity(ctx, env.GetPartitionKey())
-			if err != nil {
-				return err
+		opts = append(opts, connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+				req.Header().Set("Authorization", "Bearer "+tok)
+				return next(ctx, req)
 			}
-			if a.GetLastEventId() != env.GetId() || a.GetLastType() != want {
-				return fmt.Errorf("read model %v, want the last event %s (%s)", a, env.GetId(), want)
-			}
-			return nil
-		})
-		if _, err := svc.Publish(ctx, example(t, tc.name, tc.version, examples+tc.invalid)); err == nil {
-			t.Errorf("%s was published", tc.invalid)
+		})))
+	}
+	return messagev1connect.NewMessageServiceClient(http.DefaultClient, f.url, opts...)
+}
+
+// user returns a client calling as the user id.
+func (f *fixture) user(t *testing.T, id string) messagev1connect.MessageServiceClient {
+	return f.client(t, &auth.Principal{Subject: id})
+}
+
+// admin returns a client calling as an admin (whose subject is no user).
+func (f *fixture) admin(t *testing.T) messagev1connect.MessageServiceClient {
+	return f.client(t, &auth.Principal{Subject: "test-admin", Admin: true})
+}
+
+// count runs sql, a query of one integer, on the service's schema.
+func (f *fixture) count(t *testing.T, sql string) int64 {
+	t.Helper()
+	return testenv.Scalar(t, f.pool, sql)
+}
+
+// listAll pages through a conversation as c, size messages a page, and
+// returns every message and how many pages it took.
+func listAll(ctx context.Context, c messagev1connect.MessageServiceClient, conversation string, size uint32) ([]*messagev1.Message, int, error) {
+	var all []*messagev1.Message
+	token := ""
+	for pages := 1; ; pages++ {
+		res, err := c.ListMessages(ctx, connect.NewRequest(&messagev1.ListMessagesRequest{ConversationId: conversation, PageSize: size, PageToken: token}))
+		if err != nil {
+			return nil, pages, err
+		}
+		all = append(all, res.Msg.GetMessages()...)
+		if token = res.Msg.GetNextPageToken(); token == "" {
+			return all, pages, nil
 		}
 	}
-	if n := testenv.Scalar(t, pool, `SELECT count(*) FROM outbox`); n != int64(published) {
-		t.Errorf("%d outbox rows, want %d: the invalid examples wrote nothing", n, published)
+}
+
+// wantCode fails the test unless err is a Connect error with code want.
+func wantCode(t *testing.T, what string, err error, want connect.Code) {
+	t.Helper()
+	if got := connect.CodeOf(err); err == nil || got != want {
+		t.Errorf("%s: %v, want %v", what, err, want)
 	}
 }

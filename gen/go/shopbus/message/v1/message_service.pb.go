@@ -23,29 +23,37 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// GetMessageActivityRequest names a partition key.
-type GetMessageActivityRequest struct {
+// SendMessageRequest is a message to send, as the caller.
+type SendMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// key is an event's partition key (conversation_id).
-	Key           string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// message_id is chosen by the client, a new UUID per message it means to
+	// send; retries reuse it.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// conversation_id names the conversation (a UUID).
+	ConversationId string `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// body is the message's text: 1 to 4000 characters, not only white space.
+	Body string `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// mentioned_user_ids are the users the body mentions (UUIDs, at most 50,
+	// each once): they become participants of the conversation.
+	MentionedUserIds []string `protobuf:"bytes,4,rep,name=mentioned_user_ids,json=mentionedUserIds,proto3" json:"mentioned_user_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
-func (x *GetMessageActivityRequest) Reset() {
-	*x = GetMessageActivityRequest{}
+func (x *SendMessageRequest) Reset() {
+	*x = SendMessageRequest{}
 	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetMessageActivityRequest) String() string {
+func (x *SendMessageRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetMessageActivityRequest) ProtoMessage() {}
+func (*SendMessageRequest) ProtoMessage() {}
 
-func (x *GetMessageActivityRequest) ProtoReflect() protoreflect.Message {
+func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -57,95 +65,123 @@ func (x *GetMessageActivityRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetMessageActivityRequest.ProtoReflect.Descriptor instead.
-func (*GetMessageActivityRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
+func (*SendMessageRequest) Descriptor() ([]byte, []int) {
 	return file_shopbus_message_v1_message_service_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *GetMessageActivityRequest) GetKey() string {
+func (x *SendMessageRequest) GetMessageId() string {
 	if x != nil {
-		return x.Key
+		return x.MessageId
 	}
 	return ""
 }
 
-// GetMessageActivityResponse is the activity of one key.
-type GetMessageActivityResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// activity is the key's activity.
-	Activity      *MessageActivity `protobuf:"bytes,1,opt,name=activity,proto3" json:"activity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetMessageActivityResponse) Reset() {
-	*x = GetMessageActivityResponse{}
-	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetMessageActivityResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetMessageActivityResponse) ProtoMessage() {}
-
-func (x *GetMessageActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[1]
+func (x *SendMessageRequest) GetConversationId() string {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
+		return x.ConversationId
 	}
-	return mi.MessageOf(x)
+	return ""
 }
 
-// Deprecated: Use GetMessageActivityResponse.ProtoReflect.Descriptor instead.
-func (*GetMessageActivityResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_message_v1_message_service_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *GetMessageActivityResponse) GetActivity() *MessageActivity {
+func (x *SendMessageRequest) GetBody() string {
 	if x != nil {
-		return x.Activity
+		return x.Body
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetMentionedUserIds() []string {
+	if x != nil {
+		return x.MentionedUserIds
 	}
 	return nil
 }
 
-// MessageActivity is what the read model holds for one partition key.
-type MessageActivity struct {
+// SendMessageResponse is the message sent.
+type SendMessageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// key is the partition key.
-	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// events is how many events of the key were applied.
-	Events int64 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	// last_event_id is the id of the last one applied.
-	LastEventId string `protobuf:"bytes,3,opt,name=last_event_id,json=lastEventId,proto3" json:"last_event_id,omitempty"`
-	// last_type is its type and version ("message.sent.v1").
-	LastType string `protobuf:"bytes,4,opt,name=last_type,json=lastType,proto3" json:"last_type,omitempty"`
-	// updated_at is when the last one was published.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// message is the message as sent; its seq is 0 (not placed yet).
+	Message *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// replayed is true when the request was a retry of a message already
+	// sent, which is returned as it was sent.
+	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MessageActivity) Reset() {
-	*x = MessageActivity{}
+func (x *SendMessageResponse) Reset() {
+	*x = SendMessageResponse{}
+	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMessageResponse) ProtoMessage() {}
+
+func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
+func (*SendMessageResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_message_v1_message_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SendMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// ListMessagesRequest names a conversation and a page of it.
+type ListMessagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation_id names the conversation (a UUID).
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// page_size is the most messages to return, 1 to 200 (default 50).
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is next_page_token from the previous page of the same
+	// conversation; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesRequest) Reset() {
+	*x = ListMessagesRequest{}
 	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MessageActivity) String() string {
+func (x *ListMessagesRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MessageActivity) ProtoMessage() {}
+func (*ListMessagesRequest) ProtoMessage() {}
 
-func (x *MessageActivity) ProtoReflect() protoreflect.Message {
+func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -157,42 +193,184 @@ func (x *MessageActivity) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MessageActivity.ProtoReflect.Descriptor instead.
-func (*MessageActivity) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
+func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
 	return file_shopbus_message_v1_message_service_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *MessageActivity) GetKey() string {
+func (x *ListMessagesRequest) GetConversationId() string {
 	if x != nil {
-		return x.Key
+		return x.ConversationId
 	}
 	return ""
 }
 
-func (x *MessageActivity) GetEvents() int64 {
+func (x *ListMessagesRequest) GetPageSize() uint32 {
 	if x != nil {
-		return x.Events
+		return x.PageSize
 	}
 	return 0
 }
 
-func (x *MessageActivity) GetLastEventId() string {
+func (x *ListMessagesRequest) GetPageToken() string {
 	if x != nil {
-		return x.LastEventId
+		return x.PageToken
 	}
 	return ""
 }
 
-func (x *MessageActivity) GetLastType() string {
+// ListMessagesResponse is a page of a conversation, oldest first.
+type ListMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// messages are in the conversation's order (ascending seq).
+	Messages []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// next_page_token fetches the next page; empty on the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesResponse) Reset() {
+	*x = ListMessagesResponse{}
+	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesResponse) ProtoMessage() {}
+
+func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[3]
 	if x != nil {
-		return x.LastType
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
+func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_message_v1_message_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListMessagesResponse) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ListMessagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
 	}
 	return ""
 }
 
-func (x *MessageActivity) GetUpdatedAt() *timestamppb.Timestamp {
+// Message is one message of a conversation.
+type Message struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message_id identifies the message (a UUID).
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// conversation_id is its conversation.
+	ConversationId string `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// seq is its position in the conversation: 1, 2, 3 … in the order the
+	// messages were placed; 0 in SendMessage's answer (not placed yet).
+	Seq int64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// sender_id is the user who sent it (the token's subject).
+	SenderId string `protobuf:"bytes,4,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// body is its text.
+	Body string `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
+	// mentioned_user_ids are the users it mentions.
+	MentionedUserIds []string `protobuf:"bytes,6,rep,name=mentioned_user_ids,json=mentionedUserIds,proto3" json:"mentioned_user_ids,omitempty"`
+	// sent_at is when the server accepted it.
+	SentAt        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Message) Reset() {
+	*x = Message{}
+	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message) ProtoMessage() {}
+
+func (x *Message) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_message_v1_message_service_proto_msgTypes[4]
 	if x != nil {
-		return x.UpdatedAt
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message.ProtoReflect.Descriptor instead.
+func (*Message) Descriptor() ([]byte, []int) {
+	return file_shopbus_message_v1_message_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Message) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Message) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Message) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Message) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
+	}
+	return ""
+}
+
+func (x *Message) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *Message) GetMentionedUserIds() []string {
+	if x != nil {
+		return x.MentionedUserIds
+	}
+	return nil
+}
+
+func (x *Message) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
 	}
 	return nil
 }
@@ -201,20 +379,36 @@ var File_shopbus_message_v1_message_service_proto protoreflect.FileDescriptor
 
 const file_shopbus_message_v1_message_service_proto_rawDesc = "" +
 	"\n" +
-	"(shopbus/message/v1/message_service.proto\x12\x12shopbus.message.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\":\n" +
-	"\x19GetMessageActivityRequest\x12\x1d\n" +
-	"\x03key\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\x18\x80\x01R\x03key\"]\n" +
-	"\x1aGetMessageActivityResponse\x12?\n" +
-	"\bactivity\x18\x01 \x01(\v2#.shopbus.message.v1.MessageActivityR\bactivity\"\xb7\x01\n" +
-	"\x0fMessageActivity\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
-	"\x06events\x18\x02 \x01(\x03R\x06events\x12\"\n" +
-	"\rlast_event_id\x18\x03 \x01(\tR\vlastEventId\x12\x1b\n" +
-	"\tlast_type\x18\x04 \x01(\tR\blastType\x129\n" +
+	"(shopbus/message/v1/message_service.proto\x12\x12shopbus.message.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n" +
+	"\x12SendMessageRequest\x12*\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt2\x8a\x01\n" +
-	"\x0eMessageService\x12x\n" +
-	"\x12GetMessageActivity\x12-.shopbus.message.v1.GetMessageActivityRequest\x1a..shopbus.message.v1.GetMessageActivityResponse\"\x03\x90\x02\x01B\xd7\x01\n" +
+	"message_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\tmessageId\x124\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x0econversationId\x12/\n" +
+	"\x04body\x18\x03 \x01(\tB\x1b\xbaH\x18\xc8\x01\x01r\x13\x10\x01\x18\xa0\x1f2\f[^[:space:]]R\x04body\x12?\n" +
+	"\x12mentioned_user_ids\x18\x04 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x102\x18\x01\"\x05r\x03\xb0\x01\x01R\x10mentionedUserIds\"h\n" +
+	"\x13SendMessageResponse\x125\n" +
+	"\amessage\x18\x01 \x01(\v2\x1b.shopbus.message.v1.MessageR\amessage\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"\x9b\x01\n" +
+	"\x13ListMessagesRequest\x124\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x0econversationId\x12%\n" +
+	"\tpage_size\x18\x02 \x01(\rB\b\xbaH\x05*\x03\x18\xc8\x01R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"w\n" +
+	"\x14ListMessagesResponse\x127\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1b.shopbus.message.v1.MessageR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf7\x01\n" +
+	"\aMessage\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\tsender_id\x18\x04 \x01(\tR\bsenderId\x12\x12\n" +
+	"\x04body\x18\x05 \x01(\tR\x04body\x12,\n" +
+	"\x12mentioned_user_ids\x18\x06 \x03(\tR\x10mentionedUserIds\x123\n" +
+	"\asent_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt2\xdd\x01\n" +
+	"\x0eMessageService\x12c\n" +
+	"\vSendMessage\x12&.shopbus.message.v1.SendMessageRequest\x1a'.shopbus.message.v1.SendMessageResponse\"\x03\x90\x02\x02\x12f\n" +
+	"\fListMessages\x12'.shopbus.message.v1.ListMessagesRequest\x1a(.shopbus.message.v1.ListMessagesResponse\"\x03\x90\x02\x01B\xd7\x01\n" +
 	"\x16com.shopbus.message.v1B\x13MessageServiceProtoP\x01Z>github.com/shopbus/shopbus/gen/go/shopbus/message/v1;messagev1\xa2\x02\x03SMX\xaa\x02\x12Shopbus.Message.V1\xca\x02\x12Shopbus\\Message\\V1\xe2\x02\x1eShopbus\\Message\\V1\\GPBMetadata\xea\x02\x14Shopbus::Message::V1b\x06proto3"
 
 var (
@@ -229,23 +423,28 @@ func file_shopbus_message_v1_message_service_proto_rawDescGZIP() []byte {
 	return file_shopbus_message_v1_message_service_proto_rawDescData
 }
 
-var file_shopbus_message_v1_message_service_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_shopbus_message_v1_message_service_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_shopbus_message_v1_message_service_proto_goTypes = []any{
-	(*GetMessageActivityRequest)(nil),  // 0: shopbus.message.v1.GetMessageActivityRequest
-	(*GetMessageActivityResponse)(nil), // 1: shopbus.message.v1.GetMessageActivityResponse
-	(*MessageActivity)(nil),            // 2: shopbus.message.v1.MessageActivity
-	(*timestamppb.Timestamp)(nil),      // 3: google.protobuf.Timestamp
+	(*SendMessageRequest)(nil),    // 0: shopbus.message.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),   // 1: shopbus.message.v1.SendMessageResponse
+	(*ListMessagesRequest)(nil),   // 2: shopbus.message.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),  // 3: shopbus.message.v1.ListMessagesResponse
+	(*Message)(nil),               // 4: shopbus.message.v1.Message
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_shopbus_message_v1_message_service_proto_depIdxs = []int32{
-	2, // 0: shopbus.message.v1.GetMessageActivityResponse.activity:type_name -> shopbus.message.v1.MessageActivity
-	3, // 1: shopbus.message.v1.MessageActivity.updated_at:type_name -> google.protobuf.Timestamp
-	0, // 2: shopbus.message.v1.MessageService.GetMessageActivity:input_type -> shopbus.message.v1.GetMessageActivityRequest
-	1, // 3: shopbus.message.v1.MessageService.GetMessageActivity:output_type -> shopbus.message.v1.GetMessageActivityResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 0: shopbus.message.v1.SendMessageResponse.message:type_name -> shopbus.message.v1.Message
+	4, // 1: shopbus.message.v1.ListMessagesResponse.messages:type_name -> shopbus.message.v1.Message
+	5, // 2: shopbus.message.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	0, // 3: shopbus.message.v1.MessageService.SendMessage:input_type -> shopbus.message.v1.SendMessageRequest
+	2, // 4: shopbus.message.v1.MessageService.ListMessages:input_type -> shopbus.message.v1.ListMessagesRequest
+	1, // 5: shopbus.message.v1.MessageService.SendMessage:output_type -> shopbus.message.v1.SendMessageResponse
+	3, // 6: shopbus.message.v1.MessageService.ListMessages:output_type -> shopbus.message.v1.ListMessagesResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_shopbus_message_v1_message_service_proto_init() }
@@ -259,7 +458,7 @@ func file_shopbus_message_v1_message_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shopbus_message_v1_message_service_proto_rawDesc), len(file_shopbus_message_v1_message_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -7,123 +7,256 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import type { Message as Message$1 } from "@bufbuild/protobuf";
 
 /**
  * Describes the file shopbus/message/v1/message_service.proto.
  */
 export const file_shopbus_message_v1_message_service: GenFile = /*@__PURE__*/
-  fileDesc("CihzaG9wYnVzL21lc3NhZ2UvdjEvbWVzc2FnZV9zZXJ2aWNlLnByb3RvEhJzaG9wYnVzLm1lc3NhZ2UudjEiNQoZR2V0TWVzc2FnZUFjdGl2aXR5UmVxdWVzdBIYCgNrZXkYASABKAlCC7pICMgBAXIDGIABIlMKGkdldE1lc3NhZ2VBY3Rpdml0eVJlc3BvbnNlEjUKCGFjdGl2aXR5GAEgASgLMiMuc2hvcGJ1cy5tZXNzYWdlLnYxLk1lc3NhZ2VBY3Rpdml0eSKIAQoPTWVzc2FnZUFjdGl2aXR5EgsKA2tleRgBIAEoCRIOCgZldmVudHMYAiABKAMSFQoNbGFzdF9ldmVudF9pZBgDIAEoCRIRCglsYXN0X3R5cGUYBCABKAkSLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyigEKDk1lc3NhZ2VTZXJ2aWNlEngKEkdldE1lc3NhZ2VBY3Rpdml0eRItLnNob3BidXMubWVzc2FnZS52MS5HZXRNZXNzYWdlQWN0aXZpdHlSZXF1ZXN0Gi4uc2hvcGJ1cy5tZXNzYWdlLnYxLkdldE1lc3NhZ2VBY3Rpdml0eVJlc3BvbnNlIgOQAgFC1wEKFmNvbS5zaG9wYnVzLm1lc3NhZ2UudjFCE01lc3NhZ2VTZXJ2aWNlUHJvdG9QAVo+Z2l0aHViLmNvbS9zaG9wYnVzL3Nob3BidXMvZ2VuL2dvL3Nob3BidXMvbWVzc2FnZS92MTttZXNzYWdldjGiAgNTTViqAhJTaG9wYnVzLk1lc3NhZ2UuVjHKAhJTaG9wYnVzXE1lc3NhZ2VcVjHiAh5TaG9wYnVzXE1lc3NhZ2VcVjFcR1BCTWV0YWRhdGHqAhRTaG9wYnVzOjpNZXNzYWdlOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CihzaG9wYnVzL21lc3NhZ2UvdjEvbWVzc2FnZV9zZXJ2aWNlLnByb3RvEhJzaG9wYnVzLm1lc3NhZ2UudjEitQEKElNlbmRNZXNzYWdlUmVxdWVzdBIfCgptZXNzYWdlX2lkGAEgASgJQgu6SAjIAQFyA7ABARIkCg9jb252ZXJzYXRpb25faWQYAiABKAlCC7pICMgBAXIDsAEBEikKBGJvZHkYAyABKAlCG7pIGMgBAXITEAEYoB8yDFteWzpzcGFjZTpdXRItChJtZW50aW9uZWRfdXNlcl9pZHMYBCADKAlCEbpIDpIBCxAyGAEiBXIDsAEBIlUKE1NlbmRNZXNzYWdlUmVzcG9uc2USLAoHbWVzc2FnZRgBIAEoCzIbLnNob3BidXMubWVzc2FnZS52MS5NZXNzYWdlEhAKCHJlcGxheWVkGAIgASgIInYKE0xpc3RNZXNzYWdlc1JlcXVlc3QSJAoPY29udmVyc2F0aW9uX2lkGAEgASgJQgu6SAjIAQFyA7ABARIbCglwYWdlX3NpemUYAiABKA1CCLpIBSoDGMgBEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIACIl4KFExpc3RNZXNzYWdlc1Jlc3BvbnNlEi0KCG1lc3NhZ2VzGAEgAygLMhsuc2hvcGJ1cy5tZXNzYWdlLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIq0BCgdNZXNzYWdlEhIKCm1lc3NhZ2VfaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEgsKA3NlcRgDIAEoAxIRCglzZW5kZXJfaWQYBCABKAkSDAoEYm9keRgFIAEoCRIaChJtZW50aW9uZWRfdXNlcl9pZHMYBiADKAkSKwoHc2VudF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy3QEKDk1lc3NhZ2VTZXJ2aWNlEmMKC1NlbmRNZXNzYWdlEiYuc2hvcGJ1cy5tZXNzYWdlLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBonLnNob3BidXMubWVzc2FnZS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlIgOQAgISZgoMTGlzdE1lc3NhZ2VzEicuc2hvcGJ1cy5tZXNzYWdlLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKC5zaG9wYnVzLm1lc3NhZ2UudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiA5ACAULXAQoWY29tLnNob3BidXMubWVzc2FnZS52MUITTWVzc2FnZVNlcnZpY2VQcm90b1ABWj5naXRodWIuY29tL3Nob3BidXMvc2hvcGJ1cy9nZW4vZ28vc2hvcGJ1cy9tZXNzYWdlL3YxO21lc3NhZ2V2MaICA1NNWKoCElNob3BidXMuTWVzc2FnZS5WMcoCElNob3BidXNcTWVzc2FnZVxWMeICHlNob3BidXNcTWVzc2FnZVxWMVxHUEJNZXRhZGF0YeoCFFNob3BidXM6Ok1lc3NhZ2U6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
- * GetMessageActivityRequest names a partition key.
+ * SendMessageRequest is a message to send, as the caller.
  *
- * @generated from message shopbus.message.v1.GetMessageActivityRequest
+ * @generated from message shopbus.message.v1.SendMessageRequest
  */
-export type GetMessageActivityRequest = Message<"shopbus.message.v1.GetMessageActivityRequest"> & {
+export type SendMessageRequest = Message$1<"shopbus.message.v1.SendMessageRequest"> & {
   /**
-   * key is an event's partition key (conversation_id).
+   * message_id is chosen by the client, a new UUID per message it means to
+   * send; retries reuse it.
    *
-   * @generated from field: string key = 1;
+   * @generated from field: string message_id = 1;
    */
-  key: string;
+  messageId: string;
+
+  /**
+   * conversation_id names the conversation (a UUID).
+   *
+   * @generated from field: string conversation_id = 2;
+   */
+  conversationId: string;
+
+  /**
+   * body is the message's text: 1 to 4000 characters, not only white space.
+   *
+   * @generated from field: string body = 3;
+   */
+  body: string;
+
+  /**
+   * mentioned_user_ids are the users the body mentions (UUIDs, at most 50,
+   * each once): they become participants of the conversation.
+   *
+   * @generated from field: repeated string mentioned_user_ids = 4;
+   */
+  mentionedUserIds: string[];
 };
 
 /**
- * Describes the message shopbus.message.v1.GetMessageActivityRequest.
- * Use `create(GetMessageActivityRequestSchema)` to create a new message.
+ * Describes the message shopbus.message.v1.SendMessageRequest.
+ * Use `create(SendMessageRequestSchema)` to create a new message.
  */
-export const GetMessageActivityRequestSchema: GenMessage<GetMessageActivityRequest> = /*@__PURE__*/
+export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
   messageDesc(file_shopbus_message_v1_message_service, 0);
 
 /**
- * GetMessageActivityResponse is the activity of one key.
+ * SendMessageResponse is the message sent.
  *
- * @generated from message shopbus.message.v1.GetMessageActivityResponse
+ * @generated from message shopbus.message.v1.SendMessageResponse
  */
-export type GetMessageActivityResponse = Message<"shopbus.message.v1.GetMessageActivityResponse"> & {
+export type SendMessageResponse = Message$1<"shopbus.message.v1.SendMessageResponse"> & {
   /**
-   * activity is the key's activity.
+   * message is the message as sent; its seq is 0 (not placed yet).
    *
-   * @generated from field: shopbus.message.v1.MessageActivity activity = 1;
+   * @generated from field: shopbus.message.v1.Message message = 1;
    */
-  activity?: MessageActivity | undefined;
+  message?: Message | undefined;
+
+  /**
+   * replayed is true when the request was a retry of a message already
+   * sent, which is returned as it was sent.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
 };
 
 /**
- * Describes the message shopbus.message.v1.GetMessageActivityResponse.
- * Use `create(GetMessageActivityResponseSchema)` to create a new message.
+ * Describes the message shopbus.message.v1.SendMessageResponse.
+ * Use `create(SendMessageResponseSchema)` to create a new message.
  */
-export const GetMessageActivityResponseSchema: GenMessage<GetMessageActivityResponse> = /*@__PURE__*/
+export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
   messageDesc(file_shopbus_message_v1_message_service, 1);
 
 /**
- * MessageActivity is what the read model holds for one partition key.
+ * ListMessagesRequest names a conversation and a page of it.
  *
- * @generated from message shopbus.message.v1.MessageActivity
+ * @generated from message shopbus.message.v1.ListMessagesRequest
  */
-export type MessageActivity = Message<"shopbus.message.v1.MessageActivity"> & {
+export type ListMessagesRequest = Message$1<"shopbus.message.v1.ListMessagesRequest"> & {
   /**
-   * key is the partition key.
+   * conversation_id names the conversation (a UUID).
    *
-   * @generated from field: string key = 1;
+   * @generated from field: string conversation_id = 1;
    */
-  key: string;
+  conversationId: string;
 
   /**
-   * events is how many events of the key were applied.
+   * page_size is the most messages to return, 1 to 200 (default 50).
    *
-   * @generated from field: int64 events = 2;
+   * @generated from field: uint32 page_size = 2;
    */
-  events: bigint;
+  pageSize: number;
 
   /**
-   * last_event_id is the id of the last one applied.
+   * page_token is next_page_token from the previous page of the same
+   * conversation; empty for the first page.
    *
-   * @generated from field: string last_event_id = 3;
+   * @generated from field: string page_token = 3;
    */
-  lastEventId: string;
-
-  /**
-   * last_type is its type and version ("message.sent.v1").
-   *
-   * @generated from field: string last_type = 4;
-   */
-  lastType: string;
-
-  /**
-   * updated_at is when the last one was published.
-   *
-   * @generated from field: google.protobuf.Timestamp updated_at = 5;
-   */
-  updatedAt?: Timestamp | undefined;
+  pageToken: string;
 };
 
 /**
- * Describes the message shopbus.message.v1.MessageActivity.
- * Use `create(MessageActivitySchema)` to create a new message.
+ * Describes the message shopbus.message.v1.ListMessagesRequest.
+ * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
-export const MessageActivitySchema: GenMessage<MessageActivity> = /*@__PURE__*/
+export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
   messageDesc(file_shopbus_message_v1_message_service, 2);
 
 /**
- * MessageService reads what the message service's consumer applied of
- * the chat/message events. Every procedure needs the admin role
- * until someone decides otherwise (gateway.IsAdmin).
+ * ListMessagesResponse is a page of a conversation, oldest first.
+ *
+ * @generated from message shopbus.message.v1.ListMessagesResponse
+ */
+export type ListMessagesResponse = Message$1<"shopbus.message.v1.ListMessagesResponse"> & {
+  /**
+   * messages are in the conversation's order (ascending seq).
+   *
+   * @generated from field: repeated shopbus.message.v1.Message messages = 1;
+   */
+  messages: Message[];
+
+  /**
+   * next_page_token fetches the next page; empty on the last one.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message shopbus.message.v1.ListMessagesResponse.
+ * Use `create(ListMessagesResponseSchema)` to create a new message.
+ */
+export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_message_v1_message_service, 3);
+
+/**
+ * Message is one message of a conversation.
+ *
+ * @generated from message shopbus.message.v1.Message
+ */
+export type Message = Message$1<"shopbus.message.v1.Message"> & {
+  /**
+   * message_id identifies the message (a UUID).
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * conversation_id is its conversation.
+   *
+   * @generated from field: string conversation_id = 2;
+   */
+  conversationId: string;
+
+  /**
+   * seq is its position in the conversation: 1, 2, 3 … in the order the
+   * messages were placed; 0 in SendMessage's answer (not placed yet).
+   *
+   * @generated from field: int64 seq = 3;
+   */
+  seq: bigint;
+
+  /**
+   * sender_id is the user who sent it (the token's subject).
+   *
+   * @generated from field: string sender_id = 4;
+   */
+  senderId: string;
+
+  /**
+   * body is its text.
+   *
+   * @generated from field: string body = 5;
+   */
+  body: string;
+
+  /**
+   * mentioned_user_ids are the users it mentions.
+   *
+   * @generated from field: repeated string mentioned_user_ids = 6;
+   */
+  mentionedUserIds: string[];
+
+  /**
+   * sent_at is when the server accepted it.
+   *
+   * @generated from field: google.protobuf.Timestamp sent_at = 7;
+   */
+  sentAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message shopbus.message.v1.Message.
+ * Use `create(MessageSchema)` to create a new message.
+ */
+export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
+  messageDesc(file_shopbus_message_v1_message_service, 4);
+
+/**
+ * MessageService is customer chat: users send messages to conversations and
+ * page through a conversation's messages in the order they were placed.
+ * Every call needs a bearer token (UNAUTHENTICATED without a valid one); the
+ * sender of a message is the token's subject (a user id, a UUID), never a
+ * field of the request. A conversation's participants are the users who
+ * sent to it or were mentioned in it: they, and admins, may list it; anyone
+ * else is refused with PERMISSION_DENIED, whether or not it exists.
  *
  * @generated from service shopbus.message.v1.MessageService
  */
 export const MessageService: GenService<{
   /**
-   * GetMessageActivity returns what the consumer applied for one
-   * partition key, or NOT_FOUND.
+   * SendMessage sends a message to a conversation (a conversation exists
+   * once a message is sent to it) and publishes message.sent. It is
+   * idempotent: a retry with the same message_id returns the same message,
+   * with replayed true, and sends nothing new; the same message_id with
+   * another conversation, body or mentions, or from another user, is
+   * refused with ALREADY_EXISTS. A token whose subject is not a user id
+   * (a UUID) may not send: PERMISSION_DENIED.
    *
-   * @generated from rpc shopbus.message.v1.MessageService.GetMessageActivity
+   * @generated from rpc shopbus.message.v1.MessageService.SendMessage
    */
-  getMessageActivity: {
+  sendMessage: {
     methodKind: "unary";
-    input: typeof GetMessageActivityRequestSchema;
-    output: typeof GetMessageActivityResponseSchema;
+    input: typeof SendMessageRequestSchema;
+    output: typeof SendMessageResponseSchema;
+  },
+  /**
+   * ListMessages returns a conversation's messages in their order (seq), a
+   * page at a time. A message is listed once the conversation's read model
+   * has placed it, a moment after SendMessage returned. NOT_FOUND when an
+   * admin names a conversation without messages; INVALID_ARGUMENT for a
+   * page_token that this conversation's previous page did not give.
+   *
+   * @generated from rpc shopbus.message.v1.MessageService.ListMessages
+   */
+  listMessages: {
+    methodKind: "unary";
+    input: typeof ListMessagesRequestSchema;
+    output: typeof ListMessagesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shopbus_message_v1_message_service, 0);

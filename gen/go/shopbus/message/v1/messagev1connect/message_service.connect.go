@@ -33,16 +33,30 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
-	// MessageServiceGetMessageActivityProcedure is the fully-qualified name of the MessageService's
-	// GetMessageActivity RPC.
-	MessageServiceGetMessageActivityProcedure = "/shopbus.message.v1.MessageService/GetMessageActivity"
+	// MessageServiceSendMessageProcedure is the fully-qualified name of the MessageService's
+	// SendMessage RPC.
+	MessageServiceSendMessageProcedure = "/shopbus.message.v1.MessageService/SendMessage"
+	// MessageServiceListMessagesProcedure is the fully-qualified name of the MessageService's
+	// ListMessages RPC.
+	MessageServiceListMessagesProcedure = "/shopbus.message.v1.MessageService/ListMessages"
 )
 
 // MessageServiceClient is a client for the shopbus.message.v1.MessageService service.
 type MessageServiceClient interface {
-	// GetMessageActivity returns what the consumer applied for one
-	// partition key, or NOT_FOUND.
-	GetMessageActivity(context.Context, *connect.Request[v1.GetMessageActivityRequest]) (*connect.Response[v1.GetMessageActivityResponse], error)
+	// SendMessage sends a message to a conversation (a conversation exists
+	// once a message is sent to it) and publishes message.sent. It is
+	// idempotent: a retry with the same message_id returns the same message,
+	// with replayed true, and sends nothing new; the same message_id with
+	// another conversation, body or mentions, or from another user, is
+	// refused with ALREADY_EXISTS. A token whose subject is not a user id
+	// (a UUID) may not send: PERMISSION_DENIED.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
+	// ListMessages returns a conversation's messages in their order (seq), a
+	// page at a time. A message is listed once the conversation's read model
+	// has placed it, a moment after SendMessage returned. NOT_FOUND when an
+	// admin names a conversation without messages; INVALID_ARGUMENT for a
+	// page_token that this conversation's previous page did not give.
+	ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error)
 }
 
 // NewMessageServiceClient constructs a client for the shopbus.message.v1.MessageService service. By
@@ -56,10 +70,17 @@ func NewMessageServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 	baseURL = strings.TrimRight(baseURL, "/")
 	messageServiceMethods := v1.File_shopbus_message_v1_message_service_proto.Services().ByName("MessageService").Methods()
 	return &messageServiceClient{
-		getMessageActivity: connect.NewClient[v1.GetMessageActivityRequest, v1.GetMessageActivityResponse](
+		sendMessage: connect.NewClient[v1.SendMessageRequest, v1.SendMessageResponse](
 			httpClient,
-			baseURL+MessageServiceGetMessageActivityProcedure,
-			connect.WithSchema(messageServiceMethods.ByName("GetMessageActivity")),
+			baseURL+MessageServiceSendMessageProcedure,
+			connect.WithSchema(messageServiceMethods.ByName("SendMessage")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		listMessages: connect.NewClient[v1.ListMessagesRequest, v1.ListMessagesResponse](
+			httpClient,
+			baseURL+MessageServiceListMessagesProcedure,
+			connect.WithSchema(messageServiceMethods.ByName("ListMessages")),
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
@@ -68,19 +89,36 @@ func NewMessageServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 
 // messageServiceClient implements MessageServiceClient.
 type messageServiceClient struct {
-	getMessageActivity *connect.Client[v1.GetMessageActivityRequest, v1.GetMessageActivityResponse]
+	sendMessage  *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
+	listMessages *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
 }
 
-// GetMessageActivity calls shopbus.message.v1.MessageService.GetMessageActivity.
-func (c *messageServiceClient) GetMessageActivity(ctx context.Context, req *connect.Request[v1.GetMessageActivityRequest]) (*connect.Response[v1.GetMessageActivityResponse], error) {
-	return c.getMessageActivity.CallUnary(ctx, req)
+// SendMessage calls shopbus.message.v1.MessageService.SendMessage.
+func (c *messageServiceClient) SendMessage(ctx context.Context, req *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error) {
+	return c.sendMessage.CallUnary(ctx, req)
+}
+
+// ListMessages calls shopbus.message.v1.MessageService.ListMessages.
+func (c *messageServiceClient) ListMessages(ctx context.Context, req *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error) {
+	return c.listMessages.CallUnary(ctx, req)
 }
 
 // MessageServiceHandler is an implementation of the shopbus.message.v1.MessageService service.
 type MessageServiceHandler interface {
-	// GetMessageActivity returns what the consumer applied for one
-	// partition key, or NOT_FOUND.
-	GetMessageActivity(context.Context, *connect.Request[v1.GetMessageActivityRequest]) (*connect.Response[v1.GetMessageActivityResponse], error)
+	// SendMessage sends a message to a conversation (a conversation exists
+	// once a message is sent to it) and publishes message.sent. It is
+	// idempotent: a retry with the same message_id returns the same message,
+	// with replayed true, and sends nothing new; the same message_id with
+	// another conversation, body or mentions, or from another user, is
+	// refused with ALREADY_EXISTS. A token whose subject is not a user id
+	// (a UUID) may not send: PERMISSION_DENIED.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
+	// ListMessages returns a conversation's messages in their order (seq), a
+	// page at a time. A message is listed once the conversation's read model
+	// has placed it, a moment after SendMessage returned. NOT_FOUND when an
+	// admin names a conversation without messages; INVALID_ARGUMENT for a
+	// page_token that this conversation's previous page did not give.
+	ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error)
 }
 
 // NewMessageServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -90,17 +128,26 @@ type MessageServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewMessageServiceHandler(svc MessageServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	messageServiceMethods := v1.File_shopbus_message_v1_message_service_proto.Services().ByName("MessageService").Methods()
-	messageServiceGetMessageActivityHandler := connect.NewUnaryHandler(
-		MessageServiceGetMessageActivityProcedure,
-		svc.GetMessageActivity,
-		connect.WithSchema(messageServiceMethods.ByName("GetMessageActivity")),
+	messageServiceSendMessageHandler := connect.NewUnaryHandler(
+		MessageServiceSendMessageProcedure,
+		svc.SendMessage,
+		connect.WithSchema(messageServiceMethods.ByName("SendMessage")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	messageServiceListMessagesHandler := connect.NewUnaryHandler(
+		MessageServiceListMessagesProcedure,
+		svc.ListMessages,
+		connect.WithSchema(messageServiceMethods.ByName("ListMessages")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/shopbus.message.v1.MessageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case MessageServiceGetMessageActivityProcedure:
-			messageServiceGetMessageActivityHandler.ServeHTTP(w, r)
+		case MessageServiceSendMessageProcedure:
+			messageServiceSendMessageHandler.ServeHTTP(w, r)
+		case MessageServiceListMessagesProcedure:
+			messageServiceListMessagesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -110,6 +157,10 @@ func NewMessageServiceHandler(svc MessageServiceHandler, opts ...connect.Handler
 // UnimplementedMessageServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedMessageServiceHandler struct{}
 
-func (UnimplementedMessageServiceHandler) GetMessageActivity(context.Context, *connect.Request[v1.GetMessageActivityRequest]) (*connect.Response[v1.GetMessageActivityResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.message.v1.MessageService.GetMessageActivity is not implemented"))
+func (UnimplementedMessageServiceHandler) SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.message.v1.MessageService.SendMessage is not implemented"))
+}
+
+func (UnimplementedMessageServiceHandler) ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.message.v1.MessageService.ListMessages is not implemented"))
 }
