@@ -20,7 +20,6 @@ var adminServices = []string{
 	fraudv1connect.FraudServiceName,
 	"shopbus.message.v1.MessageService",
 	"shopbus.telemetry.v1.TelemetryService",
-	"shopbus.post.v1.PostService",
 	// shopbus new service: generated services go above this line.
 }
 

@@ -15,6 +15,7 @@ import (
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/lag/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	_ "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
 )
 
 // customerProcedures are the procedures any authenticated caller may call
@@ -26,6 +27,11 @@ var customerProcedures = map[string]bool{
 	"/shopbus.order.v1.OrderService/WatchOrder":        true,
 	"/shopbus.inventory.v1.InventoryService/GetStock":  true,
 	"/shopbus.inventory.v1.InventoryService/ListStock": true,
+	// The post service acts as the caller only (its handler).
+	"/shopbus.post.v1.PostService/PublishPost":  true,
+	"/shopbus.post.v1.PostService/GetFeed":      true,
+	"/shopbus.post.v1.PostService/FollowUser":   true,
+	"/shopbus.post.v1.PostService/UnfollowUser": true,
 }
 
 // TestEveryProcedureIsClassified: each procedure of every service the
