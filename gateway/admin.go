@@ -19,7 +19,6 @@ var adminServices = []string{
 	lagv1connect.LagServiceName,
 	fraudv1connect.FraudServiceName,
 	"shopbus.telemetry.v1.TelemetryService",
-	"shopbus.post.v1.PostService",
 	// shopbus new service: generated services go above this line.
 }
 

@@ -16,6 +16,7 @@ import (
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/lag/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	_ "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
 )
 
 // customerProcedures are the procedures any authenticated caller may call
@@ -31,6 +32,11 @@ var customerProcedures = map[string]bool{
 	// admins may list it (services/message).
 	"/shopbus.message.v1.MessageService/SendMessage":  true,
 	"/shopbus.message.v1.MessageService/ListMessages": true,
+	// The post service acts as the caller only (its handler).
+	"/shopbus.post.v1.PostService/PublishPost":  true,
+	"/shopbus.post.v1.PostService/GetFeed":      true,
+	"/shopbus.post.v1.PostService/FollowUser":   true,
+	"/shopbus.post.v1.PostService/UnfollowUser": true,
 }
 
 // TestEveryProcedureIsClassified: each procedure of every service the

@@ -110,7 +110,7 @@ var components = []component{
 	},
 	{
 		name: "post", migrations: post.Migrations,
-		consumers: []messaging.ConsumerConfig{post.EventsConsumer()},
+		consumers: []messaging.ConsumerConfig{post.FanOutConsumer(), post.CatalogConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := post.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
 			svc.Runtime = rt

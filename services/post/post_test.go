@@ -6,41 +6,39 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
+	postv1 "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
+	posteventsv1 "github.com/shopbus/shopbus/gen/go/social/post/v1"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/post"
 )
 
-// example decodes a contract example of the event name.vversion.
-func example(t *testing.T, name string, version uint32, path string) proto.Message {
-	t.Helper()
-	spec, err := event.Lookup(name, version)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := spec.Message.New().Interface()
-	if err := protojson.Unmarshal(data, e); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return e
+// fixture is the post service running (its outbox relay and consumers) on
+// a real embedded NATS and a schema of its own, called through its Connect
+// handler as the users the test names.
+type fixture struct {
+	pool *pgxpool.Pool
+	js   jetstream.JetStream
+	svc  *post.Service
+	h    *post.Handler
 }
 
-// TestPost: each event's valid example, published through the outbox,
-// reaches the read model through JetStream and the consumer; an unknown key
-// is ErrNotFound; an invalid example is refused, with nothing written.
-func TestPost(t *testing.T) {
-	t.Parallel()
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
 	_, js := testenv.NATS(t)
 	pool, schema := testenv.Postgres(t, post.Migrations)
 	svc := post.New(pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -53,39 +51,341 @@ func TestPost(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	if _, err := svc.GetPostActivity(ctx, "nothing-published"); !errors.Is(err, post.ErrNotFound) {
-		t.Errorf("an unknown key: %v, want ErrNotFound", err)
+	return &fixture{pool: pool, js: js, svc: svc, h: post.NewHandler(svc)}
+}
+
+// as is a context of the authenticated caller p.
+func as(p auth.Principal) context.Context {
+	return auth.WithPrincipal(context.Background(), p)
+}
+
+// user is a new user's context and id.
+func user() (context.Context, string) {
+	id := uuid.NewString()
+	return as(auth.Principal{Subject: id}), id
+}
+
+func (f *fixture) publish(t *testing.T, ctx context.Context, body string, vis postv1.Visibility) *postv1.Post {
+	t.Helper()
+	res, err := f.h.PublishPost(ctx, connect.NewRequest(&postv1.PublishPostRequest{
+		IdempotencyKey: uuid.NewString(), Body: body, Hashtags: []string{"test"}, Visibility: vis,
+	}))
+	if err != nil {
+		t.Fatalf("PublishPost %q: %v", body, err)
 	}
-	const examples = "../../event-contracts/social/post/examples/"
-	published := 0
-	for _, tc := range []struct {
-		name           string
-		version        uint32
-		valid, invalid string
-	}{
-		{"post.published", 1, "post.published.v1/valid-product-review.json", "post.published.v1/invalid-hashtag.json"},
-	} {
-		env, err := svc.Publish(ctx, example(t, tc.name, tc.version, examples+tc.valid))
+	return res.Msg.GetPost()
+}
+
+func (f *fixture) follow(t *testing.T, ctx context.Context, id string) {
+	t.Helper()
+	if _, err := f.h.FollowUser(ctx, connect.NewRequest(&postv1.FollowUserRequest{UserId: id})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// feed is the bodies of the caller's whole feed, newest first, read a page
+// of size at a time.
+func (f *fixture) feed(t *testing.T, ctx context.Context, size uint32) []string {
+	t.Helper()
+	var bodies []string
+	tok := ""
+	for range 100 {
+		res, err := f.h.GetFeed(ctx, connect.NewRequest(&postv1.GetFeedRequest{PageSize: size, PageToken: tok}))
 		if err != nil {
-			t.Fatalf("%s: %v", tc.valid, err)
+			t.Fatal(err)
 		}
-		published++
-		want := fmt.Sprintf("%s.v%d", tc.name, tc.version)
-		testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			a, err := svc.GetPostActivity(ctx, env.GetPartitionKey())
-			if err != nil {
-				return err
-			}
-			if a.GetLastEventId() != env.GetId() || a.GetLastType() != want {
-				return fmt.Errorf("read model %v, want the last event %s (%s)", a, env.GetId(), want)
-			}
-			return nil
-		})
-		if _, err := svc.Publish(ctx, example(t, tc.name, tc.version, examples+tc.invalid)); err == nil {
-			t.Errorf("%s was published", tc.invalid)
+		if size > 0 && len(res.Msg.GetPosts()) > int(size) {
+			t.Fatalf("a page of %d posts, asked for %d", len(res.Msg.GetPosts()), size)
+		}
+		for _, p := range res.Msg.GetPosts() {
+			bodies = append(bodies, p.GetBody())
+		}
+		if tok = res.Msg.GetNextPageToken(); tok == "" {
+			return bodies
 		}
 	}
-	if n := testenv.Scalar(t, pool, `SELECT count(*) FROM outbox`); n != int64(published) {
-		t.Errorf("%d outbox rows, want %d: the invalid examples wrote nothing", n, published)
+	t.Fatal("the feed does not end")
+	return nil
+}
+
+// awaitFeed waits until the caller's feed is want.
+func (f *fixture) awaitFeed(t *testing.T, ctx context.Context, want ...string) {
+	t.Helper()
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := f.feed(t, ctx, 0); !slices.Equal(got, want) {
+			return fmt.Errorf("feed %q, want %q", got, want)
+		}
+		return nil
+	})
+}
+
+func (f *fixture) count(t *testing.T, sql string) int64 {
+	t.Helper()
+	return testenv.Scalar(t, f.pool, sql)
+}
+
+// TestFeedFanOut: a post reaches its author's feed and its followers',
+// never a non-follower's; a FOLLOWERS post shows only while the reader
+// follows the author, a PUBLIC one stays; a new follower gets no earlier
+// posts.
+func TestFeedFanOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	author, authorID := user()
+	follower, _ := user()
+	stranger, _ := user()
+	f.follow(t, follower, authorID)
+
+	f.publish(t, author, "public", postv1.Visibility_VISIBILITY_PUBLIC)
+	f.publish(t, author, "followers only", postv1.Visibility_VISIBILITY_FOLLOWERS)
+	f.awaitFeed(t, follower, "followers only", "public")
+	// The stranger's feed was written (or not) in the same transaction as
+	// the follower's.
+	f.awaitFeed(t, author, "followers only", "public")
+	if got := f.feed(t, stranger, 0); len(got) != 0 {
+		t.Errorf("a non-follower's feed: %q, want nothing", got)
+	}
+	if n := f.count(t, `SELECT count(*) FROM feed_entries`); n != 4 {
+		t.Errorf("%d feed rows, want 4: two posts, each for its author and the one follower", n)
+	}
+
+	// Unfollowing hides the followers-only post at once; the public one stays.
+	if res, err := f.h.UnfollowUser(follower, connect.NewRequest(&postv1.UnfollowUserRequest{UserId: authorID})); err != nil || !res.Msg.GetWasFollowing() {
+		t.Fatalf("UnfollowUser: %v %v", res, err)
+	}
+	f.awaitFeed(t, follower, "public")
+	f.publish(t, author, "after unfollow", postv1.Visibility_VISIBILITY_PUBLIC)
+	f.awaitFeed(t, author, "after unfollow", "followers only", "public")
+	f.awaitFeed(t, follower, "public")
+
+	// Following again shows the followers-only post again, and not the
+	// post published meanwhile; the stranger, following now, gets no
+	// earlier post.
+	f.follow(t, follower, authorID)
+	f.follow(t, stranger, authorID)
+	f.awaitFeed(t, follower, "followers only", "public")
+	f.publish(t, author, "latest", postv1.Visibility_VISIBILITY_FOLLOWERS)
+	f.awaitFeed(t, follower, "latest", "followers only", "public")
+	f.awaitFeed(t, stranger, "latest")
+}
+
+// TestFeedPages: a feed is read newest first, a bounded page at a time,
+// each post once; a page token that is not one is InvalidArgument.
+func TestFeedPages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	author, authorID := user()
+	reader, _ := user()
+	f.follow(t, reader, authorID)
+	var want []string
+	for i := range 7 {
+		body := fmt.Sprintf("post %d", i)
+		f.publish(t, author, body, postv1.Visibility_VISIBILITY_PUBLIC)
+		want = append([]string{body}, want...)
+	}
+	f.awaitFeed(t, reader, want...)
+	for _, size := range []uint32{1, 2, 3, 7, 100} {
+		if got := f.feed(t, reader, size); !slices.Equal(got, want) {
+			t.Errorf("pages of %d: %q, want %q", size, got, want)
+		}
+	}
+	for _, tok := range []string{"garbage!", "bm90IGEgdG9rZW4"} {
+		_, err := f.h.GetFeed(reader, connect.NewRequest(&postv1.GetFeedRequest{PageToken: tok}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "invalid page token") {
+			t.Errorf("page token %q: %v, want invalid_argument", tok, err)
+		}
+	}
+}
+
+// TestDuplicateEventOneEffect: the same post.published delivered again
+// (the same envelope under another Nats-Msg-Id, past JetStream's
+// deduplication) and re-published as a new event (another envelope, the
+// same post) leave one feed row per reader.
+func TestDuplicateEventOneEffect(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	authorID := uuid.NewString()
+	followers := []string{uuid.NewString(), uuid.NewString(), uuid.NewString()}
+	for _, id := range followers {
+		f.follow(t, as(auth.Principal{Subject: id}), authorID)
+	}
+	e := &posteventsv1.PostPublished{
+		PostId: uuid.NewString(), AuthorId: authorID, Body: "once", Visibility: posteventsv1.Visibility_VISIBILITY_FOLLOWERS,
+		PublishedAt: timestamppb.Now(),
+	}
+	env, err := event.New(context.Background(), e, event.WithSource(post.Source))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := event.Encode(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := event.SpecOf(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for _, msgID := range []string{env.GetId(), env.GetId() + "-again"} {
+		ack, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: spec.SubjectFor(authorID), Data: b, Header: event.Headers(env)},
+			jetstream.WithMsgID(msgID))
+		if err != nil || ack.Duplicate {
+			t.Fatalf("publish %s: %v %v", msgID, ack, err)
+		}
+		seqs = append(seqs, ack.Sequence)
+	}
+	seqs = append(seqs, testenv.Publish(t, f.js, e))
+	cfg := post.FanOutConsumer()
+	testenv.WaitSettled(t, f.js, cfg.Stream, cfg.Durable, seqs...)
+	if n := f.count(t, `SELECT count(*) FROM feed_entries`); n != int64(len(followers)+1) {
+		t.Errorf("%d feed rows, want %d: one per follower and the author's", n, len(followers)+1)
+	}
+	if n := f.count(t, `SELECT count(*) FROM posts`); n != 1 {
+		t.Errorf("%d posts, want 1", n)
+	}
+	if n := f.count(t, `SELECT count(*) FROM processed_events WHERE consumer = 'post-fan-out'`); n != 2 {
+		t.Errorf("%d events handled, want 2: the envelope once, its re-publication once", n)
+	}
+	for _, id := range followers {
+		if got := f.feed(t, as(auth.Principal{Subject: id}), 0); !slices.Equal(got, []string{"once"}) {
+			t.Errorf("follower %s: feed %q", id, got)
+		}
+	}
+}
+
+// TestProductReview: a post may name a SKU once an inventory.priced event
+// has named it; before, it is FailedPrecondition naming the SKU, and
+// nothing is written.
+func TestProductReview(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	author, _ := user()
+	req := &postv1.PublishPostRequest{IdempotencyKey: "review-0001", Body: "great mug", ProductSku: "MUG-001",
+		Hashtags: []string{"mugs"}, Visibility: postv1.Visibility_VISIBILITY_PUBLIC}
+	_, err := f.h.PublishPost(author, connect.NewRequest(req))
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "MUG-001") {
+		t.Fatalf("a review of an unknown SKU: %v, want failed_precondition naming MUG-001", err)
+	}
+	if n := f.count(t, `SELECT (SELECT count(*) FROM posts) + (SELECT count(*) FROM outbox)`); n != 0 {
+		t.Fatalf("%d rows written for a refused post", n)
+	}
+
+	testenv.Publish(t, f.js, &inventoryeventsv1.InventoryPriced{Sku: "MUG-001", Revision: 1, PricedAt: timestamppb.Now(),
+		UnitPrice: &inventoryeventsv1.Money{Currency: "EUR", AmountMinor: 1250}})
+	var p *postv1.Post
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		res, err := f.h.PublishPost(author, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		p = res.Msg.GetPost()
+		return nil
+	})
+	if p.GetProductSku() != "MUG-001" {
+		t.Errorf("the review %v does not name MUG-001", p)
+	}
+	// The event carries the SKU.
+	env := f.outbox(t)
+	if got := env.GetProductSku(); got != "MUG-001" || env.GetPostId() != p.GetPostId() {
+		t.Errorf("post.published %v, want post %s of MUG-001", env, p.GetPostId())
+	}
+	// Another SKU is still unknown.
+	req.IdempotencyKey, req.ProductSku = "review-0002", "TEE-BLK-M"
+	if _, err := f.h.PublishPost(author, connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Errorf("a review of another SKU: %v, want failed_precondition", err)
+	}
+	if n := f.count(t, `SELECT count(*) FROM posts`); n != 1 {
+		t.Errorf("%d posts, want 1", n)
+	}
+}
+
+// outbox decodes the one post.published in the outbox.
+func (f *fixture) outbox(t *testing.T) *posteventsv1.PostPublished {
+	t.Helper()
+	var b []byte
+	if err := f.pool.QueryRow(context.Background(), `SELECT envelope FROM outbox`).Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	env, err := event.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _, err := event.Open(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg.(*posteventsv1.PostPublished)
+}
+
+// TestPublishPostIdempotent: a retry returns the same post and writes
+// nothing; the key with another request is AlreadyExists, and writes
+// nothing; the author is the caller.
+func TestPublishPostIdempotent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	author, authorID := user()
+	req := &postv1.PublishPostRequest{IdempotencyKey: "post-0001", Body: "hello", Visibility: postv1.Visibility_VISIBILITY_PUBLIC}
+	first, err := f.h.PublishPost(author, connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := first.Msg.GetPost(); p.GetAuthorId() != authorID || first.Msg.GetReplayed() {
+		t.Errorf("PublishPost: %v, want a new post by %s", first.Msg, authorID)
+	}
+	again, err := f.h.PublishPost(author, connect.NewRequest(req))
+	if err != nil || !again.Msg.GetReplayed() || again.Msg.GetPost().GetPostId() != first.Msg.GetPost().GetPostId() ||
+		!again.Msg.GetPost().GetPublishedAt().AsTime().Equal(first.Msg.GetPost().GetPublishedAt().AsTime()) {
+		t.Errorf("a retry: %v %v, want post %v replayed", again, err, first.Msg.GetPost())
+	}
+	req.Body = "something else"
+	if _, err := f.h.PublishPost(author, connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeAlreadyExists {
+		t.Errorf("the key reused: %v, want already_exists", err)
+	}
+	// Another author's key space is its own.
+	other, _ := user()
+	if res, err := f.h.PublishPost(other, connect.NewRequest(req)); err != nil || res.Msg.GetReplayed() {
+		t.Errorf("another author's post-0001: %v %v", res, err)
+	}
+	if n := f.count(t, `SELECT count(*) FROM outbox`); n != 2 {
+		t.Errorf("%d events, want 2", n)
+	}
+}
+
+// TestFollows: following is idempotent and never of oneself; unfollowing
+// someone not followed changes nothing; only users act, as themselves.
+func TestFollows(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	me, myID := user()
+	other := uuid.NewString()
+	for i, want := range []bool{false, true} {
+		res, err := f.h.FollowUser(me, connect.NewRequest(&postv1.FollowUserRequest{UserId: strings.ToUpper(other)}))
+		if err != nil || res.Msg.GetAlreadyFollowing() != want {
+			t.Errorf("follow #%d: %v %v, want already_following %v", i+1, res, err, want)
+		}
+	}
+	_, err := f.h.FollowUser(me, connect.NewRequest(&postv1.FollowUserRequest{UserId: myID}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "user_id") {
+		t.Errorf("following oneself: %v, want invalid_argument naming user_id", err)
+	}
+	for i, want := range []bool{true, false} {
+		res, err := f.h.UnfollowUser(me, connect.NewRequest(&postv1.UnfollowUserRequest{UserId: other}))
+		if err != nil || res.Msg.GetWasFollowing() != want {
+			t.Errorf("unfollow #%d: %v %v, want was_following %v", i+1, res, err, want)
+		}
+	}
+	if n := f.count(t, `SELECT count(*) FROM follows`); n != 0 {
+		t.Errorf("%d follows left", n)
+	}
+
+	follow := connect.NewRequest(&postv1.FollowUserRequest{UserId: other})
+	if _, err := f.h.FollowUser(as(auth.Principal{Subject: "ops", Admin: true}), follow); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("an operator's token: %v, want permission_denied", err)
+	}
+	if _, err := f.h.FollowUser(context.Background(), follow); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("no caller: %v, want unauthenticated", err)
+	}
+	if _, err := f.h.GetFeed(context.Background(), connect.NewRequest(&postv1.GetFeedRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("no caller: %v, want unauthenticated", err)
 	}
 }

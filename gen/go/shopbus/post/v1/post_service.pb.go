@@ -23,29 +23,93 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// GetPostActivityRequest names a partition key.
-type GetPostActivityRequest struct {
+// Visibility says who may see a post (see PostService).
+type Visibility int32
+
+const (
+	// VISIBILITY_UNSPECIFIED is refused.
+	Visibility_VISIBILITY_UNSPECIFIED Visibility = 0
+	// VISIBILITY_PUBLIC means anyone.
+	Visibility_VISIBILITY_PUBLIC Visibility = 1
+	// VISIBILITY_FOLLOWERS means the author's followers (and the author).
+	Visibility_VISIBILITY_FOLLOWERS Visibility = 2
+)
+
+// Enum value maps for Visibility.
+var (
+	Visibility_name = map[int32]string{
+		0: "VISIBILITY_UNSPECIFIED",
+		1: "VISIBILITY_PUBLIC",
+		2: "VISIBILITY_FOLLOWERS",
+	}
+	Visibility_value = map[string]int32{
+		"VISIBILITY_UNSPECIFIED": 0,
+		"VISIBILITY_PUBLIC":      1,
+		"VISIBILITY_FOLLOWERS":   2,
+	}
+)
+
+func (x Visibility) Enum() *Visibility {
+	p := new(Visibility)
+	*p = x
+	return p
+}
+
+func (x Visibility) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Visibility) Descriptor() protoreflect.EnumDescriptor {
+	return file_shopbus_post_v1_post_service_proto_enumTypes[0].Descriptor()
+}
+
+func (Visibility) Type() protoreflect.EnumType {
+	return &file_shopbus_post_v1_post_service_proto_enumTypes[0]
+}
+
+func (x Visibility) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Visibility.Descriptor instead.
+func (Visibility) EnumDescriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{0}
+}
+
+// PublishPostRequest is a post to publish as the caller.
+type PublishPostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// key is an event's partition key (author_id).
-	Key           string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// idempotency_key is chosen by the client, unique per post it means to
+	// publish (a UUID is a good choice); retries reuse it.
+	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// body is the text of the post, 1 to 5,000 characters.
+	Body string `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// hashtags are the post's tags without the leading '#', at most 30,
+	// each 1 to 64 of a-z, 0-9 and '_', none twice.
+	Hashtags []string `protobuf:"bytes,3,rep,name=hashtags,proto3" json:"hashtags,omitempty"`
+	// product_sku, when set, makes the post a review of that product: a SKU
+	// the catalog knows.
+	ProductSku string `protobuf:"bytes,4,opt,name=product_sku,json=productSku,proto3" json:"product_sku,omitempty"`
+	// visibility says who may see the post.
+	Visibility    Visibility `protobuf:"varint,5,opt,name=visibility,proto3,enum=shopbus.post.v1.Visibility" json:"visibility,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetPostActivityRequest) Reset() {
-	*x = GetPostActivityRequest{}
+func (x *PublishPostRequest) Reset() {
+	*x = PublishPostRequest{}
 	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetPostActivityRequest) String() string {
+func (x *PublishPostRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetPostActivityRequest) ProtoMessage() {}
+func (*PublishPostRequest) ProtoMessage() {}
 
-func (x *GetPostActivityRequest) ProtoReflect() protoreflect.Message {
+func (x *PublishPostRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -57,95 +121,137 @@ func (x *GetPostActivityRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetPostActivityRequest.ProtoReflect.Descriptor instead.
-func (*GetPostActivityRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use PublishPostRequest.ProtoReflect.Descriptor instead.
+func (*PublishPostRequest) Descriptor() ([]byte, []int) {
 	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *GetPostActivityRequest) GetKey() string {
+func (x *PublishPostRequest) GetIdempotencyKey() string {
 	if x != nil {
-		return x.Key
+		return x.IdempotencyKey
 	}
 	return ""
 }
 
-// GetPostActivityResponse is the activity of one key.
-type GetPostActivityResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// activity is the key's activity.
-	Activity      *PostActivity `protobuf:"bytes,1,opt,name=activity,proto3" json:"activity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetPostActivityResponse) Reset() {
-	*x = GetPostActivityResponse{}
-	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetPostActivityResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetPostActivityResponse) ProtoMessage() {}
-
-func (x *GetPostActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[1]
+func (x *PublishPostRequest) GetBody() string {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
+		return x.Body
 	}
-	return mi.MessageOf(x)
+	return ""
 }
 
-// Deprecated: Use GetPostActivityResponse.ProtoReflect.Descriptor instead.
-func (*GetPostActivityResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *GetPostActivityResponse) GetActivity() *PostActivity {
+func (x *PublishPostRequest) GetHashtags() []string {
 	if x != nil {
-		return x.Activity
+		return x.Hashtags
 	}
 	return nil
 }
 
-// PostActivity is what the read model holds for one partition key.
-type PostActivity struct {
+func (x *PublishPostRequest) GetProductSku() string {
+	if x != nil {
+		return x.ProductSku
+	}
+	return ""
+}
+
+func (x *PublishPostRequest) GetVisibility() Visibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return Visibility_VISIBILITY_UNSPECIFIED
+}
+
+// PublishPostResponse is the post published.
+type PublishPostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// key is the partition key.
-	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// events is how many events of the key were applied.
-	Events int64 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	// last_event_id is the id of the last one applied.
-	LastEventId string `protobuf:"bytes,3,opt,name=last_event_id,json=lastEventId,proto3" json:"last_event_id,omitempty"`
-	// last_type is its type and version ("post.published.v1").
-	LastType string `protobuf:"bytes,4,opt,name=last_type,json=lastType,proto3" json:"last_type,omitempty"`
-	// updated_at is when the last one was published.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// post is the post.
+	Post *Post `protobuf:"bytes,1,opt,name=post,proto3" json:"post,omitempty"`
+	// replayed is true when the request was a retry: the post had been
+	// published before with this idempotency key.
+	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PostActivity) Reset() {
-	*x = PostActivity{}
+func (x *PublishPostResponse) Reset() {
+	*x = PublishPostResponse{}
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishPostResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishPostResponse) ProtoMessage() {}
+
+func (x *PublishPostResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishPostResponse.ProtoReflect.Descriptor instead.
+func (*PublishPostResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PublishPostResponse) GetPost() *Post {
+	if x != nil {
+		return x.Post
+	}
+	return nil
+}
+
+func (x *PublishPostResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// Post is a published post.
+type Post struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// post_id identifies the post (UUID).
+	PostId string `protobuf:"bytes,1,opt,name=post_id,json=postId,proto3" json:"post_id,omitempty"`
+	// author_id is the user who published it (UUID).
+	AuthorId string `protobuf:"bytes,2,opt,name=author_id,json=authorId,proto3" json:"author_id,omitempty"`
+	// body is its text.
+	Body string `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// hashtags are its tags, without the leading '#'.
+	Hashtags []string `protobuf:"bytes,4,rep,name=hashtags,proto3" json:"hashtags,omitempty"`
+	// product_sku is the product it reviews, or empty.
+	ProductSku string `protobuf:"bytes,5,opt,name=product_sku,json=productSku,proto3" json:"product_sku,omitempty"`
+	// visibility says who may see it.
+	Visibility Visibility `protobuf:"varint,6,opt,name=visibility,proto3,enum=shopbus.post.v1.Visibility" json:"visibility,omitempty"`
+	// published_at is when it was published.
+	PublishedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Post) Reset() {
+	*x = Post{}
 	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PostActivity) String() string {
+func (x *Post) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PostActivity) ProtoMessage() {}
+func (*Post) ProtoMessage() {}
 
-func (x *PostActivity) ProtoReflect() protoreflect.Message {
+func (x *Post) ProtoReflect() protoreflect.Message {
 	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -157,64 +263,409 @@ func (x *PostActivity) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PostActivity.ProtoReflect.Descriptor instead.
-func (*PostActivity) Descriptor() ([]byte, []int) {
+// Deprecated: Use Post.ProtoReflect.Descriptor instead.
+func (*Post) Descriptor() ([]byte, []int) {
 	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *PostActivity) GetKey() string {
+func (x *Post) GetPostId() string {
 	if x != nil {
-		return x.Key
+		return x.PostId
 	}
 	return ""
 }
 
-func (x *PostActivity) GetEvents() int64 {
+func (x *Post) GetAuthorId() string {
 	if x != nil {
-		return x.Events
+		return x.AuthorId
+	}
+	return ""
+}
+
+func (x *Post) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *Post) GetHashtags() []string {
+	if x != nil {
+		return x.Hashtags
+	}
+	return nil
+}
+
+func (x *Post) GetProductSku() string {
+	if x != nil {
+		return x.ProductSku
+	}
+	return ""
+}
+
+func (x *Post) GetVisibility() Visibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return Visibility_VISIBILITY_UNSPECIFIED
+}
+
+func (x *Post) GetPublishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PublishedAt
+	}
+	return nil
+}
+
+// GetFeedRequest asks for a page of the caller's feed.
+type GetFeedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most posts to return, 1 to 100 (default 20).
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is next_page_token from the previous page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFeedRequest) Reset() {
+	*x = GetFeedRequest{}
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFeedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFeedRequest) ProtoMessage() {}
+
+func (x *GetFeedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFeedRequest.ProtoReflect.Descriptor instead.
+func (*GetFeedRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetFeedRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
 	}
 	return 0
 }
 
-func (x *PostActivity) GetLastEventId() string {
+func (x *GetFeedRequest) GetPageToken() string {
 	if x != nil {
-		return x.LastEventId
+		return x.PageToken
 	}
 	return ""
 }
 
-func (x *PostActivity) GetLastType() string {
-	if x != nil {
-		return x.LastType
-	}
-	return ""
+// GetFeedResponse is a page of the caller's feed, newest first.
+type GetFeedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// posts are the page's posts.
+	Posts []*Post `protobuf:"bytes,1,rep,name=posts,proto3" json:"posts,omitempty"`
+	// next_page_token fetches the next page; empty on the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PostActivity) GetUpdatedAt() *timestamppb.Timestamp {
+func (x *GetFeedResponse) Reset() {
+	*x = GetFeedResponse{}
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFeedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFeedResponse) ProtoMessage() {}
+
+func (x *GetFeedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[4]
 	if x != nil {
-		return x.UpdatedAt
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFeedResponse.ProtoReflect.Descriptor instead.
+func (*GetFeedResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetFeedResponse) GetPosts() []*Post {
+	if x != nil {
+		return x.Posts
 	}
 	return nil
+}
+
+func (x *GetFeedResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// FollowUserRequest names the user to follow.
+type FollowUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id is the user to follow (UUID), not the caller.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowUserRequest) Reset() {
+	*x = FollowUserRequest{}
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowUserRequest) ProtoMessage() {}
+
+func (x *FollowUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowUserRequest.ProtoReflect.Descriptor instead.
+func (*FollowUserRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FollowUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// FollowUserResponse says what FollowUser did.
+type FollowUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// already_following is true when the caller followed the user before.
+	AlreadyFollowing bool `protobuf:"varint,1,opt,name=already_following,json=alreadyFollowing,proto3" json:"already_following,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *FollowUserResponse) Reset() {
+	*x = FollowUserResponse{}
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowUserResponse) ProtoMessage() {}
+
+func (x *FollowUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowUserResponse.ProtoReflect.Descriptor instead.
+func (*FollowUserResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *FollowUserResponse) GetAlreadyFollowing() bool {
+	if x != nil {
+		return x.AlreadyFollowing
+	}
+	return false
+}
+
+// UnfollowUserRequest names the user to stop following.
+type UnfollowUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id is the user to stop following (UUID).
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnfollowUserRequest) Reset() {
+	*x = UnfollowUserRequest{}
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnfollowUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnfollowUserRequest) ProtoMessage() {}
+
+func (x *UnfollowUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnfollowUserRequest.ProtoReflect.Descriptor instead.
+func (*UnfollowUserRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UnfollowUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// UnfollowUserResponse says what UnfollowUser did.
+type UnfollowUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// was_following is true when the caller followed the user until now.
+	WasFollowing  bool `protobuf:"varint,1,opt,name=was_following,json=wasFollowing,proto3" json:"was_following,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnfollowUserResponse) Reset() {
+	*x = UnfollowUserResponse{}
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnfollowUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnfollowUserResponse) ProtoMessage() {}
+
+func (x *UnfollowUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_post_v1_post_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnfollowUserResponse.ProtoReflect.Descriptor instead.
+func (*UnfollowUserResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_post_v1_post_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UnfollowUserResponse) GetWasFollowing() bool {
+	if x != nil {
+		return x.WasFollowing
+	}
+	return false
 }
 
 var File_shopbus_post_v1_post_service_proto protoreflect.FileDescriptor
 
 const file_shopbus_post_v1_post_service_proto_rawDesc = "" +
 	"\n" +
-	"\"shopbus/post/v1/post_service.proto\x12\x0fshopbus.post.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n" +
-	"\x16GetPostActivityRequest\x12\x1d\n" +
-	"\x03key\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\x18\x80\x01R\x03key\"T\n" +
-	"\x17GetPostActivityResponse\x129\n" +
-	"\bactivity\x18\x01 \x01(\v2\x1d.shopbus.post.v1.PostActivityR\bactivity\"\xb4\x01\n" +
-	"\fPostActivity\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
-	"\x06events\x18\x02 \x01(\x03R\x06events\x12\"\n" +
-	"\rlast_event_id\x18\x03 \x01(\tR\vlastEventId\x12\x1b\n" +
-	"\tlast_type\x18\x04 \x01(\tR\blastType\x129\n" +
+	"\"shopbus/post/v1/post_service.proto\x12\x0fshopbus.post.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x02\n" +
+	"\x12PublishPostRequest\x12J\n" +
+	"\x0fidempotency_key\x18\x01 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x10\b\x18\x80\x012\x12^[A-Za-z0-9._:-]+$R\x0eidempotencyKey\x12!\n" +
+	"\x04body\x18\x02 \x01(\tB\r\xbaH\n" +
+	"\xc8\x01\x01r\x05\x10\x01\x18\x88'R\x04body\x12=\n" +
+	"\bhashtags\x18\x03 \x03(\tB!\xbaH\x1e\x92\x01\x1b\x10\x1e\x18\x01\"\x15r\x132\x11^[a-z0-9_]{1,64}$R\bhashtags\x12D\n" +
+	"\vproduct_sku\x18\x04 \x01(\tB#\xbaH \xd8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\n" +
+	"productSku\x12H\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt2x\n" +
-	"\vPostService\x12i\n" +
-	"\x0fGetPostActivity\x12'.shopbus.post.v1.GetPostActivityRequest\x1a(.shopbus.post.v1.GetPostActivityResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
+	"visibility\x18\x05 \x01(\x0e2\x1b.shopbus.post.v1.VisibilityB\v\xbaH\b\xc8\x01\x01\x82\x01\x02\x10\x01R\n" +
+	"visibility\"\\\n" +
+	"\x13PublishPostResponse\x12)\n" +
+	"\x04post\x18\x01 \x01(\v2\x15.shopbus.post.v1.PostR\x04post\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"\x89\x02\n" +
+	"\x04Post\x12\x17\n" +
+	"\apost_id\x18\x01 \x01(\tR\x06postId\x12\x1b\n" +
+	"\tauthor_id\x18\x02 \x01(\tR\bauthorId\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\tR\x04body\x12\x1a\n" +
+	"\bhashtags\x18\x04 \x03(\tR\bhashtags\x12\x1f\n" +
+	"\vproduct_sku\x18\x05 \x01(\tR\n" +
+	"productSku\x12;\n" +
+	"\n" +
+	"visibility\x18\x06 \x01(\x0e2\x1b.shopbus.post.v1.VisibilityR\n" +
+	"visibility\x12=\n" +
+	"\fpublished_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\"_\n" +
+	"\x0eGetFeedRequest\x12$\n" +
+	"\tpage_size\x18\x01 \x01(\rB\a\xbaH\x04*\x02\x18dR\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"f\n" +
+	"\x0fGetFeedResponse\x12+\n" +
+	"\x05posts\x18\x01 \x03(\v2\x15.shopbus.post.v1.PostR\x05posts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"9\n" +
+	"\x11FollowUserRequest\x12$\n" +
+	"\auser_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x06userId\"A\n" +
+	"\x12FollowUserResponse\x12+\n" +
+	"\x11already_following\x18\x01 \x01(\bR\x10alreadyFollowing\";\n" +
+	"\x13UnfollowUserRequest\x12$\n" +
+	"\auser_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x06userId\";\n" +
+	"\x14UnfollowUserResponse\x12#\n" +
+	"\rwas_following\x18\x01 \x01(\bR\fwasFollowing*Y\n" +
+	"\n" +
+	"Visibility\x12\x1a\n" +
+	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11VISIBILITY_PUBLIC\x10\x01\x12\x18\n" +
+	"\x14VISIBILITY_FOLLOWERS\x10\x022\xfd\x02\n" +
+	"\vPostService\x12]\n" +
+	"\vPublishPost\x12#.shopbus.post.v1.PublishPostRequest\x1a$.shopbus.post.v1.PublishPostResponse\"\x03\x90\x02\x02\x12Q\n" +
+	"\aGetFeed\x12\x1f.shopbus.post.v1.GetFeedRequest\x1a .shopbus.post.v1.GetFeedResponse\"\x03\x90\x02\x01\x12Z\n" +
+	"\n" +
+	"FollowUser\x12\".shopbus.post.v1.FollowUserRequest\x1a#.shopbus.post.v1.FollowUserResponse\"\x03\x90\x02\x02\x12`\n" +
+	"\fUnfollowUser\x12$.shopbus.post.v1.UnfollowUserRequest\x1a%.shopbus.post.v1.UnfollowUserResponse\"\x03\x90\x02\x02B\xbf\x01\n" +
 	"\x13com.shopbus.post.v1B\x10PostServiceProtoP\x01Z8github.com/shopbus/shopbus/gen/go/shopbus/post/v1;postv1\xa2\x02\x03SPX\xaa\x02\x0fShopbus.Post.V1\xca\x02\x0fShopbus\\Post\\V1\xe2\x02\x1bShopbus\\Post\\V1\\GPBMetadata\xea\x02\x11Shopbus::Post::V1b\x06proto3"
 
 var (
@@ -229,23 +680,40 @@ func file_shopbus_post_v1_post_service_proto_rawDescGZIP() []byte {
 	return file_shopbus_post_v1_post_service_proto_rawDescData
 }
 
-var file_shopbus_post_v1_post_service_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_shopbus_post_v1_post_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_shopbus_post_v1_post_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_shopbus_post_v1_post_service_proto_goTypes = []any{
-	(*GetPostActivityRequest)(nil),  // 0: shopbus.post.v1.GetPostActivityRequest
-	(*GetPostActivityResponse)(nil), // 1: shopbus.post.v1.GetPostActivityResponse
-	(*PostActivity)(nil),            // 2: shopbus.post.v1.PostActivity
-	(*timestamppb.Timestamp)(nil),   // 3: google.protobuf.Timestamp
+	(Visibility)(0),               // 0: shopbus.post.v1.Visibility
+	(*PublishPostRequest)(nil),    // 1: shopbus.post.v1.PublishPostRequest
+	(*PublishPostResponse)(nil),   // 2: shopbus.post.v1.PublishPostResponse
+	(*Post)(nil),                  // 3: shopbus.post.v1.Post
+	(*GetFeedRequest)(nil),        // 4: shopbus.post.v1.GetFeedRequest
+	(*GetFeedResponse)(nil),       // 5: shopbus.post.v1.GetFeedResponse
+	(*FollowUserRequest)(nil),     // 6: shopbus.post.v1.FollowUserRequest
+	(*FollowUserResponse)(nil),    // 7: shopbus.post.v1.FollowUserResponse
+	(*UnfollowUserRequest)(nil),   // 8: shopbus.post.v1.UnfollowUserRequest
+	(*UnfollowUserResponse)(nil),  // 9: shopbus.post.v1.UnfollowUserResponse
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_shopbus_post_v1_post_service_proto_depIdxs = []int32{
-	2, // 0: shopbus.post.v1.GetPostActivityResponse.activity:type_name -> shopbus.post.v1.PostActivity
-	3, // 1: shopbus.post.v1.PostActivity.updated_at:type_name -> google.protobuf.Timestamp
-	0, // 2: shopbus.post.v1.PostService.GetPostActivity:input_type -> shopbus.post.v1.GetPostActivityRequest
-	1, // 3: shopbus.post.v1.PostService.GetPostActivity:output_type -> shopbus.post.v1.GetPostActivityResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	0,  // 0: shopbus.post.v1.PublishPostRequest.visibility:type_name -> shopbus.post.v1.Visibility
+	3,  // 1: shopbus.post.v1.PublishPostResponse.post:type_name -> shopbus.post.v1.Post
+	0,  // 2: shopbus.post.v1.Post.visibility:type_name -> shopbus.post.v1.Visibility
+	10, // 3: shopbus.post.v1.Post.published_at:type_name -> google.protobuf.Timestamp
+	3,  // 4: shopbus.post.v1.GetFeedResponse.posts:type_name -> shopbus.post.v1.Post
+	1,  // 5: shopbus.post.v1.PostService.PublishPost:input_type -> shopbus.post.v1.PublishPostRequest
+	4,  // 6: shopbus.post.v1.PostService.GetFeed:input_type -> shopbus.post.v1.GetFeedRequest
+	6,  // 7: shopbus.post.v1.PostService.FollowUser:input_type -> shopbus.post.v1.FollowUserRequest
+	8,  // 8: shopbus.post.v1.PostService.UnfollowUser:input_type -> shopbus.post.v1.UnfollowUserRequest
+	2,  // 9: shopbus.post.v1.PostService.PublishPost:output_type -> shopbus.post.v1.PublishPostResponse
+	5,  // 10: shopbus.post.v1.PostService.GetFeed:output_type -> shopbus.post.v1.GetFeedResponse
+	7,  // 11: shopbus.post.v1.PostService.FollowUser:output_type -> shopbus.post.v1.FollowUserResponse
+	9,  // 12: shopbus.post.v1.PostService.UnfollowUser:output_type -> shopbus.post.v1.UnfollowUserResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_shopbus_post_v1_post_service_proto_init() }
@@ -258,13 +726,14 @@ func file_shopbus_post_v1_post_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shopbus_post_v1_post_service_proto_rawDesc), len(file_shopbus_post_v1_post_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_shopbus_post_v1_post_service_proto_goTypes,
 		DependencyIndexes: file_shopbus_post_v1_post_service_proto_depIdxs,
+		EnumInfos:         file_shopbus_post_v1_post_service_proto_enumTypes,
 		MessageInfos:      file_shopbus_post_v1_post_service_proto_msgTypes,
 	}.Build()
 	File_shopbus_post_v1_post_service_proto = out.File

@@ -2,8 +2,8 @@
 // @generated from file shopbus/post/v1/post_service.proto (package shopbus.post.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -13,117 +13,395 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/post/v1/post_service.proto.
  */
 export const file_shopbus_post_v1_post_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJzaG9wYnVzL3Bvc3QvdjEvcG9zdF9zZXJ2aWNlLnByb3RvEg9zaG9wYnVzLnBvc3QudjEiMgoWR2V0UG9zdEFjdGl2aXR5UmVxdWVzdBIYCgNrZXkYASABKAlCC7pICMgBAXIDGIABIkoKF0dldFBvc3RBY3Rpdml0eVJlc3BvbnNlEi8KCGFjdGl2aXR5GAEgASgLMh0uc2hvcGJ1cy5wb3N0LnYxLlBvc3RBY3Rpdml0eSKFAQoMUG9zdEFjdGl2aXR5EgsKA2tleRgBIAEoCRIOCgZldmVudHMYAiABKAMSFQoNbGFzdF9ldmVudF9pZBgDIAEoCRIRCglsYXN0X3R5cGUYBCABKAkSLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyeAoLUG9zdFNlcnZpY2USaQoPR2V0UG9zdEFjdGl2aXR5Eicuc2hvcGJ1cy5wb3N0LnYxLkdldFBvc3RBY3Rpdml0eVJlcXVlc3QaKC5zaG9wYnVzLnBvc3QudjEuR2V0UG9zdEFjdGl2aXR5UmVzcG9uc2UiA5ACAUK/AQoTY29tLnNob3BidXMucG9zdC52MUIQUG9zdFNlcnZpY2VQcm90b1ABWjhnaXRodWIuY29tL3Nob3BidXMvc2hvcGJ1cy9nZW4vZ28vc2hvcGJ1cy9wb3N0L3YxO3Bvc3R2MaICA1NQWKoCD1Nob3BidXMuUG9zdC5WMcoCD1Nob3BidXNcUG9zdFxWMeICG1Nob3BidXNcUG9zdFxWMVxHUEJNZXRhZGF0YeoCEVNob3BidXM6OlBvc3Q6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiJzaG9wYnVzL3Bvc3QvdjEvcG9zdF9zZXJ2aWNlLnByb3RvEg9zaG9wYnVzLnBvc3QudjEimgIKElB1Ymxpc2hQb3N0UmVxdWVzdBI6Cg9pZGVtcG90ZW5jeV9rZXkYASABKAlCIbpIHsgBAXIZEAgYgAEyEl5bQS1aYS16MC05Ll86LV0rJBIbCgRib2R5GAIgASgJQg26SArIAQFyBRABGIgnEjMKCGhhc2h0YWdzGAMgAygJQiG6SB6SARsQHhgBIhVyEzIRXlthLXowLTlfXXsxLDY0fSQSOAoLcHJvZHVjdF9za3UYBCABKAlCI7pIINgBAXIbMhleW0EtWjAtOV1bQS1aMC05LV17MiwzMX0kEjwKCnZpc2liaWxpdHkYBSABKA4yGy5zaG9wYnVzLnBvc3QudjEuVmlzaWJpbGl0eUILukgIyAEBggECEAEiTAoTUHVibGlzaFBvc3RSZXNwb25zZRIjCgRwb3N0GAEgASgLMhUuc2hvcGJ1cy5wb3N0LnYxLlBvc3QSEAoIcmVwbGF5ZWQYAiABKAgiwgEKBFBvc3QSDwoHcG9zdF9pZBgBIAEoCRIRCglhdXRob3JfaWQYAiABKAkSDAoEYm9keRgDIAEoCRIQCghoYXNodGFncxgEIAMoCRITCgtwcm9kdWN0X3NrdRgFIAEoCRIvCgp2aXNpYmlsaXR5GAYgASgOMhsuc2hvcGJ1cy5wb3N0LnYxLlZpc2liaWxpdHkSMAoMcHVibGlzaGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJKCg5HZXRGZWVkUmVxdWVzdBIaCglwYWdlX3NpemUYASABKA1CB7pIBCoCGGQSHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAIiUAoPR2V0RmVlZFJlc3BvbnNlEiQKBXBvc3RzGAEgAygLMhUuc2hvcGJ1cy5wb3N0LnYxLlBvc3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjEKEUZvbGxvd1VzZXJSZXF1ZXN0EhwKB3VzZXJfaWQYASABKAlCC7pICMgBAXIDsAEBIi8KEkZvbGxvd1VzZXJSZXNwb25zZRIZChFhbHJlYWR5X2ZvbGxvd2luZxgBIAEoCCIzChNVbmZvbGxvd1VzZXJSZXF1ZXN0EhwKB3VzZXJfaWQYASABKAlCC7pICMgBAXIDsAEBIi0KFFVuZm9sbG93VXNlclJlc3BvbnNlEhUKDXdhc19mb2xsb3dpbmcYASABKAgqWQoKVmlzaWJpbGl0eRIaChZWSVNJQklMSVRZX1VOU1BFQ0lGSUVEEAASFQoRVklTSUJJTElUWV9QVUJMSUMQARIYChRWSVNJQklMSVRZX0ZPTExPV0VSUxACMv0CCgtQb3N0U2VydmljZRJdCgtQdWJsaXNoUG9zdBIjLnNob3BidXMucG9zdC52MS5QdWJsaXNoUG9zdFJlcXVlc3QaJC5zaG9wYnVzLnBvc3QudjEuUHVibGlzaFBvc3RSZXNwb25zZSIDkAICElEKB0dldEZlZWQSHy5zaG9wYnVzLnBvc3QudjEuR2V0RmVlZFJlcXVlc3QaIC5zaG9wYnVzLnBvc3QudjEuR2V0RmVlZFJlc3BvbnNlIgOQAgESWgoKRm9sbG93VXNlchIiLnNob3BidXMucG9zdC52MS5Gb2xsb3dVc2VyUmVxdWVzdBojLnNob3BidXMucG9zdC52MS5Gb2xsb3dVc2VyUmVzcG9uc2UiA5ACAhJgCgxVbmZvbGxvd1VzZXISJC5zaG9wYnVzLnBvc3QudjEuVW5mb2xsb3dVc2VyUmVxdWVzdBolLnNob3BidXMucG9zdC52MS5VbmZvbGxvd1VzZXJSZXNwb25zZSIDkAICQr8BChNjb20uc2hvcGJ1cy5wb3N0LnYxQhBQb3N0U2VydmljZVByb3RvUAFaOGdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL3Bvc3QvdjE7cG9zdHYxogIDU1BYqgIPU2hvcGJ1cy5Qb3N0LlYxygIPU2hvcGJ1c1xQb3N0XFYx4gIbU2hvcGJ1c1xQb3N0XFYxXEdQQk1ldGFkYXRh6gIRU2hvcGJ1czo6UG9zdDo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
- * GetPostActivityRequest names a partition key.
+ * PublishPostRequest is a post to publish as the caller.
  *
- * @generated from message shopbus.post.v1.GetPostActivityRequest
+ * @generated from message shopbus.post.v1.PublishPostRequest
  */
-export type GetPostActivityRequest = Message<"shopbus.post.v1.GetPostActivityRequest"> & {
+export type PublishPostRequest = Message<"shopbus.post.v1.PublishPostRequest"> & {
   /**
-   * key is an event's partition key (author_id).
+   * idempotency_key is chosen by the client, unique per post it means to
+   * publish (a UUID is a good choice); retries reuse it.
    *
-   * @generated from field: string key = 1;
+   * @generated from field: string idempotency_key = 1;
    */
-  key: string;
+  idempotencyKey: string;
+
+  /**
+   * body is the text of the post, 1 to 5,000 characters.
+   *
+   * @generated from field: string body = 2;
+   */
+  body: string;
+
+  /**
+   * hashtags are the post's tags without the leading '#', at most 30,
+   * each 1 to 64 of a-z, 0-9 and '_', none twice.
+   *
+   * @generated from field: repeated string hashtags = 3;
+   */
+  hashtags: string[];
+
+  /**
+   * product_sku, when set, makes the post a review of that product: a SKU
+   * the catalog knows.
+   *
+   * @generated from field: string product_sku = 4;
+   */
+  productSku: string;
+
+  /**
+   * visibility says who may see the post.
+   *
+   * @generated from field: shopbus.post.v1.Visibility visibility = 5;
+   */
+  visibility: Visibility;
 };
 
 /**
- * Describes the message shopbus.post.v1.GetPostActivityRequest.
- * Use `create(GetPostActivityRequestSchema)` to create a new message.
+ * Describes the message shopbus.post.v1.PublishPostRequest.
+ * Use `create(PublishPostRequestSchema)` to create a new message.
  */
-export const GetPostActivityRequestSchema: GenMessage<GetPostActivityRequest> = /*@__PURE__*/
+export const PublishPostRequestSchema: GenMessage<PublishPostRequest> = /*@__PURE__*/
   messageDesc(file_shopbus_post_v1_post_service, 0);
 
 /**
- * GetPostActivityResponse is the activity of one key.
+ * PublishPostResponse is the post published.
  *
- * @generated from message shopbus.post.v1.GetPostActivityResponse
+ * @generated from message shopbus.post.v1.PublishPostResponse
  */
-export type GetPostActivityResponse = Message<"shopbus.post.v1.GetPostActivityResponse"> & {
+export type PublishPostResponse = Message<"shopbus.post.v1.PublishPostResponse"> & {
   /**
-   * activity is the key's activity.
+   * post is the post.
    *
-   * @generated from field: shopbus.post.v1.PostActivity activity = 1;
+   * @generated from field: shopbus.post.v1.Post post = 1;
    */
-  activity?: PostActivity | undefined;
+  post?: Post | undefined;
+
+  /**
+   * replayed is true when the request was a retry: the post had been
+   * published before with this idempotency key.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
 };
 
 /**
- * Describes the message shopbus.post.v1.GetPostActivityResponse.
- * Use `create(GetPostActivityResponseSchema)` to create a new message.
+ * Describes the message shopbus.post.v1.PublishPostResponse.
+ * Use `create(PublishPostResponseSchema)` to create a new message.
  */
-export const GetPostActivityResponseSchema: GenMessage<GetPostActivityResponse> = /*@__PURE__*/
+export const PublishPostResponseSchema: GenMessage<PublishPostResponse> = /*@__PURE__*/
   messageDesc(file_shopbus_post_v1_post_service, 1);
 
 /**
- * PostActivity is what the read model holds for one partition key.
+ * Post is a published post.
  *
- * @generated from message shopbus.post.v1.PostActivity
+ * @generated from message shopbus.post.v1.Post
  */
-export type PostActivity = Message<"shopbus.post.v1.PostActivity"> & {
+export type Post = Message<"shopbus.post.v1.Post"> & {
   /**
-   * key is the partition key.
+   * post_id identifies the post (UUID).
    *
-   * @generated from field: string key = 1;
+   * @generated from field: string post_id = 1;
    */
-  key: string;
+  postId: string;
 
   /**
-   * events is how many events of the key were applied.
+   * author_id is the user who published it (UUID).
    *
-   * @generated from field: int64 events = 2;
+   * @generated from field: string author_id = 2;
    */
-  events: bigint;
+  authorId: string;
 
   /**
-   * last_event_id is the id of the last one applied.
+   * body is its text.
    *
-   * @generated from field: string last_event_id = 3;
+   * @generated from field: string body = 3;
    */
-  lastEventId: string;
+  body: string;
 
   /**
-   * last_type is its type and version ("post.published.v1").
+   * hashtags are its tags, without the leading '#'.
    *
-   * @generated from field: string last_type = 4;
+   * @generated from field: repeated string hashtags = 4;
    */
-  lastType: string;
+  hashtags: string[];
 
   /**
-   * updated_at is when the last one was published.
+   * product_sku is the product it reviews, or empty.
    *
-   * @generated from field: google.protobuf.Timestamp updated_at = 5;
+   * @generated from field: string product_sku = 5;
    */
-  updatedAt?: Timestamp | undefined;
+  productSku: string;
+
+  /**
+   * visibility says who may see it.
+   *
+   * @generated from field: shopbus.post.v1.Visibility visibility = 6;
+   */
+  visibility: Visibility;
+
+  /**
+   * published_at is when it was published.
+   *
+   * @generated from field: google.protobuf.Timestamp published_at = 7;
+   */
+  publishedAt?: Timestamp | undefined;
 };
 
 /**
- * Describes the message shopbus.post.v1.PostActivity.
- * Use `create(PostActivitySchema)` to create a new message.
+ * Describes the message shopbus.post.v1.Post.
+ * Use `create(PostSchema)` to create a new message.
  */
-export const PostActivitySchema: GenMessage<PostActivity> = /*@__PURE__*/
+export const PostSchema: GenMessage<Post> = /*@__PURE__*/
   messageDesc(file_shopbus_post_v1_post_service, 2);
 
 /**
- * PostService reads what the post service's consumer applied of
- * the social/post events. Every procedure needs the admin role
- * until someone decides otherwise (gateway.IsAdmin).
+ * GetFeedRequest asks for a page of the caller's feed.
+ *
+ * @generated from message shopbus.post.v1.GetFeedRequest
+ */
+export type GetFeedRequest = Message<"shopbus.post.v1.GetFeedRequest"> & {
+  /**
+   * page_size is the most posts to return, 1 to 100 (default 20).
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * page_token is next_page_token from the previous page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message shopbus.post.v1.GetFeedRequest.
+ * Use `create(GetFeedRequestSchema)` to create a new message.
+ */
+export const GetFeedRequestSchema: GenMessage<GetFeedRequest> = /*@__PURE__*/
+  messageDesc(file_shopbus_post_v1_post_service, 3);
+
+/**
+ * GetFeedResponse is a page of the caller's feed, newest first.
+ *
+ * @generated from message shopbus.post.v1.GetFeedResponse
+ */
+export type GetFeedResponse = Message<"shopbus.post.v1.GetFeedResponse"> & {
+  /**
+   * posts are the page's posts.
+   *
+   * @generated from field: repeated shopbus.post.v1.Post posts = 1;
+   */
+  posts: Post[];
+
+  /**
+   * next_page_token fetches the next page; empty on the last one.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message shopbus.post.v1.GetFeedResponse.
+ * Use `create(GetFeedResponseSchema)` to create a new message.
+ */
+export const GetFeedResponseSchema: GenMessage<GetFeedResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_post_v1_post_service, 4);
+
+/**
+ * FollowUserRequest names the user to follow.
+ *
+ * @generated from message shopbus.post.v1.FollowUserRequest
+ */
+export type FollowUserRequest = Message<"shopbus.post.v1.FollowUserRequest"> & {
+  /**
+   * user_id is the user to follow (UUID), not the caller.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message shopbus.post.v1.FollowUserRequest.
+ * Use `create(FollowUserRequestSchema)` to create a new message.
+ */
+export const FollowUserRequestSchema: GenMessage<FollowUserRequest> = /*@__PURE__*/
+  messageDesc(file_shopbus_post_v1_post_service, 5);
+
+/**
+ * FollowUserResponse says what FollowUser did.
+ *
+ * @generated from message shopbus.post.v1.FollowUserResponse
+ */
+export type FollowUserResponse = Message<"shopbus.post.v1.FollowUserResponse"> & {
+  /**
+   * already_following is true when the caller followed the user before.
+   *
+   * @generated from field: bool already_following = 1;
+   */
+  alreadyFollowing: boolean;
+};
+
+/**
+ * Describes the message shopbus.post.v1.FollowUserResponse.
+ * Use `create(FollowUserResponseSchema)` to create a new message.
+ */
+export const FollowUserResponseSchema: GenMessage<FollowUserResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_post_v1_post_service, 6);
+
+/**
+ * UnfollowUserRequest names the user to stop following.
+ *
+ * @generated from message shopbus.post.v1.UnfollowUserRequest
+ */
+export type UnfollowUserRequest = Message<"shopbus.post.v1.UnfollowUserRequest"> & {
+  /**
+   * user_id is the user to stop following (UUID).
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message shopbus.post.v1.UnfollowUserRequest.
+ * Use `create(UnfollowUserRequestSchema)` to create a new message.
+ */
+export const UnfollowUserRequestSchema: GenMessage<UnfollowUserRequest> = /*@__PURE__*/
+  messageDesc(file_shopbus_post_v1_post_service, 7);
+
+/**
+ * UnfollowUserResponse says what UnfollowUser did.
+ *
+ * @generated from message shopbus.post.v1.UnfollowUserResponse
+ */
+export type UnfollowUserResponse = Message<"shopbus.post.v1.UnfollowUserResponse"> & {
+  /**
+   * was_following is true when the caller followed the user until now.
+   *
+   * @generated from field: bool was_following = 1;
+   */
+  wasFollowing: boolean;
+};
+
+/**
+ * Describes the message shopbus.post.v1.UnfollowUserResponse.
+ * Use `create(UnfollowUserResponseSchema)` to create a new message.
+ */
+export const UnfollowUserResponseSchema: GenMessage<UnfollowUserResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_post_v1_post_service, 8);
+
+/**
+ * Visibility says who may see a post (see PostService).
+ *
+ * @generated from enum shopbus.post.v1.Visibility
+ */
+export enum Visibility {
+  /**
+   * VISIBILITY_UNSPECIFIED is refused.
+   *
+   * @generated from enum value: VISIBILITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * VISIBILITY_PUBLIC means anyone.
+   *
+   * @generated from enum value: VISIBILITY_PUBLIC = 1;
+   */
+  PUBLIC = 1,
+
+  /**
+   * VISIBILITY_FOLLOWERS means the author's followers (and the author).
+   *
+   * @generated from enum value: VISIBILITY_FOLLOWERS = 2;
+   */
+  FOLLOWERS = 2,
+}
+
+/**
+ * Describes the enum shopbus.post.v1.Visibility.
+ */
+export const VisibilitySchema: GenEnum<Visibility> = /*@__PURE__*/
+  enumDesc(file_shopbus_post_v1_post_service, 0);
+
+/**
+ * PostService is Social Pulse: users publish posts (a product review names
+ * the product's SKU), follow one another and read their feed. Every
+ * procedure is a signed-in user's: the user is the bearer token's subject
+ * (a UUID), never a field of the request; a token whose subject is not a
+ * user is PERMISSION_DENIED.
+ *
+ * A feed is fanned out when a post is published: the post goes to its
+ * author's feed and to the feed of each user who follows the author when
+ * the post.published event is applied. Nobody else's feed gets it, whatever
+ * its visibility, and following someone does not bring their earlier posts.
+ * Visibility then says who may see a post that is in their feed: a PUBLIC
+ * post stays there (anyone may see it); a FOLLOWERS post shows only to its
+ * author and to readers who follow the author at the time they read, so
+ * unfollowing hides the author's followers-only posts at once, and
+ * following again shows them again.
  *
  * @generated from service shopbus.post.v1.PostService
  */
 export const PostService: GenService<{
   /**
-   * GetPostActivity returns what the consumer applied for one
-   * partition key, or NOT_FOUND.
+   * PublishPost publishes a post as the caller: it is stored and its
+   * post.published event written through the outbox in one transaction.
+   * A retry with the same idempotency_key returns the same post and writes
+   * nothing new; the same key with a different request is ALREADY_EXISTS.
+   * A product_sku that the catalog does not know (no inventory.priced
+   * event has named it) is FAILED_PRECONDITION, and nothing is written.
    *
-   * @generated from rpc shopbus.post.v1.PostService.GetPostActivity
+   * @generated from rpc shopbus.post.v1.PostService.PublishPost
    */
-  getPostActivity: {
+  publishPost: {
     methodKind: "unary";
-    input: typeof GetPostActivityRequestSchema;
-    output: typeof GetPostActivityResponseSchema;
+    input: typeof PublishPostRequestSchema;
+    output: typeof PublishPostResponseSchema;
+  },
+  /**
+   * GetFeed returns the caller's feed, newest first, a page at a time.
+   *
+   * @generated from rpc shopbus.post.v1.PostService.GetFeed
+   */
+  getFeed: {
+    methodKind: "unary";
+    input: typeof GetFeedRequestSchema;
+    output: typeof GetFeedResponseSchema;
+  },
+  /**
+   * FollowUser makes the caller follow a user: the user's posts published
+   * from then on reach the caller's feed. Following someone again changes
+   * nothing; following oneself is INVALID_ARGUMENT.
+   *
+   * @generated from rpc shopbus.post.v1.PostService.FollowUser
+   */
+  followUser: {
+    methodKind: "unary";
+    input: typeof FollowUserRequestSchema;
+    output: typeof FollowUserResponseSchema;
+  },
+  /**
+   * UnfollowUser makes the caller stop following a user: the user's posts
+   * no longer reach the caller's feed, and their followers-only posts
+   * already there no longer show. Unfollowing someone not followed changes
+   * nothing.
+   *
+   * @generated from rpc shopbus.post.v1.PostService.UnfollowUser
+   */
+  unfollowUser: {
+    methodKind: "unary";
+    input: typeof UnfollowUserRequestSchema;
+    output: typeof UnfollowUserResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shopbus_post_v1_post_service, 0);

@@ -33,16 +33,37 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
-	// PostServiceGetPostActivityProcedure is the fully-qualified name of the PostService's
-	// GetPostActivity RPC.
-	PostServiceGetPostActivityProcedure = "/shopbus.post.v1.PostService/GetPostActivity"
+	// PostServicePublishPostProcedure is the fully-qualified name of the PostService's PublishPost RPC.
+	PostServicePublishPostProcedure = "/shopbus.post.v1.PostService/PublishPost"
+	// PostServiceGetFeedProcedure is the fully-qualified name of the PostService's GetFeed RPC.
+	PostServiceGetFeedProcedure = "/shopbus.post.v1.PostService/GetFeed"
+	// PostServiceFollowUserProcedure is the fully-qualified name of the PostService's FollowUser RPC.
+	PostServiceFollowUserProcedure = "/shopbus.post.v1.PostService/FollowUser"
+	// PostServiceUnfollowUserProcedure is the fully-qualified name of the PostService's UnfollowUser
+	// RPC.
+	PostServiceUnfollowUserProcedure = "/shopbus.post.v1.PostService/UnfollowUser"
 )
 
 // PostServiceClient is a client for the shopbus.post.v1.PostService service.
 type PostServiceClient interface {
-	// GetPostActivity returns what the consumer applied for one
-	// partition key, or NOT_FOUND.
-	GetPostActivity(context.Context, *connect.Request[v1.GetPostActivityRequest]) (*connect.Response[v1.GetPostActivityResponse], error)
+	// PublishPost publishes a post as the caller: it is stored and its
+	// post.published event written through the outbox in one transaction.
+	// A retry with the same idempotency_key returns the same post and writes
+	// nothing new; the same key with a different request is ALREADY_EXISTS.
+	// A product_sku that the catalog does not know (no inventory.priced
+	// event has named it) is FAILED_PRECONDITION, and nothing is written.
+	PublishPost(context.Context, *connect.Request[v1.PublishPostRequest]) (*connect.Response[v1.PublishPostResponse], error)
+	// GetFeed returns the caller's feed, newest first, a page at a time.
+	GetFeed(context.Context, *connect.Request[v1.GetFeedRequest]) (*connect.Response[v1.GetFeedResponse], error)
+	// FollowUser makes the caller follow a user: the user's posts published
+	// from then on reach the caller's feed. Following someone again changes
+	// nothing; following oneself is INVALID_ARGUMENT.
+	FollowUser(context.Context, *connect.Request[v1.FollowUserRequest]) (*connect.Response[v1.FollowUserResponse], error)
+	// UnfollowUser makes the caller stop following a user: the user's posts
+	// no longer reach the caller's feed, and their followers-only posts
+	// already there no longer show. Unfollowing someone not followed changes
+	// nothing.
+	UnfollowUser(context.Context, *connect.Request[v1.UnfollowUserRequest]) (*connect.Response[v1.UnfollowUserResponse], error)
 }
 
 // NewPostServiceClient constructs a client for the shopbus.post.v1.PostService service. By default,
@@ -56,11 +77,32 @@ func NewPostServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 	baseURL = strings.TrimRight(baseURL, "/")
 	postServiceMethods := v1.File_shopbus_post_v1_post_service_proto.Services().ByName("PostService").Methods()
 	return &postServiceClient{
-		getPostActivity: connect.NewClient[v1.GetPostActivityRequest, v1.GetPostActivityResponse](
+		publishPost: connect.NewClient[v1.PublishPostRequest, v1.PublishPostResponse](
 			httpClient,
-			baseURL+PostServiceGetPostActivityProcedure,
-			connect.WithSchema(postServiceMethods.ByName("GetPostActivity")),
+			baseURL+PostServicePublishPostProcedure,
+			connect.WithSchema(postServiceMethods.ByName("PublishPost")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		getFeed: connect.NewClient[v1.GetFeedRequest, v1.GetFeedResponse](
+			httpClient,
+			baseURL+PostServiceGetFeedProcedure,
+			connect.WithSchema(postServiceMethods.ByName("GetFeed")),
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		followUser: connect.NewClient[v1.FollowUserRequest, v1.FollowUserResponse](
+			httpClient,
+			baseURL+PostServiceFollowUserProcedure,
+			connect.WithSchema(postServiceMethods.ByName("FollowUser")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		unfollowUser: connect.NewClient[v1.UnfollowUserRequest, v1.UnfollowUserResponse](
+			httpClient,
+			baseURL+PostServiceUnfollowUserProcedure,
+			connect.WithSchema(postServiceMethods.ByName("UnfollowUser")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -68,19 +110,52 @@ func NewPostServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 
 // postServiceClient implements PostServiceClient.
 type postServiceClient struct {
-	getPostActivity *connect.Client[v1.GetPostActivityRequest, v1.GetPostActivityResponse]
+	publishPost  *connect.Client[v1.PublishPostRequest, v1.PublishPostResponse]
+	getFeed      *connect.Client[v1.GetFeedRequest, v1.GetFeedResponse]
+	followUser   *connect.Client[v1.FollowUserRequest, v1.FollowUserResponse]
+	unfollowUser *connect.Client[v1.UnfollowUserRequest, v1.UnfollowUserResponse]
 }
 
-// GetPostActivity calls shopbus.post.v1.PostService.GetPostActivity.
-func (c *postServiceClient) GetPostActivity(ctx context.Context, req *connect.Request[v1.GetPostActivityRequest]) (*connect.Response[v1.GetPostActivityResponse], error) {
-	return c.getPostActivity.CallUnary(ctx, req)
+// PublishPost calls shopbus.post.v1.PostService.PublishPost.
+func (c *postServiceClient) PublishPost(ctx context.Context, req *connect.Request[v1.PublishPostRequest]) (*connect.Response[v1.PublishPostResponse], error) {
+	return c.publishPost.CallUnary(ctx, req)
+}
+
+// GetFeed calls shopbus.post.v1.PostService.GetFeed.
+func (c *postServiceClient) GetFeed(ctx context.Context, req *connect.Request[v1.GetFeedRequest]) (*connect.Response[v1.GetFeedResponse], error) {
+	return c.getFeed.CallUnary(ctx, req)
+}
+
+// FollowUser calls shopbus.post.v1.PostService.FollowUser.
+func (c *postServiceClient) FollowUser(ctx context.Context, req *connect.Request[v1.FollowUserRequest]) (*connect.Response[v1.FollowUserResponse], error) {
+	return c.followUser.CallUnary(ctx, req)
+}
+
+// UnfollowUser calls shopbus.post.v1.PostService.UnfollowUser.
+func (c *postServiceClient) UnfollowUser(ctx context.Context, req *connect.Request[v1.UnfollowUserRequest]) (*connect.Response[v1.UnfollowUserResponse], error) {
+	return c.unfollowUser.CallUnary(ctx, req)
 }
 
 // PostServiceHandler is an implementation of the shopbus.post.v1.PostService service.
 type PostServiceHandler interface {
-	// GetPostActivity returns what the consumer applied for one
-	// partition key, or NOT_FOUND.
-	GetPostActivity(context.Context, *connect.Request[v1.GetPostActivityRequest]) (*connect.Response[v1.GetPostActivityResponse], error)
+	// PublishPost publishes a post as the caller: it is stored and its
+	// post.published event written through the outbox in one transaction.
+	// A retry with the same idempotency_key returns the same post and writes
+	// nothing new; the same key with a different request is ALREADY_EXISTS.
+	// A product_sku that the catalog does not know (no inventory.priced
+	// event has named it) is FAILED_PRECONDITION, and nothing is written.
+	PublishPost(context.Context, *connect.Request[v1.PublishPostRequest]) (*connect.Response[v1.PublishPostResponse], error)
+	// GetFeed returns the caller's feed, newest first, a page at a time.
+	GetFeed(context.Context, *connect.Request[v1.GetFeedRequest]) (*connect.Response[v1.GetFeedResponse], error)
+	// FollowUser makes the caller follow a user: the user's posts published
+	// from then on reach the caller's feed. Following someone again changes
+	// nothing; following oneself is INVALID_ARGUMENT.
+	FollowUser(context.Context, *connect.Request[v1.FollowUserRequest]) (*connect.Response[v1.FollowUserResponse], error)
+	// UnfollowUser makes the caller stop following a user: the user's posts
+	// no longer reach the caller's feed, and their followers-only posts
+	// already there no longer show. Unfollowing someone not followed changes
+	// nothing.
+	UnfollowUser(context.Context, *connect.Request[v1.UnfollowUserRequest]) (*connect.Response[v1.UnfollowUserResponse], error)
 }
 
 // NewPostServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -90,17 +165,44 @@ type PostServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewPostServiceHandler(svc PostServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	postServiceMethods := v1.File_shopbus_post_v1_post_service_proto.Services().ByName("PostService").Methods()
-	postServiceGetPostActivityHandler := connect.NewUnaryHandler(
-		PostServiceGetPostActivityProcedure,
-		svc.GetPostActivity,
-		connect.WithSchema(postServiceMethods.ByName("GetPostActivity")),
+	postServicePublishPostHandler := connect.NewUnaryHandler(
+		PostServicePublishPostProcedure,
+		svc.PublishPost,
+		connect.WithSchema(postServiceMethods.ByName("PublishPost")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	postServiceGetFeedHandler := connect.NewUnaryHandler(
+		PostServiceGetFeedProcedure,
+		svc.GetFeed,
+		connect.WithSchema(postServiceMethods.ByName("GetFeed")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	postServiceFollowUserHandler := connect.NewUnaryHandler(
+		PostServiceFollowUserProcedure,
+		svc.FollowUser,
+		connect.WithSchema(postServiceMethods.ByName("FollowUser")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	postServiceUnfollowUserHandler := connect.NewUnaryHandler(
+		PostServiceUnfollowUserProcedure,
+		svc.UnfollowUser,
+		connect.WithSchema(postServiceMethods.ByName("UnfollowUser")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/shopbus.post.v1.PostService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case PostServiceGetPostActivityProcedure:
-			postServiceGetPostActivityHandler.ServeHTTP(w, r)
+		case PostServicePublishPostProcedure:
+			postServicePublishPostHandler.ServeHTTP(w, r)
+		case PostServiceGetFeedProcedure:
+			postServiceGetFeedHandler.ServeHTTP(w, r)
+		case PostServiceFollowUserProcedure:
+			postServiceFollowUserHandler.ServeHTTP(w, r)
+		case PostServiceUnfollowUserProcedure:
+			postServiceUnfollowUserHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -110,6 +212,18 @@ func NewPostServiceHandler(svc PostServiceHandler, opts ...connect.HandlerOption
 // UnimplementedPostServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedPostServiceHandler struct{}
 
-func (UnimplementedPostServiceHandler) GetPostActivity(context.Context, *connect.Request[v1.GetPostActivityRequest]) (*connect.Response[v1.GetPostActivityResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.post.v1.PostService.GetPostActivity is not implemented"))
+func (UnimplementedPostServiceHandler) PublishPost(context.Context, *connect.Request[v1.PublishPostRequest]) (*connect.Response[v1.PublishPostResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.post.v1.PostService.PublishPost is not implemented"))
+}
+
+func (UnimplementedPostServiceHandler) GetFeed(context.Context, *connect.Request[v1.GetFeedRequest]) (*connect.Response[v1.GetFeedResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.post.v1.PostService.GetFeed is not implemented"))
+}
+
+func (UnimplementedPostServiceHandler) FollowUser(context.Context, *connect.Request[v1.FollowUserRequest]) (*connect.Response[v1.FollowUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.post.v1.PostService.FollowUser is not implemented"))
+}
+
+func (UnimplementedPostServiceHandler) UnfollowUser(context.Context, *connect.Request[v1.UnfollowUserRequest]) (*connect.Response[v1.UnfollowUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.post.v1.PostService.UnfollowUser is not implemented"))
 }

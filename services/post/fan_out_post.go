@@ -1,0 +1,57 @@
+package post
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	posteventsv1 "github.com/shopbus/shopbus/gen/go/social/post/v1"
+	"github.com/shopbus/shopbus/internal/messaging"
+)
+
+// FanOutConsumer is the consumer that fans post.published out to feeds,
+// keyed by author: an author's posts reach the feeds in the order they were
+// published.
+func FanOutConsumer() messaging.ConsumerConfig {
+	return messaging.ConsumerConfig{
+		Stream:   messaging.StreamName("social", "post"),
+		Durable:  "post-fan-out",
+		Subjects: []string{"social.post.published"},
+		Strategy: messaging.KeyBased,
+	}
+}
+
+// FanOutPosts writes a batch of post.published events (one partition's, in
+// stream order) to the feeds, in one transaction, each event once
+// (OnceBatchAll): a redelivered or re-published event writes nothing more.
+// For each event, one statement writes its feed rows: one for its author
+// and one for each user who follows the author now; another stores the post
+// from the event, which changes nothing when PublishPost stored it. Both
+// go to PostgreSQL in one round trip for the batch. An event of another
+// type is dead-lettered alone.
+func (s *Service) FanOutPosts(ctx context.Context, batch []*messaging.Delivery) error {
+	return messaging.OnceBatchAll(ctx, s.Events(), FanOutConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+		b := &pgx.Batch{}
+		for _, d := range fresh {
+			_, end := messaging.EventContext(ctx, d) // each event's span, in its trace
+			defer func() { end(err) }()
+			e, ok := d.Event.(*posteventsv1.PostPublished)
+			if !ok {
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("post: unexpected event %s", d.Spec))}
+			}
+			b.Queue(`INSERT INTO posts (post_id, author_id, body, hashtags, product_sku, visibility, published_at)
+				VALUES ($1, $2, $3, COALESCE($4::text[], '{}'), $5, $6, $7) ON CONFLICT (post_id) DO NOTHING`,
+				e.GetPostId(), e.GetAuthorId(), e.GetBody(), e.GetHashtags(), e.GetProductSku(), visibilityName(e.GetVisibility()),
+				e.GetPublishedAt().AsTime())
+			b.Queue(`INSERT INTO feed_entries (reader_id, post_id, published_at)
+				SELECT follower_id, $1::uuid, $3::timestamptz FROM follows WHERE followee_id = $2::uuid
+				UNION ALL SELECT $2::uuid, $1::uuid, $3::timestamptz
+				ON CONFLICT DO NOTHING`, e.GetPostId(), e.GetAuthorId(), e.GetPublishedAt().AsTime())
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("fan out %d posts: %w", len(fresh), err)
+		}
+		return nil
+	})
+}
