@@ -15,6 +15,7 @@ import (
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/lag/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	_ "github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1"
 )
 
 // customerProcedures are the procedures any authenticated caller may call
@@ -26,6 +27,9 @@ var customerProcedures = map[string]bool{
 	"/shopbus.order.v1.OrderService/WatchOrder":        true,
 	"/shopbus.inventory.v1.InventoryService/GetStock":  true,
 	"/shopbus.inventory.v1.InventoryService/ListStock": true,
+	// A device's token ingests its own device's readings only.
+	"/shopbus.telemetry.v1.TelemetryService/IngestReadings": true,
+	"/shopbus.telemetry.v1.TelemetryService/IngestBatch":    true,
 }
 
 // TestEveryProcedureIsClassified: each procedure of every service the
