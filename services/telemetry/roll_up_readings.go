@@ -37,7 +37,7 @@ type rollupKey struct {
 
 // rollup is what a batch adds to one row.
 type rollup struct {
-	count              int64
+	count                int64
 	sum, lowest, highest float64
 }
 
