@@ -17,6 +17,7 @@ import (
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	_ "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
+	_ "github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1"
 )
 
 // customerProcedures are the procedures any authenticated caller may call
@@ -37,6 +38,9 @@ var customerProcedures = map[string]bool{
 	"/shopbus.post.v1.PostService/GetFeed":      true,
 	"/shopbus.post.v1.PostService/FollowUser":   true,
 	"/shopbus.post.v1.PostService/UnfollowUser": true,
+	// A device's token ingests its own device's readings only.
+	"/shopbus.telemetry.v1.TelemetryService/IngestReadings": true,
+	"/shopbus.telemetry.v1.TelemetryService/IngestBatch":    true,
 }
 
 // TestEveryProcedureIsClassified: each procedure of every service the

@@ -36,6 +36,7 @@ var commands = []command{
 	{"dev", "[flags]", "run everything in one process (quick start)", dev},
 	{"serve", "gateway|order|inventory|fraud [flags]", "run one component against external NATS and PostgreSQL", serve},
 	{"bench", "[flags]", "measure CreateOrder → CONFIRMED against a running gateway", bench},
+	{"bench-iot", "[flags]", "measure telemetry ingestion and rollups against a running gateway", benchIoT},
 	{"dlq", "list|show|redrive|discard [flags]", "the dead-letter queue, through a running gateway", dlq},
 	{"groups", "[--watch] [NAME]", "the consumer groups: members, partition owners, backlog", groups},
 	{"lag", "[--watch] [GROUP]", "consumer lag in events and seconds, and Burrow-style status", lagCmd},

@@ -30,7 +30,7 @@ var components = []component{
 	{"inventory", "127.0.0.1:8082", "127.0.0.1:9466", "the inventory service: stock and prices, the order.created and order.rejected consumer"},
 	{"fraud", "127.0.0.1:8083", "127.0.0.1:9467", "the fraud service: scores order.created, publishes order.scored; FraudService (admin)"},
 	{"message", "127.0.0.1:8084", "127.0.0.1:9468", "the message service (chat/message): SendMessage, ListMessages (participants and admins), the conversations read model"},
-	{"telemetry", "127.0.0.1:8085", "127.0.0.1:9469", "the telemetry service (iot/telemetry): GetTelemetryActivity (admin), its read model"},
+	{"telemetry", "127.0.0.1:8085", "127.0.0.1:9469", "the telemetry service (iot/telemetry): IngestReadings, IngestBatch (a device, or admin), GetDeviceStats (admin), its rollups"},
 	{"post", "127.0.0.1:8086", "127.0.0.1:9470", "the post service (social/post): posts, follows, feeds fanned out from post.published, SKUs from inventory.priced"},
 	// shopbus new service: new components go above this line.
 }

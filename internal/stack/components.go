@@ -100,7 +100,7 @@ var components = []component{
 	},
 	{
 		name: "telemetry", migrations: telemetry.Migrations,
-		consumers: []messaging.ConsumerConfig{telemetry.EventsConsumer()},
+		consumers: []messaging.ConsumerConfig{telemetry.RollupConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := telemetry.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
 			svc.Runtime = rt

@@ -23,29 +23,41 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// GetTelemetryActivityRequest names a partition key.
-type GetTelemetryActivityRequest struct {
+// ReadingBatch is a batch of readings one device took: one telemetry.raw.v1
+// event. Its rules are the event contract's.
+type ReadingBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// key is an event's partition key (device_id).
-	Key           string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// device_id identifies the reporting device (UUID).
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// sequence increases by one per batch from a device: (device_id,
+	// sequence) identifies the batch, and a batch sent again with the same
+	// pair is a duplicate.
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// readings are the batch's measurements, 1 to 500.
+	Readings []*Reading `protobuf:"bytes,3,rep,name=readings,proto3" json:"readings,omitempty"`
+	// measured_at is when the device took the batch (device clock, UTC); its
+	// readings are counted in the minute it falls in.
+	MeasuredAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=measured_at,json=measuredAt,proto3" json:"measured_at,omitempty"`
+	// firmware_version is the device firmware, for example "2.4.1".
+	FirmwareVersion string `protobuf:"bytes,5,opt,name=firmware_version,json=firmwareVersion,proto3" json:"firmware_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
-func (x *GetTelemetryActivityRequest) Reset() {
-	*x = GetTelemetryActivityRequest{}
+func (x *ReadingBatch) Reset() {
+	*x = ReadingBatch{}
 	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetTelemetryActivityRequest) String() string {
+func (x *ReadingBatch) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetTelemetryActivityRequest) ProtoMessage() {}
+func (*ReadingBatch) ProtoMessage() {}
 
-func (x *GetTelemetryActivityRequest) ProtoReflect() protoreflect.Message {
+func (x *ReadingBatch) ProtoReflect() protoreflect.Message {
 	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -57,164 +69,646 @@ func (x *GetTelemetryActivityRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetTelemetryActivityRequest.ProtoReflect.Descriptor instead.
-func (*GetTelemetryActivityRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReadingBatch.ProtoReflect.Descriptor instead.
+func (*ReadingBatch) Descriptor() ([]byte, []int) {
 	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *GetTelemetryActivityRequest) GetKey() string {
+func (x *ReadingBatch) GetDeviceId() string {
 	if x != nil {
-		return x.Key
+		return x.DeviceId
 	}
 	return ""
 }
 
-// GetTelemetryActivityResponse is the activity of one key.
-type GetTelemetryActivityResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// activity is the key's activity.
-	Activity      *TelemetryActivity `protobuf:"bytes,1,opt,name=activity,proto3" json:"activity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetTelemetryActivityResponse) Reset() {
-	*x = GetTelemetryActivityResponse{}
-	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetTelemetryActivityResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetTelemetryActivityResponse) ProtoMessage() {}
-
-func (x *GetTelemetryActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[1]
+func (x *ReadingBatch) GetSequence() uint64 {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetTelemetryActivityResponse.ProtoReflect.Descriptor instead.
-func (*GetTelemetryActivityResponse) Descriptor() ([]byte, []int) {
-	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *GetTelemetryActivityResponse) GetActivity() *TelemetryActivity {
-	if x != nil {
-		return x.Activity
-	}
-	return nil
-}
-
-// TelemetryActivity is what the read model holds for one partition key.
-type TelemetryActivity struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// key is the partition key.
-	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// events is how many events of the key were applied.
-	Events int64 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	// last_event_id is the id of the last one applied.
-	LastEventId string `protobuf:"bytes,3,opt,name=last_event_id,json=lastEventId,proto3" json:"last_event_id,omitempty"`
-	// last_type is its type and version ("telemetry.raw.v1").
-	LastType string `protobuf:"bytes,4,opt,name=last_type,json=lastType,proto3" json:"last_type,omitempty"`
-	// updated_at is when the last one was published.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TelemetryActivity) Reset() {
-	*x = TelemetryActivity{}
-	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TelemetryActivity) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TelemetryActivity) ProtoMessage() {}
-
-func (x *TelemetryActivity) ProtoReflect() protoreflect.Message {
-	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TelemetryActivity.ProtoReflect.Descriptor instead.
-func (*TelemetryActivity) Descriptor() ([]byte, []int) {
-	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *TelemetryActivity) GetKey() string {
-	if x != nil {
-		return x.Key
-	}
-	return ""
-}
-
-func (x *TelemetryActivity) GetEvents() int64 {
-	if x != nil {
-		return x.Events
+		return x.Sequence
 	}
 	return 0
 }
 
-func (x *TelemetryActivity) GetLastEventId() string {
+func (x *ReadingBatch) GetReadings() []*Reading {
 	if x != nil {
-		return x.LastEventId
-	}
-	return ""
-}
-
-func (x *TelemetryActivity) GetLastType() string {
-	if x != nil {
-		return x.LastType
-	}
-	return ""
-}
-
-func (x *TelemetryActivity) GetUpdatedAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.UpdatedAt
+		return x.Readings
 	}
 	return nil
+}
+
+func (x *ReadingBatch) GetMeasuredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MeasuredAt
+	}
+	return nil
+}
+
+func (x *ReadingBatch) GetFirmwareVersion() string {
+	if x != nil {
+		return x.FirmwareVersion
+	}
+	return ""
+}
+
+// Reading is one measurement.
+type Reading struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// metric names what was measured, for example "temperature".
+	Metric string `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	// value is the measured value; it must be finite.
+	Value float64 `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	// unit is the UCUM unit of value, for example "Cel" or "%".
+	Unit          string `protobuf:"bytes,3,opt,name=unit,proto3" json:"unit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reading) Reset() {
+	*x = Reading{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reading) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reading) ProtoMessage() {}
+
+func (x *Reading) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reading.ProtoReflect.Descriptor instead.
+func (*Reading) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Reading) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Reading) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Reading) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+// IngestReadingsRequest is one message of an IngestReadings stream.
+type IngestReadingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// batch is the batch to publish.
+	Batch         *ReadingBatch `protobuf:"bytes,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestReadingsRequest) Reset() {
+	*x = IngestReadingsRequest{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestReadingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestReadingsRequest) ProtoMessage() {}
+
+func (x *IngestReadingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestReadingsRequest.ProtoReflect.Descriptor instead.
+func (*IngestReadingsRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *IngestReadingsRequest) GetBatch() *ReadingBatch {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+// IngestReadingsResponse counts what a stream published.
+type IngestReadingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accepted is how many batches JetStream stored.
+	Accepted uint64 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// duplicates is how many batches JetStream dropped as sent before (same
+	// device_id and sequence within the duplicate window).
+	Duplicates uint64 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// readings is how many readings the accepted batches hold.
+	Readings      uint64 `protobuf:"varint,3,opt,name=readings,proto3" json:"readings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestReadingsResponse) Reset() {
+	*x = IngestReadingsResponse{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestReadingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestReadingsResponse) ProtoMessage() {}
+
+func (x *IngestReadingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestReadingsResponse.ProtoReflect.Descriptor instead.
+func (*IngestReadingsResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *IngestReadingsResponse) GetAccepted() uint64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *IngestReadingsResponse) GetDuplicates() uint64 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *IngestReadingsResponse) GetReadings() uint64 {
+	if x != nil {
+		return x.Readings
+	}
+	return 0
+}
+
+// IngestBatchRequest is a number of batches, of one device or several.
+type IngestBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// batches are the batches to publish, 1 to 100.
+	Batches       []*ReadingBatch `protobuf:"bytes,1,rep,name=batches,proto3" json:"batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestBatchRequest) Reset() {
+	*x = IngestBatchRequest{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestBatchRequest) ProtoMessage() {}
+
+func (x *IngestBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestBatchRequest.ProtoReflect.Descriptor instead.
+func (*IngestBatchRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *IngestBatchRequest) GetBatches() []*ReadingBatch {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
+// IngestBatchResponse counts what a call published.
+type IngestBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accepted is how many batches JetStream stored.
+	Accepted uint64 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// duplicates is how many batches JetStream dropped as sent before.
+	Duplicates uint64 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// readings is how many readings the accepted batches hold.
+	Readings      uint64 `protobuf:"varint,3,opt,name=readings,proto3" json:"readings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestBatchResponse) Reset() {
+	*x = IngestBatchResponse{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestBatchResponse) ProtoMessage() {}
+
+func (x *IngestBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestBatchResponse.ProtoReflect.Descriptor instead.
+func (*IngestBatchResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *IngestBatchResponse) GetAccepted() uint64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *IngestBatchResponse) GetDuplicates() uint64 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *IngestBatchResponse) GetReadings() uint64 {
+	if x != nil {
+		return x.Readings
+	}
+	return 0
+}
+
+// GetDeviceStatsRequest names a device and a time range.
+type GetDeviceStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// device_id is the device (UUID).
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// start_time is the first minute of the range (inclusive).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// end_time ends the range (exclusive), at most 24 hours after start_time.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// metric, when set, keeps that metric's rollups only.
+	Metric string `protobuf:"bytes,4,opt,name=metric,proto3" json:"metric,omitempty"`
+	// page_size is the most rollups to return, 1 to 1440 (default 500).
+	PageSize uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is next_page_token from the previous page.
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeviceStatsRequest) Reset() {
+	*x = GetDeviceStatsRequest{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeviceStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeviceStatsRequest) ProtoMessage() {}
+
+func (x *GetDeviceStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeviceStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetDeviceStatsRequest) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetDeviceStatsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *GetDeviceStatsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetDeviceStatsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *GetDeviceStatsRequest) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *GetDeviceStatsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetDeviceStatsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// GetDeviceStatsResponse is a page of a device's rollups.
+type GetDeviceStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rollups are ordered by minute, metric and unit.
+	Rollups []*Rollup `protobuf:"bytes,1,rep,name=rollups,proto3" json:"rollups,omitempty"`
+	// next_page_token fetches the next page; empty on the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeviceStatsResponse) Reset() {
+	*x = GetDeviceStatsResponse{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeviceStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeviceStatsResponse) ProtoMessage() {}
+
+func (x *GetDeviceStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeviceStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetDeviceStatsResponse) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetDeviceStatsResponse) GetRollups() []*Rollup {
+	if x != nil {
+		return x.Rollups
+	}
+	return nil
+}
+
+func (x *GetDeviceStatsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Rollup aggregates a device's readings of one metric and unit in one
+// minute (by measured_at).
+type Rollup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// minute is the start of the minute.
+	Minute *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=minute,proto3" json:"minute,omitempty"`
+	// metric is what was measured.
+	Metric string `protobuf:"bytes,2,opt,name=metric,proto3" json:"metric,omitempty"`
+	// unit is the unit of the values.
+	Unit string `protobuf:"bytes,3,opt,name=unit,proto3" json:"unit,omitempty"`
+	// count is how many readings.
+	Count int64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	// min is the smallest value.
+	Min float64 `protobuf:"fixed64,5,opt,name=min,proto3" json:"min,omitempty"`
+	// max is the largest value.
+	Max float64 `protobuf:"fixed64,6,opt,name=max,proto3" json:"max,omitempty"`
+	// mean is sum / count.
+	Mean float64 `protobuf:"fixed64,7,opt,name=mean,proto3" json:"mean,omitempty"`
+	// sum is the sum of the values (with count, what later rollups combine).
+	Sum           float64 `protobuf:"fixed64,8,opt,name=sum,proto3" json:"sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollup) Reset() {
+	*x = Rollup{}
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollup) ProtoMessage() {}
+
+func (x *Rollup) ProtoReflect() protoreflect.Message {
+	mi := &file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollup.ProtoReflect.Descriptor instead.
+func (*Rollup) Descriptor() ([]byte, []int) {
+	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Rollup) GetMinute() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Minute
+	}
+	return nil
+}
+
+func (x *Rollup) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Rollup) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+func (x *Rollup) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Rollup) GetMin() float64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *Rollup) GetMax() float64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *Rollup) GetMean() float64 {
+	if x != nil {
+		return x.Mean
+	}
+	return 0
+}
+
+func (x *Rollup) GetSum() float64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
 }
 
 var File_shopbus_telemetry_v1_telemetry_service_proto protoreflect.FileDescriptor
 
 const file_shopbus_telemetry_v1_telemetry_service_proto_rawDesc = "" +
 	"\n" +
-	",shopbus/telemetry/v1/telemetry_service.proto\x12\x14shopbus.telemetry.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n" +
-	"\x1bGetTelemetryActivityRequest\x12\x1d\n" +
-	"\x03key\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\x18\x80\x01R\x03key\"c\n" +
-	"\x1cGetTelemetryActivityResponse\x12C\n" +
-	"\bactivity\x18\x01 \x01(\v2'.shopbus.telemetry.v1.TelemetryActivityR\bactivity\"\xb9\x01\n" +
-	"\x11TelemetryActivity\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
-	"\x06events\x18\x02 \x01(\x03R\x06events\x12\"\n" +
-	"\rlast_event_id\x18\x03 \x01(\tR\vlastEventId\x12\x1b\n" +
-	"\tlast_type\x18\x04 \x01(\tR\blastType\x129\n" +
+	",shopbus/telemetry/v1/telemetry_service.proto\x12\x14shopbus.telemetry.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x02\n" +
+	"\fReadingBatch\x12(\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\bdeviceId\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12I\n" +
+	"\breadings\x18\x03 \x03(\v2\x1d.shopbus.telemetry.v1.ReadingB\x0e\xbaH\v\xc8\x01\x01\x92\x01\x05\b\x01\x10\xf4\x03R\breadings\x12C\n" +
+	"\vmeasured_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
+	"measuredAt\x122\n" +
+	"\x10firmware_version\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18 R\x0ffirmwareVersion\"\x85\x01\n" +
+	"\aReading\x129\n" +
+	"\x06metric\x18\x01 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x192\x17^[a-z][a-z0-9_.]{0,63}$R\x06metric\x12\x1d\n" +
+	"\x05value\x18\x02 \x01(\x01B\a\xbaH\x04\x12\x02@\x01R\x05value\x12 \n" +
+	"\x04unit\x18\x03 \x01(\tB\f\xbaH\t\xc8\x01\x01r\x04\x10\x01\x18\x10R\x04unit\"Y\n" +
+	"\x15IngestReadingsRequest\x12@\n" +
+	"\x05batch\x18\x01 \x01(\v2\".shopbus.telemetry.v1.ReadingBatchB\x06\xbaH\x03\xc8\x01\x01R\x05batch\"p\n" +
+	"\x16IngestReadingsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x04R\baccepted\x12\x1e\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt2\x97\x01\n" +
-	"\x10TelemetryService\x12\x82\x01\n" +
-	"\x14GetTelemetryActivity\x121.shopbus.telemetry.v1.GetTelemetryActivityRequest\x1a2.shopbus.telemetry.v1.GetTelemetryActivityResponse\"\x03\x90\x02\x01B\xe7\x01\n" +
+	"duplicates\x18\x02 \x01(\x04R\n" +
+	"duplicates\x12\x1a\n" +
+	"\breadings\x18\x03 \x01(\x04R\breadings\"^\n" +
+	"\x12IngestBatchRequest\x12H\n" +
+	"\abatches\x18\x01 \x03(\v2\".shopbus.telemetry.v1.ReadingBatchB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10dR\abatches\"m\n" +
+	"\x13IngestBatchResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x04R\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x02 \x01(\x04R\n" +
+	"duplicates\x12\x1a\n" +
+	"\breadings\x18\x03 \x01(\x04R\breadings\"\x85\x04\n" +
+	"\x15GetDeviceStatsRequest\x12(\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\bdeviceId\x12A\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tstartTime\x12=\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\aendTime\x129\n" +
+	"\x06metric\x18\x04 \x01(\tB!\xbaH\x1er\x1c2\x1a^([a-z][a-z0-9_.]{0,63})?$R\x06metric\x12%\n" +
+	"\tpage_size\x18\x05 \x01(\rB\b\xbaH\x05*\x03\x18\xa0\vR\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken:\xb4\x01\xbaH\xb0\x01\x1a\xad\x01\n" +
+	"\x16get_device_stats.range\x129end_time must be after start_time, at most 24 hours later\x1aXthis.end_time > this.start_time && this.end_time - this.start_time <= duration('86400s')\"x\n" +
+	"\x16GetDeviceStatsResponse\x126\n" +
+	"\arollups\x18\x01 \x03(\v2\x1c.shopbus.telemetry.v1.RollupR\arollups\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc8\x01\n" +
+	"\x06Rollup\x122\n" +
+	"\x06minute\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06minute\x12\x16\n" +
+	"\x06metric\x18\x02 \x01(\tR\x06metric\x12\x12\n" +
+	"\x04unit\x18\x03 \x01(\tR\x04unit\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\x12\x10\n" +
+	"\x03min\x18\x05 \x01(\x01R\x03min\x12\x10\n" +
+	"\x03max\x18\x06 \x01(\x01R\x03max\x12\x12\n" +
+	"\x04mean\x18\a \x01(\x01R\x04mean\x12\x10\n" +
+	"\x03sum\x18\b \x01(\x01R\x03sum2\xd7\x02\n" +
+	"\x10TelemetryService\x12m\n" +
+	"\x0eIngestReadings\x12+.shopbus.telemetry.v1.IngestReadingsRequest\x1a,.shopbus.telemetry.v1.IngestReadingsResponse(\x01\x12b\n" +
+	"\vIngestBatch\x12(.shopbus.telemetry.v1.IngestBatchRequest\x1a).shopbus.telemetry.v1.IngestBatchResponse\x12p\n" +
+	"\x0eGetDeviceStats\x12+.shopbus.telemetry.v1.GetDeviceStatsRequest\x1a,.shopbus.telemetry.v1.GetDeviceStatsResponse\"\x03\x90\x02\x01B\xe7\x01\n" +
 	"\x18com.shopbus.telemetry.v1B\x15TelemetryServiceProtoP\x01ZBgithub.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1;telemetryv1\xa2\x02\x03STX\xaa\x02\x14Shopbus.Telemetry.V1\xca\x02\x14Shopbus\\Telemetry\\V1\xe2\x02 Shopbus\\Telemetry\\V1\\GPBMetadata\xea\x02\x16Shopbus::Telemetry::V1b\x06proto3"
 
 var (
@@ -229,23 +723,39 @@ func file_shopbus_telemetry_v1_telemetry_service_proto_rawDescGZIP() []byte {
 	return file_shopbus_telemetry_v1_telemetry_service_proto_rawDescData
 }
 
-var file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_shopbus_telemetry_v1_telemetry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_shopbus_telemetry_v1_telemetry_service_proto_goTypes = []any{
-	(*GetTelemetryActivityRequest)(nil),  // 0: shopbus.telemetry.v1.GetTelemetryActivityRequest
-	(*GetTelemetryActivityResponse)(nil), // 1: shopbus.telemetry.v1.GetTelemetryActivityResponse
-	(*TelemetryActivity)(nil),            // 2: shopbus.telemetry.v1.TelemetryActivity
-	(*timestamppb.Timestamp)(nil),        // 3: google.protobuf.Timestamp
+	(*ReadingBatch)(nil),           // 0: shopbus.telemetry.v1.ReadingBatch
+	(*Reading)(nil),                // 1: shopbus.telemetry.v1.Reading
+	(*IngestReadingsRequest)(nil),  // 2: shopbus.telemetry.v1.IngestReadingsRequest
+	(*IngestReadingsResponse)(nil), // 3: shopbus.telemetry.v1.IngestReadingsResponse
+	(*IngestBatchRequest)(nil),     // 4: shopbus.telemetry.v1.IngestBatchRequest
+	(*IngestBatchResponse)(nil),    // 5: shopbus.telemetry.v1.IngestBatchResponse
+	(*GetDeviceStatsRequest)(nil),  // 6: shopbus.telemetry.v1.GetDeviceStatsRequest
+	(*GetDeviceStatsResponse)(nil), // 7: shopbus.telemetry.v1.GetDeviceStatsResponse
+	(*Rollup)(nil),                 // 8: shopbus.telemetry.v1.Rollup
+	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
 }
 var file_shopbus_telemetry_v1_telemetry_service_proto_depIdxs = []int32{
-	2, // 0: shopbus.telemetry.v1.GetTelemetryActivityResponse.activity:type_name -> shopbus.telemetry.v1.TelemetryActivity
-	3, // 1: shopbus.telemetry.v1.TelemetryActivity.updated_at:type_name -> google.protobuf.Timestamp
-	0, // 2: shopbus.telemetry.v1.TelemetryService.GetTelemetryActivity:input_type -> shopbus.telemetry.v1.GetTelemetryActivityRequest
-	1, // 3: shopbus.telemetry.v1.TelemetryService.GetTelemetryActivity:output_type -> shopbus.telemetry.v1.GetTelemetryActivityResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1,  // 0: shopbus.telemetry.v1.ReadingBatch.readings:type_name -> shopbus.telemetry.v1.Reading
+	9,  // 1: shopbus.telemetry.v1.ReadingBatch.measured_at:type_name -> google.protobuf.Timestamp
+	0,  // 2: shopbus.telemetry.v1.IngestReadingsRequest.batch:type_name -> shopbus.telemetry.v1.ReadingBatch
+	0,  // 3: shopbus.telemetry.v1.IngestBatchRequest.batches:type_name -> shopbus.telemetry.v1.ReadingBatch
+	9,  // 4: shopbus.telemetry.v1.GetDeviceStatsRequest.start_time:type_name -> google.protobuf.Timestamp
+	9,  // 5: shopbus.telemetry.v1.GetDeviceStatsRequest.end_time:type_name -> google.protobuf.Timestamp
+	8,  // 6: shopbus.telemetry.v1.GetDeviceStatsResponse.rollups:type_name -> shopbus.telemetry.v1.Rollup
+	9,  // 7: shopbus.telemetry.v1.Rollup.minute:type_name -> google.protobuf.Timestamp
+	2,  // 8: shopbus.telemetry.v1.TelemetryService.IngestReadings:input_type -> shopbus.telemetry.v1.IngestReadingsRequest
+	4,  // 9: shopbus.telemetry.v1.TelemetryService.IngestBatch:input_type -> shopbus.telemetry.v1.IngestBatchRequest
+	6,  // 10: shopbus.telemetry.v1.TelemetryService.GetDeviceStats:input_type -> shopbus.telemetry.v1.GetDeviceStatsRequest
+	3,  // 11: shopbus.telemetry.v1.TelemetryService.IngestReadings:output_type -> shopbus.telemetry.v1.IngestReadingsResponse
+	5,  // 12: shopbus.telemetry.v1.TelemetryService.IngestBatch:output_type -> shopbus.telemetry.v1.IngestBatchResponse
+	7,  // 13: shopbus.telemetry.v1.TelemetryService.GetDeviceStats:output_type -> shopbus.telemetry.v1.GetDeviceStatsResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_shopbus_telemetry_v1_telemetry_service_proto_init() }
@@ -259,7 +769,7 @@ func file_shopbus_telemetry_v1_telemetry_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shopbus_telemetry_v1_telemetry_service_proto_rawDesc), len(file_shopbus_telemetry_v1_telemetry_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,117 +13,425 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/telemetry/v1/telemetry_service.proto.
  */
 export const file_shopbus_telemetry_v1_telemetry_service: GenFile = /*@__PURE__*/
-  fileDesc("CixzaG9wYnVzL3RlbGVtZXRyeS92MS90ZWxlbWV0cnlfc2VydmljZS5wcm90bxIUc2hvcGJ1cy50ZWxlbWV0cnkudjEiNwobR2V0VGVsZW1ldHJ5QWN0aXZpdHlSZXF1ZXN0EhgKA2tleRgBIAEoCUILukgIyAEBcgMYgAEiWQocR2V0VGVsZW1ldHJ5QWN0aXZpdHlSZXNwb25zZRI5CghhY3Rpdml0eRgBIAEoCzInLnNob3BidXMudGVsZW1ldHJ5LnYxLlRlbGVtZXRyeUFjdGl2aXR5IooBChFUZWxlbWV0cnlBY3Rpdml0eRILCgNrZXkYASABKAkSDgoGZXZlbnRzGAIgASgDEhUKDWxhc3RfZXZlbnRfaWQYAyABKAkSEQoJbGFzdF90eXBlGAQgASgJEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMpcBChBUZWxlbWV0cnlTZXJ2aWNlEoIBChRHZXRUZWxlbWV0cnlBY3Rpdml0eRIxLnNob3BidXMudGVsZW1ldHJ5LnYxLkdldFRlbGVtZXRyeUFjdGl2aXR5UmVxdWVzdBoyLnNob3BidXMudGVsZW1ldHJ5LnYxLkdldFRlbGVtZXRyeUFjdGl2aXR5UmVzcG9uc2UiA5ACAULnAQoYY29tLnNob3BidXMudGVsZW1ldHJ5LnYxQhVUZWxlbWV0cnlTZXJ2aWNlUHJvdG9QAVpCZ2l0aHViLmNvbS9zaG9wYnVzL3Nob3BidXMvZ2VuL2dvL3Nob3BidXMvdGVsZW1ldHJ5L3YxO3RlbGVtZXRyeXYxogIDU1RYqgIUU2hvcGJ1cy5UZWxlbWV0cnkuVjHKAhRTaG9wYnVzXFRlbGVtZXRyeVxWMeICIFNob3BidXNcVGVsZW1ldHJ5XFYxXEdQQk1ldGFkYXRh6gIWU2hvcGJ1czo6VGVsZW1ldHJ5OjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CixzaG9wYnVzL3RlbGVtZXRyeS92MS90ZWxlbWV0cnlfc2VydmljZS5wcm90bxIUc2hvcGJ1cy50ZWxlbWV0cnkudjEi3QEKDFJlYWRpbmdCYXRjaBIeCglkZXZpY2VfaWQYASABKAlCC7pICMgBAXIDsAEBEhAKCHNlcXVlbmNlGAIgASgEEj8KCHJlYWRpbmdzGAMgAygLMh0uc2hvcGJ1cy50ZWxlbWV0cnkudjEuUmVhZGluZ0IOukgLyAEBkgEFCAEQ9AMSNwoLbWVhc3VyZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESIQoQZmlybXdhcmVfdmVyc2lvbhgFIAEoCUIHukgEcgIYICJwCgdSZWFkaW5nEjEKBm1ldHJpYxgBIAEoCUIhukgeyAEBchkyF15bYS16XVthLXowLTlfLl17MCw2M30kEhYKBXZhbHVlGAIgASgBQge6SAQSAkABEhoKBHVuaXQYAyABKAlCDLpICcgBAXIEEAEYECJSChVJbmdlc3RSZWFkaW5nc1JlcXVlc3QSOQoFYmF0Y2gYASABKAsyIi5zaG9wYnVzLnRlbGVtZXRyeS52MS5SZWFkaW5nQmF0Y2hCBrpIA8gBASJQChZJbmdlc3RSZWFkaW5nc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQSEAoIcmVhZGluZ3MYAyABKAQiVQoSSW5nZXN0QmF0Y2hSZXF1ZXN0Ej8KB2JhdGNoZXMYASADKAsyIi5zaG9wYnVzLnRlbGVtZXRyeS52MS5SZWFkaW5nQmF0Y2hCCrpIB5IBBAgBEGQiTQoTSW5nZXN0QmF0Y2hSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoBBISCgpkdXBsaWNhdGVzGAIgASgEEhAKCHJlYWRpbmdzGAMgASgEIsoDChVHZXREZXZpY2VTdGF0c1JlcXVlc3QSHgoJZGV2aWNlX2lkGAEgASgJQgu6SAjIAQFyA7ABARI2CgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEjQKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEjEKBm1ldHJpYxgEIAEoCUIhukgechwyGl4oW2Etel1bYS16MC05Xy5dezAsNjN9KT8kEhsKCXBhZ2Vfc2l6ZRgFIAEoDUIIukgFKgMYoAsSHAoKcGFnZV90b2tlbhgGIAEoCUIIukgFcgMYgAI6tAG6SLABGq0BChZnZXRfZGV2aWNlX3N0YXRzLnJhbmdlEjllbmRfdGltZSBtdXN0IGJlIGFmdGVyIHN0YXJ0X3RpbWUsIGF0IG1vc3QgMjQgaG91cnMgbGF0ZXIaWHRoaXMuZW5kX3RpbWUgPiB0aGlzLnN0YXJ0X3RpbWUgJiYgdGhpcy5lbmRfdGltZSAtIHRoaXMuc3RhcnRfdGltZSA8PSBkdXJhdGlvbignODY0MDBzJykiYAoWR2V0RGV2aWNlU3RhdHNSZXNwb25zZRItCgdyb2xsdXBzGAEgAygLMhwuc2hvcGJ1cy50ZWxlbWV0cnkudjEuUm9sbHVwEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKWAQoGUm9sbHVwEioKBm1pbnV0ZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGbWV0cmljGAIgASgJEgwKBHVuaXQYAyABKAkSDQoFY291bnQYBCABKAMSCwoDbWluGAUgASgBEgsKA21heBgGIAEoARIMCgRtZWFuGAcgASgBEgsKA3N1bRgIIAEoATLXAgoQVGVsZW1ldHJ5U2VydmljZRJtCg5Jbmdlc3RSZWFkaW5ncxIrLnNob3BidXMudGVsZW1ldHJ5LnYxLkluZ2VzdFJlYWRpbmdzUmVxdWVzdBosLnNob3BidXMudGVsZW1ldHJ5LnYxLkluZ2VzdFJlYWRpbmdzUmVzcG9uc2UoARJiCgtJbmdlc3RCYXRjaBIoLnNob3BidXMudGVsZW1ldHJ5LnYxLkluZ2VzdEJhdGNoUmVxdWVzdBopLnNob3BidXMudGVsZW1ldHJ5LnYxLkluZ2VzdEJhdGNoUmVzcG9uc2UScAoOR2V0RGV2aWNlU3RhdHMSKy5zaG9wYnVzLnRlbGVtZXRyeS52MS5HZXREZXZpY2VTdGF0c1JlcXVlc3QaLC5zaG9wYnVzLnRlbGVtZXRyeS52MS5HZXREZXZpY2VTdGF0c1Jlc3BvbnNlIgOQAgFC5wEKGGNvbS5zaG9wYnVzLnRlbGVtZXRyeS52MUIVVGVsZW1ldHJ5U2VydmljZVByb3RvUAFaQmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL3RlbGVtZXRyeS92MTt0ZWxlbWV0cnl2MaICA1NUWKoCFFNob3BidXMuVGVsZW1ldHJ5LlYxygIUU2hvcGJ1c1xUZWxlbWV0cnlcVjHiAiBTaG9wYnVzXFRlbGVtZXRyeVxWMVxHUEJNZXRhZGF0YeoCFlNob3BidXM6OlRlbGVtZXRyeTo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
- * GetTelemetryActivityRequest names a partition key.
+ * ReadingBatch is a batch of readings one device took: one telemetry.raw.v1
+ * event. Its rules are the event contract's.
  *
- * @generated from message shopbus.telemetry.v1.GetTelemetryActivityRequest
+ * @generated from message shopbus.telemetry.v1.ReadingBatch
  */
-export type GetTelemetryActivityRequest = Message<"shopbus.telemetry.v1.GetTelemetryActivityRequest"> & {
+export type ReadingBatch = Message<"shopbus.telemetry.v1.ReadingBatch"> & {
   /**
-   * key is an event's partition key (device_id).
+   * device_id identifies the reporting device (UUID).
    *
-   * @generated from field: string key = 1;
+   * @generated from field: string device_id = 1;
    */
-  key: string;
+  deviceId: string;
+
+  /**
+   * sequence increases by one per batch from a device: (device_id,
+   * sequence) identifies the batch, and a batch sent again with the same
+   * pair is a duplicate.
+   *
+   * @generated from field: uint64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * readings are the batch's measurements, 1 to 500.
+   *
+   * @generated from field: repeated shopbus.telemetry.v1.Reading readings = 3;
+   */
+  readings: Reading[];
+
+  /**
+   * measured_at is when the device took the batch (device clock, UTC); its
+   * readings are counted in the minute it falls in.
+   *
+   * @generated from field: google.protobuf.Timestamp measured_at = 4;
+   */
+  measuredAt?: Timestamp | undefined;
+
+  /**
+   * firmware_version is the device firmware, for example "2.4.1".
+   *
+   * @generated from field: string firmware_version = 5;
+   */
+  firmwareVersion: string;
 };
 
 /**
- * Describes the message shopbus.telemetry.v1.GetTelemetryActivityRequest.
- * Use `create(GetTelemetryActivityRequestSchema)` to create a new message.
+ * Describes the message shopbus.telemetry.v1.ReadingBatch.
+ * Use `create(ReadingBatchSchema)` to create a new message.
  */
-export const GetTelemetryActivityRequestSchema: GenMessage<GetTelemetryActivityRequest> = /*@__PURE__*/
+export const ReadingBatchSchema: GenMessage<ReadingBatch> = /*@__PURE__*/
   messageDesc(file_shopbus_telemetry_v1_telemetry_service, 0);
 
 /**
- * GetTelemetryActivityResponse is the activity of one key.
+ * Reading is one measurement.
  *
- * @generated from message shopbus.telemetry.v1.GetTelemetryActivityResponse
+ * @generated from message shopbus.telemetry.v1.Reading
  */
-export type GetTelemetryActivityResponse = Message<"shopbus.telemetry.v1.GetTelemetryActivityResponse"> & {
+export type Reading = Message<"shopbus.telemetry.v1.Reading"> & {
   /**
-   * activity is the key's activity.
+   * metric names what was measured, for example "temperature".
    *
-   * @generated from field: shopbus.telemetry.v1.TelemetryActivity activity = 1;
+   * @generated from field: string metric = 1;
    */
-  activity?: TelemetryActivity | undefined;
+  metric: string;
+
+  /**
+   * value is the measured value; it must be finite.
+   *
+   * @generated from field: double value = 2;
+   */
+  value: number;
+
+  /**
+   * unit is the UCUM unit of value, for example "Cel" or "%".
+   *
+   * @generated from field: string unit = 3;
+   */
+  unit: string;
 };
 
 /**
- * Describes the message shopbus.telemetry.v1.GetTelemetryActivityResponse.
- * Use `create(GetTelemetryActivityResponseSchema)` to create a new message.
+ * Describes the message shopbus.telemetry.v1.Reading.
+ * Use `create(ReadingSchema)` to create a new message.
  */
-export const GetTelemetryActivityResponseSchema: GenMessage<GetTelemetryActivityResponse> = /*@__PURE__*/
+export const ReadingSchema: GenMessage<Reading> = /*@__PURE__*/
   messageDesc(file_shopbus_telemetry_v1_telemetry_service, 1);
 
 /**
- * TelemetryActivity is what the read model holds for one partition key.
+ * IngestReadingsRequest is one message of an IngestReadings stream.
  *
- * @generated from message shopbus.telemetry.v1.TelemetryActivity
+ * @generated from message shopbus.telemetry.v1.IngestReadingsRequest
  */
-export type TelemetryActivity = Message<"shopbus.telemetry.v1.TelemetryActivity"> & {
+export type IngestReadingsRequest = Message<"shopbus.telemetry.v1.IngestReadingsRequest"> & {
   /**
-   * key is the partition key.
+   * batch is the batch to publish.
    *
-   * @generated from field: string key = 1;
+   * @generated from field: shopbus.telemetry.v1.ReadingBatch batch = 1;
    */
-  key: string;
-
-  /**
-   * events is how many events of the key were applied.
-   *
-   * @generated from field: int64 events = 2;
-   */
-  events: bigint;
-
-  /**
-   * last_event_id is the id of the last one applied.
-   *
-   * @generated from field: string last_event_id = 3;
-   */
-  lastEventId: string;
-
-  /**
-   * last_type is its type and version ("telemetry.raw.v1").
-   *
-   * @generated from field: string last_type = 4;
-   */
-  lastType: string;
-
-  /**
-   * updated_at is when the last one was published.
-   *
-   * @generated from field: google.protobuf.Timestamp updated_at = 5;
-   */
-  updatedAt?: Timestamp | undefined;
+  batch?: ReadingBatch | undefined;
 };
 
 /**
- * Describes the message shopbus.telemetry.v1.TelemetryActivity.
- * Use `create(TelemetryActivitySchema)` to create a new message.
+ * Describes the message shopbus.telemetry.v1.IngestReadingsRequest.
+ * Use `create(IngestReadingsRequestSchema)` to create a new message.
  */
-export const TelemetryActivitySchema: GenMessage<TelemetryActivity> = /*@__PURE__*/
+export const IngestReadingsRequestSchema: GenMessage<IngestReadingsRequest> = /*@__PURE__*/
   messageDesc(file_shopbus_telemetry_v1_telemetry_service, 2);
 
 /**
- * TelemetryService reads what the telemetry service's consumer applied of
- * the iot/telemetry events. Every procedure needs the admin role
- * until someone decides otherwise (gateway.IsAdmin).
+ * IngestReadingsResponse counts what a stream published.
+ *
+ * @generated from message shopbus.telemetry.v1.IngestReadingsResponse
+ */
+export type IngestReadingsResponse = Message<"shopbus.telemetry.v1.IngestReadingsResponse"> & {
+  /**
+   * accepted is how many batches JetStream stored.
+   *
+   * @generated from field: uint64 accepted = 1;
+   */
+  accepted: bigint;
+
+  /**
+   * duplicates is how many batches JetStream dropped as sent before (same
+   * device_id and sequence within the duplicate window).
+   *
+   * @generated from field: uint64 duplicates = 2;
+   */
+  duplicates: bigint;
+
+  /**
+   * readings is how many readings the accepted batches hold.
+   *
+   * @generated from field: uint64 readings = 3;
+   */
+  readings: bigint;
+};
+
+/**
+ * Describes the message shopbus.telemetry.v1.IngestReadingsResponse.
+ * Use `create(IngestReadingsResponseSchema)` to create a new message.
+ */
+export const IngestReadingsResponseSchema: GenMessage<IngestReadingsResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_telemetry_v1_telemetry_service, 3);
+
+/**
+ * IngestBatchRequest is a number of batches, of one device or several.
+ *
+ * @generated from message shopbus.telemetry.v1.IngestBatchRequest
+ */
+export type IngestBatchRequest = Message<"shopbus.telemetry.v1.IngestBatchRequest"> & {
+  /**
+   * batches are the batches to publish, 1 to 100.
+   *
+   * @generated from field: repeated shopbus.telemetry.v1.ReadingBatch batches = 1;
+   */
+  batches: ReadingBatch[];
+};
+
+/**
+ * Describes the message shopbus.telemetry.v1.IngestBatchRequest.
+ * Use `create(IngestBatchRequestSchema)` to create a new message.
+ */
+export const IngestBatchRequestSchema: GenMessage<IngestBatchRequest> = /*@__PURE__*/
+  messageDesc(file_shopbus_telemetry_v1_telemetry_service, 4);
+
+/**
+ * IngestBatchResponse counts what a call published.
+ *
+ * @generated from message shopbus.telemetry.v1.IngestBatchResponse
+ */
+export type IngestBatchResponse = Message<"shopbus.telemetry.v1.IngestBatchResponse"> & {
+  /**
+   * accepted is how many batches JetStream stored.
+   *
+   * @generated from field: uint64 accepted = 1;
+   */
+  accepted: bigint;
+
+  /**
+   * duplicates is how many batches JetStream dropped as sent before.
+   *
+   * @generated from field: uint64 duplicates = 2;
+   */
+  duplicates: bigint;
+
+  /**
+   * readings is how many readings the accepted batches hold.
+   *
+   * @generated from field: uint64 readings = 3;
+   */
+  readings: bigint;
+};
+
+/**
+ * Describes the message shopbus.telemetry.v1.IngestBatchResponse.
+ * Use `create(IngestBatchResponseSchema)` to create a new message.
+ */
+export const IngestBatchResponseSchema: GenMessage<IngestBatchResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_telemetry_v1_telemetry_service, 5);
+
+/**
+ * GetDeviceStatsRequest names a device and a time range.
+ *
+ * @generated from message shopbus.telemetry.v1.GetDeviceStatsRequest
+ */
+export type GetDeviceStatsRequest = Message<"shopbus.telemetry.v1.GetDeviceStatsRequest"> & {
+  /**
+   * device_id is the device (UUID).
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * start_time is the first minute of the range (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * end_time ends the range (exclusive), at most 24 hours after start_time.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * metric, when set, keeps that metric's rollups only.
+   *
+   * @generated from field: string metric = 4;
+   */
+  metric: string;
+
+  /**
+   * page_size is the most rollups to return, 1 to 1440 (default 500).
+   *
+   * @generated from field: uint32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * page_token is next_page_token from the previous page.
+   *
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message shopbus.telemetry.v1.GetDeviceStatsRequest.
+ * Use `create(GetDeviceStatsRequestSchema)` to create a new message.
+ */
+export const GetDeviceStatsRequestSchema: GenMessage<GetDeviceStatsRequest> = /*@__PURE__*/
+  messageDesc(file_shopbus_telemetry_v1_telemetry_service, 6);
+
+/**
+ * GetDeviceStatsResponse is a page of a device's rollups.
+ *
+ * @generated from message shopbus.telemetry.v1.GetDeviceStatsResponse
+ */
+export type GetDeviceStatsResponse = Message<"shopbus.telemetry.v1.GetDeviceStatsResponse"> & {
+  /**
+   * rollups are ordered by minute, metric and unit.
+   *
+   * @generated from field: repeated shopbus.telemetry.v1.Rollup rollups = 1;
+   */
+  rollups: Rollup[];
+
+  /**
+   * next_page_token fetches the next page; empty on the last one.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message shopbus.telemetry.v1.GetDeviceStatsResponse.
+ * Use `create(GetDeviceStatsResponseSchema)` to create a new message.
+ */
+export const GetDeviceStatsResponseSchema: GenMessage<GetDeviceStatsResponse> = /*@__PURE__*/
+  messageDesc(file_shopbus_telemetry_v1_telemetry_service, 7);
+
+/**
+ * Rollup aggregates a device's readings of one metric and unit in one
+ * minute (by measured_at).
+ *
+ * @generated from message shopbus.telemetry.v1.Rollup
+ */
+export type Rollup = Message<"shopbus.telemetry.v1.Rollup"> & {
+  /**
+   * minute is the start of the minute.
+   *
+   * @generated from field: google.protobuf.Timestamp minute = 1;
+   */
+  minute?: Timestamp | undefined;
+
+  /**
+   * metric is what was measured.
+   *
+   * @generated from field: string metric = 2;
+   */
+  metric: string;
+
+  /**
+   * unit is the unit of the values.
+   *
+   * @generated from field: string unit = 3;
+   */
+  unit: string;
+
+  /**
+   * count is how many readings.
+   *
+   * @generated from field: int64 count = 4;
+   */
+  count: bigint;
+
+  /**
+   * min is the smallest value.
+   *
+   * @generated from field: double min = 5;
+   */
+  min: number;
+
+  /**
+   * max is the largest value.
+   *
+   * @generated from field: double max = 6;
+   */
+  max: number;
+
+  /**
+   * mean is sum / count.
+   *
+   * @generated from field: double mean = 7;
+   */
+  mean: number;
+
+  /**
+   * sum is the sum of the values (with count, what later rollups combine).
+   *
+   * @generated from field: double sum = 8;
+   */
+  sum: number;
+};
+
+/**
+ * Describes the message shopbus.telemetry.v1.Rollup.
+ * Use `create(RollupSchema)` to create a new message.
+ */
+export const RollupSchema: GenMessage<Rollup> = /*@__PURE__*/
+  messageDesc(file_shopbus_telemetry_v1_telemetry_service, 8);
+
+/**
+ * TelemetryService ingests devices' readings and serves their rollups.
+ *
+ * Ingestion publishes each batch straight to JetStream as one
+ * telemetry.raw.v1 event (no database write on the way in) and answers only
+ * once JetStream acknowledged every batch of the call. A batch's event id
+ * (and Nats-Msg-Id) is derived from (device_id, sequence), so a batch sent
+ * again within the stream's duplicate window (10 minutes) is dropped and
+ * counted as a duplicate, and a consumer never counts it twice.
+ *
+ * Who may call: IngestReadings and IngestBatch need a bearer token that
+ * acts for the device of every batch: the device's own token (its subject
+ * is the device id) or one with the admin role (a device gateway, an
+ * operator); a batch of another device is PERMISSION_DENIED. GetDeviceStats
+ * needs the admin role (gateway.IsAdmin).
+ *
+ * Limits: each device may send a sustained number of readings per second
+ * (a token bucket per device, per service instance); a batch over it is
+ * RESOURCE_EXHAUSTED with a RetryInfo detail, and nothing of that batch is
+ * published. A request message is at most 1 MiB.
  *
  * @generated from service shopbus.telemetry.v1.TelemetryService
  */
 export const TelemetryService: GenService<{
   /**
-   * GetTelemetryActivity returns what the consumer applied for one
-   * partition key, or NOT_FOUND.
+   * IngestReadings takes a stream of batches, one per message, publishing
+   * them as they arrive (a bounded number in flight: a client that sends
+   * faster than JetStream acknowledges is held back), and answers once the
+   * stream is closed and every batch is acknowledged. A bad batch ends the
+   * call with its error; the batches before it are published and not
+   * counted in any response: send them again (they are then duplicates).
+   * It needs HTTP/2 (gRPC, or Connect over h2c or TLS).
    *
-   * @generated from rpc shopbus.telemetry.v1.TelemetryService.GetTelemetryActivity
+   * @generated from rpc shopbus.telemetry.v1.TelemetryService.IngestReadings
    */
-  getTelemetryActivity: {
+  ingestReadings: {
+    methodKind: "client_streaming";
+    input: typeof IngestReadingsRequestSchema;
+    output: typeof IngestReadingsResponseSchema;
+  },
+  /**
+   * IngestBatch is IngestReadings in one unary call, for HTTP/1.1 clients:
+   * up to 100 batches, every one checked before any is published.
+   *
+   * @generated from rpc shopbus.telemetry.v1.TelemetryService.IngestBatch
+   */
+  ingestBatch: {
     methodKind: "unary";
-    input: typeof GetTelemetryActivityRequestSchema;
-    output: typeof GetTelemetryActivityResponseSchema;
+    input: typeof IngestBatchRequestSchema;
+    output: typeof IngestBatchResponseSchema;
+  },
+  /**
+   * GetDeviceStats returns a device's rollups per minute, metric and unit
+   * in a time range of at most 24 hours, a page at a time, oldest first.
+   *
+   * @generated from rpc shopbus.telemetry.v1.TelemetryService.GetDeviceStats
+   */
+  getDeviceStats: {
+    methodKind: "unary";
+    input: typeof GetDeviceStatsRequestSchema;
+    output: typeof GetDeviceStatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shopbus_telemetry_v1_telemetry_service, 0);

@@ -33,16 +33,33 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
-	// TelemetryServiceGetTelemetryActivityProcedure is the fully-qualified name of the
-	// TelemetryService's GetTelemetryActivity RPC.
-	TelemetryServiceGetTelemetryActivityProcedure = "/shopbus.telemetry.v1.TelemetryService/GetTelemetryActivity"
+	// TelemetryServiceIngestReadingsProcedure is the fully-qualified name of the TelemetryService's
+	// IngestReadings RPC.
+	TelemetryServiceIngestReadingsProcedure = "/shopbus.telemetry.v1.TelemetryService/IngestReadings"
+	// TelemetryServiceIngestBatchProcedure is the fully-qualified name of the TelemetryService's
+	// IngestBatch RPC.
+	TelemetryServiceIngestBatchProcedure = "/shopbus.telemetry.v1.TelemetryService/IngestBatch"
+	// TelemetryServiceGetDeviceStatsProcedure is the fully-qualified name of the TelemetryService's
+	// GetDeviceStats RPC.
+	TelemetryServiceGetDeviceStatsProcedure = "/shopbus.telemetry.v1.TelemetryService/GetDeviceStats"
 )
 
 // TelemetryServiceClient is a client for the shopbus.telemetry.v1.TelemetryService service.
 type TelemetryServiceClient interface {
-	// GetTelemetryActivity returns what the consumer applied for one
-	// partition key, or NOT_FOUND.
-	GetTelemetryActivity(context.Context, *connect.Request[v1.GetTelemetryActivityRequest]) (*connect.Response[v1.GetTelemetryActivityResponse], error)
+	// IngestReadings takes a stream of batches, one per message, publishing
+	// them as they arrive (a bounded number in flight: a client that sends
+	// faster than JetStream acknowledges is held back), and answers once the
+	// stream is closed and every batch is acknowledged. A bad batch ends the
+	// call with its error; the batches before it are published and not
+	// counted in any response: send them again (they are then duplicates).
+	// It needs HTTP/2 (gRPC, or Connect over h2c or TLS).
+	IngestReadings(context.Context) *connect.ClientStreamForClient[v1.IngestReadingsRequest, v1.IngestReadingsResponse]
+	// IngestBatch is IngestReadings in one unary call, for HTTP/1.1 clients:
+	// up to 100 batches, every one checked before any is published.
+	IngestBatch(context.Context, *connect.Request[v1.IngestBatchRequest]) (*connect.Response[v1.IngestBatchResponse], error)
+	// GetDeviceStats returns a device's rollups per minute, metric and unit
+	// in a time range of at most 24 hours, a page at a time, oldest first.
+	GetDeviceStats(context.Context, *connect.Request[v1.GetDeviceStatsRequest]) (*connect.Response[v1.GetDeviceStatsResponse], error)
 }
 
 // NewTelemetryServiceClient constructs a client for the shopbus.telemetry.v1.TelemetryService
@@ -56,10 +73,22 @@ func NewTelemetryServiceClient(httpClient connect.HTTPClient, baseURL string, op
 	baseURL = strings.TrimRight(baseURL, "/")
 	telemetryServiceMethods := v1.File_shopbus_telemetry_v1_telemetry_service_proto.Services().ByName("TelemetryService").Methods()
 	return &telemetryServiceClient{
-		getTelemetryActivity: connect.NewClient[v1.GetTelemetryActivityRequest, v1.GetTelemetryActivityResponse](
+		ingestReadings: connect.NewClient[v1.IngestReadingsRequest, v1.IngestReadingsResponse](
 			httpClient,
-			baseURL+TelemetryServiceGetTelemetryActivityProcedure,
-			connect.WithSchema(telemetryServiceMethods.ByName("GetTelemetryActivity")),
+			baseURL+TelemetryServiceIngestReadingsProcedure,
+			connect.WithSchema(telemetryServiceMethods.ByName("IngestReadings")),
+			connect.WithClientOptions(opts...),
+		),
+		ingestBatch: connect.NewClient[v1.IngestBatchRequest, v1.IngestBatchResponse](
+			httpClient,
+			baseURL+TelemetryServiceIngestBatchProcedure,
+			connect.WithSchema(telemetryServiceMethods.ByName("IngestBatch")),
+			connect.WithClientOptions(opts...),
+		),
+		getDeviceStats: connect.NewClient[v1.GetDeviceStatsRequest, v1.GetDeviceStatsResponse](
+			httpClient,
+			baseURL+TelemetryServiceGetDeviceStatsProcedure,
+			connect.WithSchema(telemetryServiceMethods.ByName("GetDeviceStats")),
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
@@ -68,20 +97,43 @@ func NewTelemetryServiceClient(httpClient connect.HTTPClient, baseURL string, op
 
 // telemetryServiceClient implements TelemetryServiceClient.
 type telemetryServiceClient struct {
-	getTelemetryActivity *connect.Client[v1.GetTelemetryActivityRequest, v1.GetTelemetryActivityResponse]
+	ingestReadings *connect.Client[v1.IngestReadingsRequest, v1.IngestReadingsResponse]
+	ingestBatch    *connect.Client[v1.IngestBatchRequest, v1.IngestBatchResponse]
+	getDeviceStats *connect.Client[v1.GetDeviceStatsRequest, v1.GetDeviceStatsResponse]
 }
 
-// GetTelemetryActivity calls shopbus.telemetry.v1.TelemetryService.GetTelemetryActivity.
-func (c *telemetryServiceClient) GetTelemetryActivity(ctx context.Context, req *connect.Request[v1.GetTelemetryActivityRequest]) (*connect.Response[v1.GetTelemetryActivityResponse], error) {
-	return c.getTelemetryActivity.CallUnary(ctx, req)
+// IngestReadings calls shopbus.telemetry.v1.TelemetryService.IngestReadings.
+func (c *telemetryServiceClient) IngestReadings(ctx context.Context) *connect.ClientStreamForClient[v1.IngestReadingsRequest, v1.IngestReadingsResponse] {
+	return c.ingestReadings.CallClientStream(ctx)
+}
+
+// IngestBatch calls shopbus.telemetry.v1.TelemetryService.IngestBatch.
+func (c *telemetryServiceClient) IngestBatch(ctx context.Context, req *connect.Request[v1.IngestBatchRequest]) (*connect.Response[v1.IngestBatchResponse], error) {
+	return c.ingestBatch.CallUnary(ctx, req)
+}
+
+// GetDeviceStats calls shopbus.telemetry.v1.TelemetryService.GetDeviceStats.
+func (c *telemetryServiceClient) GetDeviceStats(ctx context.Context, req *connect.Request[v1.GetDeviceStatsRequest]) (*connect.Response[v1.GetDeviceStatsResponse], error) {
+	return c.getDeviceStats.CallUnary(ctx, req)
 }
 
 // TelemetryServiceHandler is an implementation of the shopbus.telemetry.v1.TelemetryService
 // service.
 type TelemetryServiceHandler interface {
-	// GetTelemetryActivity returns what the consumer applied for one
-	// partition key, or NOT_FOUND.
-	GetTelemetryActivity(context.Context, *connect.Request[v1.GetTelemetryActivityRequest]) (*connect.Response[v1.GetTelemetryActivityResponse], error)
+	// IngestReadings takes a stream of batches, one per message, publishing
+	// them as they arrive (a bounded number in flight: a client that sends
+	// faster than JetStream acknowledges is held back), and answers once the
+	// stream is closed and every batch is acknowledged. A bad batch ends the
+	// call with its error; the batches before it are published and not
+	// counted in any response: send them again (they are then duplicates).
+	// It needs HTTP/2 (gRPC, or Connect over h2c or TLS).
+	IngestReadings(context.Context, *connect.ClientStream[v1.IngestReadingsRequest]) (*connect.Response[v1.IngestReadingsResponse], error)
+	// IngestBatch is IngestReadings in one unary call, for HTTP/1.1 clients:
+	// up to 100 batches, every one checked before any is published.
+	IngestBatch(context.Context, *connect.Request[v1.IngestBatchRequest]) (*connect.Response[v1.IngestBatchResponse], error)
+	// GetDeviceStats returns a device's rollups per minute, metric and unit
+	// in a time range of at most 24 hours, a page at a time, oldest first.
+	GetDeviceStats(context.Context, *connect.Request[v1.GetDeviceStatsRequest]) (*connect.Response[v1.GetDeviceStatsResponse], error)
 }
 
 // NewTelemetryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -91,17 +143,33 @@ type TelemetryServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewTelemetryServiceHandler(svc TelemetryServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	telemetryServiceMethods := v1.File_shopbus_telemetry_v1_telemetry_service_proto.Services().ByName("TelemetryService").Methods()
-	telemetryServiceGetTelemetryActivityHandler := connect.NewUnaryHandler(
-		TelemetryServiceGetTelemetryActivityProcedure,
-		svc.GetTelemetryActivity,
-		connect.WithSchema(telemetryServiceMethods.ByName("GetTelemetryActivity")),
+	telemetryServiceIngestReadingsHandler := connect.NewClientStreamHandler(
+		TelemetryServiceIngestReadingsProcedure,
+		svc.IngestReadings,
+		connect.WithSchema(telemetryServiceMethods.ByName("IngestReadings")),
+		connect.WithHandlerOptions(opts...),
+	)
+	telemetryServiceIngestBatchHandler := connect.NewUnaryHandler(
+		TelemetryServiceIngestBatchProcedure,
+		svc.IngestBatch,
+		connect.WithSchema(telemetryServiceMethods.ByName("IngestBatch")),
+		connect.WithHandlerOptions(opts...),
+	)
+	telemetryServiceGetDeviceStatsHandler := connect.NewUnaryHandler(
+		TelemetryServiceGetDeviceStatsProcedure,
+		svc.GetDeviceStats,
+		connect.WithSchema(telemetryServiceMethods.ByName("GetDeviceStats")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/shopbus.telemetry.v1.TelemetryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case TelemetryServiceGetTelemetryActivityProcedure:
-			telemetryServiceGetTelemetryActivityHandler.ServeHTTP(w, r)
+		case TelemetryServiceIngestReadingsProcedure:
+			telemetryServiceIngestReadingsHandler.ServeHTTP(w, r)
+		case TelemetryServiceIngestBatchProcedure:
+			telemetryServiceIngestBatchHandler.ServeHTTP(w, r)
+		case TelemetryServiceGetDeviceStatsProcedure:
+			telemetryServiceGetDeviceStatsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -111,6 +179,14 @@ func NewTelemetryServiceHandler(svc TelemetryServiceHandler, opts ...connect.Han
 // UnimplementedTelemetryServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedTelemetryServiceHandler struct{}
 
-func (UnimplementedTelemetryServiceHandler) GetTelemetryActivity(context.Context, *connect.Request[v1.GetTelemetryActivityRequest]) (*connect.Response[v1.GetTelemetryActivityResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.telemetry.v1.TelemetryService.GetTelemetryActivity is not implemented"))
+func (UnimplementedTelemetryServiceHandler) IngestReadings(context.Context, *connect.ClientStream[v1.IngestReadingsRequest]) (*connect.Response[v1.IngestReadingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.telemetry.v1.TelemetryService.IngestReadings is not implemented"))
+}
+
+func (UnimplementedTelemetryServiceHandler) IngestBatch(context.Context, *connect.Request[v1.IngestBatchRequest]) (*connect.Response[v1.IngestBatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.telemetry.v1.TelemetryService.IngestBatch is not implemented"))
+}
+
+func (UnimplementedTelemetryServiceHandler) GetDeviceStats(context.Context, *connect.Request[v1.GetDeviceStatsRequest]) (*connect.Response[v1.GetDeviceStatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("shopbus.telemetry.v1.TelemetryService.GetDeviceStats is not implemented"))
 }
