@@ -36,6 +36,7 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
@@ -253,13 +254,13 @@ func newWorld(t *testing.T) *world {
 		})
 	})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w.orders = order.New(w.orderDB, w.js, orderSchema, quiet)
-	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
+	w.orders = order.New(servicekit.NewRuntime("order", w.orderDB, w.js, orderSchema, quiet))
+	w.inv = inventory.New(servicekit.NewRuntime("inventory", w.invDB, w.js, invSchema, quiet))
 	model, err := fraud.DefaultModel() // the committed model
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.fraud = fraud.New(w.fraudDB, w.js, fraudSchema, quiet, model)
+	w.fraud = fraud.New(servicekit.NewRuntime("fraud", w.fraudDB, w.js, fraudSchema, quiet), model)
 	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range skus {
 		stock[sku(i)], prices[sku(i)] = stockPerSKU(), unitPrice

@@ -238,8 +238,7 @@ var edits = []edit{
 		name: "{{.Context}}", migrations: {{.Context}}.Migrations,
 		consumers: []messaging.ConsumerConfig{ {{- .Context}}.RecordedConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			svc := {{.Context}}.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			svc.Runtime = rt
+			svc := {{.Context}}.New(rt)
 			path, h := {{.Context}}v1connect.New{{.Type}}ServiceHandler({{.Context}}.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return svc, []gateway.Service{ {Name: {{.Context}}v1connect.{{.Type}}ServiceName, Path: path, Handler: h} }, nil
 		},

@@ -50,8 +50,7 @@ var components = []component{
 		name: "order", migrations: order.Migrations,
 		consumers: []messaging.ConsumerConfig{order.InventoryOutcomeConsumer(), order.FraudScoreConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			s.Orders = order.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			s.Orders.Runtime = rt
+			s.Orders = order.New(rt)
 			s.Orders.Watchdog = s.cfg.Watchdog
 			return s.Orders, nil, nil
 		},
@@ -60,8 +59,7 @@ var components = []component{
 		name: "inventory", migrations: inventory.Migrations,
 		consumers: []messaging.ConsumerConfig{inventory.ReserveStockConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			s.Inventory = inventory.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			s.Inventory.Runtime = rt
+			s.Inventory = inventory.New(rt)
 			return s.Inventory, nil, nil
 		},
 	},
@@ -76,8 +74,7 @@ var components = []component{
 			if err != nil {
 				return nil, nil, err
 			}
-			s.Fraud = fraud.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log, model)
-			s.Fraud.Runtime = rt
+			s.Fraud = fraud.New(rt, model)
 			path, h := fraudv1connect.NewFraudServiceHandler(fraud.NewHandler(s.Fraud), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return s.Fraud, []gateway.Service{{Name: fraudv1connect.FraudServiceName, Path: path, Handler: h}}, nil
 		},

@@ -15,6 +15,7 @@ import (
 	fraudv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
@@ -46,8 +47,8 @@ func newSagaRig(t *testing.T) *sagaRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &sagaRig{t: t, ctx: context.Background(), ord: order.New(orderDB, js, orderSchema, quiet),
-		inv: inventory.New(invDB, js, invSchema, quiet), scorer: fraud.New(fraudDB, js, fraudSchema, quiet, model)}
+	r := &sagaRig{t: t, ctx: context.Background(), ord: order.New(servicekit.NewRuntime("order", orderDB, js, orderSchema, quiet)),
+		inv: inventory.New(servicekit.NewRuntime("inventory", invDB, js, invSchema, quiet)), scorer: fraud.New(servicekit.NewRuntime("fraud", fraudDB, js, fraudSchema, quiet), model)}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var stops []func()

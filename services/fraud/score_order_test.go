@@ -13,6 +13,7 @@ import (
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	fraudeventsv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/fraud"
 )
@@ -31,7 +32,7 @@ func TestScoreOrders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := fraud.New(pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil)), model)
+	svc := fraud.New(servicekit.NewRuntime("fraud", pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil))), model)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()

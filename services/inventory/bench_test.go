@@ -16,6 +16,7 @@ import (
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/inventory"
 )
@@ -69,7 +70,7 @@ func benchReserve(b *testing.B, batchSize int) float64 {
 	defer scope.Close()
 	_, js := testenv.NATS(scope)
 	pool, schema := testenv.Postgres(scope, inventory.Migrations)
-	svc := inventory.New(pool, js, schema, quiet)
+	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
 	ctx := context.Background()
 	stock := map[string]int64{}
 	for i := range 100 {

@@ -8,6 +8,7 @@ import (
 
 	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services/inventory"
 )
@@ -34,8 +35,8 @@ func (f *fixture) priced(t *testing.T) ([]*inventoryeventsv1.InventoryPriced, []
 			return err
 		}
 		if p, ok := msg.(*inventoryeventsv1.InventoryPriced); ok {
-			if env.GetSource() != inventory.Source {
-				t.Errorf("inventory.priced from source %q, want %q", env.GetSource(), inventory.Source)
+			if env.GetSource() != "shopbus/inventory" {
+				t.Errorf("inventory.priced from source %q, want shopbus/inventory", env.GetSource())
 			}
 			events, subjects = append(events, p), append(subjects, subject)
 		}
@@ -126,7 +127,7 @@ func TestSetPriceIsAtomic(t *testing.T) {
 	t.Parallel()
 	pool, schema := testenv.Postgres(t, inventory.Migrations)
 	_, js := testenv.NATS(t)
-	svc := inventory.New(pool, js, schema, quiet)
+	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
 	ctx := context.Background()
 	if _, err := svc.SetStock(ctx, "MUG-001", 10); err != nil {
 		t.Fatal(err)
