@@ -38,6 +38,7 @@ import (
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -231,16 +232,16 @@ func newWorld(t *testing.T) *world {
 	u.RawQuery = q.Encode()
 	w.dbURL = u.String()
 	orderSchema, invSchema := testenv.Schema(), testenv.Schema()
-	w.orderDB, err = postgres.Open(ctx, w.dbURL, orderSchema, true, messaging.Migrations(), order.Migrations)
+	w.orderDB, err = postgres.Open(ctx, w.dbURL, orderSchema, true, messaging.Migrations(), services.Migrations("order"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.invDB, err = postgres.Open(ctx, w.dbURL, invSchema, true, messaging.Migrations(), inventory.Migrations)
+	w.invDB, err = postgres.Open(ctx, w.dbURL, invSchema, true, messaging.Migrations(), services.Migrations("inventory"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	fraudSchema := testenv.Schema()
-	w.fraudDB, err = postgres.Open(ctx, w.dbURL, fraudSchema, true, messaging.Migrations(), fraud.Migrations)
+	w.fraudDB, err = postgres.Open(ctx, w.dbURL, fraudSchema, true, messaging.Migrations(), services.Migrations("fraud"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,7 +235,7 @@ var edits = []edit{
 	{"internal/stack/components.go", `	"github.com/shopbus/shopbus/gen/go/shopbus/{{.Context}}/v1/{{.Context}}v1connect"
 	"github.com/shopbus/shopbus/services/{{.Context}}"
 ` + importSplit + `	{
-		name: "{{.Context}}", migrations: {{.Context}}.Migrations,
+		name: "{{.Context}}",
 		consumers: []messaging.ConsumerConfig{ {{- .Context}}.RecordedConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := {{.Context}}.New(rt)

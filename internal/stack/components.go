@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"io/fs"
 	"slices"
 
 	"github.com/shopbus/shopbus/gateway"
@@ -24,11 +23,10 @@ import (
 // event catalog) and consume, its consumer groups' buckets, its readiness
 // and lag. `shopbus new service` adds an entry.
 type component struct {
-	// name is the service's name: lower-case letters.
+	// name is the service's name: lower-case letters. Its tables are
+	// services.Migrations(name) (messaging.Migrations adds the outbox and
+	// processed_events).
 	name string
-	// migrations are the service's tables (messaging.Migrations adds the
-	// outbox and processed_events).
-	migrations fs.FS
 	// consumers are the consumers the service runs.
 	consumers []messaging.ConsumerConfig
 	// build makes the service on rt: what runs it, and the Connect
@@ -47,7 +45,7 @@ type runner interface {
 // Stack.Inventory), which a gateway in another process also proxies.
 var components = []component{
 	{
-		name: "order", migrations: order.Migrations,
+		name:      "order",
 		consumers: []messaging.ConsumerConfig{order.InventoryOutcomeConsumer(), order.FraudScoreConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			s.Orders = order.New(rt)
@@ -56,7 +54,7 @@ var components = []component{
 		},
 	},
 	{
-		name: "inventory", migrations: inventory.Migrations,
+		name:      "inventory",
 		consumers: []messaging.ConsumerConfig{inventory.ReserveStockConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			s.Inventory = inventory.New(rt)
@@ -64,7 +62,7 @@ var components = []component{
 		},
 	},
 	{
-		name: "fraud", migrations: fraud.Migrations,
+		name:      "fraud",
 		consumers: []messaging.ConsumerConfig{fraud.ScoreOrderConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			model, err := fraud.DefaultModel()

@@ -17,6 +17,7 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -40,9 +41,9 @@ func newSagaRig(t *testing.T) *sagaRig {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	_, js := testenv.NATS(t)
-	orderDB, orderSchema := testenv.Postgres(t, order.Migrations)
-	invDB, invSchema := testenv.Postgres(t, inventory.Migrations)
-	fraudDB, fraudSchema := testenv.Postgres(t, fraud.Migrations)
+	orderDB, orderSchema := testenv.Postgres(t, services.Migrations("order"))
+	invDB, invSchema := testenv.Postgres(t, services.Migrations("inventory"))
+	fraudDB, fraudSchema := testenv.Postgres(t, services.Migrations("fraud"))
 	model, err := fraud.DefaultModel()
 	if err != nil {
 		t.Fatal(err)

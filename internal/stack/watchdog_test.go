@@ -17,6 +17,7 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -35,9 +36,9 @@ func TestWatchdogRecoversStuckOrders(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	_, js := testenv.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	orderDB, orderSchema := testenv.Postgres(t, order.Migrations)
-	invDB, invSchema := testenv.Postgres(t, inventory.Migrations)
-	fraudDB, fraudSchema := testenv.Postgres(t, fraud.Migrations)
+	orderDB, orderSchema := testenv.Postgres(t, services.Migrations("order"))
+	invDB, invSchema := testenv.Postgres(t, services.Migrations("inventory"))
+	fraudDB, fraudSchema := testenv.Postgres(t, services.Migrations("fraud"))
 	ord := order.New(servicekit.NewRuntime("order", orderDB, js, orderSchema, quiet))
 	inv := inventory.New(servicekit.NewRuntime("inventory", invDB, js, invSchema, quiet))
 	model, err := fraud.DefaultModel()

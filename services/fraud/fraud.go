@@ -14,18 +14,11 @@ package fraud
 
 import (
 	"context"
-	"embed"
 	"errors"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // ErrNotFound means no score is known for the order.
 var ErrNotFound = errors.New("no score for this order")
@@ -38,7 +31,8 @@ type Service struct {
 }
 
 // New returns the fraud service on rt (named "fraud", its schema migrated
-// with Migrations and messaging.Migrations), scoring with model.
+// with services.Migrations("fraud") and messaging.Migrations), scoring
+// with model.
 func New(rt servicekit.Runtime, model *Model) *Service {
 	return &Service{Runtime: rt, model: model}
 }

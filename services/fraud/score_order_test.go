@@ -15,6 +15,7 @@ import (
 	fraudeventsv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 )
 
@@ -27,7 +28,7 @@ import (
 func TestScoreOrders(t *testing.T) {
 	t.Parallel()
 	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, fraud.Migrations)
+	pool, schema := testenv.Postgres(t, services.Migrations("fraud"))
 	model, err := fraud.DefaultModel()
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/inventory"
 )
 
@@ -69,7 +70,7 @@ func benchReserve(b *testing.B, batchSize int) float64 {
 	scope := testenv.NewScope(b)
 	defer scope.Close()
 	_, js := testenv.NATS(scope)
-	pool, schema := testenv.Postgres(scope, inventory.Migrations)
+	pool, schema := testenv.Postgres(scope, services.Migrations("inventory"))
 	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
 	ctx := context.Background()
 	stock := map[string]int64{}

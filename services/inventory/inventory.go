@@ -17,18 +17,11 @@ package inventory
 
 import (
 	"context"
-	"embed"
 	"errors"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // Errors of the inventory service's use cases.
 var (
@@ -45,7 +38,7 @@ type Service struct {
 }
 
 // New returns the inventory service on rt (named "inventory", its schema
-// migrated with Migrations and messaging.Migrations).
+// migrated with services.Migrations("inventory") and messaging.Migrations).
 func New(rt servicekit.Runtime) *Service { return &Service{Runtime: rt} }
 
 // Run relays the outbox and consumes order.created and order.rejected

@@ -18,6 +18,7 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/inventory"
 )
 
@@ -32,7 +33,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, inventory.Migrations)
+	pool, schema := testenv.Postgres(t, services.Migrations("inventory"))
 	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
 	if _, err := svc.SetStock(context.Background(), "MUG-001", 10); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/inventory"
 )
 
@@ -125,7 +126,7 @@ func TestSetPrice(t *testing.T) {
 // stored either.
 func TestSetPriceIsAtomic(t *testing.T) {
 	t.Parallel()
-	pool, schema := testenv.Postgres(t, inventory.Migrations)
+	pool, schema := testenv.Postgres(t, services.Migrations("inventory"))
 	_, js := testenv.NATS(t)
 	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
 	ctx := context.Background()

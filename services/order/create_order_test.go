@@ -24,6 +24,7 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/order"
 )
 
@@ -43,7 +44,7 @@ type fixture struct {
 func newFixture(t *testing.T, streams messaging.StreamOptions) *fixture {
 	t.Helper()
 	_, js := testenv.NATSWith(t, streams)
-	pool, schema := testenv.Postgres(t, order.Migrations)
+	pool, schema := testenv.Postgres(t, services.Migrations("order"))
 	return &fixture{pool: pool, js: js, svc: order.New(servicekit.NewRuntime("order", pool, js, schema, quiet))}
 }
 

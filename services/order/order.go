@@ -12,19 +12,12 @@ package order
 
 import (
 	"context"
-	"embed"
 	"errors"
 	"sync"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // Errors of the order service's use cases.
 var (
@@ -70,7 +63,7 @@ type Service struct {
 }
 
 // New returns the order service on rt (named "order", its schema migrated
-// with Migrations and messaging.Migrations).
+// with services.Migrations("order") and messaging.Migrations).
 func New(rt servicekit.Runtime) *Service {
 	return &Service{Runtime: rt, decided: newDecisions(), stopping: make(chan struct{})}
 }
