@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"testing"
@@ -26,6 +27,8 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/servicekit"
+	"github.com/shopbus/shopbus/services"
 )
 
 // DatabaseURL is DATABASE_URL or the local server.
@@ -46,6 +49,17 @@ func AdminURL() string {
 	}
 	u.Path = "/postgres"
 	return u.String()
+}
+
+// Runtime returns the runtime of the service name for the test: a JetStream
+// on its own embedded nats-server (NATS), a fresh schema migrated with the
+// service's migrations (Postgres, services.Migrations), and a logger that
+// writes nowhere.
+func Runtime(t testing.TB, name string) servicekit.Runtime {
+	t.Helper()
+	_, js := NATS(t)
+	pool, schema := Postgres(t, services.Migrations(name))
+	return servicekit.NewRuntime(name, pool, js, schema, slog.New(slog.DiscardHandler))
 }
 
 // NATS starts an embedded nats-server for the test, with the catalog's

@@ -3,8 +3,6 @@ package fraud_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -13,9 +11,7 @@ import (
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	fraudeventsv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 )
 
@@ -27,13 +23,12 @@ import (
 // copy under another event id) is not scored again.
 func TestScoreOrders(t *testing.T) {
 	t.Parallel()
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, services.Migrations("fraud"))
 	model, err := fraud.DefaultModel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := fraud.New(servicekit.NewRuntime("fraud", pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil))), model)
+	svc := fraud.New(testenv.Runtime(t, "fraud"), model)
+	pool, js := svc.Pool, svc.JS
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()

@@ -16,9 +16,7 @@ import (
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/inventory"
 )
 
@@ -69,9 +67,8 @@ func benchReserve(b *testing.B, batchSize int) float64 {
 	b.StopTimer()
 	scope := testenv.NewScope(b)
 	defer scope.Close()
-	_, js := testenv.NATS(scope)
-	pool, schema := testenv.Postgres(scope, services.Migrations("inventory"))
-	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
+	svc := inventory.New(testenv.Runtime(scope, "inventory"))
+	pool, js := svc.Pool, svc.JS
 	ctx := context.Background()
 	stock := map[string]int64{}
 	for i := range 100 {

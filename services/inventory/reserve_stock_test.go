@@ -16,9 +16,7 @@ import (
 	ordereventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	"github.com/shopbus/shopbus/internal/messaging"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/inventory"
 )
 
@@ -32,13 +30,11 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, services.Migrations("inventory"))
-	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
+	svc := inventory.New(testenv.Runtime(t, "inventory"))
 	if _, err := svc.SetStock(context.Background(), "MUG-001", 10); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{pool: pool, js: js, svc: svc}
+	return &fixture{pool: svc.Pool, js: svc.JS, svc: svc}
 }
 
 const orderID = "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b"

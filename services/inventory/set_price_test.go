@@ -8,9 +8,7 @@ import (
 
 	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
 	"github.com/shopbus/shopbus/internal/event"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/inventory"
 )
 
@@ -126,20 +124,18 @@ func TestSetPrice(t *testing.T) {
 // stored either.
 func TestSetPriceIsAtomic(t *testing.T) {
 	t.Parallel()
-	pool, schema := testenv.Postgres(t, services.Migrations("inventory"))
-	_, js := testenv.NATS(t)
-	svc := inventory.New(servicekit.NewRuntime("inventory", pool, js, schema, quiet))
+	svc := inventory.New(testenv.Runtime(t, "inventory"))
 	ctx := context.Background()
 	if _, err := svc.SetStock(ctx, "MUG-001", 10); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `ALTER TABLE outbox RENAME TO outbox_away`); err != nil {
+	if _, err := svc.Pool.Exec(ctx, `ALTER TABLE outbox RENAME TO outbox_away`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.SetPrice(ctx, "MUG-001", 1250, "EUR"); err == nil {
 		t.Fatal("SetPrice succeeded without an outbox")
 	}
-	if _, err := pool.Exec(ctx, `ALTER TABLE outbox_away RENAME TO outbox`); err != nil {
+	if _, err := svc.Pool.Exec(ctx, `ALTER TABLE outbox_away RENAME TO outbox`); err != nil {
 		t.Fatal(err)
 	}
 	st, err := svc.GetStock(ctx, "MUG-001")
