@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -60,6 +61,23 @@ func Runtime(t testing.TB, name string) servicekit.Runtime {
 	_, js := NATS(t)
 	pool, schema := Postgres(t, services.Migrations(name))
 	return servicekit.NewRuntime(name, pool, js, schema, slog.New(slog.DiscardHandler))
+}
+
+// Run runs svc (a service) until the test ends and returns the context it
+// runs under, for the test's calls. An error Run returns before the end
+// fails the test.
+func Run(t testing.TB, svc interface{ Run(context.Context) error }) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Error(err)
+		}
+	})
+	return ctx
 }
 
 // NATS starts an embedded nats-server for the test, with the catalog's

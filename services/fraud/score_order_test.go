@@ -1,7 +1,6 @@
 package fraud_test
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -29,15 +28,7 @@ func TestScoreOrders(t *testing.T) {
 	}
 	svc := fraud.New(testenv.Runtime(t, "fraud"), model)
 	pool, js := svc.Pool, svc.JS
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Error(err)
-		}
-	})
+	ctx := testenv.Run(t, svc)
 	const customer = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 	first, second := "0193a5e2-7c1d-7b3e-9f4a-000000000001", "0193a5e2-7c1d-7b3e-9f4a-000000000002"
 	created := time.Now().Add(-time.Minute)
