@@ -36,7 +36,9 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -230,16 +232,16 @@ func newWorld(t *testing.T) *world {
 	u.RawQuery = q.Encode()
 	w.dbURL = u.String()
 	orderSchema, invSchema := testenv.Schema(), testenv.Schema()
-	w.orderDB, err = postgres.Open(ctx, w.dbURL, orderSchema, true, messaging.Migrations(), order.Migrations)
+	w.orderDB, err = postgres.Open(ctx, w.dbURL, orderSchema, true, messaging.Migrations(), services.Migrations("order"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.invDB, err = postgres.Open(ctx, w.dbURL, invSchema, true, messaging.Migrations(), inventory.Migrations)
+	w.invDB, err = postgres.Open(ctx, w.dbURL, invSchema, true, messaging.Migrations(), services.Migrations("inventory"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	fraudSchema := testenv.Schema()
-	w.fraudDB, err = postgres.Open(ctx, w.dbURL, fraudSchema, true, messaging.Migrations(), fraud.Migrations)
+	w.fraudDB, err = postgres.Open(ctx, w.dbURL, fraudSchema, true, messaging.Migrations(), services.Migrations("fraud"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,13 +255,13 @@ func newWorld(t *testing.T) *world {
 		})
 	})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w.orders = order.New(w.orderDB, w.js, orderSchema, quiet)
-	w.inv = inventory.New(w.invDB, w.js, invSchema, quiet)
+	w.orders = order.New(servicekit.NewRuntime("order", w.orderDB, w.js, orderSchema, quiet))
+	w.inv = inventory.New(servicekit.NewRuntime("inventory", w.invDB, w.js, invSchema, quiet))
 	model, err := fraud.DefaultModel() // the committed model
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.fraud = fraud.New(w.fraudDB, w.js, fraudSchema, quiet, model)
+	w.fraud = fraud.New(servicekit.NewRuntime("fraud", w.fraudDB, w.js, fraudSchema, quiet), model)
 	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range skus {
 		stock[sku(i)], prices[sku(i)] = stockPerSKU(), unitPrice

@@ -208,3 +208,24 @@ func newOrderCreated(t *testing.T) *eventv1.Envelope {
 	}
 	return env
 }
+
+// TestKeyBasedConsumer: a key-based consumer is declared on the stream the
+// event catalog puts its events in, which is not always the subject's
+// domain and entity (order.scored is the fraud context's).
+func TestKeyBasedConsumer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		subjects []string
+		stream   string
+	}{
+		{[]string{"ecommerce.order.created", "ecommerce.order.rejected"}, "ECOMMERCE_ORDER"},
+		{[]string{"ml.order.scored"}, "ML_FRAUD"},
+		{[]string{"ecommerce.widget.made"}, ""},
+		{nil, ""},
+	} {
+		cfg := messaging.KeyBasedConsumer("d", tc.subjects...)
+		if cfg.Stream != tc.stream || cfg.Durable != "d" || cfg.Strategy != messaging.KeyBased || len(cfg.Subjects) != len(tc.subjects) {
+			t.Errorf("KeyBasedConsumer(%q) = %+v, want stream %q", tc.subjects, cfg, tc.stream)
+		}
+	}
+}

@@ -60,6 +60,20 @@ func StreamName(domain, context string) string {
 // StreamOf returns the name of the stream that holds spec's events.
 func StreamOf(spec event.Spec) string { return StreamName(spec.Domain, spec.Context) }
 
+// KeyBasedConsumer declares the key-based consumer durable of subjects
+// (type subjects without version, as ConsumerConfig.Subjects), on the
+// stream the event catalog puts their events in: the first subject's (no
+// Stream, which ConsumeBatch refuses, when the catalog has no such event).
+func KeyBasedConsumer(durable string, subjects ...string) ConsumerConfig {
+	cfg := ConsumerConfig{Durable: durable, Subjects: subjects, Strategy: KeyBased}
+	for _, spec := range event.Catalog() {
+		if len(subjects) > 0 && spec.Domain+"."+spec.Name == subjects[0] {
+			cfg.Stream = StreamOf(spec)
+		}
+	}
+	return cfg
+}
+
 // IsEventStream reports whether name is the stream of one of the event
 // catalog's bounded contexts (EnsureStreams declares them).
 func IsEventStream(name string) bool {

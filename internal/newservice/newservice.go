@@ -284,11 +284,10 @@ var edits = []edit{
 	{"internal/stack/components.go", `	"github.com/shopbus/shopbus/gen/go/shopbus/{{.Context}}/v1/{{.Context}}v1connect"
 	"github.com/shopbus/shopbus/services/{{.Context}}"
 ` + importSplit + `	{
-		name: "{{.Context}}", migrations: {{.Context}}.Migrations,
+		name: "{{.Context}}",
 		consumers: []messaging.ConsumerConfig{ {{- .Context}}.{{.Consumer}}()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			svc := {{.Context}}.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			svc.Runtime = rt
+			svc := {{.Context}}.New(rt)
 			path, h := {{.Context}}v1connect.New{{.Type}}ServiceHandler({{.Context}}.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return svc, []gateway.Service{ {Name: {{.Context}}v1connect.{{.Type}}ServiceName, Path: path, Handler: h} }, nil
 		},

@@ -1,19 +1,25 @@
 // Package servicekit is what every shopbus service is built on, so that a
 // service's own code is its use cases: the Runtime a service runs in (its
-// PostgreSQL pools, its JetStream, its schema, its logger and the event
-// path's settings), which runs the service's outbox relay, consumer and
-// retention; and the edge, which maps the service's domain errors onto
-// Connect codes (Errors). internal/stack builds one Runtime per service it
-// runs; `shopbus new service` generates services that use it.
+// name, PostgreSQL pools, JetStream, schema, logger and the event path's
+// settings), which makes the service's events and runs its outbox relay,
+// consumers, retention and periodic tasks; and the edge, which maps the
+// service's domain errors onto Connect codes (Errors). internal/stack
+// builds one Runtime per service it runs and hands it to the service's New;
+// `shopbus new service` generates services that use it.
 package servicekit
 
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
+	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/telemetry"
 )
@@ -21,6 +27,9 @@ import (
 // Runtime is a service's share of the platform. A service embeds it, so
 // its fields are the service's settings.
 type Runtime struct {
+	// Name is the service's name ("order"): its envelopes' source is
+	// "shopbus/<Name>" (Source).
+	Name string
 	// Pool is the pool of the service's RPCs, on its schema (search_path),
 	// migrated with messaging.Migrations and the service's migrations.
 	Pool *pgxpool.Pool
@@ -56,7 +65,17 @@ type Runtime struct {
 // NewRuntime returns the Runtime of the service named name (its log lines
 // say service=<name>) on pool, whose search_path is schema, and js.
 func NewRuntime(name string, pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) Runtime {
-	return Runtime{Pool: pool, JS: js, Schema: schema, Log: log.With("service", name)}
+	return Runtime{Name: name, Pool: pool, JS: js, Schema: schema, Log: log.With("service", name)}
+}
+
+// Source names the service in the envelopes it produces:
+// "shopbus/<Name>", the producer the event catalog declares for its events.
+func (r *Runtime) Source() string { return "shopbus/" + r.Name }
+
+// NewEvent returns msg in a new envelope from the service (event.New with
+// Source, then opts).
+func (r *Runtime) NewEvent(ctx context.Context, msg proto.Message, opts ...event.Option) (*eventv1.Envelope, error) {
+	return event.New(ctx, msg, append([]event.Option{event.WithSource(r.Source())}, opts...)...)
 }
 
 // Events is the event path's pool: EventPool, or Pool.
@@ -78,13 +97,43 @@ func (r *Runtime) Consumer(cfg messaging.ConsumerConfig) messaging.ConsumerConfi
 	return cfg
 }
 
+// Task is work a service does beside its consumers, until ctx is done: a
+// listener, or a periodic job (Every).
+type Task func(ctx context.Context)
+
+// Every returns the Task that calls do every d. A failure is logged
+// ("cannot <what>") and do is called again at the next tick.
+func (r *Runtime) Every(d time.Duration, what string, do func(ctx context.Context) error) Task {
+	return func(ctx context.Context) {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := do(ctx); err != nil && ctx.Err() == nil {
+				r.Log.Warn("cannot "+what, "err", err)
+			}
+		}
+	}
+}
+
 // Run relays the service's outbox, runs its consumers (each a
 // messaging.Subscription whose Config the runtime's settings complete:
-// Consumer) and prunes what retention allows, until ctx is done
-// (messaging.RunService).
-func (r *Runtime) Run(ctx context.Context, subs ...messaging.Subscription) error {
+// Consumer), prunes what retention allows (messaging.RunService) and runs
+// tasks, until ctx is done; it returns once every task has returned.
+func (r *Runtime) Run(ctx context.Context, subs []messaging.Subscription, tasks ...Task) error {
 	for i := range subs {
 		subs[i].Config = r.Consumer(subs[i].Config)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	for _, task := range tasks {
+		wg.Go(func() { task(ctx) })
 	}
 	return messaging.RunService(ctx, r.Events(), r.JS, r.Schema, r.Log, subs...)
 }

@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"io/fs"
 	"slices"
 
 	"github.com/shopbus/shopbus/gateway"
@@ -30,11 +29,10 @@ import (
 // event catalog) and consume, its consumer groups' buckets, its readiness
 // and lag. `shopbus new service` adds an entry.
 type component struct {
-	// name is the service's name: lower-case letters.
+	// name is the service's name: lower-case letters. Its tables are
+	// services.Migrations(name) (messaging.Migrations adds the outbox and
+	// processed_events).
 	name string
-	// migrations are the service's tables (messaging.Migrations adds the
-	// outbox and processed_events).
-	migrations fs.FS
 	// consumers are the consumers the service runs.
 	consumers []messaging.ConsumerConfig
 	// build makes the service on rt: what runs it, and the Connect
@@ -53,26 +51,24 @@ type runner interface {
 // Stack.Inventory), which a gateway in another process also proxies.
 var components = []component{
 	{
-		name: "order", migrations: order.Migrations,
+		name:      "order",
 		consumers: []messaging.ConsumerConfig{order.InventoryOutcomeConsumer(), order.FraudScoreConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			s.Orders = order.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			s.Orders.Runtime = rt
+			s.Orders = order.New(rt)
 			s.Orders.Watchdog = s.cfg.Watchdog
 			return s.Orders, nil, nil
 		},
 	},
 	{
-		name: "inventory", migrations: inventory.Migrations,
+		name:      "inventory",
 		consumers: []messaging.ConsumerConfig{inventory.ReserveStockConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			s.Inventory = inventory.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			s.Inventory.Runtime = rt
+			s.Inventory = inventory.New(rt)
 			return s.Inventory, nil, nil
 		},
 	},
 	{
-		name: "fraud", migrations: fraud.Migrations,
+		name:      "fraud",
 		consumers: []messaging.ConsumerConfig{fraud.ScoreOrderConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			model, err := fraud.DefaultModel()
@@ -82,38 +78,34 @@ var components = []component{
 			if err != nil {
 				return nil, nil, err
 			}
-			s.Fraud = fraud.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log, model)
-			s.Fraud.Runtime = rt
+			s.Fraud = fraud.New(rt, model)
 			path, h := fraudv1connect.NewFraudServiceHandler(fraud.NewHandler(s.Fraud), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return s.Fraud, []gateway.Service{{Name: fraudv1connect.FraudServiceName, Path: path, Handler: h}}, nil
 		},
 	},
 	{
-		name: "message", migrations: message.Migrations,
+		name: "message",
 		consumers: []messaging.ConsumerConfig{message.MessageSentConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			svc := message.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			svc.Runtime = rt
+			svc := message.New(rt)
 			path, h := messagev1connect.NewMessageServiceHandler(message.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return svc, []gateway.Service{{Name: messagev1connect.MessageServiceName, Path: path, Handler: h}}, nil
 		},
 	},
 	{
-		name: "telemetry", migrations: telemetry.Migrations,
+		name: "telemetry",
 		consumers: []messaging.ConsumerConfig{telemetry.RollupConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			svc := telemetry.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			svc.Runtime = rt
+			svc := telemetry.New(rt)
 			path, h := telemetryv1connect.NewTelemetryServiceHandler(telemetry.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return svc, []gateway.Service{{Name: telemetryv1connect.TelemetryServiceName, Path: path, Handler: h}}, nil
 		},
 	},
 	{
-		name: "post", migrations: post.Migrations,
+		name: "post",
 		consumers: []messaging.ConsumerConfig{post.FanOutConsumer(), post.CatalogConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
-			svc := post.New(rt.Pool, rt.JS, rt.Schema, s.cfg.Log)
-			svc.Runtime = rt
+			svc := post.New(rt)
 			path, h := postv1connect.NewPostServiceHandler(post.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return svc, []gateway.Service{{Name: postv1connect.PostServiceName, Path: path, Handler: h}}, nil
 		},

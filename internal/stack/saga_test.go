@@ -15,7 +15,9 @@ import (
 	fraudv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -39,15 +41,15 @@ func newSagaRig(t *testing.T) *sagaRig {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	_, js := testenv.NATS(t)
-	orderDB, orderSchema := testenv.Postgres(t, order.Migrations)
-	invDB, invSchema := testenv.Postgres(t, inventory.Migrations)
-	fraudDB, fraudSchema := testenv.Postgres(t, fraud.Migrations)
+	orderDB, orderSchema := testenv.Postgres(t, services.Migrations("order"))
+	invDB, invSchema := testenv.Postgres(t, services.Migrations("inventory"))
+	fraudDB, fraudSchema := testenv.Postgres(t, services.Migrations("fraud"))
 	model, err := fraud.DefaultModel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &sagaRig{t: t, ctx: context.Background(), ord: order.New(orderDB, js, orderSchema, quiet),
-		inv: inventory.New(invDB, js, invSchema, quiet), scorer: fraud.New(fraudDB, js, fraudSchema, quiet, model)}
+	r := &sagaRig{t: t, ctx: context.Background(), ord: order.New(servicekit.NewRuntime("order", orderDB, js, orderSchema, quiet)),
+		inv: inventory.New(servicekit.NewRuntime("inventory", invDB, js, invSchema, quiet)), scorer: fraud.New(servicekit.NewRuntime("fraud", fraudDB, js, fraudSchema, quiet), model)}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var stops []func()

@@ -42,6 +42,7 @@ import (
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -521,7 +522,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		if !s.cfg.runs(c.name) {
 			continue
 		}
-		rt, err := s.runtime(ctx, c.name, c.identity(), c.migrations)
+		rt, err := s.runtime(ctx, c.name, c.identity())
 		if err != nil {
 			return err
 		}
@@ -537,12 +538,12 @@ func (s *Stack) startServices(ctx context.Context) error {
 }
 
 // runtime makes the Runtime of the service name: its two pools on the
-// schema <Schema>_<name>, migrated with migrations; its JetStream, on its
+// schema <Schema>_<name>, migrated with its migrations (services.Migrations); its JetStream, on its
 // own NATS identity when the server is closed; dead-lettering into the DLQ;
 // the stack's retry policy and telemetry.
-func (s *Stack) runtime(ctx context.Context, name string, id natsauth.Identity, migrations fs.FS) (servicekit.Runtime, error) {
+func (s *Stack) runtime(ctx context.Context, name string, id natsauth.Identity) (servicekit.Runtime, error) {
 	schema := s.cfg.Schema + "_" + name
-	pool, events, err := s.open(ctx, schema, migrations)
+	pool, events, err := s.open(ctx, schema, services.Migrations(name))
 	if err != nil {
 		return servicekit.Runtime{}, err
 	}

@@ -15,7 +15,9 @@ import (
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
 	"github.com/shopbus/shopbus/services/order"
@@ -34,16 +36,16 @@ func TestWatchdogRecoversStuckOrders(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	_, js := testenv.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	orderDB, orderSchema := testenv.Postgres(t, order.Migrations)
-	invDB, invSchema := testenv.Postgres(t, inventory.Migrations)
-	fraudDB, fraudSchema := testenv.Postgres(t, fraud.Migrations)
-	ord := order.New(orderDB, js, orderSchema, quiet)
-	inv := inventory.New(invDB, js, invSchema, quiet)
+	orderDB, orderSchema := testenv.Postgres(t, services.Migrations("order"))
+	invDB, invSchema := testenv.Postgres(t, services.Migrations("inventory"))
+	fraudDB, fraudSchema := testenv.Postgres(t, services.Migrations("fraud"))
+	ord := order.New(servicekit.NewRuntime("order", orderDB, js, orderSchema, quiet))
+	inv := inventory.New(servicekit.NewRuntime("inventory", invDB, js, invSchema, quiet))
 	model, err := fraud.DefaultModel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	scorer := fraud.New(fraudDB, js, fraudSchema, quiet, model)
+	scorer := fraud.New(servicekit.NewRuntime("fraud", fraudDB, js, fraudSchema, quiet), model)
 	const sku, stock = "WATCH-1", 10
 	if err := inv.SeedStock(ctx, map[string]int64{sku: stock}); err != nil {
 		t.Fatal(err)

@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"testing"
@@ -26,6 +28,8 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsembed"
 	"github.com/shopbus/shopbus/internal/postgres"
+	"github.com/shopbus/shopbus/internal/servicekit"
+	"github.com/shopbus/shopbus/services"
 )
 
 // DatabaseURL is DATABASE_URL or the local server.
@@ -46,6 +50,34 @@ func AdminURL() string {
 	}
 	u.Path = "/postgres"
 	return u.String()
+}
+
+// Runtime returns the runtime of the service name for the test: a JetStream
+// on its own embedded nats-server (NATS), a fresh schema migrated with the
+// service's migrations (Postgres, services.Migrations), and a logger that
+// writes nowhere.
+func Runtime(t testing.TB, name string) servicekit.Runtime {
+	t.Helper()
+	_, js := NATS(t)
+	pool, schema := Postgres(t, services.Migrations(name))
+	return servicekit.NewRuntime(name, pool, js, schema, slog.New(slog.DiscardHandler))
+}
+
+// Run runs svc (a service) until the test ends and returns the context it
+// runs under, for the test's calls. An error Run returns before the end
+// fails the test.
+func Run(t testing.TB, svc interface{ Run(context.Context) error }) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Error(err)
+		}
+	})
+	return ctx
 }
 
 // NATS starts an embedded nats-server for the test, with the catalog's

@@ -14,25 +14,11 @@ package fraud
 
 import (
 	"context"
-	"embed"
 	"errors"
-	"log/slog"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Source names this service in the envelopes it produces.
-const Source = "shopbus/fraud"
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // ErrNotFound means no score is known for the order.
 var ErrNotFound = errors.New("no score for this order")
@@ -44,19 +30,16 @@ type Service struct {
 	model *Model
 }
 
-// New returns the fraud service on pool (its search_path is schema,
-// migrated with Migrations and messaging.Migrations) and js, scoring with
-// model.
-func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger, model *Model) *Service {
-	return &Service{Runtime: servicekit.NewRuntime("fraud", pool, js, schema, log), model: model}
+// New returns the fraud service on rt (named "fraud", its schema migrated
+// with services.Migrations("fraud") and messaging.Migrations), scoring
+// with model.
+func New(rt servicekit.Runtime, model *Model) *Service {
+	return &Service{Runtime: rt, model: model}
 }
 
 // Run relays the outbox, scores order.created and prunes the read model
 // (HistoryKeep) until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); s.pruneLoop(pctx) }()
-	defer func() { stop(); <-done }()
-	return s.Runtime.Run(ctx, messaging.Subscription{Config: ScoreOrderConsumer(), Handler: s.ScoreOrders})
+	return s.Runtime.Run(ctx, []messaging.Subscription{{Config: ScoreOrderConsumer(), Handler: s.ScoreOrders}},
+		s.Every(pruneEvery, "prune the read model", s.pruneOld))
 }

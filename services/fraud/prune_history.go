@@ -25,20 +25,12 @@ func (s *Service) PruneHistory(ctx context.Context, before time.Time) (int64, er
 	return tag.RowsAffected(), nil
 }
 
-// pruneLoop runs PruneHistory every pruneEvery until ctx is done.
-func (s *Service) pruneLoop(ctx context.Context) {
-	t := time.NewTicker(pruneEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if n, err := s.PruneHistory(ctx, time.Now().Add(-HistoryKeep)); err != nil && ctx.Err() == nil {
-			s.Log.Warn("fraud: cannot prune the read model", "err", err)
-		} else if n > 0 {
-			s.Log.Info("fraud: read model pruned", "orders", n)
-		}
+// pruneOld prunes the orders older than HistoryKeep (Run, every
+// pruneEvery).
+func (s *Service) pruneOld(ctx context.Context) error {
+	n, err := s.PruneHistory(ctx, time.Now().Add(-HistoryKeep))
+	if n > 0 {
+		s.Log.Info("read model pruned", "orders", n)
 	}
+	return err
 }

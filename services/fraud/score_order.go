@@ -19,12 +19,7 @@ import (
 // every version (v1 is upcast to v2). It is key-based, keyed by order id,
 // beside the inventory service's own consumer of the same events.
 func ScoreOrderConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   "ECOMMERCE_ORDER",
-		Durable:  "fraud-score-order",
-		Subjects: []string{"ecommerce.order.created"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("fraud-score-order", "ecommerce.order.created")
 }
 
 // historyWindow is how far back a customer's orders count (the model's
@@ -106,10 +101,10 @@ func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) 
 			ectx, end := messaging.EventContext(ctx, fresh[i])
 			ends = append(ends, end)
 			r := results[i]
-			env, err := event.New(ectx, &fraudv1.OrderScored{
+			env, err := s.NewEvent(ectx, &fraudv1.OrderScored{
 				OrderId: o.GetOrderId(), Model: ModelName, ModelVersion: s.model.Version(), Score: r.Score, Decision: r.Decision,
 				ReasonCodes: r.Reasons, ScoredAt: timestamppb.New(now),
-			}, event.WithSource(Source), event.WithCause(fresh[i].Envelope))
+			}, event.WithCause(fresh[i].Envelope))
 			if err != nil {
 				return err
 			}

@@ -1,10 +1,7 @@
 package fraud_test
 
 import (
-	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -25,22 +22,13 @@ import (
 // copy under another event id) is not scored again.
 func TestScoreOrders(t *testing.T) {
 	t.Parallel()
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, fraud.Migrations)
 	model, err := fraud.DefaultModel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := fraud.New(pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil)), model)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Error(err)
-		}
-	})
+	svc := fraud.New(testenv.Runtime(t, "fraud"), model)
+	pool, js := svc.Pool, svc.JS
+	ctx := testenv.Run(t, svc)
 	const customer = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 	first, second := "0193a5e2-7c1d-7b3e-9f4a-000000000001", "0193a5e2-7c1d-7b3e-9f4a-000000000002"
 	created := time.Now().Add(-time.Minute)

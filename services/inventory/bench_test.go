@@ -67,9 +67,8 @@ func benchReserve(b *testing.B, batchSize int) float64 {
 	b.StopTimer()
 	scope := testenv.NewScope(b)
 	defer scope.Close()
-	_, js := testenv.NATS(scope)
-	pool, schema := testenv.Postgres(scope, inventory.Migrations)
-	svc := inventory.New(pool, js, schema, quiet)
+	svc := inventory.New(testenv.Runtime(scope, "inventory"))
+	pool, js := svc.Pool, svc.JS
 	ctx := context.Background()
 	stock := map[string]int64{}
 	for i := range 100 {

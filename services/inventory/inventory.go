@@ -17,25 +17,11 @@ package inventory
 
 import (
 	"context"
-	"embed"
 	"errors"
-	"log/slog"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Source names this service in the envelopes it produces.
-const Source = "shopbus/inventory"
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // Errors of the inventory service's use cases.
 var (
@@ -51,13 +37,12 @@ type Service struct {
 	servicekit.Runtime
 }
 
-// New returns the inventory service on pool (its search_path is schema,
-// migrated with Migrations and messaging.Migrations) and js.
-func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{Runtime: servicekit.NewRuntime("inventory", pool, js, schema, log)}
-}
+// New returns the inventory service on rt (named "inventory", its schema
+// migrated with services.Migrations("inventory") and messaging.Migrations).
+func New(rt servicekit.Runtime) *Service { return &Service{Runtime: rt} }
 
-// Run relays the outbox and consumes order.created until ctx is done.
+// Run relays the outbox and consumes order.created and order.rejected
+// until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	return s.Runtime.Run(ctx, messaging.Subscription{Config: ReserveStockConsumer(), Handler: s.ReserveStock})
+	return s.Runtime.Run(ctx, []messaging.Subscription{{Config: ReserveStockConsumer(), Handler: s.ReserveStock}})
 }

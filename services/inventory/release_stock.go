@@ -79,8 +79,8 @@ func (s *Service) release(ctx context.Context, tx pgx.Tx, fresh []*messaging.Del
 		ectx, end := messaging.EventContext(ctx, d)
 		ends = append(ends, end)
 		slices.SortFunc(byOrder[id], func(a, b *inventoryeventsv1.ReleasedLine) int { return strings.Compare(a.GetSku(), b.GetSku()) })
-		env, err := event.New(ectx, &inventoryeventsv1.InventoryReleased{OrderId: id, Lines: byOrder[id], ReleasedAt: now},
-			event.WithSource(Source), event.WithCause(d.Envelope))
+		env, err := s.NewEvent(ectx, &inventoryeventsv1.InventoryReleased{OrderId: id, Lines: byOrder[id], ReleasedAt: now},
+			event.WithCause(d.Envelope))
 		if err != nil {
 			return err
 		}

@@ -25,12 +25,7 @@ import (
 // rejection after its creation), a batch of a partition's at a time
 // (ReserveStock).
 func ReserveStockConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   "ECOMMERCE_ORDER",
-		Durable:  "inventory-reserve-stock",
-		Subjects: []string{"ecommerce.order.created", "ecommerce.order.rejected"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("inventory-reserve-stock", "ecommerce.order.created", "ecommerce.order.rejected")
 }
 
 // ReserveStock handles a batch of the order service's events (one
@@ -117,7 +112,7 @@ func (s *Service) reserve(ctx context.Context, tx pgx.Tx, fresh []*messaging.Del
 			outcome := decide(o, onHand, &b, now)
 			ectx, end := messaging.EventContext(ctx, fresh[i])
 			ends = append(ends, end)
-			env, err := event.New(ectx, outcome, event.WithSource(Source), event.WithCause(fresh[i].Envelope))
+			env, err := s.NewEvent(ectx, outcome, event.WithCause(fresh[i].Envelope))
 			if err != nil {
 				return err
 			}

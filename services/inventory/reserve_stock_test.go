@@ -30,13 +30,11 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, inventory.Migrations)
-	svc := inventory.New(pool, js, schema, quiet)
+	svc := inventory.New(testenv.Runtime(t, "inventory"))
 	if _, err := svc.SetStock(context.Background(), "MUG-001", 10); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{pool: pool, js: js, svc: svc}
+	return &fixture{pool: svc.Pool, js: svc.JS, svc: svc}
 }
 
 const orderID = "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b"

@@ -13,7 +13,6 @@ import (
 
 	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
-	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
@@ -57,12 +56,12 @@ func (s *Service) setPrice(ctx context.Context, sku string, unitPriceMinor int64
 		if err != nil {
 			return fmt.Errorf("set price %s: %w", sku, err)
 		}
-		env, err := event.New(ctx, &inventoryeventsv1.InventoryPriced{
+		env, err := s.NewEvent(ctx, &inventoryeventsv1.InventoryPriced{
 			Sku:       st.GetSku(),
 			UnitPrice: &inventoryeventsv1.Money{Currency: st.GetPrice().GetCurrency(), AmountMinor: st.GetPrice().GetUnitPriceMinor()},
 			Revision:  st.GetPrice().GetRevision(),
 			PricedAt:  timestamppb.New(time.Now()),
-		}, event.WithSource(Source))
+		})
 		if err != nil {
 			return fmt.Errorf("set price %s: %w", sku, err)
 		}

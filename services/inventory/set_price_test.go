@@ -34,8 +34,8 @@ func (f *fixture) priced(t *testing.T) ([]*inventoryeventsv1.InventoryPriced, []
 			return err
 		}
 		if p, ok := msg.(*inventoryeventsv1.InventoryPriced); ok {
-			if env.GetSource() != inventory.Source {
-				t.Errorf("inventory.priced from source %q, want %q", env.GetSource(), inventory.Source)
+			if env.GetSource() != "shopbus/inventory" {
+				t.Errorf("inventory.priced from source %q, want shopbus/inventory", env.GetSource())
 			}
 			events, subjects = append(events, p), append(subjects, subject)
 		}
@@ -124,20 +124,18 @@ func TestSetPrice(t *testing.T) {
 // stored either.
 func TestSetPriceIsAtomic(t *testing.T) {
 	t.Parallel()
-	pool, schema := testenv.Postgres(t, inventory.Migrations)
-	_, js := testenv.NATS(t)
-	svc := inventory.New(pool, js, schema, quiet)
+	svc := inventory.New(testenv.Runtime(t, "inventory"))
 	ctx := context.Background()
 	if _, err := svc.SetStock(ctx, "MUG-001", 10); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `ALTER TABLE outbox RENAME TO outbox_away`); err != nil {
+	if _, err := svc.Pool.Exec(ctx, `ALTER TABLE outbox RENAME TO outbox_away`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.SetPrice(ctx, "MUG-001", 1250, "EUR"); err == nil {
 		t.Fatal("SetPrice succeeded without an outbox")
 	}
-	if _, err := pool.Exec(ctx, `ALTER TABLE outbox_away RENAME TO outbox`); err != nil {
+	if _, err := svc.Pool.Exec(ctx, `ALTER TABLE outbox_away RENAME TO outbox`); err != nil {
 		t.Fatal(err)
 	}
 	st, err := svc.GetStock(ctx, "MUG-001")

@@ -15,7 +15,9 @@ import (
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/message"
 )
 
@@ -30,8 +32,8 @@ import (
 func TestApplyMessageSentOnce(t *testing.T) {
 	t.Parallel()
 	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, message.Migrations)
-	svc := message.New(pool, js, schema, quiet)
+	pool, schema := testenv.Postgres(t, services.Migrations("message"))
+	svc := message.New(servicekit.NewRuntime("message", pool, js, schema, quiet))
 	ctx := context.Background()
 	conversation := uuid.NewString()
 	sent := func(id, conv, body string, mentions ...string) *messageeventsv1.MessageSent {
@@ -39,7 +41,7 @@ func TestApplyMessageSentOnce(t *testing.T) {
 			MentionedUserIds: mentions, SentAt: timestamppb.Now()}
 	}
 	envelope := func(m *messageeventsv1.MessageSent) *eventv1.Envelope {
-		env, err := event.New(ctx, m, event.WithSource(message.Source))
+		env, err := event.New(ctx, m, event.WithSource("shopbus/message"))
 		if err != nil {
 			t.Fatal(err)
 		}

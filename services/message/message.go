@@ -20,27 +20,14 @@ package message
 
 import (
 	"context"
-	"embed"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Source names this service in the envelopes it produces.
-const Source = "shopbus/message"
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // Errors of the message service's use cases.
 var (
@@ -68,16 +55,16 @@ type Service struct {
 	servicekit.Runtime
 }
 
-// New returns the message service on pool (its search_path is schema,
-// migrated with Migrations and messaging.Migrations) and js.
-func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{Runtime: servicekit.NewRuntime("message", pool, js, schema, log)}
+// New returns the message service on rt (named "message", its schema migrated
+// with services.Migrations("message") and messaging.Migrations).
+func New(rt servicekit.Runtime) *Service {
+	return &Service{Runtime: rt}
 }
 
 // Run relays the outbox and places the message.sent events in their
 // conversations until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	return s.Runtime.Run(ctx, messaging.Subscription{Config: MessageSentConsumer(), Handler: s.ApplyMessageSent})
+	return s.Runtime.Run(ctx, []messaging.Subscription{{Config: MessageSentConsumer(), Handler: s.ApplyMessageSent}})
 }
 
 // parse returns s, the field what of a request, as a canonical UUID

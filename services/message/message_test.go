@@ -18,7 +18,9 @@ import (
 	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/message/v1/messagev1connect"
 	"github.com/shopbus/shopbus/internal/auth"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/message"
 )
 
@@ -47,8 +49,8 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, message.Migrations)
-	f := &fixture{pool: pool, js: js, svc: message.New(pool, js, schema, quiet)}
+	pool, schema := testenv.Postgres(t, services.Migrations("message"))
+	f := &fixture{pool: pool, js: js, svc: message.New(servicekit.NewRuntime("message", pool, js, schema, quiet))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.svc.Run(ctx) }()

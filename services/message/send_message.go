@@ -12,7 +12,6 @@ import (
 
 	messageeventsv1 "github.com/shopbus/shopbus/gen/go/chat/message/v1"
 	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
-	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
@@ -37,10 +36,10 @@ func (s *Service) SendMessage(ctx context.Context, sender string, req *messagev1
 	// first answer did.
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	m = sentMessage(sender, req, now)
-	env, err := event.New(ctx, &messageeventsv1.MessageSent{
+	env, err := s.NewEvent(ctx, &messageeventsv1.MessageSent{
 		MessageId: m.GetMessageId(), ConversationId: m.GetConversationId(), SenderId: sender,
 		Body: m.GetBody(), MentionedUserIds: m.GetMentionedUserIds(), SentAt: m.GetSentAt(),
-	}, event.WithSource(Source))
+	})
 	if err != nil {
 		return nil, false, fmt.Errorf("send message: %w", err)
 	}

@@ -14,12 +14,7 @@ import (
 // (order.scored), keyed by order id: key-based, so a re-scoring of an order
 // is handled after its first score.
 func FraudScoreConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   "ML_FRAUD",
-		Durable:  "order-apply-fraud-score",
-		Subjects: []string{"ml.order.scored"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("order-apply-fraud-score", "ml.order.scored")
 }
 
 // ApplyFraudScore handles a batch of order.scored (one partition's, in
@@ -58,7 +53,7 @@ func (s *Service) ApplyFraudScore(ctx context.Context, batch []*messaging.Delive
 			}
 			o.scored(decision, e.GetScore(), e.GetReasonCodes(), e.GetModel(), e.GetModelVersion(), e.GetScoredAt().AsTime())
 		}
-		moved, err = saveSaga(ctx, tx, orders)
+		moved, err = s.saveSaga(ctx, tx, orders)
 		return err
 	})
 	if err == nil {

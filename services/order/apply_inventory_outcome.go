@@ -18,12 +18,8 @@ import (
 // key-based: the events of one order, or of one SKU, are handled in the
 // order they were published.
 func InventoryOutcomeConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   "ECOMMERCE_INVENTORY",
-		Durable:  "order-apply-inventory-outcome",
-		Subjects: []string{"ecommerce.inventory.adjusted", "ecommerce.inventory.rejected", "ecommerce.inventory.released", "ecommerce.inventory.priced"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("order-apply-inventory-outcome",
+		"ecommerce.inventory.adjusted", "ecommerce.inventory.rejected", "ecommerce.inventory.released", "ecommerce.inventory.priced")
 }
 
 // ApplyInventoryOutcome handles a batch of the inventory service's events
@@ -93,7 +89,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(err)}
 			}
 		}
-		moved, err = saveSaga(ctx, tx, orders)
+		moved, err = s.saveSaga(ctx, tx, orders)
 		return err
 	})
 	if err == nil {

@@ -12,7 +12,6 @@ import (
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
-	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
@@ -60,7 +59,7 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	if c, err := uuid.Parse(customer); err == nil {
 		customer = c.String()
 	}
-	env, err := event.New(ctx, orderCreated(id.String(), req, prices, total, now), event.WithSource(Source))
+	env, err := s.NewEvent(ctx, orderCreated(id.String(), req, prices, total, now))
 	if err != nil {
 		return nil, false, fmt.Errorf("create order: %w", err)
 	}

@@ -22,7 +22,9 @@ import (
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/order"
 )
 
@@ -42,8 +44,8 @@ type fixture struct {
 func newFixture(t *testing.T, streams messaging.StreamOptions) *fixture {
 	t.Helper()
 	_, js := testenv.NATSWith(t, streams)
-	pool, schema := testenv.Postgres(t, order.Migrations)
-	return &fixture{pool: pool, js: js, svc: order.New(pool, js, schema, quiet)}
+	pool, schema := testenv.Postgres(t, services.Migrations("order"))
+	return &fixture{pool: pool, js: js, svc: order.New(servicekit.NewRuntime("order", pool, js, schema, quiet))}
 }
 
 // publish publishes msg as its declared producer would, as a new event.

@@ -12,26 +12,12 @@ package order
 
 import (
 	"context"
-	"embed"
 	"errors"
-	"log/slog"
 	"sync"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Source names this service in the envelopes it produces.
-const Source = "shopbus/order"
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // Errors of the order service's use cases.
 var (
@@ -76,11 +62,10 @@ type Service struct {
 	stopOnce sync.Once
 }
 
-// New returns the order service on pool (its search_path is schema, migrated
-// with Migrations and messaging.Migrations) and js.
-func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{Runtime: servicekit.NewRuntime("order", pool, js, schema, log), decided: newDecisions(),
-		stopping: make(chan struct{})}
+// New returns the order service on rt (named "order", its schema migrated
+// with services.Migrations("order") and messaging.Migrations).
+func New(rt servicekit.Runtime) *Service {
+	return &Service{Runtime: rt, decided: newDecisions(), stopping: make(chan struct{})}
 }
 
 // Run relays the outbox, consumes inventory outcomes, listens for the
@@ -90,13 +75,15 @@ func (s *Service) Run(ctx context.Context) error {
 	// WatchOrder streams end when the service stops: an HTTP server's
 	// graceful shutdown would otherwise wait for each until its deadline.
 	defer s.stopOnce.Do(func() { close(s.stopping) })
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	lctx, stop := context.WithCancel(ctx)
-	defer stop()
 	s.metrics = newMetrics(s.Telemetry)
-	wg.Go(func() { s.decided.listen(lctx, s.Events(), s.Log) })
-	wg.Go(func() { s.watch(lctx, s.Watchdog) })
-	return s.Runtime.Run(ctx, messaging.Subscription{Config: InventoryOutcomeConsumer(), Handler: s.ApplyInventoryOutcome},
-		messaging.Subscription{Config: FraudScoreConsumer(), Handler: s.ApplyFraudScore})
+	w := s.Watchdog.withDefaults()
+	return s.Runtime.Run(ctx, []messaging.Subscription{
+		{Config: InventoryOutcomeConsumer(), Handler: s.ApplyInventoryOutcome},
+		{Config: FraudScoreConsumer(), Handler: s.ApplyFraudScore},
+	},
+		func(ctx context.Context) { s.decided.listen(ctx, s.Events(), s.Log) },
+		s.Every(w.Every, "look for stuck orders", func(ctx context.Context) error {
+			_, err := s.RecoverStuckOrders(ctx, w)
+			return err
+		}))
 }

@@ -199,7 +199,7 @@ func (s *Service) passFraudDeadline(ctx context.Context, w Watchdog) (int, error
 			o.deadlinePassed(w.OnFraudDeadline, w.FraudDeadline)
 		}
 		decided = len(orders)
-		moved, err = saveSaga(ctx, tx, orders)
+		moved, err = s.saveSaga(ctx, tx, orders)
 		return err
 	})
 	if err != nil {
@@ -264,21 +264,4 @@ func (s *Service) reapply(ctx context.Context, cfg messaging.ConsumerConfig, h m
 		return true, nil
 	}
 	return false, nil
-}
-
-// watch runs RecoverStuckOrders every w.Every until ctx is done.
-func (s *Service) watch(ctx context.Context, w Watchdog) {
-	w = w.withDefaults()
-	t := time.NewTicker(w.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := s.RecoverStuckOrders(ctx, w); err != nil && ctx.Err() == nil {
-			s.Log.Warn("watchdog: cannot look for stuck orders", "err", err)
-		}
-	}
 }

@@ -48,7 +48,7 @@ func (s *Service) ReviewOrder(ctx context.Context, id string, approve bool, note
 			return fmt.Errorf("%w: order %s is %s", ErrNotInReview, id, o.status)
 		}
 		o.reviewed(approve, note)
-		moved, err = saveSaga(ctx, tx, orders)
+		moved, err = s.saveSaga(ctx, tx, orders)
 		return err
 	})
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
-	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
@@ -210,7 +209,7 @@ type transition struct {
 // saveSaga writes the orders that changed, and the order.rejected of each
 // that must release its stock, in one round trip; it returns the orders
 // whose status changed.
-func saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sagaOrder) ([]transition, error) {
+func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sagaOrder) ([]transition, error) {
 	var (
 		ids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions []string
 		scores                                                                         []*float64
@@ -230,8 +229,8 @@ func saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sagaOrder) ([]t
 			moved = append(moved, transition{id: o.id, to: o.status, took: now.Sub(o.createdAt)})
 		}
 		if o.compensate != 0 {
-			env, err := event.New(ctx, &ordereventsv1.OrderRejected{OrderId: o.id, Reason: o.compensate, Detail: truncateRunes(o.compensationDetail, 500),
-				RejectedAt: timestamppb.New(now)}, event.WithSource(Source))
+			env, err := s.NewEvent(ctx, &ordereventsv1.OrderRejected{OrderId: o.id, Reason: o.compensate, Detail: truncateRunes(o.compensationDetail, 500),
+				RejectedAt: timestamppb.New(now)})
 			if err != nil {
 				return nil, err
 			}

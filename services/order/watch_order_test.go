@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -17,7 +18,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // on the same database.
 func TestDecisionsReachListeners(t *testing.T) {
 	t.Parallel()
-	pool, _ := testenv.Postgres(t, Migrations)
+	pool, _ := testenv.Postgres(t, services.Migrations("order"))
 	d := newDecisions()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -26,25 +26,11 @@ package post
 
 import (
 	"context"
-	"embed"
 	"errors"
-	"log/slog"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Source names this service in the envelopes it produces.
-const Source = "shopbus/post"
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // Errors of the post service's use cases.
 var (
@@ -66,15 +52,15 @@ type Service struct {
 	servicekit.Runtime
 }
 
-// New returns the post service on pool (its search_path is schema,
-// migrated with Migrations and messaging.Migrations) and js.
-func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{Runtime: servicekit.NewRuntime("post", pool, js, schema, log)}
+// New returns the post service on rt (named "post", its schema migrated
+// with services.Migrations("post") and messaging.Migrations).
+func New(rt servicekit.Runtime) *Service {
+	return &Service{Runtime: rt}
 }
 
 // Run relays the outbox, fans posts out to feeds and keeps the catalog's
 // SKUs until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	return s.Runtime.Run(ctx, messaging.Subscription{Config: FanOutConsumer(), Handler: s.FanOutPosts},
-		messaging.Subscription{Config: CatalogConsumer(), Handler: s.KeepCatalog})
+	return s.Runtime.Run(ctx, []messaging.Subscription{{Config: FanOutConsumer(), Handler: s.FanOutPosts},
+		{Config: CatalogConsumer(), Handler: s.KeepCatalog}})
 }

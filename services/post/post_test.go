@@ -23,7 +23,9 @@ import (
 	posteventsv1 "github.com/shopbus/shopbus/gen/go/social/post/v1"
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/post"
 )
 
@@ -40,8 +42,8 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, post.Migrations)
-	svc := post.New(pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pool, schema := testenv.Postgres(t, services.Migrations("post"))
+	svc := post.New(servicekit.NewRuntime("post", pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -213,7 +215,7 @@ func TestDuplicateEventOneEffect(t *testing.T) {
 		PostId: uuid.NewString(), AuthorId: authorID, Body: "once", Visibility: posteventsv1.Visibility_VISIBILITY_FOLLOWERS,
 		PublishedAt: timestamppb.Now(),
 	}
-	env, err := event.New(context.Background(), e, event.WithSource(post.Source))
+	env, err := event.New(context.Background(), e, event.WithSource("shopbus/post"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 
 	postv1 "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
 	posteventsv1 "github.com/shopbus/shopbus/gen/go/social/post/v1"
-	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
@@ -62,7 +61,7 @@ func (s *Service) PublishPost(ctx context.Context, author string, req *postv1.Pu
 			p, err = s.replay(ctx, tx, author, req.GetIdempotencyKey(), hash)
 			return err
 		}
-		env, err := event.New(ctx, postPublished(p), event.WithSource(Source))
+		env, err := s.NewEvent(ctx, postPublished(p))
 		if err != nil {
 			return fmt.Errorf("post.published: %w", err)
 		}

@@ -172,7 +172,7 @@ func (s *Service) encode(ctx context.Context, b *telemetryv1.ReadingBatch) (*tel
 	for i, r := range b.GetReadings() {
 		raw.Readings[i] = &telemetryeventsv1.Reading{Metric: r.GetMetric(), Value: r.GetValue(), Unit: r.GetUnit()}
 	}
-	env, err := event.New(ctx, raw, event.WithSource(Source))
+	env, err := s.NewEvent(ctx, raw)
 	if err != nil {
 		return nil, nil, err
 	}

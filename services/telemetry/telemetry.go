@@ -15,25 +15,11 @@ package telemetry
 
 import (
 	"context"
-	"embed"
 	"errors"
-	"log/slog"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
-
-// Source names this service in the envelopes it produces.
-const Source = "shopbus/telemetry"
-
-// Migrations holds the service's tables; messaging.Migrations adds the
-// outbox and processed_events.
-//
-//go:embed migrations/*.sql
-var Migrations embed.FS
 
 // Errors of the service's use cases, matched with errors.Is.
 var (
@@ -57,11 +43,11 @@ type Service struct {
 	limiter *deviceLimiter
 }
 
-// New returns the telemetry service on pool (its search_path is schema,
-// migrated with Migrations and messaging.Migrations) and js, with
+// New returns the telemetry service on rt (named "telemetry", its schema migrated
+// with services.Migrations("telemetry") and messaging.Migrations), with
 // DefaultLimits.
-func New(pool *pgxpool.Pool, js jetstream.JetStream, schema string, log *slog.Logger) *Service {
-	return &Service{Runtime: servicekit.NewRuntime("telemetry", pool, js, schema, log), limiter: newDeviceLimiter(DefaultLimits)}
+func New(rt servicekit.Runtime) *Service {
+	return &Service{Runtime: rt, limiter: newDeviceLimiter(DefaultLimits)}
 }
 
 // SetLimits replaces the service's limits (zero fields take
@@ -78,5 +64,5 @@ func (s *Service) SetLimits(l Limits) error {
 // Run rolls up the readings (and relays the outbox, which the service does
 // not write to) until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	return s.Runtime.Run(ctx, messaging.Subscription{Config: RollupConsumer(), Handler: s.RollUpReadings})
+	return s.Runtime.Run(ctx, []messaging.Subscription{{Config: RollupConsumer(), Handler: s.RollUpReadings}})
 }

@@ -29,7 +29,9 @@ import (
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
+	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/telemetry"
 )
 
@@ -59,8 +61,8 @@ var h2c = func() *http.Client {
 func start(t *testing.T, limits telemetry.Limits, noConsumer bool) *env {
 	t.Helper()
 	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, telemetry.Migrations)
-	svc := telemetry.New(pool, js, schema, slog.New(slog.DiscardHandler))
+	pool, schema := testenv.Postgres(t, services.Migrations("telemetry"))
+	svc := telemetry.New(servicekit.NewRuntime("telemetry", pool, js, schema, slog.New(slog.DiscardHandler)))
 	if err := svc.SetLimits(limits); err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +297,7 @@ func TestRedelivery(t *testing.T) {
 	dev := uuid.NewString()
 	raw := &telemetryeventsv1.TelemetryRaw{DeviceId: dev, Sequence: 1, MeasuredAt: timestamppb.New(t0),
 		Readings: []*telemetryeventsv1.Reading{{Metric: "temperature", Value: 3, Unit: "u"}, {Metric: "temperature", Value: 5, Unit: "u"}}}
-	ev, err := event.New(ctx, raw, event.WithSource(telemetry.Source))
+	ev, err := event.New(ctx, raw, event.WithSource("shopbus/telemetry"))
 	if err != nil {
 		t.Fatal(err)
 	}
