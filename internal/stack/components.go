@@ -84,7 +84,7 @@ var components = []component{
 		},
 	},
 	{
-		name: "message",
+		name:      "message",
 		consumers: []messaging.ConsumerConfig{message.MessageSentConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := message.New(rt)
@@ -93,7 +93,7 @@ var components = []component{
 		},
 	},
 	{
-		name: "telemetry",
+		name:      "telemetry",
 		consumers: []messaging.ConsumerConfig{telemetry.RollupConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := telemetry.New(rt)
@@ -102,7 +102,7 @@ var components = []component{
 		},
 	},
 	{
-		name: "post",
+		name:      "post",
 		consumers: []messaging.ConsumerConfig{post.FanOutConsumer(), post.CatalogConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := post.New(rt)
