@@ -25,3 +25,16 @@ func Migrations(name string) fs.FS {
 	}
 	return sub
 }
+
+// Names returns the names of the services that have migrations, sorted.
+func Names() []string {
+	entries, err := migrations.ReadDir(".")
+	if err != nil {
+		panic(fmt.Sprintf("services: %v", err))
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}

@@ -70,7 +70,7 @@ func newDev(t *testing.T) *devProcess {
 			d.cmd.Process.Kill()
 			d.cmd.Wait()
 		}
-		testenv.DropSchemas(t, d.schema+"_order", d.schema+"_inventory", d.schema+"_fraud")
+		testenv.DropStackSchemas(t, d.schema)
 		if t.Failed() && d.log != nil {
 			b, _ := os.ReadFile(d.log.Name())
 			t.Logf("shopbus dev log:\n%s", b)

@@ -76,7 +76,7 @@ func startTier(t *testing.T) *tier {
 	}
 	t.Cleanup(c.Shutdown) // last: the stack stops first
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
+	t.Cleanup(func() { testenv.DropStackSchemas(t, schema) })
 	var w io.Writer = io.Discard
 	if *logs {
 		w = os.Stderr

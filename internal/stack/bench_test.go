@@ -55,7 +55,7 @@ func benchPipeline(b *testing.B, mode string) float64 {
 		DataDir: b.TempDir(), DatabaseURL: testenv.DatabaseURL(), Schema: schema, Addr: "127.0.0.1:0",
 		MetricsAddr: "127.0.0.1:0", Telemetry: tel,
 	})
-	defer testenv.DropSchemas(b, schema+"_order", schema+"_inventory", schema+"_fraud")
+	defer testenv.DropStackSchemas(b, schema)
 	defer stop()
 	stock, prices := map[string]int64{}, map[string]int64{}
 	for i := range 100 {

@@ -18,18 +18,8 @@ import (
 	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/message/v1/messagev1connect"
 	"github.com/shopbus/shopbus/internal/auth"
-	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
-
-// dropChatSchemas drops, after the stack stopped, the schemas of the
-// services startStack does not clean up after.
-func dropChatSchemas(t *testing.T) func(*stack.Config) {
-	return func(c *stack.Config) {
-		schema := c.Schema
-		t.Cleanup(func() { testenv.DropSchemas(t, schema+"_message", schema+"_telemetry", schema+"_post") })
-	}
-}
 
 // chatClient is a MessageService client through the gateway, calling as p.
 func chatClient(t *testing.T, s *testStack, p auth.Principal) messagev1connect.MessageServiceClient {
@@ -43,7 +33,7 @@ func chatClient(t *testing.T, s *testStack, p auth.Principal) messagev1connect.M
 // refused, and bad input is INVALID_ARGUMENT with nothing sent.
 func TestChatThroughGateway(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, dropChatSchemas(t))
+	s := startStack(t)
 	ctx := context.Background()
 	const bob, carol = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "0c1d2e3f-4a5b-4c6d-8e7f-8a9b0c1d2e3f"
 	alice := chatClient(t, s, auth.Principal{Subject: customer})
@@ -118,7 +108,7 @@ func TestREADMEBufCurlChat(t *testing.T) {
 	}
 	send := readmeLine(t, readme, "/shopbus.message.v1.MessageService/SendMessage")
 	list := readmeLine(t, readme, "/shopbus.message.v1.MessageService/ListMessages")
-	s := startStack(t, dropChatSchemas(t))
+	s := startStack(t)
 	tokenFile := filepath.Join(t.TempDir(), "customer.jwt")
 	if err := os.WriteFile(tokenFile, []byte(token(t, auth.Principal{Subject: customer})+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ func TestDistributedGroups(t *testing.T) {
 	t.Parallel()
 	srv, _ := testenv.NATS(t)
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
+	t.Cleanup(func() { testenv.DropStackSchemas(t, schema) })
 	start := func(component string, cfg stack.Config) *component {
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4}))

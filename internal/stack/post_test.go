@@ -18,19 +18,8 @@ import (
 	postv1 "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/post/v1/postv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
-	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
-
-// startPostStack is startStack whose post schema is dropped too when the
-// test ends (after the stack has stopped).
-func startPostStack(t *testing.T) *testStack {
-	t.Helper()
-	return startStack(t, func(c *stack.Config) {
-		schema := c.Schema + "_post"
-		t.Cleanup(func() { testenv.DropSchemas(t, schema) })
-	})
-}
 
 // posts is a PostService client calling as the user id.
 func (s *testStack) posts(t *testing.T, id string) postv1connect.PostServiceClient {
@@ -55,7 +44,7 @@ func (s *testStack) awaitCatalog(t *testing.T, sku string) {
 // writes nothing; only users call, as themselves.
 func TestPostsThroughGateway(t *testing.T) {
 	t.Parallel()
-	s := startPostStack(t)
+	s := startStack(t)
 	authorID, readerID := uuid.NewString(), uuid.NewString()
 	author, reader := s.posts(t, authorID), s.posts(t, readerID)
 	ctx := context.Background()
@@ -161,7 +150,7 @@ func TestREADMEPostBufCurl(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := readmeLine(t, readme, "/shopbus.post.v1.PostService/PublishPost")
-	s := startPostStack(t)
+	s := startStack(t)
 	tokenFile := filepath.Join(t.TempDir(), "customer.jwt")
 	if err := os.WriteFile(tokenFile, []byte(token(t, auth.Principal{Subject: customer})+"\n"), 0o600); err != nil {
 		t.Fatal(err)

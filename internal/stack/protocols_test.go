@@ -70,7 +70,7 @@ func TestGatewayProtocols(t *testing.T) {
 func TestDistributed(t *testing.T) {
 	srv, _ := testenv.NATS(t)
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
+	t.Cleanup(func() { testenv.DropStackSchemas(t, schema) })
 	start := func(component string, cfg stack.Config) *stack.Stack {
 		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
 		cfg.FraudModelFile = testFraudModel
@@ -135,7 +135,7 @@ func TestDistributedWithIdentities(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
+	t.Cleanup(func() { testenv.DropStackSchemas(t, schema) })
 	start := func(component string, id natsauth.Identity, cfg stack.Config) *stack.Stack {
 		opts, err := stack.NATSCredentials("", keys.SeedFile(id), cert, "", "")
 		if err != nil {

@@ -46,7 +46,7 @@ type testStack struct {
 func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 	t.Helper()
 	schema := testenv.Schema()
-	t.Cleanup(func() { testenv.DropSchemas(t, schema+"_order", schema+"_inventory", schema+"_fraud") })
+	t.Cleanup(func() { testenv.DropStackSchemas(t, schema) })
 	dataDir := t.TempDir()
 	cfg := stack.Config{
 		DataDir: dataDir,

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/shopbus/shopbus/internal/auth"
-	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
 
@@ -29,10 +28,7 @@ func TestREADMETelemetry(t *testing.T) {
 	}
 	ingest := readmeLine(t, readme, "/shopbus.telemetry.v1.TelemetryService/IngestBatch")
 	stats := readmeLine(t, readme, "/shopbus.telemetry.v1.TelemetryService/GetDeviceStats")
-	s := startStack(t, func(c *stack.Config) {
-		// Dropped once the stack is closed (startStack drops the others).
-		t.Cleanup(func() { testenv.DropSchemas(t, c.Schema+"_telemetry") })
-	})
+	s := startStack(t)
 	adminFile := filepath.Join(t.TempDir(), "admin.jwt")
 	if err := os.WriteFile(adminFile, []byte(token(t, auth.Principal{Subject: "ops", Admin: true})+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -138,6 +138,17 @@ func Postgres(t testing.TB, migrations ...fs.FS) (*pgxpool.Pool, string) {
 	return pool, schema
 }
 
+// DropStackSchemas drops the schemas a stack on base made: base_<service>
+// for every service (services.Names).
+func DropStackSchemas(t testing.TB, base string) {
+	t.Helper()
+	var schemas []string
+	for _, name := range services.Names() {
+		schemas = append(schemas, base+"_"+name)
+	}
+	DropSchemas(t, schemas...)
+}
+
 // DropSchemas drops schemas and everything in them.
 func DropSchemas(t testing.TB, schemas ...string) {
 	t.Helper()
