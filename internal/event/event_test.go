@@ -276,7 +276,8 @@ func TestCheckSource(t *testing.T) {
 		{order, "shopbus/order", true},
 		{order, "shopbus/inventory", false},
 		{order, "attacker", false},
-		{reading, "anyone", true}, // telemetry.raw declares no producer yet
+		{reading, "shopbus/telemetry", true},
+		{reading, "anyone", false},
 	} {
 		env, err := event.New(context.Background(), tc.msg, event.WithSource(tc.source))
 		if err != nil {

@@ -178,7 +178,7 @@ func publish(t *testing.T, js jetstream.JetStream, device string, seq uint64) {
 	env, err := event.New(context.Background(), &telemetryv1.TelemetryRaw{
 		DeviceId: device, Sequence: seq, MeasuredAt: timestamppb.Now(),
 		Readings: []*telemetryv1.Reading{{Metric: "temperature", Value: 20, Unit: "Cel"}},
-	}, event.WithSource("test"))
+	}, event.WithSource("shopbus/telemetry"))
 	if err != nil {
 		t.Fatal(err)
 	}

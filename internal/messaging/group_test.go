@@ -256,7 +256,7 @@ func (w *workload) publish(ctx context.Context, n int) uint64 {
 		env, err := event.New(ctx, &telemetryv1.TelemetryRaw{
 			DeviceId: key, Sequence: seqs[k], MeasuredAt: now,
 			Readings: []*telemetryv1.Reading{{Metric: "temperature", Value: float64(i), Unit: "Cel"}},
-		}, event.WithSource("test"))
+		}, event.WithSource("shopbus/telemetry"))
 		if err != nil {
 			w.t.Fatal(err)
 		}
@@ -452,7 +452,7 @@ func (w *workload) publishOne(ctx context.Context, i int) {
 	env, err := event.New(ctx, &telemetryv1.TelemetryRaw{
 		DeviceId: key, Sequence: uint64(i/len(w.keys) + 1), MeasuredAt: timestamppb.Now(),
 		Readings: []*telemetryv1.Reading{{Metric: "temperature", Value: 1, Unit: "Cel"}},
-	}, event.WithSource("test"))
+	}, event.WithSource("shopbus/telemetry"))
 	if err != nil {
 		return
 	}
