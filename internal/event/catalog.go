@@ -27,13 +27,15 @@ type key struct {
 }
 
 type catalog struct {
-	specs  []Spec
-	byKey  map[key]Spec
-	errors []error
+	specs []Spec
+	byKey map[key]Spec
+	// bySubject holds every Spec by its type subject (Spec.Subject).
+	bySubject map[string]Spec
+	errors    []error
 }
 
 var loadCatalog = sync.OnceValue(func() *catalog {
-	c := &catalog{byKey: map[key]Spec{}}
+	c := &catalog{byKey: map[key]Spec{}, bySubject: map[string]Spec{}}
 	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
 		if _, ok := declaredOptions(mt.Descriptor()); !ok {
 			return true
@@ -50,6 +52,7 @@ var loadCatalog = sync.OnceValue(func() *catalog {
 			return true
 		}
 		c.byKey[k] = spec
+		c.bySubject[spec.Subject()] = spec
 		c.specs = append(c.specs, spec)
 		return true
 	})
