@@ -75,6 +75,16 @@ func CatalogErrors() []error {
 	return slices.Clone(loadCatalog().errors)
 }
 
+// LookupSubject returns the Spec of the event whose type subject
+// (Spec.Subject, "<domain>.<entity>.<action>.v<N>") is subject.
+func LookupSubject(subject string) (Spec, error) {
+	spec, ok := loadCatalog().bySubject[subject]
+	if !ok {
+		return Spec{}, fmt.Errorf("%w: no event has the type subject %q", ErrUnknownType, subject)
+	}
+	return spec, nil
+}
+
 // Lookup returns the Spec of the event with the given type and version.
 func Lookup(name string, version uint32) (Spec, error) {
 	spec, ok := loadCatalog().byKey[key{name, version}]
