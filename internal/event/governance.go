@@ -238,26 +238,27 @@ func RedactEnvelope(env *eventv1.Envelope) (*eventv1.Envelope, []string, error) 
 	return out, removed, nil
 }
 
-// RedactSubject returns subject, "<domain>.<entity>.<action>.v<N>.<key>",
-// with its last token, the partition key, replaced by Redacted when the event
-// it names has a restricted key field (post.published's author_id). Any
-// other subject is returned as it is.
+// RedactSubject returns subject with its last token, the partition key,
+// replaced by Redacted when the event it names has a restricted key field
+// (post.published's author_id). It takes a subject as published,
+// "<domain>.<entity>.<action>.v<N>.<key>", or as JetStream stores it, with
+// the partition before the key. Any other subject is returned as it is.
 func RedactSubject(subject string) string {
 	spec, ok := specOfSubject(subject)
 	if !ok || !Restricted(ClassificationOf(spec.KeyField)) {
 		return subject
 	}
-	return spec.Subject() + "." + Redacted
+	return subject[:strings.LastIndexByte(subject, '.')+1] + Redacted
 }
 
 // specOfSubject returns the Spec of the event published on subject,
-// "<type subject>.<key>".
+// "<type subject>.<key>" or "<type subject>.<partition>.<key>".
 func specOfSubject(subject string) (Spec, bool) {
-	i := strings.LastIndexByte(subject, '.')
-	if i < 0 {
+	tokens := strings.Split(subject, ".")
+	if len(tokens) != 5 && len(tokens) != 6 {
 		return Spec{}, false
 	}
-	spec, ok := loadCatalog().bySubject[subject[:i]]
+	spec, ok := loadCatalog().bySubject[strings.Join(tokens[:4], ".")]
 	return spec, ok
 }
 
