@@ -62,7 +62,9 @@ func TestDLQShowRedacts(t *testing.T) {
 	go func() {
 		done <- messaging.Consume(cctx, js, messaging.ConsumerConfig{Stream: "SOCIAL_POST", Durable: "moderation",
 			Subjects: []string{"social.post.published"}, Strategy: messaging.RoundRobin, DeadLetter: deadletter.Filer(js)},
-			func(context.Context, *messaging.Delivery) error { return messaging.Permanent(errors.New("moderation model refused")) }, quiet)
+			func(context.Context, *messaging.Delivery) error {
+				return messaging.Permanent(errors.New("moderation model refused"))
+			}, quiet)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	store := deadletter.NewStore(js)
