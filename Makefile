@@ -36,14 +36,15 @@ FUZZTIME ?= 30s
 fuzz:
 	go test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./internal/event/
 
-## generate: regenerate gen/ (Go, Connect, TypeScript) and the JSON Schemas and catalog in event-contracts/.
+## generate: regenerate gen/ (Go, Connect, TypeScript), the JSON Schemas and
+## catalog.json in event-contracts/, and the event catalog's pages in docs/catalog/.
 generate: protodeps node_modules/.package-lock.json
 	$(BUF) generate
 	go run ./tools/contractgen
 
 ## checkgenerate: fail when regenerating changes anything committed.
 checkgenerate: generate
-	@status=$$(git status --porcelain -- gen event-contracts); \
+	@status=$$(git status --porcelain -- gen event-contracts docs/catalog); \
 	if [ -n "$$status" ]; then \
 		echo "checkgenerate: generated files differ from what is committed; run make generate and commit:"; \
 		echo "$$status"; exit 1; \

@@ -33,10 +33,6 @@ var devTokens = auth.Options{Issuer: "shopbus-dev", Audience: "shopbus"}
 
 const devTokenTTL = 7 * 24 * time.Hour
 
-// devRetention is how long shopbus dev's streams keep events (serve's
-// default too): a dev store does not grow forever.
-const devRetention = 7 * 24 * time.Hour
-
 // demoStock is seeded by shopbus dev (only SKUs that do not exist yet).
 var demoStock = map[string]int64{"MUG-001": 100, "TEE-BLK-M": 25, "POSTER-A2": 3}
 
@@ -107,7 +103,7 @@ func dev(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1, MaxAge: devRetention}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limits, Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limits, Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
 	})
 	if err != nil {
 		return err

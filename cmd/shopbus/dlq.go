@@ -19,6 +19,7 @@ import (
 
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
 )
 
@@ -45,8 +46,9 @@ func dlq(ctx context.Context, args []string) error {
 	reason := fs.String("reason", "", "only max_deliveries or terminated (list, --all)")
 	limit := fs.Int("limit", 50, "list: how many to show, 1 to 500")
 	all := fs.Bool("all", false, "redrive, discard: every dead letter matching the filters")
+	reveal := fs.Bool("reveal", false, "show: include the personal and sensitive values, redacted by default (needs the admin role or token; the gateway logs each reveal)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: shopbus dlq list [filters] | show ID | redrive ID... | redrive --all [filters] | discard ID... | discard --all [filters]\n"+
+		fmt.Fprintf(fs.Output(), "usage: shopbus dlq list [filters] | show [--reveal] ID | redrive ID... | redrive --all [filters] | discard ID... | discard --all [filters]\n"+
 			"The gateway's admin token, if it has one, is read from SHOPBUS_ADMIN_TOKEN.\n")
 		fs.PrintDefaults()
 	}
@@ -91,6 +93,8 @@ func dlq(ctx context.Context, args []string) error {
 		return usagef(fs.Name(), "--limit %d: want 1 to 500", *limit)
 	case sub == "show" && len(ids) != 1:
 		return usagef(fs.Name(), "name one dead letter id")
+	case sub != "show" && *reveal:
+		return usagef(fs.Name(), "--reveal: only dlq show reveals personal data")
 	case (sub == "redrive" || sub == "discard") && *all == (len(ids) > 0):
 		return usagef(fs.Name(), "name dead letter ids, or --all with filters (not both)")
 	}
@@ -103,7 +107,7 @@ func dlq(ctx context.Context, args []string) error {
 	case "list":
 		return dlqList(ctx, client, filter, *limit)
 	case "show":
-		res, err := client.GetDeadLetter(ctx, connect.NewRequest(&deadletterv1.GetDeadLetterRequest{Id: ids[0]}))
+		res, err := client.GetDeadLetter(ctx, connect.NewRequest(&deadletterv1.GetDeadLetterRequest{Id: ids[0], RevealPersonal: *reveal}))
 		if err != nil {
 			return err
 		}
@@ -163,15 +167,40 @@ func dlqShow(dl *deadletterv1.DeadLetter) error {
 		return err
 	}
 	fmt.Printf("%s\n", printable(string(b), '\n'))
-	if env, err := event.Decode(dl.GetData()); err == nil {
-		if msg, spec, err := event.Open(env); err == nil {
-			p, _ := protojson.MarshalOptions{Multiline: true}.Marshal(msg)
-			fmt.Printf("payload (%s):\n%s\n", spec, printable(string(p), '\n'))
-			return nil
-		}
+	if f := dl.GetRedactedFields(); len(f) > 0 {
+		fmt.Printf("redacted (personal or sensitive): %s; dlq show --reveal shows them (admin)\n", printable(strings.Join(f, ", ")))
 	}
-	fmt.Printf("data (%d bytes, not a valid shopbus event): %q\n", len(dl.GetData()), truncateText(string(dl.GetData()), 2000))
+	if dl.GetDataWithheld() {
+		fmt.Println("data withheld: it is not an event of the catalog, so its fields cannot be classified; dlq show --reveal shows it (admin)")
+		return nil
+	}
+	// Not validated: a dead letter's event may break its rules, and a
+	// redacted one lacks its required personal fields.
+	if msg, spec, ok := openUnchecked(dl.GetData()); ok {
+		p, _ := protojson.MarshalOptions{Multiline: true}.Marshal(msg)
+		fmt.Printf("payload (%s):\n%s\n", spec, printable(string(p), '\n'))
+		return nil
+	}
+	fmt.Printf("data (%d bytes, not a shopbus event): %q\n", len(dl.GetData()), truncateText(string(dl.GetData()), 2000))
 	return nil
+}
+
+// openUnchecked decodes data, an encoded Envelope, and its payload, without
+// validating either.
+func openUnchecked(data []byte) (proto.Message, event.Spec, bool) {
+	env := &eventv1.Envelope{}
+	if len(data) == 0 || proto.Unmarshal(data, env) != nil {
+		return nil, event.Spec{}, false
+	}
+	spec, err := event.Lookup(env.GetType(), env.GetVersion())
+	if err != nil {
+		return nil, event.Spec{}, false
+	}
+	msg := spec.Message.New().Interface()
+	if proto.Unmarshal(env.GetPayload(), msg) != nil {
+		return nil, event.Spec{}, false
+	}
+	return msg, spec, true
 }
 
 func matching(ctx context.Context, client deadletterv1connect.DeadLetterServiceClient, filter *deadletterv1.ListDeadLettersRequest) ([]uint64, error) {

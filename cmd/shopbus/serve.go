@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/messaging"
@@ -44,7 +43,6 @@ type serveOptions struct {
 	component                                      string
 	addr, natsURL, databaseURL, schema             string
 	replicas, partitions                           int
-	retention                                      time.Duration
 	watchdog                                       order.Watchdog
 	fraudModel                                     string
 	orderURL, inventoryURL                         string
@@ -71,7 +69,6 @@ func serveFlags(name string) (fs *flag.FlagSet, o *serveOptions, finish func() (
 	databaseURL := secretFlag(fs, "database-url", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL)")
 	fs.StringVar(&o.schema, "schema", "shopbus", "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	fs.IntVar(&o.replicas, "replicas", 1, fmt.Sprintf("stream replicas, 1 to %d; 3 in a production cluster (env SHOPBUS_STREAM_REPLICAS)", maxReplicas))
-	fs.DurationVar(&o.retention, "retention", 7*24*time.Hour, "how long streams keep events; 0 forever (env SHOPBUS_STREAM_RETENTION)")
 	fs.IntVar(&o.partitions, "partitions", messaging.DefaultPartitions, fmt.Sprintf("partitions of each event stream, 1 to %d, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)", messaging.MaxPartitions))
 	fs.StringVar(&o.orderURL, "order-url", "http://127.0.0.1:8081", "gateway only: the order service (env SHOPBUS_ORDER_URL)")
 	fs.StringVar(&o.inventoryURL, "inventory-url", "http://127.0.0.1:8082", "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
@@ -142,8 +139,6 @@ func (o *serveOptions) validate() error {
 		return fmt.Errorf("--replicas %d: want 1 to %d", o.replicas, maxReplicas)
 	case o.partitions < 1 || o.partitions > messaging.MaxPartitions:
 		return fmt.Errorf("--partitions %d: want 1 to %d", o.partitions, messaging.MaxPartitions)
-	case o.retention < 0:
-		return fmt.Errorf("--retention %v: want 0 (forever) or more", o.retention)
 	case o.schema == "":
 		return fmt.Errorf("--schema: want a name")
 	case o.natsURL == "":
@@ -229,7 +224,7 @@ func serve(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, ServiceCAFile: o.serviceCA,
 		Components: []string{component}, NATSURL: o.natsURL, NATSOptions: natsOpts, DatabaseURL: o.databaseURL, Schema: o.schema, Addr: o.addr,
-		Streams:  messaging.StreamOptions{Replicas: o.replicas, MaxAge: o.retention, Partitions: o.partitions},
+		Streams:  messaging.StreamOptions{Replicas: o.replicas, Partitions: o.partitions},
 		OrderURL: o.orderURL, InventoryURL: o.inventoryURL, AllowedOrigins: origins, Auth: authCfg, OrderLimits: o.limits, Watchdog: o.watchdog, FraudModelFile: o.fraudModel, MetricsAddr: o.metricsAddr, Log: log,
 	})
 	if err != nil {

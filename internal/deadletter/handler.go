@@ -3,12 +3,16 @@ package deadletter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"connectrpc.com/connect"
 
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
+	"github.com/shopbus/shopbus/internal/event"
 )
 
 // Handler serves the DeadLetterService from a Store.
@@ -29,9 +33,15 @@ func (h *Handler) ListDeadLetters(ctx context.Context, req *connect.Request[dead
 	if size == 0 {
 		size = 50
 	}
-	dls, next, err := h.store.List(ctx, Filter{Stream: m.GetOriginalStream(), Consumer: m.GetConsumer(), EventType: m.GetEventType(), Reason: m.GetReason()}, m.GetAfterId(), size)
+	dls, next, err := h.store.list(ctx, Filter{Stream: m.GetOriginalStream(), Consumer: m.GetConsumer(), EventType: m.GetEventType(), Reason: m.GetReason()}, m.GetAfterId(), size)
 	if err != nil {
 		return nil, h.toConnect(err)
+	}
+	for i, dl := range dls {
+		// The data is read only to find the values to redact: a list
+		// carries none.
+		dls[i] = Redact(dl)
+		dls[i].Data, dls[i].DataWithheld = nil, false
 	}
 	stats, err := h.store.Stats(ctx)
 	if err != nil {
@@ -41,11 +51,27 @@ func (h *Handler) ListDeadLetters(ctx context.Context, req *connect.Request[dead
 }
 
 // GetDeadLetter implements deadletterv1connect.DeadLetterServiceHandler.
+// The dead letter comes back redacted (Redact) unless the request sets
+// reveal_personal and the caller holds the admin role: a reveal without it
+// is PermissionDenied, and every reveal is logged.
 func (h *Handler) GetDeadLetter(ctx context.Context, req *connect.Request[deadletterv1.GetDeadLetterRequest]) (*connect.Response[deadletterv1.GetDeadLetterResponse], error) {
+	reveal := req.Msg.GetRevealPersonal()
+	caller, authenticated := auth.FromContext(ctx)
+	if reveal && (!authenticated || !caller.Admin) {
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+			"reveal_personal: personal and sensitive values are shown only to a caller with the %q role or the admin token; "+
+				"ask without reveal_personal for the redacted dead letter", auth.AdminRole))
+	}
 	dl, err := h.store.Get(ctx, req.Msg.GetId())
 	if err != nil {
 		return nil, h.toConnect(err)
 	}
+	if !reveal {
+		return connect.NewResponse(&deadletterv1.GetDeadLetterResponse{DeadLetter: Redact(dl)}), nil
+	}
+	// An audit record of who saw personal data, never the data.
+	h.log.Info("deadletter: personal data revealed", "id", dl.GetId(), "event_type", dl.GetEventType(),
+		"by", caller.Subject, "procedure", req.Spec().Procedure)
 	return connect.NewResponse(&deadletterv1.GetDeadLetterResponse{DeadLetter: dl}), nil
 }
 
@@ -71,7 +97,13 @@ func (h *Handler) DiscardDeadLetters(ctx context.Context, req *connect.Request[d
 func result(id, seq uint64, err error) *deadletterv1.Result {
 	r := &deadletterv1.Result{Id: id, Ok: err == nil, NewSequence: seq}
 	if err != nil {
-		r.Error = err.Error()
+		// An error may name the original subject, whose last token is a
+		// personal partition key for some events.
+		words := strings.Fields(err.Error())
+		for i, w := range words {
+			words[i] = event.RedactSubject(w)
+		}
+		r.Error = strings.Join(words, " ")
 	}
 	return r
 }

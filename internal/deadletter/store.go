@@ -44,8 +44,18 @@ type Filter struct {
 }
 
 // List returns up to size dead letters with ids above after that match f,
-// oldest first, and the id to continue after (0 when there are no more).
+// oldest first, without their data, and the id to continue after (0 when
+// there are no more).
 func (s *Store) List(ctx context.Context, f Filter, after uint64, size int) ([]*deadletterv1.DeadLetter, uint64, error) {
+	dls, next, err := s.list(ctx, f, after, size)
+	for _, dl := range dls {
+		dl.Data = nil
+	}
+	return dls, next, err
+}
+
+// list is List with each dead letter's data, which redaction reads.
+func (s *Store) list(ctx context.Context, f Filter, after uint64, size int) ([]*deadletterv1.DeadLetter, uint64, error) {
 	stream, err := s.js.Stream(ctx, Stream)
 	if err != nil {
 		return nil, 0, fmt.Errorf("jetstream: %w", err)
@@ -65,6 +75,7 @@ func (s *Store) List(ctx context.Context, f Filter, after uint64, size int) ([]*
 			return nil, 0, fmt.Errorf("jetstream: dead letter %d: %w", seq, err)
 		}
 		dl := toProto(raw)
+		dl.Data = raw.Data
 		if !f.matches(dl) {
 			continue
 		}

@@ -27,13 +27,15 @@ type key struct {
 }
 
 type catalog struct {
-	specs  []Spec
-	byKey  map[key]Spec
-	errors []error
+	specs []Spec
+	byKey map[key]Spec
+	// bySubject holds every Spec by its type subject (Spec.Subject).
+	bySubject map[string]Spec
+	errors    []error
 }
 
 var loadCatalog = sync.OnceValue(func() *catalog {
-	c := &catalog{byKey: map[key]Spec{}}
+	c := &catalog{byKey: map[key]Spec{}, bySubject: map[string]Spec{}}
 	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
 		if _, ok := declaredOptions(mt.Descriptor()); !ok {
 			return true
@@ -50,6 +52,7 @@ var loadCatalog = sync.OnceValue(func() *catalog {
 			return true
 		}
 		c.byKey[k] = spec
+		c.bySubject[spec.Subject()] = spec
 		c.specs = append(c.specs, spec)
 		return true
 	})
@@ -70,6 +73,16 @@ func Catalog() []Spec {
 // or collide with another event. An empty result means the catalog is sound.
 func CatalogErrors() []error {
 	return slices.Clone(loadCatalog().errors)
+}
+
+// LookupSubject returns the Spec of the event whose type subject
+// (Spec.Subject, "<domain>.<entity>.<action>.v<N>") is subject.
+func LookupSubject(subject string) (Spec, error) {
+	spec, ok := loadCatalog().bySubject[subject]
+	if !ok {
+		return Spec{}, fmt.Errorf("%w: no event has the type subject %q", ErrUnknownType, subject)
+	}
+	return spec, nil
 }
 
 // Lookup returns the Spec of the event with the given type and version.

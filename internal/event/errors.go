@@ -20,3 +20,9 @@ var (
 	// event declares (Spec.Producer): someone else published it.
 	ErrWrongSource = errors.New("event from a source that does not produce it")
 )
+
+// ErrUngoverned means an event contract leaves a governance declaration
+// out: its owner, its retention, or the classification of a field
+// (Spec.GovernanceErrors). It is a contract author's mistake, found by the
+// catalog's tests and by the catalog generator, never at run time.
+var ErrUngoverned = errors.New("ungoverned event contract")

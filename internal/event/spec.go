@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -34,6 +35,13 @@ type Spec struct {
 	// Producer is the service that publishes the event, as Envelope.source
 	// names it ((shopbus.event.v1.event).producer); empty when not declared.
 	Producer string
+	// Owner is the team that owns the event ((shopbus.event.v1.event).owner);
+	// empty when not declared, which GovernanceErrors reports.
+	Owner string
+	// Retention is how long the event's stream keeps it
+	// ((shopbus.event.v1.event).retention_days); 0 when not declared, which
+	// GovernanceErrors reports.
+	Retention time.Duration
 }
 
 var (
@@ -88,7 +96,8 @@ func specOfType(mt protoreflect.MessageType) (Spec, error) {
 	if key == nil || key.Kind() != protoreflect.StringKind || key.Cardinality() == protoreflect.Repeated {
 		return Spec{}, fmt.Errorf("%w: %s: partition_key %q is not a top-level string field", ErrNotEvent, md.FullName(), keyName)
 	}
-	return Spec{Domain: m[1], Context: m[2], Name: name, Version: uint32(version), Message: mt, KeyField: key, Producer: opts.GetProducer()}, nil
+	return Spec{Domain: m[1], Context: m[2], Name: name, Version: uint32(version), Message: mt, KeyField: key,
+		Producer: opts.GetProducer(), Owner: opts.GetOwner(), Retention: time.Duration(opts.GetRetentionDays()) * 24 * time.Hour}, nil
 }
 
 // Subject is the event's type subject, "<domain>.<entity>.<action>.v<N>",

@@ -151,7 +151,7 @@ func EventContext(ctx context.Context, d *Delivery) (_ context.Context, end func
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.operation.type", "process"),
-			attribute.String("messaging.destination.name", d.Subject),
+			attribute.String("messaging.destination.name", event.RedactSubject(d.Subject)),
 			attribute.String("messaging.message.id", d.Envelope.GetId()),
 		))
 	return ectx, func(err error) { endSpan(span, err) }
@@ -228,7 +228,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 	for _, msg := range msgs {
 		meta, err := msg.Metadata()
 		if err != nil {
-			s.log.Error("consumer: message without JetStream metadata", "subject", msg.Subject(), "err", err)
+			s.log.Error("consumer: message without JetStream metadata", "subject", event.RedactSubject(msg.Subject()), "err", err)
 			continue
 		}
 		d, err := decode(msg, meta)
@@ -285,7 +285,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			delay := s.retry.Delay(outage)
 			if outage == 1 || outage%10 == 0 {
 				s.log.Warn("consumer: PostgreSQL unreachable; paused, the batch waits in hand", "events", len(batch),
-					"first_seq", batch[0].Metadata.Sequence.Stream, "failures", outage, "err", err, "retry_in", delay)
+					"first_seq", batch[0].Metadata.Sequence.Stream, "failures", outage, "err", scrubbed(err, msgs...), "retry_in", delay)
 			}
 			for _, d := range batch {
 				s.metrics.record(ctx, d.Metadata.Consumer, OutcomePaused, time.Since(start))
@@ -319,7 +319,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 				s.metrics.record(ctx, d.Metadata.Consumer, OutcomeRetried, time.Since(start))
 			}
 			s.log.Warn("consumer: transient failure of a batch; retrying it", "events", len(batch),
-				"first_seq", batch[0].Metadata.Sequence.Stream, "attempt", attempt, "err", err, "retry_in", delay)
+				"first_seq", batch[0].Metadata.Sequence.Stream, "attempt", attempt, "err", scrubbed(err, msgs...), "retry_in", delay)
 			select {
 			case <-time.After(delay):
 				attempt++
@@ -346,7 +346,7 @@ func (s *settler) handBack(msgs []jetstream.Msg) {
 	for _, msg := range msgs {
 		if err := msg.NakWithDelay(handBackDelay); err != nil {
 			s.log.Warn("consumer: stopping; hand-back not sent, the event waits out its AckWait",
-				"subject", msg.Subject(), "err", err)
+				"subject", event.RedactSubject(msg.Subject()), "err", err)
 		}
 	}
 }
@@ -394,7 +394,7 @@ func (s *settler) ackBatch(ctx context.Context, batch []*Delivery, msgOf map[*De
 		if err != nil {
 			// The effects are committed; a redelivery finds them in
 			// processed_events.
-			s.log.Warn("consumer: ack not confirmed; the event may be redelivered", "subject", msg.Subject(),
+			s.log.Warn("consumer: ack not confirmed; the event may be redelivered", "subject", event.RedactSubject(msg.Subject()),
 				"stream_seq", d.Metadata.Sequence.Stream, "err", err)
 		}
 		s.metrics.record(ctx, d.Metadata.Consumer, OutcomeAcked, time.Since(start))

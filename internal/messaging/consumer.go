@@ -505,7 +505,7 @@ const (
 func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	meta, err := msg.Metadata()
 	if err != nil {
-		s.log.Error("consumer: message without JetStream metadata", "subject", msg.Subject(), "err", err)
+		s.log.Error("consumer: message without JetStream metadata", "subject", event.RedactSubject(msg.Subject()), "err", err)
 		return
 	}
 	start := time.Now()
@@ -519,7 +519,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 			trace.WithAttributes(
 				attribute.String("messaging.system", "nats"),
 				attribute.String("messaging.operation.type", "process"),
-				attribute.String("messaging.destination.name", msg.Subject()),
+				attribute.String("messaging.destination.name", event.RedactSubject(msg.Subject())),
 				attribute.String("messaging.consumer.group.name", meta.Consumer),
 				attribute.Int64("messaging.nats.stream_sequence", int64(meta.Sequence.Stream)),
 				attribute.Int64("messaging.nats.delivered", int64(meta.NumDelivered)),
@@ -552,7 +552,7 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 // the last error.
 func (s *settler) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, err error) string {
 	seq := meta.Sequence.Stream
-	attrs := []any{"subject", msg.Subject(), "stream_seq", seq, "delivered", meta.NumDelivered}
+	attrs := []any{"subject", event.RedactSubject(msg.Subject()), "stream_seq", seq, "delivered", meta.NumDelivered}
 	switch {
 	case err == nil:
 		s.forget(seq)
@@ -575,7 +575,7 @@ func (s *settler) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream
 	default:
 		s.remember(seq, time.Now())
 		delay := s.retry.Delay(int(meta.NumDelivered))
-		s.log.Warn("consumer: transient failure; retrying", append(attrs, "err", err, "retry_in", delay)...)
+		s.log.Warn("consumer: transient failure; retrying", append(attrs, "err", scrubbed(err, msg), "retry_in", delay)...)
 		if err := msg.NakWithDelay(delay); err != nil {
 			s.log.Warn("consumer: nak", append(attrs, "err", err)...)
 		}
@@ -589,7 +589,10 @@ func (s *settler) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream
 // instead, and the outcome says which.
 func (s *settler) terminate(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, kind string, err error, attempts int) string {
 	seq := meta.Sequence.Stream
-	attrs := []any{"subject", msg.Subject(), "stream_seq", seq, "delivered", meta.NumDelivered}
+	attrs := []any{"subject", event.RedactSubject(msg.Subject()), "stream_seq", seq, "delivered", meta.NumDelivered}
+	// What is logged and dead-lettered of the failure is without the
+	// event's personal and sensitive values (docs/governance.md).
+	errText := scrubbed(err, msg)
 	first := s.forget(seq)
 	if first.IsZero() {
 		first = time.Now()
@@ -598,7 +601,7 @@ func (s *settler) terminate(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	if attempts > int(meta.NumDelivered) {
 		tried = fmt.Sprintf(" [attempts %d]", attempts)
 	}
-	reason := fmt.Sprintf("%s: %s%s [first failure %s]", kind, truncate(err.Error(), 400), tried, first.UTC().Format(time.RFC3339Nano))
+	reason := fmt.Sprintf("%s: %s%s [first failure %s]", kind, truncate(errText, 400), tried, first.UTC().Format(time.RFC3339Nano))
 	if s.deadLetter != nil {
 		// Its own time: the handler may have used up ctx's.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
@@ -614,11 +617,23 @@ func (s *settler) terminate(ctx context.Context, msg jetstream.Msg, meta *jetstr
 		}
 		reason += " " + TermFiled
 	}
-	s.log.Error("consumer: giving up; terminating (dead-letter queue)", append(attrs, "err", err, "kind", kind)...)
+	s.log.Error("consumer: giving up; terminating (dead-letter queue)", append(attrs, "err", errText, "kind", kind)...)
 	if err := msg.TermWithReason(reason); err != nil {
 		s.log.Warn("consumer: term", append(attrs, "err", err)...)
 	}
 	return OutcomeDeadLettered
+}
+
+// scrubbed is err's message without the values of the personal and
+// sensitive fields of the events in msgs, and without their partition keys
+// when those are personal: what a consumer may log or dead-letter of a
+// handler's error, which can quote anything of the event.
+func scrubbed(err error, msgs ...jetstream.Msg) string {
+	var s event.Scrubber
+	for _, msg := range msgs {
+		s.Add(msg.Subject(), msg.Data())
+	}
+	return s.ScrubError(err)
 }
 
 // remember records at as the first failure of seq, unless it has one.

@@ -111,7 +111,7 @@ func insertSpan(ctx context.Context, env *eventv1.Envelope, subject string) (end
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.operation.type", "create"),
 			attribute.String("messaging.message.id", env.GetId()),
-			attribute.String("messaging.destination.name", subject),
+			attribute.String("messaging.destination.name", event.RedactSubject(subject)),
 		))
 	if sc := span.SpanContext(); sc.IsValid() && sameTrace(sc, env) {
 		id := sc.SpanID()

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+
+	"github.com/shopbus/shopbus/internal/event"
 )
 
 // ParkAfter is how long the relay keeps trying a row no stream takes (its
@@ -42,7 +44,10 @@ func (r *Relay) park(ctx context.Context, tx pgx.Tx, row UnpublishableRow) error
 	if _, err := tx.Exec(ctx, "UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE id = $1", row.ID, row.Reason); err != nil {
 		return fmt.Errorf("outbox: park %s: %w", row.ID, err)
 	}
-	r.log.Error("outbox relay: a row can never be published; set aside", "schema", r.schema, "id", row.ID, "subject", row.Subject, "reason", row.Reason)
+	var scrub event.Scrubber
+	scrub.Add(row.Subject, row.Envelope)
+	r.log.Error("outbox relay: a row can never be published; set aside", "schema", r.schema, "id", row.ID,
+		"subject", event.RedactSubject(row.Subject), "reason", scrub.Scrub(row.Reason))
 	if r.unpublishable != nil {
 		if err := r.unpublishable(ctx, row); err != nil {
 			r.log.Error("outbox relay: could not file the row set aside in the dead-letter queue; it stays parked in the outbox",

@@ -255,7 +255,9 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			} else {
 				// Never block the outbox behind one bad row: publish it as
 				// it is; its consumers dead-letter it, where it is seen.
-				r.log.Error("outbox relay: row is not a valid event; publishing it for the dead-letter queue", "id", id, "err", err)
+				var scrub event.Scrubber
+				scrub.Add(subject, data)
+				r.log.Error("outbox relay: row is not a valid event; publishing it for the dead-letter queue", "id", id, "err", scrub.ScrubError(err))
 			}
 			span := trace.SpanFromContext(sctx) // not recording: ending it does nothing
 			if r.tracing {
@@ -263,7 +265,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 					trace.WithAttributes(
 						attribute.String("messaging.system", "nats"),
 						attribute.String("messaging.operation.type", "send"),
-						attribute.String("messaging.destination.name", subject),
+						attribute.String("messaging.destination.name", event.RedactSubject(subject)),
 						attribute.String("messaging.message.id", id),
 					))
 			}

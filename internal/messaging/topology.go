@@ -25,12 +25,12 @@ import (
 const DefaultDuplicateWindow = 10 * time.Minute
 
 // StreamOptions are the settings of every stream EnsureStreams declares.
+// How long a stream keeps its events is not one of them: it is declared by
+// the events' contracts (StreamRetention).
 type StreamOptions struct {
 	// Replicas is the number of copies in a cluster (1 embedded, 3 in
 	// production).
 	Replicas int
-	// MaxAge is how long an event is kept (retention); 0 keeps it forever.
-	MaxAge time.Duration
 	// DuplicateWindow is the deduplication window (DefaultDuplicateWindow).
 	DuplicateWindow time.Duration
 	// Partitions is the number of partitions JetStream maps partition keys
@@ -106,9 +106,31 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptio
 	return nil
 }
 
+// StreamRetention is how long a stream holding the events of the given type
+// subjects keeps them: the longest retention their contracts declare
+// ((shopbus.event.v1.event).retention_days), so no event leaves its stream
+// before its own retention has passed. A type subject of no event of the
+// catalog, or an event that declares no retention, is an error naming it.
+func StreamRetention(typeSubjects []string) (time.Duration, error) {
+	var longest time.Duration
+	for _, ts := range typeSubjects {
+		spec, err := event.LookupSubject(ts)
+		if err != nil {
+			return 0, fmt.Errorf("retention of %s: %w", ts, err)
+		}
+		if spec.Retention <= 0 {
+			return 0, fmt.Errorf("retention of %s: %w: %s declares no retention_days in its (shopbus.event.v1.event) option",
+				ts, event.ErrUngoverned, spec)
+		}
+		longest = max(longest, spec.Retention)
+	}
+	return longest, nil
+}
+
 // EnsureStream creates or updates the stream name holding the events whose
 // type subjects ("<domain>.<entity>.<action>.v<N>") are given, published
-// with their partition key as a fifth token, with file storage and a subject
+// with their partition key as a fifth token, with file storage, the
+// retention their contracts declare (StreamRetention) and a subject
 // transform that stores each event with its partition (see partition.go). It
 // refuses to change the partition count of an existing stream.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, typeSubjects []string, opts StreamOptions) error {
@@ -123,6 +145,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 		}
 		subjects[i] = ts + ".*"
 	}
+	maxAge, err := StreamRetention(typeSubjects)
+	if err != nil {
+		return fmt.Errorf("jetstream: stream %s: %w", name, err)
+	}
 	want := jetstream.StreamConfig{
 		Name:             name,
 		Description:      "shopbus events of " + strings.ToLower(strings.Replace(name, "_", "/", 1)),
@@ -131,7 +157,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 		Metadata:         map[string]string{MetadataPartitions: strconv.Itoa(opts.Partitions)},
 		Storage:          jetstream.FileStorage,
 		Retention:        jetstream.LimitsPolicy,
-		MaxAge:           opts.MaxAge,
+		MaxAge:           maxAge,
 		Replicas:         opts.Replicas,
 		Duplicates:       opts.DuplicateWindow,
 	}
@@ -150,8 +176,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("jetstream: stream %s: %w", name, err)
 	}
-	_, err := js.CreateOrUpdateStream(ctx, want)
-	if err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
 		return fmt.Errorf("jetstream: stream %s: %w", name, err)
 	}
 	return nil

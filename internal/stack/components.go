@@ -123,6 +123,19 @@ func Components() []string {
 	return names
 }
 
+// Consumers are the consumers the service name runs, as its entry declares
+// them, or nil for a name that is not a component. The event catalog
+// (tools/contractgen, docs/catalog) derives each event's consumers from
+// them.
+func Consumers(name string) []messaging.ConsumerConfig {
+	for _, c := range components {
+		if c.name == name {
+			return slices.Clone(c.consumers)
+		}
+	}
+	return nil
+}
+
 // runsAnyService reports whether the stack runs at least one service.
 func (c Config) runsAnyService() bool {
 	return slices.ContainsFunc(components, func(comp component) bool { return c.runs(comp.name) })

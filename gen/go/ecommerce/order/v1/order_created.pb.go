@@ -194,29 +194,31 @@ var File_ecommerce_order_v1_order_created_proto protoreflect.FileDescriptor
 
 const file_ecommerce_order_v1_order_created_proto_rawDesc = "" +
 	"\n" +
-	"&ecommerce/order/v1/order_created.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xca\x03\n" +
-	"\fOrderCreated\x12&\n" +
-	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12,\n" +
-	"\vcustomer_id\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\n" +
-	"customerId\x12A\n" +
-	"\x05items\x18\x03 \x03(\v2\x1c.ecommerce.order.v1.LineItemB\r\xbaH\n" +
-	"\xc8\x01\x01\x92\x01\x04\b\x01\x10dR\x05items\x120\n" +
-	"\bcurrency\x18\x04 \x01(\tB\x14\xbaH\x11\xc8\x01\x01r\f2\n" +
-	"^[A-Z]{3}$R\bcurrency\x12/\n" +
-	"\vtotal_minor\x18\x05 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\n" +
-	"totalMinor\x12A\n" +
+	"&ecommerce/order/v1/order_created.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xf4\x03\n" +
+	"\fOrderCreated\x12*\n" +
+	"\border_id\x18\x01 \x01(\tB\x0f\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01\xa8\xbb\x18\x02R\aorderId\x120\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\x0f\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01\xa8\xbb\x18\x03R\n" +
+	"customerId\x12E\n" +
+	"\x05items\x18\x03 \x03(\v2\x1c.ecommerce.order.v1.LineItemB\x11\xbaH\n" +
+	"\xc8\x01\x01\x92\x01\x04\b\x01\x10d\xa8\xbb\x18\x02R\x05items\x124\n" +
+	"\bcurrency\x18\x04 \x01(\tB\x18\xbaH\x11\xc8\x01\x01r\f2\n" +
+	"^[A-Z]{3}$\xa8\xbb\x18\x01R\bcurrency\x123\n" +
+	"\vtotal_minor\x18\x05 \x01(\x03B\x12\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00\xa8\xbb\x18\x02R\n" +
+	"totalMinor\x12E\n" +
 	"\n" +
-	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tcreatedAt\x12=\n" +
-	"\vcoupon_code\x18\a \x01(\tB\x17\xbaH\x14r\x122\x10^[A-Z0-9]{4,16}$H\x00R\n" +
-	"couponCode\x88\x01\x01:,\xa2\xbb\x18(\n" +
-	"\rorder.created\x12\border_id\x1a\rshopbus/orderB\x0e\n" +
-	"\f_coupon_code\"\xa5\x01\n" +
-	"\bLineItem\x125\n" +
-	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12)\n" +
-	"\bquantity\x18\x02 \x01(\rB\r\xbaH\n" +
-	"\xc8\x01\x01*\x05\x18\x90N \x00R\bquantity\x127\n" +
-	"\x10unit_price_minor\x18\x03 \x01(\x03B\r\xbaH\n" +
-	"\"\b\x18\x80ȯ\xa0%(\x00R\x0eunitPriceMinorB\xd3\x01\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\n" +
+	"\xbaH\x03\xc8\x01\x01\xa8\xbb\x18\x02R\tcreatedAt\x12A\n" +
+	"\vcoupon_code\x18\a \x01(\tB\x1b\xbaH\x14r\x122\x10^[A-Z0-9]{4,16}$\xa8\xbb\x18\x02H\x00R\n" +
+	"couponCode\x88\x01\x01::\xa2\xbb\x186\n" +
+	"\rorder.created\x12\border_id\x1a\rshopbus/order\"\n" +
+	"order team(\x1eB\x0e\n" +
+	"\f_coupon_code\"\xb1\x01\n" +
+	"\bLineItem\x129\n" +
+	"\x03sku\x18\x01 \x01(\tB'\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$\xa8\xbb\x18\x01R\x03sku\x12-\n" +
+	"\bquantity\x18\x02 \x01(\rB\x11\xbaH\n" +
+	"\xc8\x01\x01*\x05\x18\x90N \x00\xa8\xbb\x18\x02R\bquantity\x12;\n" +
+	"\x10unit_price_minor\x18\x03 \x01(\x03B\x11\xbaH\n" +
+	"\"\b\x18\x80ȯ\xa0%(\x00\xa8\xbb\x18\x01R\x0eunitPriceMinorB\xd3\x01\n" +
 	"\x16com.ecommerce.order.v1B\x11OrderCreatedProtoP\x01Z<github.com/shopbus/shopbus/gen/go/ecommerce/order/v1;orderv1\xa2\x02\x03EOX\xaa\x02\x12Ecommerce.Order.V1\xca\x02\x12Ecommerce\\Order\\V1\xe2\x02\x1eEcommerce\\Order\\V1\\GPBMetadata\xea\x02\x14Ecommerce::Order::V1b\x06proto3"
 
 var (

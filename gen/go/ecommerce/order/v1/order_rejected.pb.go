@@ -171,15 +171,17 @@ var File_ecommerce_order_v1_order_rejected_proto protoreflect.FileDescriptor
 
 const file_ecommerce_order_v1_order_rejected_proto_rawDesc = "" +
 	"\n" +
-	"'ecommerce/order/v1/order_rejected.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\x99\x02\n" +
-	"\rOrderRejected\x12&\n" +
-	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12J\n" +
-	"\x06reason\x18\x02 \x01(\x0e2#.ecommerce.order.v1.RejectionReasonB\r\xbaH\n" +
-	"\xc8\x01\x01\x82\x01\x04\x10\x01 \x00R\x06reason\x12 \n" +
-	"\x06detail\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\x06detail\x12C\n" +
-	"\vrejected_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
-	"rejectedAt:-\xa2\xbb\x18)\n" +
-	"\x0eorder.rejected\x12\border_id\x1a\rshopbus/order*\xa3\x01\n" +
+	"'ecommerce/order/v1/order_rejected.proto\x12\x12ecommerce.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xb7\x02\n" +
+	"\rOrderRejected\x12*\n" +
+	"\border_id\x18\x01 \x01(\tB\x0f\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01\xa8\xbb\x18\x02R\aorderId\x12N\n" +
+	"\x06reason\x18\x02 \x01(\x0e2#.ecommerce.order.v1.RejectionReasonB\x11\xbaH\n" +
+	"\xc8\x01\x01\x82\x01\x04\x10\x01 \x00\xa8\xbb\x18\x02R\x06reason\x12$\n" +
+	"\x06detail\x18\x03 \x01(\tB\f\xbaH\x05r\x03\x18\xf4\x03\xa8\xbb\x18\x03R\x06detail\x12G\n" +
+	"\vrejected_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\n" +
+	"\xbaH\x03\xc8\x01\x01\xa8\xbb\x18\x02R\n" +
+	"rejectedAt:;\xa2\xbb\x187\n" +
+	"\x0eorder.rejected\x12\border_id\x1a\rshopbus/order\"\n" +
+	"order team(\x1e*\xa3\x01\n" +
 	"\x0fRejectionReason\x12 \n" +
 	"\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fREJECTION_REASON_FRAUD_DECLINED\x10\x01\x12$\n" +

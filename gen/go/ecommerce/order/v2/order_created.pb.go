@@ -290,32 +290,37 @@ var File_ecommerce_order_v2_order_created_proto protoreflect.FileDescriptor
 
 const file_ecommerce_order_v2_order_created_proto_rawDesc = "" +
 	"\n" +
-	"&ecommerce/order/v2/order_created.proto\x12\x12ecommerce.order.v2\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xc7\x04\n" +
-	"\fOrderCreated\x12&\n" +
-	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12@\n" +
-	"\bcustomer\x18\x02 \x01(\v2\x1c.ecommerce.order.v2.CustomerB\x06\xbaH\x03\xc8\x01\x01R\bcustomer\x12B\n" +
-	"\x05lines\x18\x03 \x03(\v2\x1d.ecommerce.order.v2.OrderLineB\r\xbaH\n" +
-	"\xc8\x01\x01\x92\x01\x04\b\x01\x10dR\x05lines\x127\n" +
-	"\x05total\x18\x04 \x01(\v2\x19.ecommerce.order.v2.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05total\x12A\n" +
+	"&ecommerce/order/v2/order_created.proto\x12\x12ecommerce.order.v2\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xed\x04\n" +
+	"\fOrderCreated\x12*\n" +
+	"\border_id\x18\x01 \x01(\tB\x0f\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01\xa8\xbb\x18\x02R\aorderId\x12D\n" +
+	"\bcustomer\x18\x02 \x01(\v2\x1c.ecommerce.order.v2.CustomerB\n" +
+	"\xbaH\x03\xc8\x01\x01\xa8\xbb\x18\x03R\bcustomer\x12F\n" +
+	"\x05lines\x18\x03 \x03(\v2\x1d.ecommerce.order.v2.OrderLineB\x11\xbaH\n" +
+	"\xc8\x01\x01\x92\x01\x04\b\x01\x10d\xa8\xbb\x18\x02R\x05lines\x12;\n" +
+	"\x05total\x18\x04 \x01(\v2\x19.ecommerce.order.v2.MoneyB\n" +
+	"\xbaH\x03\xc8\x01\x01\xa8\xbb\x18\x02R\x05total\x12E\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tcreatedAt\x12;\n" +
-	"\vcoupon_code\x18\x06 \x01(\tB\x1a\xbaH\x17r\x152\x13^$|^[A-Z0-9]{4,16}$R\n" +
-	"couponCode:\xcf\x01\xbaH\x9f\x01\x1a\x9c\x01\n" +
-	"!order_created.currency_consistent\x126every line must be priced in the currency of the total\x1a?this.lines.all(l, l.unit_price.currency == this.total.currency)\xa2\xbb\x18(\n" +
-	"\rorder.created\x12\border_id\x1a\rshopbus/order\"8\n" +
-	"\bCustomer\x12,\n" +
-	"\vcustomer_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\n" +
-	"customerId\"\xaf\x01\n" +
-	"\tOrderLine\x125\n" +
-	"\x03sku\x18\x01 \x01(\tB#\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$R\x03sku\x12)\n" +
-	"\bquantity\x18\x02 \x01(\rB\r\xbaH\n" +
-	"\xc8\x01\x01*\x05\x18\x90N \x00R\bquantity\x12@\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\n" +
+	"\xbaH\x03\xc8\x01\x01\xa8\xbb\x18\x02R\tcreatedAt\x12?\n" +
+	"\vcoupon_code\x18\x06 \x01(\tB\x1e\xbaH\x17r\x152\x13^$|^[A-Z0-9]{4,16}$\xa8\xbb\x18\x02R\n" +
+	"couponCode:\xdd\x01\xbaH\x9f\x01\x1a\x9c\x01\n" +
+	"!order_created.currency_consistent\x126every line must be priced in the currency of the total\x1a?this.lines.all(l, l.unit_price.currency == this.total.currency)\xa2\xbb\x186\n" +
+	"\rorder.created\x12\border_id\x1a\rshopbus/order\"\n" +
+	"order team(\x1e\"<\n" +
+	"\bCustomer\x120\n" +
+	"\vcustomer_id\x18\x01 \x01(\tB\x0f\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01\xa8\xbb\x18\x03R\n" +
+	"customerId\"\xbb\x01\n" +
+	"\tOrderLine\x129\n" +
+	"\x03sku\x18\x01 \x01(\tB'\xbaH \xc8\x01\x01r\x1b2\x19^[A-Z0-9][A-Z0-9-]{2,31}$\xa8\xbb\x18\x01R\x03sku\x12-\n" +
+	"\bquantity\x18\x02 \x01(\rB\x11\xbaH\n" +
+	"\xc8\x01\x01*\x05\x18\x90N \x00\xa8\xbb\x18\x02R\bquantity\x12D\n" +
 	"\n" +
-	"unit_price\x18\x03 \x01(\v2\x19.ecommerce.order.v2.MoneyB\x06\xbaH\x03\xc8\x01\x01R\tunitPrice\"l\n" +
-	"\x05Money\x120\n" +
-	"\bcurrency\x18\x01 \x01(\tB\x14\xbaH\x11\xc8\x01\x01r\f2\n" +
-	"^[A-Z]{3}$R\bcurrency\x121\n" +
-	"\famount_minor\x18\x02 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\vamountMinorB\xd3\x01\n" +
+	"unit_price\x18\x03 \x01(\v2\x19.ecommerce.order.v2.MoneyB\n" +
+	"\xbaH\x03\xc8\x01\x01\xa8\xbb\x18\x01R\tunitPrice\"t\n" +
+	"\x05Money\x124\n" +
+	"\bcurrency\x18\x01 \x01(\tB\x18\xbaH\x11\xc8\x01\x01r\f2\n" +
+	"^[A-Z]{3}$\xa8\xbb\x18\x01R\bcurrency\x125\n" +
+	"\famount_minor\x18\x02 \x01(\x03B\x12\xbaH\v\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00\xa8\xbb\x18\x01R\vamountMinorB\xd3\x01\n" +
 	"\x16com.ecommerce.order.v2B\x11OrderCreatedProtoP\x01Z<github.com/shopbus/shopbus/gen/go/ecommerce/order/v2;orderv2\xa2\x02\x03EOX\xaa\x02\x12Ecommerce.Order.V2\xca\x02\x12Ecommerce\\Order\\V2\xe2\x02\x1eEcommerce\\Order\\V2\\GPBMetadata\xea\x02\x14Ecommerce::Order::V2b\x06proto3"
 
 var (

@@ -119,8 +119,18 @@ type DeadLetter struct {
 	// original_missing is true when the original message was gone (aged out
 	// or purged) by the time it was dead-lettered: it cannot be redriven.
 	OriginalMissing bool `protobuf:"varint,17,opt,name=original_missing,json=originalMissing,proto3" json:"original_missing,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// redacted_fields are what was removed from data, original_subject,
+	// headers and error because the event's contract classifies it personal
+	// or sensitive (or not at all): payload field paths ("customer",
+	// "lines.note"), "partition_key" for the envelope's key. Empty when
+	// nothing was, or when GetDeadLetterRequest.reveal_personal was set.
+	RedactedFields []string `protobuf:"bytes,18,rep,name=redacted_fields,json=redactedFields,proto3" json:"redacted_fields,omitempty"`
+	// data_withheld is true when data is left out because it is not an event
+	// of the catalog that decodes, so its fields cannot be classified;
+	// GetDeadLetterRequest.reveal_personal returns it.
+	DataWithheld  bool `protobuf:"varint,19,opt,name=data_withheld,json=dataWithheld,proto3" json:"data_withheld,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeadLetter) Reset() {
@@ -268,6 +278,20 @@ func (x *DeadLetter) GetData() []byte {
 func (x *DeadLetter) GetOriginalMissing() bool {
 	if x != nil {
 		return x.OriginalMissing
+	}
+	return false
+}
+
+func (x *DeadLetter) GetRedactedFields() []string {
+	if x != nil {
+		return x.RedactedFields
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDataWithheld() bool {
+	if x != nil {
+		return x.DataWithheld
 	}
 	return false
 }
@@ -506,9 +530,14 @@ func (x *ListDeadLettersResponse) GetStats() *Stats {
 type GetDeadLetterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the dead letter's id.
-	Id            uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reveal_personal returns the dead letter as it was stored, personal and
+	// sensitive values included. It needs the admin role (or the admin
+	// token): without it the call is permission_denied. Each reveal is
+	// logged (who, which dead letter), never the values.
+	RevealPersonal bool `protobuf:"varint,2,opt,name=reveal_personal,json=revealPersonal,proto3" json:"reveal_personal,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetDeadLetterRequest) Reset() {
@@ -546,6 +575,13 @@ func (x *GetDeadLetterRequest) GetId() uint64 {
 		return x.Id
 	}
 	return 0
+}
+
+func (x *GetDeadLetterRequest) GetRevealPersonal() bool {
+	if x != nil {
+		return x.RevealPersonal
+	}
+	return false
 }
 
 // GetDeadLetterResponse returns a dead letter.
@@ -855,7 +891,7 @@ var File_shopbus_deadletter_v1_dead_letter_service_proto protoreflect.FileDescri
 
 const file_shopbus_deadletter_v1_dead_letter_service_proto_rawDesc = "" +
 	"\n" +
-	"/shopbus/deadletter/v1/dead_letter_service.proto\x12\x15shopbus.deadletter.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x06\n" +
+	"/shopbus/deadletter/v1/dead_letter_service.proto\x12\x15shopbus.deadletter.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x06\n" +
 	"\n" +
 	"DeadLetter\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12)\n" +
@@ -878,7 +914,9 @@ const file_shopbus_deadletter_v1_dead_letter_service_proto_rawDesc = "" +
 	"\bevent_id\x18\x0e \x01(\tR\aeventId\x12H\n" +
 	"\aheaders\x18\x0f \x03(\v2..shopbus.deadletter.v1.DeadLetter.HeadersEntryR\aheaders\x12\x12\n" +
 	"\x04data\x18\x10 \x01(\fR\x04data\x12)\n" +
-	"\x10original_missing\x18\x11 \x01(\bR\x0foriginalMissing\x1a:\n" +
+	"\x10original_missing\x18\x11 \x01(\bR\x0foriginalMissing\x12'\n" +
+	"\x0fredacted_fields\x18\x12 \x03(\tR\x0eredactedFields\x12#\n" +
+	"\rdata_withheld\x18\x13 \x01(\bR\fdataWithheld\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"~\n" +
@@ -898,9 +936,10 @@ const file_shopbus_deadletter_v1_dead_letter_service_proto_rawDesc = "" +
 	"\x17ListDeadLettersResponse\x12D\n" +
 	"\fdead_letters\x18\x01 \x03(\v2!.shopbus.deadletter.v1.DeadLetterR\vdeadLetters\x12\"\n" +
 	"\rnext_after_id\x18\x02 \x01(\x04R\vnextAfterId\x122\n" +
-	"\x05stats\x18\x03 \x01(\v2\x1c.shopbus.deadletter.v1.StatsR\x05stats\"/\n" +
+	"\x05stats\x18\x03 \x01(\v2\x1c.shopbus.deadletter.v1.StatsR\x05stats\"X\n" +
 	"\x14GetDeadLetterRequest\x12\x17\n" +
-	"\x02id\x18\x01 \x01(\x04B\a\xbaH\x042\x02 \x00R\x02id\"[\n" +
+	"\x02id\x18\x01 \x01(\x04B\a\xbaH\x042\x02 \x00R\x02id\x12'\n" +
+	"\x0freveal_personal\x18\x02 \x01(\bR\x0erevealPersonal\"[\n" +
 	"\x15GetDeadLetterResponse\x12B\n" +
 	"\vdead_letter\x18\x01 \x01(\v2!.shopbus.deadletter.v1.DeadLetterR\n" +
 	"deadLetter\"B\n" +

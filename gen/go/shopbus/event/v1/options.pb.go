@@ -22,6 +22,78 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Classification says how much harm the value of a field does when it is
+// seen by someone who should not see it, and so who may see it
+// (docs/governance.md, "Classification"). Every field of every event
+// contract, in nested messages too, declares one.
+type Classification int32
+
+const (
+	// CLASSIFICATION_UNSPECIFIED: not classified. A contract with an
+	// unclassified field fails the catalog's tests.
+	Classification_CLASSIFICATION_UNSPECIFIED Classification = 0
+	// CLASSIFICATION_PUBLIC: may be shown to anyone (a SKU, a price, a
+	// currency).
+	Classification_CLASSIFICATION_PUBLIC Classification = 1
+	// CLASSIFICATION_INTERNAL: shopbus's business, not about a person (an
+	// order id, a stock level, a model version); shown to staff and in logs.
+	Classification_CLASSIFICATION_INTERNAL Classification = 2
+	// CLASSIFICATION_PERSONAL: identifies or describes a person (a customer
+	// id, a message body). Redacted in logs and dead letters; shown only to an
+	// admin who asks for it.
+	Classification_CLASSIFICATION_PERSONAL Classification = 3
+	// CLASSIFICATION_SENSITIVE: personal data whose exposure does serious
+	// harm (payment data, health, credentials, precise location). Redacted
+	// like personal data; a new sensitive field needs the data protection
+	// officer's sign-off.
+	Classification_CLASSIFICATION_SENSITIVE Classification = 4
+)
+
+// Enum value maps for Classification.
+var (
+	Classification_name = map[int32]string{
+		0: "CLASSIFICATION_UNSPECIFIED",
+		1: "CLASSIFICATION_PUBLIC",
+		2: "CLASSIFICATION_INTERNAL",
+		3: "CLASSIFICATION_PERSONAL",
+		4: "CLASSIFICATION_SENSITIVE",
+	}
+	Classification_value = map[string]int32{
+		"CLASSIFICATION_UNSPECIFIED": 0,
+		"CLASSIFICATION_PUBLIC":      1,
+		"CLASSIFICATION_INTERNAL":    2,
+		"CLASSIFICATION_PERSONAL":    3,
+		"CLASSIFICATION_SENSITIVE":   4,
+	}
+)
+
+func (x Classification) Enum() *Classification {
+	p := new(Classification)
+	*p = x
+	return p
+}
+
+func (x Classification) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Classification) Descriptor() protoreflect.EnumDescriptor {
+	return file_shopbus_event_v1_options_proto_enumTypes[0].Descriptor()
+}
+
+func (Classification) Type() protoreflect.EnumType {
+	return &file_shopbus_event_v1_options_proto_enumTypes[0]
+}
+
+func (x Classification) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Classification.Descriptor instead.
+func (Classification) EnumDescriptor() ([]byte, []int) {
+	return file_shopbus_event_v1_options_proto_rawDescGZIP(), []int{0}
+}
+
 // EventOptions declares a protobuf message to be a shopbus event. The event's
 // version is the major version of its proto package (v1, v2 ...), so only the
 // name and the partition key are declared here.
@@ -42,7 +114,16 @@ type EventOptions struct {
 	// Envelope.source ("shopbus/order"). When set, consumers refuse the event
 	// from any other source: it is dead-lettered, never handled. Empty means
 	// the producer is not declared yet, and no source is refused.
-	Producer      string `protobuf:"bytes,3,opt,name=producer,proto3" json:"producer,omitempty"`
+	Producer string `protobuf:"bytes,3,opt,name=producer,proto3" json:"producer,omitempty"`
+	// The team that owns the event: it decides on changes to the contract and
+	// signs off a change to a personal or sensitive field
+	// (docs/governance.md). Required.
+	Owner string `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	// How many days the event is kept in its JetStream stream. The stream of a
+	// bounded context keeps its events for the longest retention declared by
+	// the events on it, and a consumer's processed_events rows are kept that
+	// long plus a day. Required: at least 1.
+	RetentionDays uint32 `protobuf:"varint,5,opt,name=retention_days,json=retentionDays,proto3" json:"retention_days,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -98,6 +179,20 @@ func (x *EventOptions) GetProducer() string {
 	return ""
 }
 
+func (x *EventOptions) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *EventOptions) GetRetentionDays() uint32 {
+	if x != nil {
+		return x.RetentionDays
+	}
+	return 0
+}
+
 var file_shopbus_event_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MessageOptions)(nil),
@@ -105,6 +200,14 @@ var file_shopbus_event_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 		Field:         50100,
 		Name:          "shopbus.event.v1.event",
 		Tag:           "bytes,50100,opt,name=event",
+		Filename:      "shopbus/event/v1/options.proto",
+	},
+	{
+		ExtendedType:  (*descriptorpb.FieldOptions)(nil),
+		ExtensionType: (*Classification)(nil),
+		Field:         50101,
+		Name:          "shopbus.event.v1.classification",
+		Tag:           "varint,50101,opt,name=classification,enum=shopbus.event.v1.Classification",
 		Filename:      "shopbus/event/v1/options.proto",
 	},
 }
@@ -117,16 +220,33 @@ var (
 	E_Event = &file_shopbus_event_v1_options_proto_extTypes[0]
 )
 
+// Extension fields to descriptorpb.FieldOptions.
+var (
+	// classification classifies a field of an event contract.
+	//
+	// optional shopbus.event.v1.Classification classification = 50101;
+	E_Classification = &file_shopbus_event_v1_options_proto_extTypes[1]
+)
+
 var File_shopbus_event_v1_options_proto protoreflect.FileDescriptor
 
 const file_shopbus_event_v1_options_proto_rawDesc = "" +
 	"\n" +
-	"\x1eshopbus/event/v1/options.proto\x12\x10shopbus.event.v1\x1a google/protobuf/descriptor.proto\"c\n" +
+	"\x1eshopbus/event/v1/options.proto\x12\x10shopbus.event.v1\x1a google/protobuf/descriptor.proto\"\xa0\x01\n" +
 	"\fEventOptions\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rpartition_key\x18\x02 \x01(\tR\fpartitionKey\x12\x1a\n" +
-	"\bproducer\x18\x03 \x01(\tR\bproducer:W\n" +
-	"\x05event\x12\x1f.google.protobuf.MessageOptions\x18\xb4\x87\x03 \x01(\v2\x1e.shopbus.event.v1.EventOptionsR\x05eventB\xc2\x01\n" +
+	"\bproducer\x18\x03 \x01(\tR\bproducer\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12%\n" +
+	"\x0eretention_days\x18\x05 \x01(\rR\rretentionDays*\xa3\x01\n" +
+	"\x0eClassification\x12\x1e\n" +
+	"\x1aCLASSIFICATION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15CLASSIFICATION_PUBLIC\x10\x01\x12\x1b\n" +
+	"\x17CLASSIFICATION_INTERNAL\x10\x02\x12\x1b\n" +
+	"\x17CLASSIFICATION_PERSONAL\x10\x03\x12\x1c\n" +
+	"\x18CLASSIFICATION_SENSITIVE\x10\x04:W\n" +
+	"\x05event\x12\x1f.google.protobuf.MessageOptions\x18\xb4\x87\x03 \x01(\v2\x1e.shopbus.event.v1.EventOptionsR\x05event:i\n" +
+	"\x0eclassification\x12\x1d.google.protobuf.FieldOptions\x18\xb5\x87\x03 \x01(\x0e2 .shopbus.event.v1.ClassificationR\x0eclassificationB\xc2\x01\n" +
 	"\x14com.shopbus.event.v1B\fOptionsProtoP\x01Z:github.com/shopbus/shopbus/gen/go/shopbus/event/v1;eventv1\xa2\x02\x03SEX\xaa\x02\x10Shopbus.Event.V1\xca\x02\x10Shopbus\\Event\\V1\xe2\x02\x1cShopbus\\Event\\V1\\GPBMetadata\xea\x02\x12Shopbus::Event::V1b\x06proto3"
 
 var (
@@ -141,18 +261,23 @@ func file_shopbus_event_v1_options_proto_rawDescGZIP() []byte {
 	return file_shopbus_event_v1_options_proto_rawDescData
 }
 
+var file_shopbus_event_v1_options_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_shopbus_event_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_shopbus_event_v1_options_proto_goTypes = []any{
-	(*EventOptions)(nil),                // 0: shopbus.event.v1.EventOptions
-	(*descriptorpb.MessageOptions)(nil), // 1: google.protobuf.MessageOptions
+	(Classification)(0),                 // 0: shopbus.event.v1.Classification
+	(*EventOptions)(nil),                // 1: shopbus.event.v1.EventOptions
+	(*descriptorpb.MessageOptions)(nil), // 2: google.protobuf.MessageOptions
+	(*descriptorpb.FieldOptions)(nil),   // 3: google.protobuf.FieldOptions
 }
 var file_shopbus_event_v1_options_proto_depIdxs = []int32{
-	1, // 0: shopbus.event.v1.event:extendee -> google.protobuf.MessageOptions
-	0, // 1: shopbus.event.v1.event:type_name -> shopbus.event.v1.EventOptions
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	1, // [1:2] is the sub-list for extension type_name
-	0, // [0:1] is the sub-list for extension extendee
+	2, // 0: shopbus.event.v1.event:extendee -> google.protobuf.MessageOptions
+	3, // 1: shopbus.event.v1.classification:extendee -> google.protobuf.FieldOptions
+	1, // 2: shopbus.event.v1.event:type_name -> shopbus.event.v1.EventOptions
+	0, // 3: shopbus.event.v1.classification:type_name -> shopbus.event.v1.Classification
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	2, // [2:4] is the sub-list for extension type_name
+	0, // [0:2] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
 }
 
@@ -166,13 +291,14 @@ func file_shopbus_event_v1_options_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shopbus_event_v1_options_proto_rawDesc), len(file_shopbus_event_v1_options_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   1,
-			NumExtensions: 1,
+			NumExtensions: 2,
 			NumServices:   0,
 		},
 		GoTypes:           file_shopbus_event_v1_options_proto_goTypes,
 		DependencyIndexes: file_shopbus_event_v1_options_proto_depIdxs,
+		EnumInfos:         file_shopbus_event_v1_options_proto_enumTypes,
 		MessageInfos:      file_shopbus_event_v1_options_proto_msgTypes,
 		ExtensionInfos:    file_shopbus_event_v1_options_proto_extTypes,
 	}.Build()

@@ -182,21 +182,22 @@ var File_social_post_v1_post_published_proto protoreflect.FileDescriptor
 
 const file_social_post_v1_post_published_proto_rawDesc = "" +
 	"\n" +
-	"#social/post/v1/post_published.proto\x12\x0esocial.post.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xc6\x03\n" +
-	"\rPostPublished\x12$\n" +
-	"\apost_id\x18\x01 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\x06postId\x12(\n" +
-	"\tauthor_id\x18\x02 \x01(\tB\v\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01R\bauthorId\x12!\n" +
-	"\x04body\x18\x03 \x01(\tB\r\xbaH\n" +
-	"\xc8\x01\x01r\x05\x10\x01\x18\x88'R\x04body\x12;\n" +
-	"\bhashtags\x18\x04 \x03(\tB\x1f\xbaH\x1c\x92\x01\x19\x10\x1e\"\x15r\x132\x11^[a-z0-9_]{1,64}$R\bhashtags\x12D\n" +
-	"\vproduct_sku\x18\x05 \x01(\tB#\xbaH r\x1e2\x1c^$|^[A-Z0-9][A-Z0-9-]{2,31}$R\n" +
-	"productSku\x12I\n" +
+	"#social/post/v1/post_published.proto\x12\x0esocial.post.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eshopbus/event/v1/options.proto\"\xf7\x03\n" +
+	"\rPostPublished\x12(\n" +
+	"\apost_id\x18\x01 \x01(\tB\x0f\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01\xa8\xbb\x18\x02R\x06postId\x12,\n" +
+	"\tauthor_id\x18\x02 \x01(\tB\x0f\xbaH\b\xc8\x01\x01r\x03\xb0\x01\x01\xa8\xbb\x18\x03R\bauthorId\x12%\n" +
+	"\x04body\x18\x03 \x01(\tB\x11\xbaH\n" +
+	"\xc8\x01\x01r\x05\x10\x01\x18\x88'\xa8\xbb\x18\x03R\x04body\x12?\n" +
+	"\bhashtags\x18\x04 \x03(\tB#\xbaH\x1c\x92\x01\x19\x10\x1e\"\x15r\x132\x11^[a-z0-9_]{1,64}$\xa8\xbb\x18\x03R\bhashtags\x12H\n" +
+	"\vproduct_sku\x18\x05 \x01(\tB'\xbaH r\x1e2\x1c^$|^[A-Z0-9][A-Z0-9-]{2,31}$\xa8\xbb\x18\x01R\n" +
+	"productSku\x12M\n" +
 	"\n" +
-	"visibility\x18\x06 \x01(\x0e2\x1a.social.post.v1.VisibilityB\r\xbaH\n" +
-	"\xc8\x01\x01\x82\x01\x04\x10\x01 \x00R\n" +
-	"visibility\x12E\n" +
-	"\fpublished_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\vpublishedAt:-\xa2\xbb\x18)\n" +
-	"\x0epost.published\x12\tauthor_id\x1a\fshopbus/post*Y\n" +
+	"visibility\x18\x06 \x01(\x0e2\x1a.social.post.v1.VisibilityB\x11\xbaH\n" +
+	"\xc8\x01\x01\x82\x01\x04\x10\x01 \x00\xa8\xbb\x18\x02R\n" +
+	"visibility\x12I\n" +
+	"\fpublished_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\n" +
+	"\xbaH\x03\xc8\x01\x01\xa8\xbb\x18\x02R\vpublishedAt:B\xa2\xbb\x18>\n" +
+	"\x0epost.published\x12\tauthor_id\x1a\fshopbus/post\"\x11Social Pulse team(\x1e*Y\n" +
 	"\n" +
 	"Visibility\x12\x1a\n" +
 	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +

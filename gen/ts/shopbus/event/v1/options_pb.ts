@@ -2,9 +2,9 @@
 // @generated from file shopbus/event/v1/options.proto (package shopbus.event.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MessageOptions } from "@bufbuild/protobuf/wkt";
+import type { GenEnum, GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { FieldOptions, MessageOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shopbus/event/v1/options.proto.
  */
 export const file_shopbus_event_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zaG9wYnVzL2V2ZW50L3YxL29wdGlvbnMucHJvdG8SEHNob3BidXMuZXZlbnQudjEiRQoMRXZlbnRPcHRpb25zEgwKBG5hbWUYASABKAkSFQoNcGFydGl0aW9uX2tleRgCIAEoCRIQCghwcm9kdWNlchgDIAEoCTpXCgVldmVudBIfLmdvb2dsZS5wcm90b2J1Zi5NZXNzYWdlT3B0aW9ucxi0hwMgASgLMh4uc2hvcGJ1cy5ldmVudC52MS5FdmVudE9wdGlvbnNSBWV2ZW50QsIBChRjb20uc2hvcGJ1cy5ldmVudC52MUIMT3B0aW9uc1Byb3RvUAFaOmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL2V2ZW50L3YxO2V2ZW50djGiAgNTRViqAhBTaG9wYnVzLkV2ZW50LlYxygIQU2hvcGJ1c1xFdmVudFxWMeICHFNob3BidXNcRXZlbnRcVjFcR1BCTWV0YWRhdGHqAhJTaG9wYnVzOjpFdmVudDo6VjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("Ch5zaG9wYnVzL2V2ZW50L3YxL29wdGlvbnMucHJvdG8SEHNob3BidXMuZXZlbnQudjEibAoMRXZlbnRPcHRpb25zEgwKBG5hbWUYASABKAkSFQoNcGFydGl0aW9uX2tleRgCIAEoCRIQCghwcm9kdWNlchgDIAEoCRINCgVvd25lchgEIAEoCRIWCg5yZXRlbnRpb25fZGF5cxgFIAEoDSqjAQoOQ2xhc3NpZmljYXRpb24SHgoaQ0xBU1NJRklDQVRJT05fVU5TUEVDSUZJRUQQABIZChVDTEFTU0lGSUNBVElPTl9QVUJMSUMQARIbChdDTEFTU0lGSUNBVElPTl9JTlRFUk5BTBACEhsKF0NMQVNTSUZJQ0FUSU9OX1BFUlNPTkFMEAMSHAoYQ0xBU1NJRklDQVRJT05fU0VOU0lUSVZFEAQ6VwoFZXZlbnQSHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMYtIcDIAEoCzIeLnNob3BidXMuZXZlbnQudjEuRXZlbnRPcHRpb25zUgVldmVudDppCg5jbGFzc2lmaWNhdGlvbhIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtYcDIAEoDjIgLnNob3BidXMuZXZlbnQudjEuQ2xhc3NpZmljYXRpb25SDmNsYXNzaWZpY2F0aW9uQsIBChRjb20uc2hvcGJ1cy5ldmVudC52MUIMT3B0aW9uc1Byb3RvUAFaOmdpdGh1Yi5jb20vc2hvcGJ1cy9zaG9wYnVzL2dlbi9nby9zaG9wYnVzL2V2ZW50L3YxO2V2ZW50djGiAgNTRViqAhBTaG9wYnVzLkV2ZW50LlYxygIQU2hvcGJ1c1xFdmVudFxWMeICHFNob3BidXNcRXZlbnRcVjFcR1BCTWV0YWRhdGHqAhJTaG9wYnVzOjpFdmVudDo6VjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * EventOptions declares a protobuf message to be a shopbus event. The event's
@@ -52,6 +52,25 @@ export type EventOptions = Message<"shopbus.event.v1.EventOptions"> & {
    * @generated from field: string producer = 3;
    */
   producer: string;
+
+  /**
+   * The team that owns the event: it decides on changes to the contract and
+   * signs off a change to a personal or sensitive field
+   * (docs/governance.md). Required.
+   *
+   * @generated from field: string owner = 4;
+   */
+  owner: string;
+
+  /**
+   * How many days the event is kept in its JetStream stream. The stream of a
+   * bounded context keeps its events for the longest retention declared by
+   * the events on it, and a consumer's processed_events rows are kept that
+   * long plus a day. Required: at least 1.
+   *
+   * @generated from field: uint32 retention_days = 5;
+   */
+  retentionDays: number;
 };
 
 /**
@@ -62,10 +81,77 @@ export const EventOptionsSchema: GenMessage<EventOptions> = /*@__PURE__*/
   messageDesc(file_shopbus_event_v1_options, 0);
 
 /**
+ * Classification says how much harm the value of a field does when it is
+ * seen by someone who should not see it, and so who may see it
+ * (docs/governance.md, "Classification"). Every field of every event
+ * contract, in nested messages too, declares one.
+ *
+ * @generated from enum shopbus.event.v1.Classification
+ */
+export enum Classification {
+  /**
+   * CLASSIFICATION_UNSPECIFIED: not classified. A contract with an
+   * unclassified field fails the catalog's tests.
+   *
+   * @generated from enum value: CLASSIFICATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * CLASSIFICATION_PUBLIC: may be shown to anyone (a SKU, a price, a
+   * currency).
+   *
+   * @generated from enum value: CLASSIFICATION_PUBLIC = 1;
+   */
+  PUBLIC = 1,
+
+  /**
+   * CLASSIFICATION_INTERNAL: shopbus's business, not about a person (an
+   * order id, a stock level, a model version); shown to staff and in logs.
+   *
+   * @generated from enum value: CLASSIFICATION_INTERNAL = 2;
+   */
+  INTERNAL = 2,
+
+  /**
+   * CLASSIFICATION_PERSONAL: identifies or describes a person (a customer
+   * id, a message body). Redacted in logs and dead letters; shown only to an
+   * admin who asks for it.
+   *
+   * @generated from enum value: CLASSIFICATION_PERSONAL = 3;
+   */
+  PERSONAL = 3,
+
+  /**
+   * CLASSIFICATION_SENSITIVE: personal data whose exposure does serious
+   * harm (payment data, health, credentials, precise location). Redacted
+   * like personal data; a new sensitive field needs the data protection
+   * officer's sign-off.
+   *
+   * @generated from enum value: CLASSIFICATION_SENSITIVE = 4;
+   */
+  SENSITIVE = 4,
+}
+
+/**
+ * Describes the enum shopbus.event.v1.Classification.
+ */
+export const ClassificationSchema: GenEnum<Classification> = /*@__PURE__*/
+  enumDesc(file_shopbus_event_v1_options, 0);
+
+/**
  * event marks a message as an event carried in an Envelope.
  *
  * @generated from extension: shopbus.event.v1.EventOptions event = 50100;
  */
 export const event: GenExtension<MessageOptions, EventOptions> = /*@__PURE__*/
   extDesc(file_shopbus_event_v1_options, 0);
+
+/**
+ * classification classifies a field of an event contract.
+ *
+ * @generated from extension: shopbus.event.v1.Classification classification = 50101;
+ */
+export const classification: GenExtension<FieldOptions, Classification> = /*@__PURE__*/
+  extDesc(file_shopbus_event_v1_options, 1);
 

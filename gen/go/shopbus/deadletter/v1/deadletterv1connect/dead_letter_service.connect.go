@@ -50,9 +50,12 @@ const (
 // DeadLetterServiceClient is a client for the shopbus.deadletter.v1.DeadLetterService service.
 type DeadLetterServiceClient interface {
 	// ListDeadLetters returns dead letters, oldest first, with filters, and the
-	// size of the dead-letter stream.
+	// size of the dead-letter stream. Personal and sensitive values are
+	// redacted from their subjects, headers and errors.
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
-	// GetDeadLetter returns one dead letter with its original message.
+	// GetDeadLetter returns one dead letter with its original message. The
+	// message's personal and sensitive fields are redacted unless the request
+	// sets reveal_personal, which needs the admin role (or the admin token).
 	GetDeadLetter(context.Context, *connect.Request[v1.GetDeadLetterRequest]) (*connect.Response[v1.GetDeadLetterResponse], error)
 	// RedriveDeadLetters republishes dead letters to their original subjects,
 	// where their consumers handle them again (idempotently), and removes them
@@ -134,9 +137,12 @@ func (c *deadLetterServiceClient) DiscardDeadLetters(ctx context.Context, req *c
 // service.
 type DeadLetterServiceHandler interface {
 	// ListDeadLetters returns dead letters, oldest first, with filters, and the
-	// size of the dead-letter stream.
+	// size of the dead-letter stream. Personal and sensitive values are
+	// redacted from their subjects, headers and errors.
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
-	// GetDeadLetter returns one dead letter with its original message.
+	// GetDeadLetter returns one dead letter with its original message. The
+	// message's personal and sensitive fields are redacted unless the request
+	// sets reveal_personal, which needs the admin role (or the admin token).
 	GetDeadLetter(context.Context, *connect.Request[v1.GetDeadLetterRequest]) (*connect.Response[v1.GetDeadLetterResponse], error)
 	// RedriveDeadLetters republishes dead letters to their original subjects,
 	// where their consumers handle them again (idempotently), and removes them
