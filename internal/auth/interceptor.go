@@ -155,3 +155,14 @@ func (forward) WrapStreamingClient(next connect.StreamingClientFunc) connect.Str
 func (forward) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+// Caller returns the caller that Interceptor authenticated, or
+// Unauthenticated: a handler served without the interceptor refuses every
+// call rather than serve it open.
+func Caller(ctx context.Context) (Principal, error) {
+	p, ok := FromContext(ctx)
+	if !ok {
+		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errors.New("no authenticated caller"))
+	}
+	return p, nil
+}

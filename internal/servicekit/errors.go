@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
+	"strconv"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shopbus/shopbus/internal/postgres"
 )
@@ -34,14 +38,23 @@ type Errors struct {
 	Log *slog.Logger
 }
 
-// Connect returns err as a Connect error for method: a domain error with
-// its code and message; a cancelled or timed-out call as such; anything
+// Connect returns err as a Connect error for method: a RateLimitedError as
+// ResourceExhausted, saying when to retry; a domain error with its code and
+// message; a cancelled or timed-out call as such; anything
 // else logged in full and returned without database text: Unavailable when
 // PostgreSQL could not be reached, Internal otherwise.
 func (e Errors) Connect(method string, err error) error {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		return ce
+	}
+	if rl := (*RateLimitedError)(nil); errors.As(err, &rl) {
+		e := connect.NewError(connect.CodeResourceExhausted, err)
+		if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(rl.RetryAfter)}); derr == nil {
+			e.AddDetail(d)
+		}
+		e.Meta().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.RetryAfter.Seconds()))))
+		return e
 	}
 	for _, c := range e.Codes {
 		if errors.Is(err, c.Err) {

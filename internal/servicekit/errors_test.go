@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -36,12 +37,16 @@ func TestErrorsConnect(t *testing.T) {
 		{"timed out", fmt.Errorf("get: %w", context.DeadlineExceeded), connect.CodeDeadlineExceeded, "", ""},
 		{"database unreachable", fmt.Errorf("select secret_table: %w", postgres.ErrUnavailable), connect.CodeUnavailable, "the widget database is unavailable; retry with the same key", "secret_table"},
 		{"anything else", errors.New(`ERROR: relation "secret_table" does not exist`), connect.CodeInternal, "internal error in the widget service", "secret_table"},
+		{"rate limited", fmt.Errorf("create: %w", &servicekit.RateLimitedError{Err: errGone, RetryAfter: 1500 * time.Millisecond}), connect.CodeResourceExhausted, "widget not found; retry in 1.5s", ""},
 		{"a Connect error passes", connect.NewError(connect.CodeResourceExhausted, errors.New("slow down")), connect.CodeResourceExhausted, "slow down", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := e.Connect("Get", tc.err)
 			if got := connect.CodeOf(err); got != tc.code {
 				t.Errorf("code %v, want %v (%v)", got, tc.code, err)
+			}
+			if ce := new(connect.Error); tc.name == "rate limited" && errors.As(err, &ce) && (ce.Meta().Get("Retry-After") != "2" || len(ce.Details()) != 1) {
+				t.Errorf("Retry-After %q and %d details, want \"2\" and a RetryInfo", ce.Meta().Get("Retry-After"), len(ce.Details()))
 			}
 			if !strings.Contains(err.Error(), tc.msg) || (tc.not != "" && strings.Contains(err.Error(), tc.not)) {
 				t.Errorf("message %q: want %q in it and not %q", err.Error(), tc.msg, tc.not)

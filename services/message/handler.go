@@ -28,7 +28,7 @@ func NewHandler(svc *Service) *Handler { return &Handler{svc: svc} }
 // SendMessage implements messagev1connect.MessageServiceHandler. The
 // sender is the caller: its token's subject, which must be a user id.
 func (h *Handler) SendMessage(ctx context.Context, req *connect.Request[messagev1.SendMessageRequest]) (*connect.Response[messagev1.SendMessageResponse], error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func (h *Handler) SendMessage(ctx context.Context, req *connect.Request[messagev
 // ListMessages implements messagev1connect.MessageServiceHandler: a
 // conversation's participants and admins may list it.
 func (h *Handler) ListMessages(ctx context.Context, req *connect.Request[messagev1.ListMessagesRequest]) (*connect.Response[messagev1.ListMessagesResponse], error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -59,17 +59,6 @@ func (h *Handler) ListMessages(ctx context.Context, req *connect.Request[message
 		return nil, h.toConnect("ListMessages", err)
 	}
 	return connect.NewResponse(&messagev1.ListMessagesResponse{Messages: messages, NextPageToken: next}), nil
-}
-
-// caller is the caller auth.Interceptor authenticated.
-func caller(ctx context.Context) (auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		// The handler is served without the interceptor: refuse, never
-		// serve it open.
-		return auth.Principal{}, connect.NewError(connect.CodeUnauthenticated, errors.New("no authenticated caller"))
-	}
-	return p, nil
 }
 
 // toConnect maps domain errors to Connect codes; anything unexpected is

@@ -4,14 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
@@ -43,7 +39,7 @@ func NewHandler(svc *Service, limits Limits) (*Handler, error) {
 // the caller's: a customer may name only itself, an admin must name the
 // customer.
 func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.CreateOrderRequest]) (*connect.Response[orderv1.CreateOrderResponse], error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +70,7 @@ func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.
 
 // GetOrder implements orderv1connect.OrderServiceHandler.
 func (h *Handler) GetOrder(ctx context.Context, req *connect.Request[orderv1.GetOrderRequest]) (*connect.Response[orderv1.GetOrderResponse], error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +86,7 @@ func (h *Handler) GetOrder(ctx context.Context, req *connect.Request[orderv1.Get
 
 // ListOrders implements orderv1connect.OrderServiceHandler.
 func (h *Handler) ListOrders(ctx context.Context, req *connect.Request[orderv1.ListOrdersRequest]) (*connect.Response[orderv1.ListOrdersResponse], error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +104,7 @@ func (h *Handler) ListOrders(ctx context.Context, req *connect.Request[orderv1.L
 
 // WatchOrder implements orderv1connect.OrderServiceHandler.
 func (h *Handler) WatchOrder(ctx context.Context, req *connect.Request[orderv1.WatchOrderRequest], stream *connect.ServerStream[orderv1.WatchOrderResponse]) error {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return err
 	}
@@ -127,17 +123,6 @@ func (h *Handler) WatchOrder(ctx context.Context, req *connect.Request[orderv1.W
 		return h.toConnect("WatchOrder", err)
 	}
 	return nil
-}
-
-// caller is the caller auth.Interceptor authenticated.
-func caller(ctx context.Context) (auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		// The handler is served without the interceptor: refuse, never
-		// serve it open.
-		return auth.Principal{}, connect.NewError(connect.CodeUnauthenticated, errors.New("no authenticated caller"))
-	}
-	return p, nil
 }
 
 // ownCustomer is the customer a caller without the admin role acts for:
@@ -172,14 +157,6 @@ func notFound(id string) error { return fmt.Errorf("%w: %s", ErrNotFound, id) }
 // logged in full and reaches the client as Unavailable (retry) or Internal,
 // without database text.
 func (h *Handler) toConnect(method string, err error) error {
-	if rl := (*RateLimitedError)(nil); errors.As(err, &rl) {
-		e := connect.NewError(connect.CodeResourceExhausted, err)
-		if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(rl.RetryAfter)}); derr == nil {
-			e.AddDetail(d)
-		}
-		e.Meta().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.RetryAfter.Seconds()))))
-		return e
-	}
 	return servicekit.Errors{Service: "order", Log: h.svc.Log, Retry: "retry (with the same idempotency key)", Codes: []servicekit.Code{
 		{Err: ErrNotFound, Code: connect.CodeNotFound},
 		{Err: ErrIdempotencyKeyReused, Code: connect.CodeAlreadyExists},

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // Limits bound what one customer may order: how often (a token bucket per
@@ -62,20 +63,9 @@ var (
 	// ErrTooManyUnits means a line or an order exceeds the units allowed.
 	ErrTooManyUnits = errors.New("too many units")
 	// ErrRateLimited means the customer placed orders faster than its
-	// limit; RateLimitedError says when to retry.
+	// limit; a servicekit.RateLimitedError says when to retry.
 	ErrRateLimited = errors.New("too many orders: slow down")
 )
-
-// RateLimitedError is ErrRateLimited with the wait before the next order
-// is allowed.
-type RateLimitedError struct{ RetryAfter time.Duration }
-
-func (e *RateLimitedError) Error() string {
-	return fmt.Sprintf("%v; retry in %v", ErrRateLimited, e.RetryAfter.Round(time.Millisecond))
-}
-
-// Unwrap makes errors.Is(err, ErrRateLimited) hold.
-func (e *RateLimitedError) Unwrap() error { return ErrRateLimited }
 
 // checkUnits refuses a request over the unit limits, naming the line.
 func (l Limits) checkUnits(req *orderv1.CreateOrderRequest) error {
@@ -138,7 +128,7 @@ func (r *rateLimiter) allow(customer string, now time.Time) error {
 	res := lim.ReserveN(now, 1)
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
-		return &RateLimitedError{RetryAfter: d}
+		return &servicekit.RateLimitedError{Err: ErrRateLimited, RetryAfter: d}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // TestRateLimiter: a customer places its burst at once, then one order per
@@ -21,7 +22,7 @@ func TestRateLimiter(t *testing.T) {
 		}
 	}
 	err := r.allow("a", now)
-	var rl *RateLimitedError
+	var rl *servicekit.RateLimitedError
 	if !errors.As(err, &rl) || !errors.Is(err, ErrRateLimited) || rl.RetryAfter != 500*time.Millisecond {
 		t.Fatalf("past the burst: %v, want ErrRateLimited with a retry in 500ms", err)
 	}

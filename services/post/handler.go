@@ -86,9 +86,9 @@ func (h *Handler) UnfollowUser(ctx context.Context, req *connect.Request[postv1.
 // operator's) is PermissionDenied, and a handler served without the
 // interceptor refuses every call rather than serve it open.
 func user(ctx context.Context) (string, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("no authenticated caller"))
+	p, err := auth.Caller(ctx)
+	if err != nil {
+		return "", err
 	}
 	id, err := p.Customer()
 	if err != nil {

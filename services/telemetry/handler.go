@@ -3,12 +3,8 @@ package telemetry
 import (
 	"context"
 	"errors"
-	"math"
-	"strconv"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	telemetryv1 "github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1/telemetryv1connect"
@@ -32,7 +28,7 @@ func NewHandler(svc *Service) *Handler { return &Handler{svc: svc} }
 
 // IngestReadings implements telemetryv1connect.TelemetryServiceHandler.
 func (h *Handler) IngestReadings(ctx context.Context, stream *connect.ClientStream[telemetryv1.IngestReadingsRequest]) (*connect.Response[telemetryv1.IngestReadingsResponse], error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +54,7 @@ func (h *Handler) IngestReadings(ctx context.Context, stream *connect.ClientStre
 
 // IngestBatch implements telemetryv1connect.TelemetryServiceHandler.
 func (h *Handler) IngestBatch(ctx context.Context, req *connect.Request[telemetryv1.IngestBatchRequest]) (*connect.Response[telemetryv1.IngestBatchResponse], error) {
-	p, err := caller(ctx)
+	p, err := auth.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -83,16 +79,6 @@ func (h *Handler) GetDeviceStats(ctx context.Context, req *connect.Request[telem
 	return connect.NewResponse(&telemetryv1.GetDeviceStatsResponse{Rollups: rollups, NextPageToken: next}), nil
 }
 
-// caller is the caller auth.Interceptor authenticated.
-func caller(ctx context.Context) (auth.Principal, error) {
-	p, ok := auth.FromContext(ctx)
-	if !ok {
-		// Served without the interceptor: refuse, never serve it open.
-		return auth.Principal{}, connect.NewError(connect.CodeUnauthenticated, errors.New("no authenticated caller"))
-	}
-	return p, nil
-}
-
 // mayIngest refuses a batch of a device p does not act for: a device's
 // token (its subject is the device id) sends its own readings, the admin
 // role anyone's.
@@ -107,14 +93,6 @@ func mayIngest(p auth.Principal, b *telemetryv1.ReadingBatch) error {
 // toConnect maps domain errors to Connect codes; anything unexpected is
 // logged in full and reaches the client without database text.
 func (h *Handler) toConnect(method string, err error) error {
-	if rl := (*RateLimitedError)(nil); errors.As(err, &rl) {
-		e := connect.NewError(connect.CodeResourceExhausted, err)
-		if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(rl.RetryAfter)}); derr == nil {
-			e.AddDetail(d)
-		}
-		e.Meta().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.RetryAfter.Seconds()))))
-		return e
-	}
 	return servicekit.Errors{Service: "telemetry", Log: h.svc.Log, Retry: "send the batches again (those stored are dropped as duplicates)", Codes: []servicekit.Code{
 		{Err: ErrInvalid, Code: connect.CodeInvalidArgument},
 		{Err: event.ErrInvalid, Code: connect.CodeInvalidArgument},

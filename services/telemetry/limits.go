@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // MaxReadings is the most readings one batch (one event) holds: the
@@ -67,22 +69,6 @@ func (l Limits) Validate() error {
 	return nil
 }
 
-// RateLimitedError is ErrRateLimited with the wait before the device may
-// send the refused readings.
-type RateLimitedError struct {
-	// Device is the device that sent too fast.
-	Device string
-	// RetryAfter is when its bucket holds the readings again.
-	RetryAfter time.Duration
-}
-
-func (e *RateLimitedError) Error() string {
-	return fmt.Sprintf("%v: device %s; retry in %v", ErrRateLimited, e.Device, e.RetryAfter.Round(time.Millisecond))
-}
-
-// Unwrap makes errors.Is(err, ErrRateLimited) hold.
-func (e *RateLimitedError) Unwrap() error { return ErrRateLimited }
-
 // deviceLimiter keeps a token bucket per device, at most MaxDevices of them.
 type deviceLimiter struct {
 	limits  Limits
@@ -122,7 +108,7 @@ func (d *deviceLimiter) take(readings map[string]int, now time.Time) error {
 		if wait := r.DelayFrom(now); wait > 0 {
 			r.CancelAt(now)
 			undo()
-			return &RateLimitedError{Device: device, RetryAfter: wait}
+			return &servicekit.RateLimitedError{Err: fmt.Errorf("%w: device %s", ErrRateLimited, device), RetryAfter: wait}
 		}
 		taken = append(taken, r)
 	}

@@ -26,7 +26,7 @@ var (
 	// ErrInvalid means a request breaks a rule its proto cannot state.
 	ErrInvalid = errors.New("invalid request")
 	// ErrRateLimited means a device sent readings faster than its limit;
-	// RateLimitedError says when to retry.
+	// a servicekit.RateLimitedError says when to retry.
 	ErrRateLimited = errors.New("too many readings from the device: slow down")
 	// ErrTooManyDevices means the service tracks as many devices as it
 	// may (Limits.MaxDevices), all of them active: a new one waits.
