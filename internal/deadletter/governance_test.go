@@ -63,7 +63,7 @@ func deadLetterPost(t *testing.T, js jetstream.JetStream, log *slog.Logger, file
 		PostId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2e", AuthorId: author, Body: body,
 		Visibility: postv1.Visibility_VISIBILITY_FOLLOWERS, PublishedAt: timestamppb.Now(),
 	}
-	env, err := event.New(ctx, post, event.WithSource("shopbus/social"))
+	env, err := event.New(ctx, post, event.WithSource("shopbus/post"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -175,7 +175,7 @@ func TestRedactEnvelope(t *testing.T) {
 		Body: "hello", Visibility: postv1.Visibility_VISIBILITY_PUBLIC, ProductSku: "MUG-001",
 		PublishedAt: timestamppb.Now(),
 	}
-	env, err := event.New(context.Background(), post, event.WithSource("shopbus/social"))
+	env, err := event.New(context.Background(), post, event.WithSource("shopbus/post"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestRedactEnvelope(t *testing.T) {
 func TestScrubber(t *testing.T) {
 	t.Parallel()
 	msg := messageSent()
-	env, err := event.New(context.Background(), msg, event.WithSource("shopbus/chat"))
+	env, err := event.New(context.Background(), msg, event.WithSource("shopbus/message"))
 	if err != nil {
 		t.Fatal(err)
 	}
