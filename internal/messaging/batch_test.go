@@ -380,6 +380,14 @@ func TestBatchStop(t *testing.T) {
 	if err := r.pool.QueryRow(context.Background(), "SELECT count(*) FROM effects").Scan(&n); err != nil || n == 0 {
 		t.Fatalf("after a stop with a batch in hand: %d effects, %v; want the batch committed", n, err)
 	}
+	// The rest of the first ten, before the next part starts. (Events
+	// delivered to the stopped consumer after its batch was acked wait out
+	// their AckWait, the Lease: a successor that starts within it may apply
+	// a later event of their key first. That window is known and open; this
+	// test does not cover it.)
+	settle := r.start(r.handler(nil, nil))
+	r.awaitEffects(10)
+	settle()
 
 	// Stopped in a retry's wait: handed back at once, completed by
 	// another long before the retry's delay (minutes) would have let it.
