@@ -216,6 +216,12 @@ func TestNewRejectsInvalidEvent(t *testing.T) {
 	if _, err := event.New(context.Background(), orderCreated()); !errors.Is(err, event.ErrInvalid) || !strings.Contains(err.Error(), "source") {
 		t.Errorf("New without a source: %v, want ErrInvalid naming source", err)
 	}
+	// No text may hold a NUL, at any depth: PostgreSQL's text cannot.
+	raw := &telemetryv1.TelemetryRaw{DeviceId: "0193a5e2-7c1d-7b3e-9f4a-000000000001", Sequence: 1, MeasuredAt: timestamppb.Now(),
+		Readings: []*telemetryv1.Reading{{Metric: "temperature", Value: 20, Unit: "Cel"}, {Metric: "humidity", Value: 40, Unit: "%\x00"}}}
+	if _, err := event.New(context.Background(), raw, event.WithSource("shopbus/telemetry")); !errors.Is(err, event.ErrInvalid) || !strings.Contains(err.Error(), "readings[1].unit holds a NUL") {
+		t.Errorf("New with a NUL in readings[1].unit: %v, want ErrInvalid naming it", err)
+	}
 	if _, err := event.New(context.Background(), &eventv1.EventOptions{Name: "x"}, event.WithSource("t")); !errors.Is(err, event.ErrNotEvent) {
 		t.Errorf("New with a message that is not an event: %v, want ErrNotEvent", err)
 	}

@@ -2,9 +2,11 @@ package event
 
 import (
 	"fmt"
+	"strings"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Validate checks msg, an envelope or an event, against its protovalidate
@@ -21,7 +23,43 @@ func validate[S fmt.Stringer](what S, msg proto.Message) error {
 	if err := protovalidate.Validate(msg); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
 	}
+	if field := nulString(msg.ProtoReflect(), ""); field != "" {
+		return fmt.Errorf("%w: %s: %s holds a NUL character, which no event's text may (PostgreSQL's text cannot store it)", ErrInvalid, what, field)
+	}
 	return nil
+}
+
+// nulString returns the path of the first string field of m, at any depth,
+// that holds a NUL character, or "".
+func nulString(m protoreflect.Message, prefix string) (path string) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		name := prefix + string(fd.Name())
+		check := func(name string, v protoreflect.Value) {
+			switch {
+			case fd.Kind() == protoreflect.StringKind && strings.ContainsRune(v.String(), 0):
+				path = name
+			case fd.Message() != nil && !fd.IsMap():
+				path = nulString(v.Message(), name+".")
+			}
+		}
+		switch {
+		case fd.IsList():
+			for i, l := 0, v.List(); i < l.Len() && path == ""; i++ {
+				check(fmt.Sprintf("%s[%d]", name, i), l.Get(i))
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if strings.ContainsRune(k.String(), 0) || fd.MapValue().Kind() == protoreflect.StringKind && strings.ContainsRune(mv.String(), 0) {
+					path = name
+				}
+				return path == ""
+			})
+		default:
+			check(name, v)
+		}
+		return path == ""
+	})
+	return path
 }
 
 // named is a constant fmt.Stringer.

@@ -2,6 +2,9 @@ package messaging
 
 import (
 	"errors"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shopbus/shopbus/internal/event"
 )
@@ -22,12 +25,16 @@ func Permanent(err error) error {
 	return &permanentError{err}
 }
 
-// IsPermanent reports whether err is permanent: wrapped with Permanent, or
-// an event decoding or validation error (the same bytes never get better).
+// IsPermanent reports whether err is permanent: wrapped with Permanent, an
+// event decoding or validation error (the same bytes never get better), or
+// a PostgreSQL data exception (SQLSTATE class 22: a value the column cannot
+// hold, a sum out of range), which the same event raises every time.
 // Everything else (database or NATS unavailable, timeouts) is transient.
 func IsPermanent(err error) bool {
 	var p *permanentError
+	var pg *pgconn.PgError
 	return errors.As(err, &p) ||
+		errors.As(err, &pg) && strings.HasPrefix(pg.Code, "22") ||
 		errors.Is(err, event.ErrMalformed) ||
 		errors.Is(err, event.ErrInvalid) ||
 		errors.Is(err, event.ErrUnknownType) ||

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -57,6 +58,9 @@ func TestIsPermanent(t *testing.T) {
 		{event.ErrUnknownType, true},
 		{messaging.Permanent(errors.New("order does not exist")), true},
 		{fmt.Errorf("wrapped: %w", messaging.Permanent(errors.New("x"))), true},
+		{fmt.Errorf("insert: %w", &pgconn.PgError{Code: "22021", Message: "invalid byte sequence for encoding \"UTF8\": 0x00"}), true},
+		{fmt.Errorf("upsert: %w", &pgconn.PgError{Code: "22003", Message: "value out of range: overflow"}), true},
+		{fmt.Errorf("insert: %w", &pgconn.PgError{Code: "40001", Message: "could not serialize access"}), false},
 	} {
 		if got := messaging.IsPermanent(tc.err); got != tc.want {
 			t.Errorf("IsPermanent(%v) = %v, want %v", tc.err, got, tc.want)

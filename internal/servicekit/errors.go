@@ -11,6 +11,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/postgres"
 )
 
@@ -40,7 +41,8 @@ type Errors struct {
 
 // Connect returns err as a Connect error for method: a RateLimitedError as
 // ResourceExhausted, saying when to retry; a domain error with its code and
-// message; a cancelled or timed-out call as such; anything
+// message; an event that breaks its contract (event.ErrInvalid) as
+// InvalidArgument; a cancelled or timed-out call as such; anything
 // else logged in full and returned without database text: Unavailable when
 // PostgreSQL could not be reached, Internal otherwise.
 func (e Errors) Connect(method string, err error) error {
@@ -62,6 +64,11 @@ func (e Errors) Connect(method string, err error) error {
 		}
 	}
 	switch {
+	case errors.Is(err, event.ErrInvalid):
+		// An event made from the request breaks its contract: the
+		// request's fault (a NUL in a text, a rule the RPC's own rules
+		// did not state).
+		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, err)
 	case errors.Is(err, context.DeadlineExceeded):

@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
@@ -38,6 +39,7 @@ func TestErrorsConnect(t *testing.T) {
 		{"database unreachable", fmt.Errorf("select secret_table: %w", postgres.ErrUnavailable), connect.CodeUnavailable, "the widget database is unavailable; retry with the same key", "secret_table"},
 		{"anything else", errors.New(`ERROR: relation "secret_table" does not exist`), connect.CodeInternal, "internal error in the widget service", "secret_table"},
 		{"rate limited", fmt.Errorf("create: %w", &servicekit.RateLimitedError{Err: errGone, RetryAfter: 1500 * time.Millisecond}), connect.CodeResourceExhausted, "widget not found; retry in 1.5s", ""},
+		{"an event that breaks its contract", fmt.Errorf("send: %w: message.sent.v1: body holds a NUL character", event.ErrInvalid), connect.CodeInvalidArgument, "body holds a NUL", ""},
 		{"a Connect error passes", connect.NewError(connect.CodeResourceExhausted, errors.New("slow down")), connect.CodeResourceExhausted, "slow down", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -104,8 +104,8 @@ type Config struct {
 	// ServiceCAFile, when set, is the CA a gateway trusts for https
 	// OrderURL and InventoryURL (the system's roots otherwise).
 	ServiceCAFile string
-	// Components lists what runs here: "order", "inventory", "gateway"
-	// (all three when empty). Without "gateway", the one service listed
+	// Components lists what runs here: "gateway" and services ("order",
+	// "inventory" …; Components()), every one when empty. Without "gateway", the one service listed
 	// serves its own Connect API on Addr.
 	Components []string
 	// OrderURL and InventoryURL are where the gateway finds a service that

@@ -9,7 +9,6 @@ import (
 	telemetryv1 "github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1/telemetryv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
-	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
@@ -95,7 +94,6 @@ func mayIngest(p auth.Principal, b *telemetryv1.ReadingBatch) error {
 func (h *Handler) toConnect(method string, err error) error {
 	return servicekit.Errors{Service: "telemetry", Log: h.svc.Log, Retry: "send the batches again (those stored are dropped as duplicates)", Codes: []servicekit.Code{
 		{Err: ErrInvalid, Code: connect.CodeInvalidArgument},
-		{Err: event.ErrInvalid, Code: connect.CodeInvalidArgument},
 		{Err: ErrRateLimited, Code: connect.CodeResourceExhausted},
 		{Err: ErrTooManyDevices, Code: connect.CodeResourceExhausted},
 		{Err: ErrBacklog, Code: connect.CodeUnavailable},

@@ -355,6 +355,7 @@ func TestBadInput(t *testing.T) {
 		{"too many readings", tooMany, "readings"},
 		{"NaN", batch(dev, 1, t0, "temperature", math.NaN()), "value"},
 		{"infinity", batch(dev, 1, t0, "temperature", math.Inf(1)), "value"},
+		{"beyond 1e15 (a sum could overflow)", batch(dev, 1, t0, "temperature", 1.7e308), "value"},
 		{"bad metric name", batch(dev, 1, t0, "Temperature (C)", 1.0), "metric"},
 		{"no measured_at", &telemetryv1.ReadingBatch{DeviceId: dev, Readings: good.GetReadings()}, "measured_at"},
 	} {

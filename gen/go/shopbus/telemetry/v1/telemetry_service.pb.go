@@ -114,7 +114,8 @@ type Reading struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// metric names what was measured, for example "temperature".
 	Metric string `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
-	// value is the measured value; it must be finite.
+	// value is the measured value: finite, and within ±1e15, so that the
+	// rollups' sums of a minute cannot overflow.
 	Value float64 `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
 	// unit is the UCUM unit of value, for example "Cel" or "%".
 	Unit          string `protobuf:"bytes,3,opt,name=unit,proto3" json:"unit,omitempty"`
@@ -661,10 +662,10 @@ const file_shopbus_telemetry_v1_telemetry_service_proto_rawDesc = "" +
 	"\breadings\x18\x03 \x03(\v2\x1d.shopbus.telemetry.v1.ReadingB\x0e\xbaH\v\xc8\x01\x01\x92\x01\x05\b\x01\x10\xf4\x03R\breadings\x12C\n" +
 	"\vmeasured_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
 	"measuredAt\x122\n" +
-	"\x10firmware_version\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18 R\x0ffirmwareVersion\"\x85\x01\n" +
+	"\x10firmware_version\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18 R\x0ffirmwareVersion\"\x97\x01\n" +
 	"\aReading\x129\n" +
-	"\x06metric\x18\x01 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x192\x17^[a-z][a-z0-9_.]{0,63}$R\x06metric\x12\x1d\n" +
-	"\x05value\x18\x02 \x01(\x01B\a\xbaH\x04\x12\x02@\x01R\x05value\x12 \n" +
+	"\x06metric\x18\x01 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x192\x17^[a-z][a-z0-9_.]{0,63}$R\x06metric\x12/\n" +
+	"\x05value\x18\x02 \x01(\x01B\x19\xbaH\x16\x12\x14@\x01\x19\x00\x004&\xf5k\fC)\x00\x004&\xf5k\f\xc3R\x05value\x12 \n" +
 	"\x04unit\x18\x03 \x01(\tB\f\xbaH\t\xc8\x01\x01r\x04\x10\x01\x18\x10R\x04unit\"Y\n" +
 	"\x15IngestReadingsRequest\x12@\n" +
 	"\x05batch\x18\x01 \x01(\v2\".shopbus.telemetry.v1.ReadingBatchB\x06\xbaH\x03\xc8\x01\x01R\x05batch\"p\n" +
