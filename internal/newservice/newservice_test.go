@@ -113,9 +113,10 @@ func TestGenerate(t *testing.T) {
 	run("go", "test", "-count=1", "-run", "TestCompose$|TestHelp$", "./cmd/shopbus/")
 
 	// --adopt, on a contract without a service: demo/memo, a copy of
-	// chat/message's. shopbus is run again: the catalog it adopts from is
+	// chat/message's without its producer. shopbus is run again: the catalog it adopts from is
 	// the one built into it.
 	copyContract(t, root, "chat/message", "demo/memo", strings.NewReplacer(
+		"    producer: \"shopbus/message\"\n", "", // adopting declares the producer
 		"chat.message.v1", "demo.memo.v1", "chat/message", "demo/memo", "chat.message", "demo.memo",
 		"MessageSent", "MemoSent", "message.sent", "memo.sent", "message_sent", "memo_sent"))
 	run("make", "generate")
