@@ -120,6 +120,7 @@ func TestMisuse(t *testing.T) {
 		{[]string{"groups", "--interval", "0s"}, "--interval 0s"},
 		{[]string{"lag", "a", "b"}, "at most one group"},
 		{[]string{"healthcheck", "--timeout", "0s"}, "--timeout 0s"},
+		{[]string{"dev", "--partitions", "0"}, "--partitions 0"},
 		{[]string{"healthcheck", "--url", "127.0.0.1:8080/readyz"}, "--url"},
 	}
 	for _, c := range commands {
@@ -159,6 +160,7 @@ func TestMalformedEnvironment(t *testing.T) {
 		{[]string{"serve", "order"}, "SHOPBUS_STUCK_AFTER=5"},
 		{[]string{"dev"}, "SHOPBUS_NATS_PORT=fourteen"},
 		{[]string{"dev"}, "SHOPBUS_NATS_MONITOR_PORT=1e3"},
+		{[]string{"dev"}, "SHOPBUS_STREAM_PARTITIONS=eight"},
 		{[]string{"healthcheck"}, "SHOPBUS_HEALTHCHECK_TIMEOUT=soon"},
 	} {
 		name, _, _ := strings.Cut(tc.env, "=")

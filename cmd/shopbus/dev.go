@@ -59,6 +59,7 @@ func dev(ctx context.Context, args []string) error {
 	allowedOrigins := originsFlag(fs)
 	tlsCert := fs.String("tls-cert", "", "serve the gateway over TLS (HTTP/2 and HTTP/1.1) with this certificate `file` (env SHOPBUS_TLS_CERT)")
 	tlsKey := fs.String("tls-key", "", "the TLS certificate's key `file` (env SHOPBUS_TLS_KEY)")
+	partitions := fs.Int("partitions", messaging.DefaultPartitions, fmt.Sprintf("partitions of each event stream, 1 to %d, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)", messaging.MaxPartitions))
 	insecure := fs.Bool("insecure", false, "no authentication: every caller is an admin and may act for any customer (measuring only; warned at start)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -70,6 +71,9 @@ func dev(ctx context.Context, args []string) error {
 	limits, err := limitsOf()
 	if err == nil {
 		err = checkDev(*addr, *metricsAddr, *natsPort, *natsMonitorPort, *logLevel)
+	}
+	if err == nil && (*partitions < 1 || *partitions > messaging.MaxPartitions) {
+		err = fmt.Errorf("--partitions %d: want 1 to %d", *partitions, messaging.MaxPartitions)
 	}
 	if err != nil {
 		return &usageError{cmd: fs.Name(), err: fmt.Errorf("%s: %w", fs.Name(), err)}
@@ -103,7 +107,7 @@ func dev(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limits, Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1, Partitions: *partitions}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limits, Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
 	})
 	if err != nil {
 		return err
