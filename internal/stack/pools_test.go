@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
 
@@ -20,7 +22,9 @@ import (
 // order.created reaches the inventory service, which reserves the stock.
 func TestEventPathOwnsItsConnections(t *testing.T) {
 	t.Parallel()
-	s := startStack(t)
+	// Pools of 4: the test holds every RPC connection of six services, and
+	// the server's 100 connections are shared with the tests around it.
+	s := startStack(t, func(c *stack.Config) { c.DatabaseURL = withPoolSize(c.DatabaseURL, 4) })
 	s.setStock(t, "MUG-001", 10)
 	ctx := context.Background()
 	// The RPC pools are the first of each service's two.
@@ -48,6 +52,15 @@ func TestEventPathOwnsItsConnections(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// withPoolSize returns the database URL u with pools of n connections.
+func withPoolSize(u string, n int) string {
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	return fmt.Sprintf("%s%spool_max_conns=%d", u, sep, n)
 }
 
 // holdAll takes every connection of p until the test ends.
