@@ -2,10 +2,11 @@
 // service's own code is its use cases: the Runtime a service runs in (its
 // name, PostgreSQL pools, JetStream, schema, logger and the event path's
 // settings), which makes the service's events and runs its outbox relay,
-// consumers, retention and periodic tasks; and the edge, which maps the
-// service's domain errors onto Connect codes (Errors). internal/stack
-// builds one Runtime per service it runs and hands it to the service's New;
-// `shopbus new service` generates services that use it.
+// consumers, retention and periodic tasks; the edge, which maps the
+// service's domain errors onto Connect codes (Errors); and what RPCs
+// share: a token bucket per caller (KeyedLimiter) and list pages (Page).
+// internal/stack builds one Runtime per service it runs and hands it to
+// the service's New; `shopbus new service` generates services that use it.
 package servicekit
 
 import (
