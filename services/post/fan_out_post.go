@@ -14,12 +14,7 @@ import (
 // keyed by author: an author's posts reach the feeds in the order they were
 // published.
 func FanOutConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   messaging.StreamName("social", "post"),
-		Durable:  "post-fan-out",
-		Subjects: []string{"social.post.published"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("post-fan-out", "social.post.published")
 }
 
 // FanOutPosts writes a batch of post.published events (one partition's, in

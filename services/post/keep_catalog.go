@@ -15,12 +15,7 @@ import (
 // SKUs a post may review (event-carried state; it never calls the inventory
 // service).
 func CatalogConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   "ECOMMERCE_INVENTORY",
-		Durable:  "post-keep-catalog",
-		Subjects: []string{"ecommerce.inventory.priced"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("post-keep-catalog", "ecommerce.inventory.priced")
 }
 
 // KeepCatalog records the SKUs of a batch of inventory.priced events (one
