@@ -11,6 +11,7 @@ package servicekit
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -96,6 +97,14 @@ func (r *Runtime) Consumer(cfg messaging.ConsumerConfig) messaging.ConsumerConfi
 	cfg.Unpublishable = r.Unpublishable
 	cfg.Telemetry = r.Telemetry
 	return cfg
+}
+
+// UnexpectedEvent is the failure of d, an event of a type the service's
+// consumer does not handle, in a messaging.OnceBatchAll handler: a
+// messaging.EventError, so that d alone is dead-lettered ("<Name>:
+// unexpected event <type>").
+func (r *Runtime) UnexpectedEvent(d *messaging.Delivery) error {
+	return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("%s: unexpected event %s", r.Name, d.Spec))}
 }
 
 // Task is work a service does beside its consumers, until ctx is done: a

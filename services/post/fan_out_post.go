@@ -33,7 +33,7 @@ func (s *Service) FanOutPosts(ctx context.Context, batch []*messaging.Delivery) 
 			defer func() { end(err) }()
 			e, ok := d.Event.(*posteventsv1.PostPublished)
 			if !ok {
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("post: unexpected event %s", d.Spec))}
+				return s.UnexpectedEvent(d)
 			}
 			b.Queue(`INSERT INTO posts (post_id, author_id, body, hashtags, product_sku, visibility, published_at)
 				VALUES ($1, $2, $3, COALESCE($4::text[], '{}'), $5, $6, $7) ON CONFLICT (post_id) DO NOTHING`,

@@ -28,7 +28,7 @@ func (s *Service) KeepCatalog(ctx context.Context, batch []*messaging.Delivery) 
 		for _, d := range fresh {
 			e, ok := d.Event.(*inventoryeventsv1.InventoryPriced)
 			if !ok {
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("post: unexpected event %s", d.Spec))}
+				return s.UnexpectedEvent(d)
 			}
 			skus = append(skus, e.GetSku())
 		}
