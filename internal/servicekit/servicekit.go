@@ -2,14 +2,16 @@
 // service's own code is its use cases: the Runtime a service runs in (its
 // name, PostgreSQL pools, JetStream, schema, logger and the event path's
 // settings), which makes the service's events and runs its outbox relay,
-// consumers, retention and periodic tasks; and the edge, which maps the
-// service's domain errors onto Connect codes (Errors). internal/stack
-// builds one Runtime per service it runs and hands it to the service's New;
-// `shopbus new service` generates services that use it.
+// consumers, retention and periodic tasks; the edge, which maps the
+// service's domain errors onto Connect codes (Errors); and what RPCs
+// share: a token bucket per caller (KeyedLimiter) and list pages (Page).
+// internal/stack builds one Runtime per service it runs and hands it to
+// the service's New; `shopbus new service` generates services that use it.
 package servicekit
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -95,6 +97,14 @@ func (r *Runtime) Consumer(cfg messaging.ConsumerConfig) messaging.ConsumerConfi
 	cfg.Unpublishable = r.Unpublishable
 	cfg.Telemetry = r.Telemetry
 	return cfg
+}
+
+// UnexpectedEvent is the failure of d, an event of a type the service's
+// consumer does not handle, in a messaging.OnceBatchAll handler: a
+// messaging.EventError, so that d alone is dead-lettered ("<Name>:
+// unexpected event <type>").
+func (r *Runtime) UnexpectedEvent(d *messaging.Delivery) error {
+	return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("%s: unexpected event %s", r.Name, d.Spec))}
 }
 
 // Task is work a service does beside its consumers, until ctx is done: a

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
+	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
@@ -56,6 +59,19 @@ func TestSource(t *testing.T) {
 	rt := servicekit.NewRuntime("fraud", nil, nil, "fraud", slog.Default())
 	if got := rt.Source(); got != "shopbus/fraud" {
 		t.Errorf("Source %q, want shopbus/fraud", got)
+	}
+}
+
+// TestUnexpectedEvent: an event of a type the consumer does not handle is
+// a permanent failure of that event alone, named with the service.
+func TestUnexpectedEvent(t *testing.T) {
+	t.Parallel()
+	rt := servicekit.NewRuntime("widget", nil, nil, "widget", slog.Default())
+	d := &messaging.Delivery{Envelope: &eventv1.Envelope{Id: "e-1"}, Spec: event.Spec{Name: "gadget.made", Version: 2}}
+	err := rt.UnexpectedEvent(d)
+	var ee *messaging.EventError
+	if !errors.As(err, &ee) || ee.Delivery != d || !messaging.IsPermanent(err) || err.Error() != "event e-1: widget: unexpected event gadget.made.v2" {
+		t.Errorf("%v, want a permanent EventError of e-1", err)
 	}
 }
 

@@ -46,7 +46,7 @@ func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) 
 		for _, d := range fresh {
 			o, ok := d.Event.(*ordereventsv2.OrderCreated)
 			if !ok {
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("fraud: unexpected event %s", d.Spec))}
+				return s.UnexpectedEvent(d)
 			}
 			orders = append(orders, o)
 			ids, customers = append(ids, o.GetOrderId()), append(customers, o.GetCustomer().GetCustomerId())

@@ -38,7 +38,7 @@ func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery)
 		for len(fresh) > 0 {
 			created := isCreated(fresh[0])
 			if !created && !isRejected(fresh[0]) {
-				return &messaging.EventError{Delivery: fresh[0], Err: messaging.Permanent(fmt.Errorf("inventory: unexpected event %s", fresh[0].Spec))}
+				return s.UnexpectedEvent(fresh[0])
 			}
 			n := 1
 			for n < len(fresh) && isCreated(fresh[n]) == created && (created || isRejected(fresh[n])) {

@@ -15,12 +15,7 @@ import (
 // key-based, keyed by conversation id: the messages of one conversation
 // are placed one at a time, in the order they were published.
 func MessageSentConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   messaging.StreamName("chat", "message"),
-		Durable:  "message-conversations",
-		Subjects: []string{"chat.message.sent"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("message-conversations", "chat.message.sent")
 }
 
 // ApplyMessageSent places a batch of message.sent (one partition's, in

@@ -15,9 +15,7 @@ import (
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/message"
 )
 
@@ -31,9 +29,9 @@ import (
 // reuses a message's id in another conversation is dead-lettered alone.
 func TestApplyMessageSentOnce(t *testing.T) {
 	t.Parallel()
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, services.Migrations("message"))
-	svc := message.New(servicekit.NewRuntime("message", pool, js, schema, quiet))
+	rt := testenv.Runtime(t, "message")
+	pool, js := rt.Pool, rt.JS
+	svc := message.New(rt)
 	ctx := context.Background()
 	conversation := uuid.NewString()
 	sent := func(id, conv, body string, mentions ...string) *messageeventsv1.MessageSent {

@@ -2,7 +2,6 @@ package message_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,9 +17,7 @@ import (
 	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/message/v1/messagev1connect"
 	"github.com/shopbus/shopbus/internal/auth"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/message"
 )
 
@@ -48,18 +45,9 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, services.Migrations("message"))
-	f := &fixture{pool: pool, js: js, svc: message.New(servicekit.NewRuntime("message", pool, js, schema, quiet))}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Error(err)
-		}
-	})
+	rt := testenv.Runtime(t, "message")
+	f := &fixture{pool: rt.Pool, js: rt.JS, svc: message.New(rt)}
+	testenv.Run(t, f.svc)
 	signer, err := auth.KeyPair(t.TempDir(), auth.Options{Issuer: "shopbus-test", Audience: "shopbus"})
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package message
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	messageeventsv1 "github.com/shopbus/shopbus/gen/go/chat/message/v1"
 	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // SendMessage sends req's message as sender (the caller's user id): the
@@ -28,7 +28,7 @@ func (s *Service) SendMessage(ctx context.Context, sender string, req *messagev1
 	if err != nil {
 		return nil, false, err
 	}
-	hash, err := requestHash(req)
+	hash, err := servicekit.RequestHash(req)
 	if err != nil {
 		return nil, false, err
 	}
@@ -105,17 +105,6 @@ func canonical(sender string, req *messagev1.SendMessageRequest) (string, *messa
 		}
 	}
 	return sender, req, nil
-}
-
-// requestHash fingerprints a canonical request, to tell a retry from a
-// different message under the same message_id.
-func requestHash(req *messagev1.SendMessageRequest) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("hash request: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return sum[:], nil
 }
 
 // sentMessage is req's message, sent by sender at at, not placed yet.

@@ -31,7 +31,7 @@ func (s *Service) ApplyFraudScore(ctx context.Context, batch []*messaging.Delive
 		for _, d := range fresh {
 			e, ok := d.Event.(*fraudv1.OrderScored)
 			if !ok {
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))}
+				return s.UnexpectedEvent(d)
 			}
 			ids = append(ids, e.GetOrderId())
 		}

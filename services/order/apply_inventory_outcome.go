@@ -51,7 +51,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			case *inventoryeventsv1.InventoryPriced:
 				priced = append(priced, e)
 			default:
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("order: unexpected event %s", d.Spec))}
+				return s.UnexpectedEvent(d)
 			}
 		}
 		if len(priced) > 0 {

@@ -2,7 +2,6 @@ package order
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // CreateOrder places an order: the order, its lines and its OrderCreated
@@ -201,12 +201,7 @@ func requestHash(req *orderv1.CreateOrderRequest) ([]byte, error) {
 		req = proto.CloneOf(req)
 		req.CustomerId = id.String() // the same customer, however the id is cased
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("hash request: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return sum[:], nil
+	return servicekit.RequestHash(req)
 }
 
 func orderCreated(id string, req *orderv1.CreateOrderRequest, prices []int64, total int64, at time.Time) *ordereventsv2.OrderCreated {

@@ -2,7 +2,6 @@ package order
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -59,9 +58,9 @@ func (s *Service) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest
 		where = append(where, "status = "+arg(statusName(req.GetStatus())))
 	}
 	if tok := req.GetPageToken(); tok != "" {
-		at, id, err := decodePageToken(tok)
+		at, id, err := servicekit.DecodeTimeCursor(tok)
 		if err != nil {
-			return nil, "", err
+			return nil, "", fmt.Errorf("%w: %w", ErrBadPageToken, err)
 		}
 		where = append(where, "(created_at, id) < ("+arg(at)+", "+arg(id)+")")
 	}
@@ -71,7 +70,7 @@ func (s *Service) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest
 		return nil, "", fmt.Errorf("list orders: %w", err)
 	}
 	orders, next, err := servicekit.Page(rows, size, func(r pgx.Row) (*orderv1.Order, error) { return scanOrder(r) }, func(last *orderv1.Order) string {
-		return encodePageToken(last.GetCreatedAt().AsTime(), last.GetOrderId())
+		return servicekit.EncodeTimeCursor(last.GetCreatedAt().AsTime(), last.GetOrderId())
 	}, "list orders")
 	if err != nil {
 		return nil, "", err
@@ -84,23 +83,6 @@ func (s *Service) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest
 
 // ErrBadPageToken means a page token was not one this service issued.
 var ErrBadPageToken = errors.New("invalid page token")
-
-func encodePageToken(at time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
-}
-
-func decodePageToken(tok string) (time.Time, string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil {
-		return time.Time{}, "", ErrBadPageToken
-	}
-	ts, id, ok := strings.Cut(string(b), "|")
-	at, err := time.Parse(time.RFC3339Nano, ts)
-	if !ok || err != nil || uuid.Validate(id) != nil {
-		return time.Time{}, "", ErrBadPageToken
-	}
-	return at, id, nil
-}
 
 func (s *Service) loadLines(ctx context.Context, orders []*orderv1.Order) error {
 	if len(orders) == 0 {

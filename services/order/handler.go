@@ -20,7 +20,7 @@ import (
 type Handler struct {
 	svc    *Service
 	limits Limits
-	rate   *rateLimiter
+	rate   rateLimiter
 }
 
 var _ orderv1connect.OrderServiceHandler = (*Handler)(nil)

@@ -1,13 +1,11 @@
 package order
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/servicekit"
@@ -30,18 +28,10 @@ var DefaultLimits = Limits{OrdersPerSecond: 10, Burst: 20, MaxUnitsPerLine: 1_00
 
 // WithDefaults returns l with DefaultLimits' values where l has zero.
 func (l Limits) WithDefaults() Limits {
-	if l.OrdersPerSecond == 0 {
-		l.OrdersPerSecond = DefaultLimits.OrdersPerSecond
-	}
-	if l.Burst == 0 {
-		l.Burst = DefaultLimits.Burst
-	}
-	if l.MaxUnitsPerLine == 0 {
-		l.MaxUnitsPerLine = DefaultLimits.MaxUnitsPerLine
-	}
-	if l.MaxUnitsPerOrder == 0 {
-		l.MaxUnitsPerOrder = DefaultLimits.MaxUnitsPerOrder
-	}
+	l.OrdersPerSecond = cmp.Or(l.OrdersPerSecond, DefaultLimits.OrdersPerSecond)
+	l.Burst = cmp.Or(l.Burst, DefaultLimits.Burst)
+	l.MaxUnitsPerLine = cmp.Or(l.MaxUnitsPerLine, DefaultLimits.MaxUnitsPerLine)
+	l.MaxUnitsPerOrder = cmp.Or(l.MaxUnitsPerOrder, DefaultLimits.MaxUnitsPerOrder)
 	return l
 }
 
@@ -82,53 +72,28 @@ func (l Limits) checkUnits(req *orderv1.CreateOrderRequest) error {
 	return nil
 }
 
-// rateLimiter keeps a token bucket per customer.
-type rateLimiter struct {
-	limit rate.Limit
-	burst int
-	mu    sync.Mutex
-	by    map[string]*rate.Limiter
-	swept time.Time // the last sweep of full buckets
-}
+// rateLimiter keeps a token bucket per customer, at most maxTracked of
+// them: past that, some are forgotten rather than a customer refused.
+type rateLimiter struct{ *servicekit.KeyedLimiter }
 
 // maxTracked is how many customers' buckets are kept before the full ones
 // (customers idle long enough to be back at their burst) are forgotten.
 const maxTracked = 10_000
 
-func newRateLimiter(l Limits) *rateLimiter {
-	return &rateLimiter{limit: rate.Limit(l.OrdersPerSecond), burst: l.Burst, by: map[string]*rate.Limiter{}}
+func newRateLimiter(l Limits) rateLimiter {
+	return rateLimiter{servicekit.NewKeyedLimiter(servicekit.KeyedLimits{
+		PerSecond: l.OrdersPerSecond, Burst: l.Burst, MaxKeys: maxTracked, ForgetAny: true})}
 }
 
 // allow takes a token of customer's bucket, or says how long until one is
 // there.
-func (r *rateLimiter) allow(customer string, now time.Time) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	lim, ok := r.by[customer]
-	if !ok {
-		if len(r.by) >= maxTracked && now.Sub(r.swept) >= time.Second {
-			// At most a sweep a second: customers back at their burst
-			// lose nothing by being forgotten.
-			r.swept = now
-			for c, l := range r.by {
-				if l.TokensAt(now) >= float64(r.burst) {
-					delete(r.by, c)
-				}
-			}
-		}
-		for c := range r.by {
-			if len(r.by) < maxTracked {
-				break
-			}
-			delete(r.by, c) // over the cap still: forget some at random
-		}
-		lim = rate.NewLimiter(r.limit, r.burst)
-		r.by[customer] = lim
+func (r rateLimiter) allow(customer string, now time.Time) error {
+	wait, err := r.Allow(now, customer, 1)
+	if err != nil {
+		return fmt.Errorf("rate limit of customer %s: %w", customer, err)
 	}
-	res := lim.ReserveN(now, 1)
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now)
-		return &servicekit.RateLimitedError{Err: ErrRateLimited, RetryAfter: d}
+	if wait > 0 {
+		return &servicekit.RateLimitedError{Err: ErrRateLimited, RetryAfter: wait}
 	}
 	return nil
 }

@@ -35,8 +35,8 @@ func TestRateLimiter(t *testing.T) {
 	for i := range maxTracked {
 		_ = r.allow(string(rune(i)), now)
 	}
-	if err := r.allow("c", now.Add(time.Hour)); err != nil || len(r.by) > maxTracked {
-		t.Errorf("tracking %d customers (at most %d): %v", len(r.by), maxTracked, err)
+	if err := r.allow("c", now.Add(time.Hour)); err != nil || r.Len() > maxTracked {
+		t.Errorf("tracking %d customers (at most %d): %v", r.Len(), maxTracked, err)
 	}
 }
 

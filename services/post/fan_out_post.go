@@ -14,12 +14,7 @@ import (
 // keyed by author: an author's posts reach the feeds in the order they were
 // published.
 func FanOutConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   messaging.StreamName("social", "post"),
-		Durable:  "post-fan-out",
-		Subjects: []string{"social.post.published"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("post-fan-out", "social.post.published")
 }
 
 // FanOutPosts writes a batch of post.published events (one partition's, in
@@ -38,7 +33,7 @@ func (s *Service) FanOutPosts(ctx context.Context, batch []*messaging.Delivery) 
 			defer func() { end(err) }()
 			e, ok := d.Event.(*posteventsv1.PostPublished)
 			if !ok {
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("post: unexpected event %s", d.Spec))}
+				return s.UnexpectedEvent(d)
 			}
 			b.Queue(`INSERT INTO posts (post_id, author_id, body, hashtags, product_sku, visibility, published_at)
 				VALUES ($1, $2, $3, COALESCE($4::text[], '{}'), $5, $6, $7) ON CONFLICT (post_id) DO NOTHING`,

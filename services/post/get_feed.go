@@ -2,12 +2,8 @@ package post
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
-	"strings"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	postv1 "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
@@ -30,9 +26,9 @@ func (s *Service) GetFeed(ctx context.Context, reader string, req *postv1.GetFee
 	after := ""
 	args := []any{reader, size + 1}
 	if tok := req.GetPageToken(); tok != "" {
-		at, id, err := decodePageToken(tok)
+		at, id, err := servicekit.DecodeTimeCursor(tok)
 		if err != nil {
-			return nil, "", err
+			return nil, "", fmt.Errorf("%w: %w", ErrBadPageToken, err)
 		}
 		after = ` AND (f.published_at, f.post_id) < ($3, $4)`
 		args = append(args, at, id)
@@ -46,27 +42,6 @@ func (s *Service) GetFeed(ctx context.Context, reader string, req *postv1.GetFee
 		return nil, "", fmt.Errorf("get feed: %w", err)
 	}
 	return servicekit.Page(rows, size, func(r pgx.Row) (*postv1.Post, error) { return scanPost(r) }, func(last *postv1.Post) string {
-		return encodePageToken(last.GetPublishedAt().AsTime(), last.GetPostId())
+		return servicekit.EncodeTimeCursor(last.GetPublishedAt().AsTime(), last.GetPostId())
 	}, "get feed")
-}
-
-// encodePageToken is the token of the page after the post published at at
-// with id.
-func encodePageToken(at time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
-}
-
-// decodePageToken reads encodePageToken's token; ErrBadPageToken for
-// anything else.
-func decodePageToken(tok string) (time.Time, string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil {
-		return time.Time{}, "", fmt.Errorf("%w: not base64", ErrBadPageToken)
-	}
-	ts, id, ok := strings.Cut(string(b), "|")
-	at, err := time.Parse(time.RFC3339Nano, ts)
-	if !ok || err != nil || uuid.Validate(id) != nil {
-		return time.Time{}, "", ErrBadPageToken
-	}
-	return at, id, nil
 }

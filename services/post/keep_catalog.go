@@ -15,12 +15,7 @@ import (
 // SKUs a post may review (event-carried state; it never calls the inventory
 // service).
 func CatalogConsumer() messaging.ConsumerConfig {
-	return messaging.ConsumerConfig{
-		Stream:   "ECOMMERCE_INVENTORY",
-		Durable:  "post-keep-catalog",
-		Subjects: []string{"ecommerce.inventory.priced"},
-		Strategy: messaging.KeyBased,
-	}
+	return messaging.KeyBasedConsumer("post-keep-catalog", "ecommerce.inventory.priced")
 }
 
 // KeepCatalog records the SKUs of a batch of inventory.priced events (one
@@ -33,7 +28,7 @@ func (s *Service) KeepCatalog(ctx context.Context, batch []*messaging.Delivery) 
 		for _, d := range fresh {
 			e, ok := d.Event.(*inventoryeventsv1.InventoryPriced)
 			if !ok {
-				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("post: unexpected event %s", d.Spec))}
+				return s.UnexpectedEvent(d)
 			}
 			skus = append(skus, e.GetSku())
 		}

@@ -2,10 +2,7 @@ package post_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -23,9 +20,7 @@ import (
 	posteventsv1 "github.com/shopbus/shopbus/gen/go/social/post/v1"
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/event"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/post"
 )
 
@@ -41,19 +36,10 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, services.Migrations("post"))
-	svc := post.New(servicekit.NewRuntime("post", pool, js, schema, slog.New(slog.NewTextHandler(io.Discard, nil))))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Error(err)
-		}
-	})
-	return &fixture{pool: pool, js: js, svc: svc, h: post.NewHandler(svc)}
+	rt := testenv.Runtime(t, "post")
+	svc := post.New(rt)
+	testenv.Run(t, svc)
+	return &fixture{pool: rt.Pool, js: rt.JS, svc: svc, h: post.NewHandler(svc)}
 }
 
 // as is a context of the authenticated caller p.

@@ -3,18 +3,17 @@ package post
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	postv1 "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
 	posteventsv1 "github.com/shopbus/shopbus/gen/go/social/post/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/servicekit"
 )
 
 // PublishPost publishes req's post as author (a canonical UUID: the
@@ -26,7 +25,7 @@ import (
 // ErrUnknownSKU, and nothing is written. req must be valid (the Connect
 // handler's validation interceptor sees to it).
 func (s *Service) PublishPost(ctx context.Context, author string, req *postv1.PublishPostRequest) (p *postv1.Post, replayed bool, err error) {
-	hash, err := requestHash(req)
+	hash, err := servicekit.RequestHash(req)
 	if err != nil {
 		return nil, false, err
 	}
@@ -109,15 +108,4 @@ func postPublished(p *postv1.Post) *posteventsv1.PostPublished {
 		PostId: p.GetPostId(), AuthorId: p.GetAuthorId(), Body: p.GetBody(), Hashtags: p.GetHashtags(),
 		ProductSku: p.GetProductSku(), Visibility: eventVisibility(visibilityName(p.GetVisibility())), PublishedAt: p.GetPublishedAt(),
 	}
-}
-
-// requestHash fingerprints a request, to tell a retry from a different
-// post under the same idempotency key.
-func requestHash(req *postv1.PublishPostRequest) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("hash request: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return sum[:], nil
 }

@@ -1,12 +1,11 @@
 package telemetry
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"math"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/shopbus/shopbus/internal/servicekit"
 )
@@ -39,18 +38,10 @@ var DefaultLimits = Limits{ReadingsPerSecond: 1_000, Burst: 5_000, MaxDevices: 1
 
 // WithDefaults returns l with DefaultLimits' values where l has zero.
 func (l Limits) WithDefaults() Limits {
-	if l.ReadingsPerSecond == 0 {
-		l.ReadingsPerSecond = DefaultLimits.ReadingsPerSecond
-	}
-	if l.Burst == 0 {
-		l.Burst = DefaultLimits.Burst
-	}
-	if l.MaxDevices == 0 {
-		l.MaxDevices = DefaultLimits.MaxDevices
-	}
-	if l.InFlight == 0 {
-		l.InFlight = DefaultLimits.InFlight
-	}
+	l.ReadingsPerSecond = cmp.Or(l.ReadingsPerSecond, DefaultLimits.ReadingsPerSecond)
+	l.Burst = cmp.Or(l.Burst, DefaultLimits.Burst)
+	l.MaxDevices = cmp.Or(l.MaxDevices, DefaultLimits.MaxDevices)
+	l.InFlight = cmp.Or(l.InFlight, DefaultLimits.InFlight)
 	return l
 }
 
@@ -72,68 +63,29 @@ func (l Limits) Validate() error {
 // deviceLimiter keeps a token bucket per device, at most MaxDevices of them.
 type deviceLimiter struct {
 	limits  Limits
-	mu      sync.Mutex
-	buckets map[string]*rate.Limiter
-	swept   time.Time // when full buckets were last forgotten
+	buckets *servicekit.KeyedLimiter
 }
 
 func newDeviceLimiter(l Limits) *deviceLimiter {
-	return &deviceLimiter{limits: l, buckets: map[string]*rate.Limiter{}}
+	return &deviceLimiter{limits: l, buckets: servicekit.NewKeyedLimiter(servicekit.KeyedLimits{
+		PerSecond: l.ReadingsPerSecond, Burst: l.Burst, MaxKeys: l.MaxDevices})}
 }
 
 // take takes readings[device] tokens from each device's bucket, all or
 // none: when one device is over its limit, nothing is taken and the error
 // says which and when to retry.
 func (d *deviceLimiter) take(readings map[string]int, now time.Time) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var taken []*rate.Reservation
-	undo := func() {
-		for _, r := range taken {
-			r.CancelAt(now)
-		}
-	}
-	for device, n := range readings {
-		b, err := d.bucket(device, now)
-		if err != nil {
-			undo()
-			return err
-		}
-		r := b.ReserveN(now, n)
-		if !r.OK() {
-			undo()
-			return fmt.Errorf("%w: device %s sent %d readings in one call, more than its burst of %d: send fewer per call",
-				ErrRateLimited, device, n, d.limits.Burst)
-		}
-		if wait := r.DelayFrom(now); wait > 0 {
-			r.CancelAt(now)
-			undo()
-			return &servicekit.RateLimitedError{Err: fmt.Errorf("%w: device %s", ErrRateLimited, device), RetryAfter: wait}
-		}
-		taken = append(taken, r)
+	device, wait, err := d.buckets.AllowAll(now, readings)
+	switch {
+	case errors.Is(err, servicekit.ErrOverBurst):
+		return fmt.Errorf("%w: device %s sent %d readings in one call, more than its burst of %d: send fewer per call",
+			ErrRateLimited, device, readings[device], d.limits.Burst)
+	case errors.Is(err, servicekit.ErrTooManyKeys):
+		return fmt.Errorf("%w (%d devices tracked)", ErrTooManyDevices, d.buckets.Len())
+	case err != nil:
+		return fmt.Errorf("rate limit of device %s: %w", device, err)
+	case wait > 0:
+		return &servicekit.RateLimitedError{Err: fmt.Errorf("%w: device %s", ErrRateLimited, device), RetryAfter: wait}
 	}
 	return nil
-}
-
-// bucket returns device's bucket, making it when there is room.
-func (d *deviceLimiter) bucket(device string, now time.Time) (*rate.Limiter, error) {
-	if b, ok := d.buckets[device]; ok {
-		return b, nil
-	}
-	if len(d.buckets) >= d.limits.MaxDevices && now.Sub(d.swept) >= time.Second {
-		// At most a sweep a second: a device whose bucket is full loses
-		// nothing by being forgotten.
-		d.swept = now
-		for id, b := range d.buckets {
-			if b.TokensAt(now) >= float64(d.limits.Burst) {
-				delete(d.buckets, id)
-			}
-		}
-	}
-	if len(d.buckets) >= d.limits.MaxDevices {
-		return nil, fmt.Errorf("%w (%d devices tracked)", ErrTooManyDevices, len(d.buckets))
-	}
-	b := rate.NewLimiter(rate.Limit(d.limits.ReadingsPerSecond), d.limits.Burst)
-	d.buckets[device] = b
-	return b, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -29,9 +28,7 @@ import (
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
-	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
-	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/telemetry"
 )
 
@@ -60,22 +57,14 @@ var h2c = func() *http.Client {
 // noConsumer, and its gateway.
 func start(t *testing.T, limits telemetry.Limits, noConsumer bool) *env {
 	t.Helper()
-	_, js := testenv.NATS(t)
-	pool, schema := testenv.Postgres(t, services.Migrations("telemetry"))
-	svc := telemetry.New(servicekit.NewRuntime("telemetry", pool, js, schema, slog.New(slog.DiscardHandler)))
+	rt := testenv.Runtime(t, "telemetry")
+	pool, js := rt.Pool, rt.JS
+	svc := telemetry.New(rt)
 	if err := svc.SetLimits(limits); err != nil {
 		t.Fatal(err)
 	}
 	if !noConsumer {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- svc.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-				t.Error(err)
-			}
-		})
+		testenv.Run(t, svc)
 	}
 	signer, err := auth.KeyPair(t.TempDir(), auth.Options{})
 	if err != nil {
