@@ -49,3 +49,17 @@ func IsAdmin(procedure string) bool {
 	}
 	return false
 }
+
+// deviceProcedures are the procedures a device's token ("kind": "device")
+// may call: ingesting its own readings (the telemetry handler checks the
+// device). They are customer procedures too: an admin (a device gateway)
+// ingests for any device, and a user's token is refused by the handler.
+var deviceProcedures = map[string]bool{
+	telemetryv1connect.TelemetryServiceIngestReadingsProcedure: true,
+	telemetryv1connect.TelemetryServiceIngestBatchProcedure:    true,
+}
+
+// IsDevice reports whether a procedure ("/pkg.Service/Method") is one a
+// device's token may call (auth.DeviceProcedures): every other procedure
+// refuses it with PermissionDenied, so that a device never acts as a user.
+func IsDevice(procedure string) bool { return deviceProcedures[procedure] }

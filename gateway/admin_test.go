@@ -43,10 +43,26 @@ var customerProcedures = map[string]bool{
 	"/shopbus.telemetry.v1.TelemetryService/IngestBatch":    true,
 }
 
+// TestDeviceProcedures: a device's token may call the telemetry ingestion
+// only, never a user's procedure nor an admin one.
+func TestDeviceProcedures(t *testing.T) {
+	t.Parallel()
+	for p := range customerProcedures {
+		want := strings.HasPrefix(p, "/shopbus.telemetry.v1.TelemetryService/Ingest")
+		if gateway.IsDevice(p) != want {
+			t.Errorf("IsDevice(%s) = %v, want %v", p, !want, want)
+		}
+	}
+	if gateway.IsDevice("/shopbus.telemetry.v1.TelemetryService/GetDeviceStats") {
+		t.Error("GetDeviceStats (admin) is a device procedure")
+	}
+}
+
 // TestEveryProcedureIsClassified: each procedure of every service the
 // gateway serves is either a customer's (listed above) or an admin one,
 // never both; a procedure added to a proto fails here until someone
-// decides which it is.
+// decides which it is. A device procedure (gateway.IsDevice) is a
+// customer's.
 func TestEveryProcedureIsClassified(t *testing.T) {
 	t.Parallel()
 	var files []protoreflect.FileDescriptor
@@ -65,6 +81,8 @@ func TestEveryProcedureIsClassified(t *testing.T) {
 			for j := range svc.Methods().Len() {
 				p := "/" + string(svc.FullName()) + "/" + string(svc.Methods().Get(j).Name())
 				switch admin, customer := gateway.IsAdmin(p), customerProcedures[p]; {
+				case gateway.IsDevice(p) && !customer:
+					t.Errorf("%s is a device procedure but not a customer's: a device's token never holds the admin role", p)
 				case admin && customer:
 					t.Errorf("%s is both an admin and a customer procedure", p)
 				case !admin && !customer:

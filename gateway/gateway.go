@@ -114,13 +114,14 @@ func (callDeadline) WrapStreamingHandler(next connect.StreamingHandlerFunc) conn
 // HandlerOptions returns the options every service mounted by the gateway
 // (or served by a service of its own) gets: at most MaxCallDuration per
 // call, a span and metrics per call on
-// t (the span continues the caller's traceparent), authentication with a
-// and the admin role for the admin procedures (see auth.Interceptor),
+// t (the span continues the caller's traceparent), authentication with a,
+// the admin role for the admin procedures and a device's token for the
+// device procedures only (IsAdmin, IsDevice; see auth.Interceptor),
 // protovalidate request validation (InvalidArgument with field violations)
 // and the request size limit.
 func HandlerOptions(a auth.Config, t *telemetry.Telemetry) []connect.HandlerOption {
 	return []connect.HandlerOption{
-		connect.WithInterceptors(otelInterceptor(t), callDeadline{}, auth.Interceptor(a, IsAdmin), validate.NewInterceptor()),
+		connect.WithInterceptors(otelInterceptor(t), callDeadline{}, auth.Interceptor(a, IsAdmin, auth.DeviceProcedures(IsDevice)), validate.NewInterceptor()),
 		connect.WithReadMaxBytes(MaxRequestBytes),
 		connect.WithCompressMinBytes(4096), // small messages cost more to compress than to send
 	}

@@ -88,6 +88,7 @@ func TestGroupServiceAdmin(t *testing.T) {
 		{"the admin token", protected, "s3cret", 0},
 		{"an admin's JWT", protected, token(auth.Principal{Subject: "ops", Admin: true}), 0},
 		{"a customer's JWT", protected, token(auth.Principal{Subject: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"}), connect.CodePermissionDenied},
+		{"a device's JWT", protected, token(auth.Principal{Subject: "c0ffee00-1234-4abc-8def-0123456789ab", Kind: auth.Device}), connect.CodePermissionDenied},
 		{"no authentication configured", unconfigured, "s3cret", connect.CodeUnauthenticated},
 		{"insecure", open, "", 0},
 	} {

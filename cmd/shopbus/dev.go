@@ -27,6 +27,10 @@ import (
 // demoCustomer is the customer of the demo token shopbus dev prints.
 const demoCustomer = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 
+// demoDevice is the device of the demo device token shopbus dev writes (the
+// README's IoT example sends its readings).
+const demoDevice = "c0ffee00-1234-4abc-8def-0123456789ab"
+
 // devTokens are the issuer and audience of shopbus dev's tokens, and how
 // long the tokens it mints at each start stay valid.
 var devTokens = auth.Options{Issuer: "shopbus-dev", Audience: "shopbus"}
@@ -153,16 +157,22 @@ Then wait for its outcome (WatchOrder with the orderId it printed) and read the 
   go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"order_id":"<orderId>"}' %[1]s/shopbus.order.v1.OrderService/WatchOrder
   go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[9]s)" --data '{"sku":"MUG-001"}' %[1]s/shopbus.inventory.v1.InventoryService/GetStock
 
+Send readings as the demo device %[12]s with its token (in %[13]s;
+a device's token ingests its own readings only, and calls nothing else):
+  go tool -modfile=tools/buf.mod buf curl -H "Authorization: Bearer $(cat %[13]s)" --data '{"batches":[{"device_id":"%[12]s","sequence":1,"measured_at":"2026-11-27T10:14:59Z","readings":[{"metric":"temperature","value":21.5,"unit":"Cel"}]}]}' %[1]s/shopbus.telemetry.v1.TelemetryService/IngestBatch
+
 Stop with Ctrl-C.
 `, s.URL(), s.NATS.ClientURL(), *dataDir, cmp.Or(natsembed.MonitorURL(s.NATS), "off"), cmp.Or(s.MetricsURL(), "off"),
 		filepath.Join(*dataDir, "nats-keys"), s.Keys.SeedFile(natsauth.Platform),
-		demoCustomer, filepath.Join(authDir, customerTokenFile), filepath.Join(authDir, adminTokenFile), demoToken)
+		demoCustomer, filepath.Join(authDir, customerTokenFile), filepath.Join(authDir, adminTokenFile), demoToken,
+		demoDevice, filepath.Join(authDir, deviceTokenFile))
 	return runUntilStopped(ctx, s)
 }
 
 // Files of shopbus dev's tokens, in <data-dir>/auth.
 const (
 	customerTokenFile = "customer.jwt"
+	deviceTokenFile   = "device.jwt"
 	adminTokenFile    = "admin.jwt"
 )
 
@@ -186,9 +196,18 @@ func checkDev(addr, metricsAddr string, natsPort, natsMonitorPort int, logLevel 
 	return checkLogLevel(logLevel)
 }
 
+// devTokenPrincipals are the callers of shopbus dev's tokens, by file: the
+// demo customer, the demo device ("kind": "device") and an admin.
+var devTokenPrincipals = map[string]auth.Principal{
+	customerTokenFile: {Subject: demoCustomer},
+	deviceTokenFile:   {Subject: demoDevice, Kind: auth.Device},
+	adminTokenFile:    {Subject: "dev-admin", Admin: true},
+}
+
 // devAuth makes (or reuses) shopbus dev's signing key in dir, mints the
-// demo customer's token and an admin's, valid devTokenTTL, and writes them
-// to dir; it returns the verifier of the key and the customer's token.
+// demo customer's token, the demo device's and an admin's, valid
+// devTokenTTL, and writes them to dir; it returns the verifier of the key
+// and the customer's token.
 func devAuth(dir string) (cfg auth.Config, customerToken string, err error) {
 	signer, err := auth.KeyPair(dir, devTokens)
 	if err != nil {
@@ -197,10 +216,7 @@ func devAuth(dir string) (cfg auth.Config, customerToken string, err error) {
 	if cfg.Verifier, err = signer.Verifier(); err != nil {
 		return cfg, "", err
 	}
-	for file, p := range map[string]auth.Principal{
-		customerTokenFile: {Subject: demoCustomer},
-		adminTokenFile:    {Subject: "dev-admin", Admin: true},
-	} {
+	for file, p := range devTokenPrincipals {
 		t, err := signer.Token(p, devTokenTTL)
 		if err != nil {
 			return cfg, "", err
@@ -208,7 +224,7 @@ func devAuth(dir string) (cfg auth.Config, customerToken string, err error) {
 		if err := os.WriteFile(filepath.Join(dir, file), []byte(t+"\n"), 0o600); err != nil {
 			return cfg, "", fmt.Errorf("auth: %w", err)
 		}
-		if !p.Admin {
+		if file == customerTokenFile {
 			customerToken = t
 		}
 	}

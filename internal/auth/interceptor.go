@@ -28,16 +28,34 @@ type Config struct {
 func (c Config) Enabled() bool { return c.Verifier != nil || c.AdminToken != "" || c.Insecure }
 
 // Interceptor returns the server interceptor that authenticates every call
-// with cfg, refusing one without a valid bearer token (Unauthenticated) and
-// an admin procedure (isAdmin) without the admin role (PermissionDenied).
-// The handler finds the caller with FromContext.
-func Interceptor(cfg Config, isAdmin func(procedure string) bool) connect.Interceptor {
-	return &interceptor{cfg: cfg, isAdmin: isAdmin}
+// with cfg, refusing one without a valid bearer token (Unauthenticated), an
+// admin procedure (isAdmin) without the admin role (PermissionDenied), and
+// a device's token on any procedure but a device procedure (see
+// DeviceProcedures; none without it) (PermissionDenied). The handler finds
+// the caller with FromContext.
+func Interceptor(cfg Config, isAdmin func(procedure string) bool, opts ...Option) connect.Interceptor {
+	i := &interceptor{cfg: cfg, isAdmin: isAdmin, isDevice: func(string) bool { return false }}
+	for _, o := range opts {
+		o(i)
+	}
+	return i
+}
+
+// Option is an option of Interceptor.
+type Option func(*interceptor)
+
+// DeviceProcedures says which procedures ("/pkg.Service/Method") a
+// device's token may call: those a device serves itself with (ingesting its
+// readings). Every other procedure refuses a device's token, so that a
+// device's credential never acts as a user, whatever its id.
+func DeviceProcedures(isDevice func(procedure string) bool) Option {
+	return func(i *interceptor) { i.isDevice = isDevice }
 }
 
 type interceptor struct {
-	cfg     Config
-	isAdmin func(string) bool
+	cfg      Config
+	isAdmin  func(string) bool
+	isDevice func(string) bool
 }
 
 // authenticate returns ctx with the caller of procedure, or a Connect
@@ -65,6 +83,10 @@ func (i *interceptor) authenticate(ctx context.Context, procedure string, h http
 	if i.isAdmin(procedure) && !p.Admin {
 		return nil, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("%s is an admin procedure: the token lacks the %q role", procedure, AdminRole))
+	}
+	if p.IsDevice() && !i.isDevice(procedure) {
+		return nil, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("%s is not a device's procedure: %w", procedure, ErrDeviceToken))
 	}
 	return withToken(WithPrincipal(ctx, p), token), nil
 }

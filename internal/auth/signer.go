@@ -16,7 +16,8 @@ import (
 )
 
 // Signer mints tokens with an Ed25519 private key: shopbus dev's demo
-// tokens, and a benchmark's customers. In production an identity provider
+// tokens (a customer's, a device's, an admin's), and a benchmark's
+// customers. In production an identity provider
 // mints them and shopbus only verifies.
 type Signer struct {
 	key  ed25519.PrivateKey
@@ -90,10 +91,15 @@ func (s *Signer) Verifier() (*Verifier, error) {
 	return NewVerifier(s.key.Public(), s.opts)
 }
 
-// Token returns a token for p valid for ttl.
+// Token returns a token for p valid for ttl. A device's (p.Kind Device)
+// carries "kind": "device" and must name a device id (a UUID) and not the
+// admin role; a user's carries no "kind" claim, as before devices had one.
 func (s *Signer) Token(p Principal, ttl time.Duration) (string, error) {
+	if err := checkKind(p); err != nil {
+		return "", fmt.Errorf("auth: mint a token: %w", err)
+	}
 	now := time.Now()
-	c := claims{RegisteredClaims: jwt.RegisteredClaims{
+	c := claims{Kind: string(p.Kind), RegisteredClaims: jwt.RegisteredClaims{
 		Subject: p.Subject, Issuer: s.opts.Issuer,
 		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 	}}

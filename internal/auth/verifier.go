@@ -98,10 +98,15 @@ type claims struct {
 	jwt.RegisteredClaims
 	// Roles are the caller's roles; AdminRole is the one shopbus knows.
 	Roles []string `json:"roles,omitempty"`
+	// Kind is what the subject is (KindClaim): none for a user, "device"
+	// for a device.
+	Kind string `json:"kind,omitempty"`
 }
 
 // Verify checks token's signature, algorithm, expiry (required), issuer and
-// audience, and returns the caller it names.
+// audience, and returns the caller it names. Its "kind" claim (KindClaim)
+// must be absent (a user), "user" or "device"; a device's token must name
+// a device id (a UUID) and must not hold the admin role.
 func (v *Verifier) Verify(token string) (Principal, error) {
 	var c claims
 	_, err := v.parser.ParseWithClaims(token, &c, v.key)
@@ -111,7 +116,33 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 	if c.Subject == "" {
 		return Principal{}, errors.New("the token has no subject")
 	}
-	return Principal{Subject: c.Subject, Admin: slices.Contains(c.Roles, AdminRole)}, nil
+	kind, err := ParseKind(c.Kind)
+	if err != nil {
+		return Principal{}, err
+	}
+	p := Principal{Subject: c.Subject, Kind: kind, Admin: slices.Contains(c.Roles, AdminRole)}
+	if err := checkKind(p); err != nil {
+		return Principal{}, err
+	}
+	return p, nil
+}
+
+// checkKind refuses a principal no token may name: a device with the admin
+// role, or a device whose subject is not a device id (a UUID).
+func checkKind(p Principal) error {
+	switch p.Kind {
+	case User:
+		return nil
+	case Device:
+		if p.Admin {
+			return ErrAdminDevice
+		}
+		if _, err := p.Device(); err != nil {
+			return err
+		}
+		return nil
+	}
+	return fmt.Errorf("kind %q: want %q, or none for a user", string(p.Kind), Device)
 }
 
 // key finds the key of a token: by its "kid", or the only key.

@@ -13,10 +13,15 @@ import (
 	"github.com/shopbus/shopbus/internal/testenv"
 )
 
+// readmeDevice is the demo device of the README's IoT example (shopbus
+// dev's .data/auth/device.jwt).
+const readmeDevice = "c0ffee00-1234-4abc-8def-0123456789ab"
+
 // TestREADMETelemetry runs the README's IoT `buf curl` lines against a
 // stack (the telemetry service under its own NATS identity, behind the
-// gateway): IngestBatch accepts the batch, the same line again is a
-// duplicate, and GetDeviceStats shows each reading counted once.
+// gateway): IngestBatch, with the demo device's token, accepts the batch,
+// the same line again is a duplicate, and GetDeviceStats (admin) shows
+// each reading counted once.
 func TestREADMETelemetry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs buf")
@@ -29,11 +34,18 @@ func TestREADMETelemetry(t *testing.T) {
 	ingest := readmeLine(t, readme, "/shopbus.telemetry.v1.TelemetryService/IngestBatch")
 	stats := readmeLine(t, readme, "/shopbus.telemetry.v1.TelemetryService/GetDeviceStats")
 	s := startStack(t)
-	adminFile := filepath.Join(t.TempDir(), "admin.jwt")
+	dir := t.TempDir()
+	adminFile, deviceFile := filepath.Join(dir, "admin.jwt"), filepath.Join(dir, "device.jwt")
 	if err := os.WriteFile(adminFile, []byte(token(t, auth.Principal{Subject: "ops", Admin: true})+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	local := strings.NewReplacer("http://127.0.0.1:8080", s.URL(), ".data/auth/admin.jwt", adminFile)
+	if err := os.WriteFile(deviceFile, []byte(token(t, auth.Principal{Subject: readmeDevice, Kind: auth.Device})+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ingest, ".data/auth/device.jwt") {
+		t.Errorf("the README ingests with another token than the demo device's (.data/auth/device.jwt): %s", ingest)
+	}
+	local := strings.NewReplacer("http://127.0.0.1:8080", s.URL(), ".data/auth/admin.jwt", adminFile, ".data/auth/device.jwt", deviceFile)
 	run := func(line string) string {
 		t.Helper()
 		cmd := exec.Command("sh", "-c", local.Replace(line))

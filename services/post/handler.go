@@ -3,6 +3,7 @@ package post
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -83,15 +84,19 @@ func (h *Handler) UnfollowUser(ctx context.Context, req *connect.Request[postv1.
 
 // user is the user auth.Interceptor authenticated, as a canonical UUID: a
 // caller without one (a token whose subject is no user, such as an
-// operator's) is PermissionDenied, and a handler served without the
-// interceptor refuses every call rather than serve it open.
+// operator's, or a device's token: auth.ErrDeviceToken) is
+// PermissionDenied, and a handler served without the interceptor refuses
+// every call rather than serve it open.
 func user(ctx context.Context) (string, error) {
 	p, err := auth.Caller(ctx)
 	if err != nil {
 		return "", err
 	}
 	id, err := p.Customer()
-	if err != nil {
+	switch {
+	case errors.Is(err, auth.ErrDeviceToken):
+		return "", connect.NewError(connect.CodePermissionDenied, fmt.Errorf("posts, feeds and follows are a user's: %w", err))
+	case err != nil:
 		return "", connect.NewError(connect.CodePermissionDenied, errors.New("the bearer token's subject is not a user id (a UUID): posts, feeds and follows are a user's"))
 	}
 	return id, nil

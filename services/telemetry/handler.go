@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 
@@ -15,7 +16,8 @@ import (
 // Handler serves the Connect TelemetryService from the Service. Requests are
 // validated by the validation interceptor the server installs; the
 // gateway keeps GetDeviceStats to the admin role (gateway.IsAdmin), and
-// Handler lets a caller ingest only for the devices it acts for.
+// Handler lets a caller ingest only for the devices it acts for: a
+// device's token its own, the admin role any (auth.Principal.ActsForDevice).
 type Handler struct {
 	svc *Service
 }
@@ -79,11 +81,15 @@ func (h *Handler) GetDeviceStats(ctx context.Context, req *connect.Request[telem
 }
 
 // mayIngest refuses a batch of a device p does not act for: a device's
-// token (its subject is the device id) sends its own readings, the admin
-// role anyone's.
+// token ("kind": "device", its subject the device id) sends its own
+// readings, the admin role (a device gateway) anyone's, and a user's token
+// none.
 func mayIngest(p auth.Principal, b *telemetryv1.ReadingBatch) error {
-	if p.ActsFor(b.GetDeviceId()) {
+	if p.ActsForDevice(b.GetDeviceId()) {
 		return nil
+	}
+	if _, err := p.Device(); err != nil {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("device_id %s: %w", b.GetDeviceId(), err))
 	}
 	return connect.NewError(connect.CodePermissionDenied,
 		errors.New("device_id "+b.GetDeviceId()+" is not the bearer token's device: a device sends its own readings, a device gateway needs the admin role"))

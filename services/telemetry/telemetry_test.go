@@ -106,8 +106,8 @@ func (e *env) client(p auth.Principal, grpc bool) telemetryv1connect.TelemetrySe
 // admin is an operator (or a device gateway).
 var admin = auth.Principal{Subject: "ops", Admin: true}
 
-// device is a device's own token.
-func device(id string) auth.Principal { return auth.Principal{Subject: id} }
+// device is a device's own token ("kind": "device").
+func device(id string) auth.Principal { return auth.Principal{Subject: id, Kind: auth.Device} }
 
 // stored is how many events the stream holds.
 func (e *env) stored(t *testing.T) uint64 {
@@ -201,7 +201,7 @@ var t0 = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 // at a time. A batch sent again (same device and sequence) is dropped by
 // JetStream: accepted 0, duplicates 1, nothing stored, rollups unchanged.
 // A device's token may not send another device's readings nor read the
-// rollups.
+// rollups, and a user's token may not ingest as the device of its own id.
 func TestIngestAndRollUp(t *testing.T) {
 	t.Parallel()
 	e := start(t, telemetry.Limits{}, false)
@@ -269,6 +269,20 @@ func TestIngestAndRollUp(t *testing.T) {
 		DeviceId: a, StartTime: timestamppb.New(t0), EndTime: timestamppb.New(t0.Add(time.Hour))}))
 	if connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("a device reading rollups: %v, want PermissionDenied", err)
+	}
+	// A user's token (no "kind" claim) is no device's, even naming its own
+	// id as the device, in a unary call or on the stream.
+	user := auth.Principal{Subject: a}
+	_, err = e.client(user, false).IngestBatch(ctx, connect.NewRequest(&telemetryv1.IngestBatchRequest{Batches: []*telemetryv1.ReadingBatch{
+		batch(a, 9, t0, "temperature", 1.0),
+	}}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "a user's token cannot ingest as a device") {
+		t.Errorf("a user's token ingesting as the device of its id: %v, want PermissionDenied naming the reason", err)
+	}
+	us := e.client(user, true).IngestReadings(ctx)
+	_ = us.Send(&telemetryv1.IngestReadingsRequest{Batch: batch(a, 9, t0, "temperature", 1.0)})
+	if _, err := us.CloseAndReceive(); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("a user's token streaming as the device of its id: %v, want PermissionDenied", err)
 	}
 	if n := e.stored(t); n != stored {
 		t.Errorf("the stream holds %d events, want %d: refused batches were published", n, stored)
