@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -42,6 +44,9 @@ type Verifier struct {
 	keys    map[string]crypto.PublicKey // by key id; "" when there is one key without id
 	parser  *jwt.Parser
 	methods []string
+	// verified remembers the tokens verified lately, so that a client's
+	// next call with the same token costs a hash, not a signature check.
+	verified verifiedTokens
 }
 
 // NewVerifier returns a verifier of tokens signed by key (an
@@ -107,24 +112,44 @@ type claims struct {
 // audience, and returns the caller it names. Its "kind" claim (KindClaim)
 // must be absent (a user), "user" or "device"; a device's token must name
 // a device id (a UUID) and must not hold the admin role.
+//
+// A token verified before is not checked again until it expires: the
+// verifier's keys and rules never change, so neither does the answer.
 func (v *Verifier) Verify(token string) (Principal, error) {
+	now := time.Now()
+	digest := sha256.Sum256([]byte(token))
+	if p, ok := v.verified.get(digest, now); ok {
+		return p, nil
+	}
+	p, expires, err := v.verify(token)
+	if err != nil {
+		return Principal{}, err
+	}
+	v.verified.put(digest, p, expires, now)
+	return p, nil
+}
+
+// verify is Verify without the memory of verified tokens: it also returns
+// when the token expires (leeway included).
+func (v *Verifier) verify(token string) (Principal, time.Time, error) {
 	var c claims
 	_, err := v.parser.ParseWithClaims(token, &c, v.key)
 	if err != nil {
-		return Principal{}, err
+		return Principal{}, time.Time{}, err
 	}
 	if c.Subject == "" {
-		return Principal{}, errors.New("the token has no subject")
+		return Principal{}, time.Time{}, errors.New("the token has no subject")
 	}
 	kind, err := ParseKind(c.Kind)
 	if err != nil {
-		return Principal{}, err
+		return Principal{}, time.Time{}, err
 	}
 	p := Principal{Subject: c.Subject, Kind: kind, Admin: slices.Contains(c.Roles, AdminRole)}
 	if err := checkKind(p); err != nil {
-		return Principal{}, err
+		return Principal{}, time.Time{}, err
 	}
-	return p, nil
+	// The parser required an expiry and checked the not-before time.
+	return p, c.ExpiresAt.Add(Leeway), nil
 }
 
 // checkKind refuses a principal no token may name: a device with the admin
@@ -221,4 +246,60 @@ func parseKeys(b []byte) (map[string]crypto.PublicKey, error) {
 		return nil, errors.New("JWKS: no signing key")
 	}
 	return keys, nil
+}
+
+// maxVerified bounds the tokens a Verifier remembers: about 100 bytes
+// each. When it is reached, the expired ones are forgotten, and if that is
+// not enough, all of them.
+const maxVerified = 10_000
+
+// verifiedTokens remembers the principals of tokens verified lately, by
+// the SHA-256 of the token (the tokens themselves are not kept), until the
+// tokens expire. It is safe for concurrent use.
+type verifiedTokens struct {
+	mu     sync.Mutex
+	tokens map[[sha256.Size]byte]verifiedToken
+}
+
+// verifiedToken is a token's principal and when the token stops being
+// valid.
+type verifiedToken struct {
+	p       Principal
+	expires time.Time
+}
+
+// get returns the principal of the token whose digest is d, if it was
+// verified and has not expired at now.
+func (m *verifiedTokens) get(d [sha256.Size]byte, now time.Time) (Principal, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tokens[d]
+	if !ok {
+		return Principal{}, false
+	}
+	if !now.Before(t.expires) {
+		delete(m.tokens, d)
+		return Principal{}, false
+	}
+	return t.p, true
+}
+
+// put remembers that the token whose digest is d names p until expires.
+func (m *verifiedTokens) put(d [sha256.Size]byte, p Principal, expires, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tokens == nil {
+		m.tokens = map[[sha256.Size]byte]verifiedToken{}
+	}
+	if len(m.tokens) >= maxVerified {
+		for k, t := range m.tokens {
+			if !now.Before(t.expires) {
+				delete(m.tokens, k)
+			}
+		}
+		if len(m.tokens) >= maxVerified {
+			clear(m.tokens)
+		}
+	}
+	m.tokens[d] = verifiedToken{p: p, expires: expires}
 }
