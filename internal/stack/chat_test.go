@@ -29,8 +29,9 @@ func chatClient(t *testing.T, s *testStack, p auth.Principal) messagev1connect.M
 // TestChatThroughGateway: chat end to end, through the gateway with bearer
 // tokens, the outbox, JetStream and the message service's consumer. The
 // sender is the token's user; a retry is replayed; the conversation is
-// listed in order by a mentioned user and an admin; another user is
-// refused, and bad input is INVALID_ARGUMENT with nothing sent.
+// listed in order by a mentioned user and an admin; another user may
+// neither list it nor send to it, and bad input is INVALID_ARGUMENT with
+// nothing sent.
 func TestChatThroughGateway(t *testing.T) {
 	t.Parallel()
 	s := startStack(t)
@@ -83,6 +84,9 @@ func TestChatThroughGateway(t *testing.T) {
 	}
 	_, err := chatClient(t, s, auth.Principal{Subject: carol}).ListMessages(ctx, connect.NewRequest(&messagev1.ListMessagesRequest{ConversationId: conversation}))
 	wantCode(t, "carol lists a conversation she is not in", err, connect.CodePermissionDenied)
+	_, err = chatClient(t, s, auth.Principal{Subject: carol}).SendMessage(ctx, connect.NewRequest(&messagev1.SendMessageRequest{
+		MessageId: uuid.NewString(), ConversationId: conversation, Body: "let me in", MentionedUserIds: []string{carol}}))
+	wantCode(t, "carol sends to a conversation she is not in", err, connect.CodePermissionDenied)
 	_, err = messagev1connect.NewMessageServiceClient(http.DefaultClient, s.URL()).ListMessages(ctx,
 		connect.NewRequest(&messagev1.ListMessagesRequest{ConversationId: conversation}))
 	wantCode(t, "no token", err, connect.CodeUnauthenticated)

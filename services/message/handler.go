@@ -26,7 +26,9 @@ var _ messagev1connect.MessageServiceHandler = (*Handler)(nil)
 func NewHandler(svc *Service) *Handler { return &Handler{svc: svc} }
 
 // SendMessage implements messagev1connect.MessageServiceHandler. The
-// sender is the caller: its token's subject, which must be a user id.
+// sender is the caller: its token's subject, which must be a user id. A
+// conversation that has messages takes them from its participants and
+// admins (Service.SendMessage).
 func (h *Handler) SendMessage(ctx context.Context, req *connect.Request[messagev1.SendMessageRequest]) (*connect.Response[messagev1.SendMessageResponse], error) {
 	p, err := auth.Caller(ctx)
 	if err != nil {
@@ -36,7 +38,7 @@ func (h *Handler) SendMessage(ctx context.Context, req *connect.Request[messagev
 	if err != nil {
 		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only a user sends messages: the bearer token's subject is not a user id (a UUID)"))
 	}
-	m, replayed, err := h.svc.SendMessage(ctx, sender, req.Msg)
+	m, replayed, err := h.svc.SendMessage(ctx, Sender{UserID: sender, Admin: p.Admin}, req.Msg)
 	if err != nil {
 		return nil, h.toConnect("SendMessage", err)
 	}

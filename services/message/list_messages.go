@@ -36,10 +36,12 @@ type Reader struct {
 // order (ascending seq), and the token of the next page ("" on the last).
 // A reader who is no participant of the conversation (ErrNotParticipant)
 // and no admin is refused whether or not the conversation exists; an admin
-// gets ErrNotFound for a conversation without messages. A participant whose
-// first message the consumer has not placed yet gets an empty page. A page
-// token that is not the next_page_token of this conversation's previous
-// page fails with ErrBadPageToken.
+// gets ErrNotFound for a conversation without messages. A user who sent
+// to the conversation, or was mentioned in it, a moment ago is a
+// participant before the consumer has placed that message: its page may
+// not hold the message yet, or be empty. A page token that is not the
+// next_page_token of this conversation's previous page fails with
+// ErrBadPageToken.
 func (s *Service) ListMessages(ctx context.Context, reader Reader, req *messagev1.ListMessagesRequest) ([]*messagev1.Message, string, error) {
 	conversation, err := parse("conversation_id", req.GetConversationId())
 	if err != nil {
@@ -74,8 +76,9 @@ func (s *Service) ListMessages(ctx context.Context, reader Reader, req *messagev
 }
 
 // mayRead returns nil if reader may read the conversation: an admin, if it
-// has messages (ErrNotFound otherwise); a user, if it is a participant, or
-// has sent to it (the read model may not have placed the message yet).
+// has messages (ErrNotFound otherwise); a user, if it is a participant,
+// as the read model knows or the write side does (the read model may not
+// have placed the message that made it one yet).
 func (s *Service) mayRead(ctx context.Context, reader Reader, conversation string) error {
 	if reader.Admin {
 		var exists bool
@@ -93,8 +96,7 @@ func (s *Service) mayRead(ctx context.Context, reader Reader, conversation strin
 		return fmt.Errorf("%w: %s", ErrNotParticipant, conversation)
 	}
 	var participant bool
-	err = s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM conversation_participants WHERE conversation_id = $1 AND user_id = $2)
-		OR EXISTS (SELECT 1 FROM sent_messages WHERE sender_id = $2 AND conversation_id = $1)`, conversation, user).Scan(&participant)
+	err = s.Pool.QueryRow(ctx, `SELECT `+participantSQL("$1", "$2"), conversation, user).Scan(&participant)
 	if err != nil {
 		return fmt.Errorf("list messages: %w", err)
 	}

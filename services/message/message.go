@@ -10,8 +10,16 @@
 // Who may do what: the sender of a message is the caller (its bearer
 // token's subject, a user id), never a field of the request. A
 // conversation's participants are the users who sent to it or were
-// mentioned in it; they and admins may list it, anyone else is refused
-// (ErrNotParticipant), whether or not the conversation exists.
+// mentioned in it. Anyone may start a conversation: its first message makes
+// the sender and the users it mentions its participants. Once it has a
+// message, only its participants and admins may send to it, and only they
+// may list it; anyone else is refused (ErrNotParticipant, whose words tell
+// nothing of the conversation: ListMessages refuses the same whether or
+// not it exists) and nothing is written. The write side knows the
+// participants at once (sent_messages keeps each message's sender and
+// mentions; the check is part of the statement that writes the message),
+// so a user mentioned a moment ago may reply before the read model has
+// placed the message.
 //
 // Use cases: send_message.go, apply_message_sent.go (the consumer),
 // list_messages.go; handler.go maps them onto the Connect API and domain
@@ -65,6 +73,18 @@ func New(rt servicekit.Runtime) *Service {
 // conversations until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	return s.Runtime.Run(ctx, []messaging.Subscription{{Config: MessageSentConsumer(), Handler: s.ApplyMessageSent}})
+}
+
+// participantSQL is an SQL condition: the user (the query parameter user,
+// e.g. "$2") is a participant of the conversation (the parameter
+// conversation). It sent to it, or was mentioned in one of its messages, as
+// the write side knows (sent_messages, up to date with every statement) or
+// the read model does (conversation_participants, which also knows the
+// mentions of messages sent before sent_messages kept them).
+func participantSQL(conversation, user string) string {
+	return fmt.Sprintf(`(EXISTS (SELECT 1 FROM sent_messages WHERE sender_id = %[2]s AND conversation_id = %[1]s)
+		OR EXISTS (SELECT 1 FROM conversation_participants WHERE conversation_id = %[1]s AND user_id = %[2]s)
+		OR EXISTS (SELECT 1 FROM sent_messages WHERE conversation_id = %[1]s AND %[2]s = ANY (mentioned_user_ids)))`, conversation, user)
 }
 
 // parse returns s, the field what of a request, as a canonical UUID

@@ -23,11 +23,13 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// The test's users.
+// The test's users. agent has the admin role (agentClient).
 const (
 	alice = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 	bob   = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 	carol = "0c1d2e3f-4a5b-4c6d-8e7f-8a9b0c1d2e3f"
+	dave  = "3d4e5f60-7a8b-4c9d-8e0f-1a2b3c4d5e6f"
+	agent = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"
 )
 
 // fixture is the message service on a real embedded NATS and a schema of
@@ -45,9 +47,18 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	f := newIdleFixture(t)
+	testenv.Run(t, f.svc)
+	return f
+}
+
+// newIdleFixture is newFixture's service served, but not running: no relay
+// publishes its outbox and no consumer places its messages, so its outbox
+// and read model hold what the test sees them hold.
+func newIdleFixture(t *testing.T) *fixture {
+	t.Helper()
 	rt := testenv.Runtime(t, "message")
 	f := &fixture{pool: rt.Pool, js: rt.JS, svc: message.New(rt)}
-	testenv.Run(t, f.svc)
 	signer, err := auth.KeyPair(t.TempDir(), auth.Options{Issuer: "shopbus-test", Audience: "shopbus"})
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +106,12 @@ func (f *fixture) user(t *testing.T, id string) messagev1connect.MessageServiceC
 // admin returns a client calling as an admin (whose subject is no user).
 func (f *fixture) admin(t *testing.T) messagev1connect.MessageServiceClient {
 	return f.client(t, &auth.Principal{Subject: "test-admin", Admin: true})
+}
+
+// agentClient returns a client calling as agent, a user with the admin
+// role.
+func (f *fixture) agentClient(t *testing.T) messagev1connect.MessageServiceClient {
+	return f.client(t, &auth.Principal{Subject: agent, Admin: true})
 }
 
 // count runs sql, a query of one integer, on the service's schema.
