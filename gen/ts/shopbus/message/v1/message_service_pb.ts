@@ -222,8 +222,9 @@ export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
  * Every call needs a bearer token (UNAUTHENTICATED without a valid one); the
  * sender of a message is the token's subject (a user id, a UUID), never a
  * field of the request. A conversation's participants are the users who
- * sent to it or were mentioned in it: they, and admins, may list it; anyone
- * else is refused with PERMISSION_DENIED, whether or not it exists.
+ * sent to it or were mentioned in it: they, and admins, may list it and
+ * send to it; anyone else is refused with PERMISSION_DENIED, in the same
+ * words whether or not it exists.
  *
  * @generated from service shopbus.message.v1.MessageService
  */
@@ -234,8 +235,11 @@ export const MessageService: GenService<{
    * idempotent: a retry with the same message_id returns the same message,
    * with replayed true, and sends nothing new; the same message_id with
    * another conversation, body or mentions, or from another user, is
-   * refused with ALREADY_EXISTS. A token whose subject is not a user id
-   * (a UUID) may not send: PERMISSION_DENIED.
+   * refused with ALREADY_EXISTS. Anyone may start a conversation (send its
+   * first message); once it has messages, only its participants and admins
+   * may send to it, anyone else gets PERMISSION_DENIED and nothing is sent.
+   * A token whose subject is not a user id (a UUID), or a device's token,
+   * may not send: PERMISSION_DENIED.
    *
    * @generated from rpc shopbus.message.v1.MessageService.SendMessage
    */

@@ -48,8 +48,11 @@ type MessageServiceClient interface {
 	// idempotent: a retry with the same message_id returns the same message,
 	// with replayed true, and sends nothing new; the same message_id with
 	// another conversation, body or mentions, or from another user, is
-	// refused with ALREADY_EXISTS. A token whose subject is not a user id
-	// (a UUID) may not send: PERMISSION_DENIED.
+	// refused with ALREADY_EXISTS. Anyone may start a conversation (send its
+	// first message); once it has messages, only its participants and admins
+	// may send to it, anyone else gets PERMISSION_DENIED and nothing is sent.
+	// A token whose subject is not a user id (a UUID), or a device's token,
+	// may not send: PERMISSION_DENIED.
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
 	// ListMessages returns a conversation's messages in their order (seq), a
 	// page at a time. A message is listed once the conversation's read model
@@ -110,8 +113,11 @@ type MessageServiceHandler interface {
 	// idempotent: a retry with the same message_id returns the same message,
 	// with replayed true, and sends nothing new; the same message_id with
 	// another conversation, body or mentions, or from another user, is
-	// refused with ALREADY_EXISTS. A token whose subject is not a user id
-	// (a UUID) may not send: PERMISSION_DENIED.
+	// refused with ALREADY_EXISTS. Anyone may start a conversation (send its
+	// first message); once it has messages, only its participants and admins
+	// may send to it, anyone else gets PERMISSION_DENIED and nothing is sent.
+	// A token whose subject is not a user id (a UUID), or a device's token,
+	// may not send: PERMISSION_DENIED.
 	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
 	// ListMessages returns a conversation's messages in their order (seq), a
 	// page at a time. A message is listed once the conversation's read model
