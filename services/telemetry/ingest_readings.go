@@ -104,7 +104,7 @@ func (in *Ingestion) Add(ctx context.Context, batches ...*telemetryv1.ReadingBat
 		raw := raws[i]
 		f, err := in.s.JS.PublishMsgAsync(msg, jetstream.WithMsgID(msg.Header.Get(event.HeaderMsgID)), jetstream.WithStallWait(stallWait))
 		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return fmt.Errorf("%w: device %s sequence %d not published: %w", ErrBacklog, raw.GetDeviceId(), raw.GetSequence(), err)
+			return in.backlog(raw.GetDeviceId(), raw.GetSequence(), "not published", err)
 		}
 		if err != nil {
 			return fmt.Errorf("publish device %s sequence %d: %w", raw.GetDeviceId(), raw.GetSequence(), err)
@@ -124,6 +124,14 @@ func (in *Ingestion) Wait(ctx context.Context) (Ingested, error) {
 		}
 	}
 	return in.done, nil
+}
+
+// backlog is ErrBacklog for the batch of device and sequence. JetStream's
+// own error is logged, not returned: the client learns which batch to send
+// again, not NATS's internals.
+func (in *Ingestion) backlog(device string, sequence uint64, what string, err error) error {
+	in.s.Log.Warn("telemetry: batch "+what, "device", device, "sequence", sequence, "err", err)
+	return fmt.Errorf("%w: device %s sequence %d %s", ErrBacklog, device, sequence, what)
 }
 
 // settleOldest waits for the acknowledgement of the oldest pending batch
@@ -146,7 +154,7 @@ func (in *Ingestion) settleOldest(ctx context.Context) error {
 		}
 		return nil
 	case err := <-p.future.Err():
-		return fmt.Errorf("%w: device %s sequence %d: %w", ErrBacklog, p.device, p.sequence, err)
+		return in.backlog(p.device, p.sequence, "not acknowledged", err)
 	case <-timeout.C:
 		return fmt.Errorf("%w: device %s sequence %d: no acknowledgement in %v", ErrBacklog, p.device, p.sequence, messaging.PublishTimeout)
 	case <-ctx.Done():

@@ -482,3 +482,29 @@ func TestTooFast(t *testing.T) {
 		t.Errorf("the stream holds %d events, want %d", n, stored+1)
 	}
 }
+
+// TestBacklogSaysWhichBatch: when JetStream does not take a batch (here
+// its stream is gone), the client gets Unavailable naming the batch to
+// send again, and none of NATS's own error text.
+func TestBacklogSaysWhichBatch(t *testing.T) {
+	t.Parallel()
+	e := start(t, telemetry.Limits{}, true)
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, messaging.StreamName("iot", "telemetry")); err != nil {
+		t.Fatal(err)
+	}
+	dev := uuid.NewString()
+	_, err := e.client(device(dev), false).IngestBatch(ctx, connect.NewRequest(&telemetryv1.IngestBatchRequest{
+		Batches: []*telemetryv1.ReadingBatch{batch(dev, 7, t0, "m", 1.0)}}))
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable {
+		t.Fatalf("stream gone: %v, want Unavailable", err)
+	}
+	msg := ce.Message()
+	if !strings.Contains(msg, "sequence 7") || !strings.Contains(msg, dev) {
+		t.Errorf("message %q does not name the batch (device %s, sequence 7)", msg, dev)
+	}
+	if strings.Contains(strings.ToLower(msg), "nats") || strings.Contains(msg, "responders") {
+		t.Errorf("message %q carries NATS's error text", msg)
+	}
+}
