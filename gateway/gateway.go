@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -24,6 +25,8 @@ import (
 	"connectrpc.com/otelconnect"
 	"connectrpc.com/validate"
 	"github.com/rs/cors"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
@@ -189,10 +192,11 @@ func NewServer(addr string, h http.Handler) *http.Server {
 	p.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Addr:              addr,
-		Handler:           h,
+		Handler:           longReads(h),
 		Protocols:         p,
 		ReadHeaderTimeout: 10 * time.Second,
-		// A request body (at most MaxRequestBytes) arrives within this.
+		// A request body (at most MaxRequestBytes) arrives within this;
+		// a client stream's within MaxCallDuration (longReads).
 		ReadTimeout: 30 * time.Second,
 		// A response, a WatchOrder stream included, is written within
 		// the longest a call may last (MaxCallDuration) and a margin for
@@ -280,4 +284,35 @@ func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.St
 // WrapStreamingHandler implements connect.Interceptor (nothing to do).
 func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// longReads gives a client-streaming or bidirectional call (a device's
+// IngestReadings) as long to send its messages as a call may last
+// (MaxCallDuration, which callDeadline enforces), where every other request
+// has the server's ReadTimeout for its body. Which calls stream comes from
+// the procedure's descriptor in the registry of the generated code.
+func longReads(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if clientStreams(r.URL.Path) {
+			// Not every ResponseWriter can (an HTTP/1.1 hijacked one);
+			// then the server's ReadTimeout stands.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(MaxCallDuration + 30*time.Second))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// clientStreams reports whether path ("/<package>.<Service>/<Method>") names
+// a method whose client sends a stream.
+func clientStreams(path string) bool {
+	service, method, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok || method == "" || strings.Contains(method, "/") {
+		return false
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service + "." + method))
+	if err != nil {
+		return false
+	}
+	m, ok := d.(protoreflect.MethodDescriptor)
+	return ok && m.IsStreamingClient()
 }

@@ -54,8 +54,8 @@ var h2c = func() *http.Client {
 }()
 
 // start starts the service with limits, its consumer running unless
-// noConsumer, and its gateway.
-func start(t *testing.T, limits telemetry.Limits, noConsumer bool) *env {
+// noConsumer, and its gateway, whose server each of server changes.
+func start(t *testing.T, limits telemetry.Limits, noConsumer bool, server ...func(*http.Server)) *env {
 	t.Helper()
 	rt := testenv.Runtime(t, "telemetry")
 	pool, js := rt.Pool, rt.JS
@@ -82,6 +82,9 @@ func start(t *testing.T, limits telemetry.Limits, noConsumer bool) *env {
 	}
 	srv := gateway.NewServer(l.Addr().String(), gateway.Handler(gateway.Config{Auth: a,
 		Services: []gateway.Service{{Name: telemetryv1connect.TelemetryServiceName, Path: path, Handler: h}}}))
+	for _, f := range server {
+		f(srv)
+	}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return &env{svc: svc, js: js, pool: pool, url: "http://" + l.Addr().String(), token: func(p auth.Principal) string {
@@ -506,5 +509,32 @@ func TestBacklogSaysWhichBatch(t *testing.T) {
 	}
 	if strings.Contains(strings.ToLower(msg), "nats") || strings.Contains(msg, "responders") {
 		t.Errorf("message %q carries NATS's error text", msg)
+	}
+}
+
+// TestLongStream: a device's stream of readings may outlast the server's
+// ReadTimeout, which bounds the other requests' bodies: here a stream
+// sends its second batch after two ReadTimeouts and both are accepted.
+func TestLongStream(t *testing.T) {
+	t.Parallel()
+	const readTimeout = 300 * time.Millisecond
+	e := start(t, telemetry.Limits{}, true, func(s *http.Server) { s.ReadTimeout = readTimeout })
+	dev := uuid.NewString()
+	s := e.client(device(dev), true).IngestReadings(context.Background())
+	if err := s.Send(&telemetryv1.IngestReadingsRequest{Batch: batch(dev, 1, t0, "m", 1.0)}); err != nil {
+		t.Fatal(err)
+	}
+	// A device between two batches: nothing to wait on but the time the
+	// server's ReadTimeout would have cut the stream at.
+	time.Sleep(2 * readTimeout)
+	if err := s.Send(&telemetryv1.IngestReadingsRequest{Batch: batch(dev, 2, t0, "m", 2.0)}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.CloseAndReceive()
+	if err != nil {
+		t.Fatalf("a stream longer than ReadTimeout: %v", err)
+	}
+	if res.Msg.GetAccepted() != 2 {
+		t.Errorf("%v, want 2 accepted", res.Msg)
 	}
 }
