@@ -14,8 +14,12 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"time"
 
@@ -315,4 +319,45 @@ func clientStreams(path string) bool {
 	}
 	m, ok := d.(protoreflect.MethodDescriptor)
 	return ok && m.IsStreamingClient()
+}
+
+// Proxy returns the gateway's route to a service that runs elsewhere and
+// that the gateway does not mount itself (distributed mode): every call to
+// service name ("shopbus.message.v1.MessageService") is relayed as it came,
+// whatever its protocol (Connect, gRPC, gRPC-Web) or streaming, to the same
+// path under base ("http://message:8084"), over HTTP/2 (cleartext for an
+// http URL), flushing as it goes and with its trailers. The service
+// authenticates the caller's bearer token itself; a service that cannot be
+// reached is 502 Bad Gateway, which clients read as Unavailable.
+func Proxy(name, base string, tlsConfig *tls.Config, log *slog.Logger) (Service, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Service{}, fmt.Errorf("gateway: %s at %q: want an http:// or https:// URL", name, base)
+	}
+	p := new(http.Protocols)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.Host = u.Host
+		},
+		Transport:     &http.Transport{Protocols: p, TLSClientConfig: tlsConfig, MaxIdleConnsPerHost: 64},
+		FlushInterval: -1,
+		// The gateway answers for CORS (Config.AllowedOrigins): a
+		// service's own headers would repeat them.
+		ModifyResponse: func(r *http.Response) error {
+			for k := range r.Header {
+				if strings.HasPrefix(k, "Access-Control-") {
+					r.Header.Del(k)
+				}
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			log.Warn("gateway: "+name+" unreachable", "url", base, "err", err)
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+	return Service{Name: name, Path: "/" + name + "/", Handler: rp}, nil
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/shopbus/shopbus/gateway"
+	fraudv1 "github.com/shopbus/shopbus/gen/go/shopbus/fraud/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/fraud/v1/fraudv1connect"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -170,6 +172,14 @@ func TestComposeStack(t *testing.T) {
 		return nil
 	})
 	t.Logf("order %s CONFIRMED through the compose stack's services", placed.GetOrderId())
+
+	// The services the gateway relays (--fraud-url …): the order's score
+	// through the published gateway.
+	scores := fraudv1connect.NewFraudServiceClient(http.DefaultClient, base, admin)
+	score, err := scores.GetScore(ctx, connect.NewRequest(&fraudv1.GetScoreRequest{OrderId: placed.GetOrderId()}))
+	if err != nil || score.Msg.GetScore().GetOrderId() != placed.GetOrderId() {
+		t.Fatalf("GetScore through the gateway: %v, %v", score, err)
+	}
 }
 
 // dependencies are the services s depends on.

@@ -171,7 +171,11 @@ func TestCompose(t *testing.T) {
 
 	// The gateway calls the services where they listen.
 	if gw, ok := byName["gateway"]; ok {
-		for flag, raw := range map[string]string{"order-url": gw.opts.orderURL, "inventory-url": gw.opts.inventoryURL} {
+		urls := map[string]string{"order-url": gw.opts.orderURL, "inventory-url": gw.opts.inventoryURL}
+		for name, u := range gw.opts.serviceURLs {
+			urls[name+"-url"] = *u
+		}
+		for flag, raw := range urls {
 			u, _ := url.Parse(raw)
 			target, ok := byName[u.Hostname()]
 			if !ok || target.opts.component != strings.TrimSuffix(flag, "-url") || u.Port() != port(t, target.opts.addr) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -46,6 +47,9 @@ type serveOptions struct {
 	watchdog                                       order.Watchdog
 	fraudModel                                     string
 	orderURL, inventoryURL                         string
+	// serviceURLs are the other services the gateway relays to, by
+	// component name (--<name>-url).
+	serviceURLs map[string]*string
 	metricsAddr, logLevel                          string
 	natsCreds, natsNkey, natsCA, natsCert, natsKey string
 	tlsCert, tlsKey, serviceCA, allowedOrigins     string
@@ -72,6 +76,13 @@ func serveFlags(name string) (fs *flag.FlagSet, o *serveOptions, finish func() (
 	fs.IntVar(&o.partitions, "partitions", messaging.DefaultPartitions, fmt.Sprintf("partitions of each event stream, 1 to %d, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)", messaging.MaxPartitions))
 	fs.StringVar(&o.orderURL, "order-url", "http://127.0.0.1:8081", "gateway only: the order service (env SHOPBUS_ORDER_URL)")
 	fs.StringVar(&o.inventoryURL, "inventory-url", "http://127.0.0.1:8082", "gateway only: the inventory service (env SHOPBUS_INVENTORY_URL)")
+	o.serviceURLs = map[string]*string{}
+	for _, sc := range components {
+		if apis := stack.APIs(sc.name); len(apis) > 0 && sc.name != "order" && sc.name != "inventory" {
+			o.serviceURLs[sc.name] = fs.String(sc.name+"-url", "http://"+sc.addr,
+				fmt.Sprintf("gateway only: the %s service, where it relays %s; empty for none (env SHOPBUS_%s_URL)", sc.name, strings.Join(apis, ", "), strings.ToUpper(sc.name)))
+		}
+	}
 	o.auth = authFlags(fs)
 	limitsOf := limitsFlags(fs)
 	sagaOf := sagaFlags(fs)
@@ -161,6 +172,13 @@ func (o *serveOptions) validate() error {
 		if err := checkURL("inventory-url", o.inventoryURL); err != nil {
 			return err
 		}
+		for _, name := range slices.Sorted(maps.Keys(o.serviceURLs)) {
+			if u := *o.serviceURLs[name]; u != "" {
+				if err := checkURL(name+"-url", u); err != nil {
+					return err
+				}
+			}
+		}
 		if _, err := parseOrigins(o.allowedOrigins); err != nil {
 			return err
 		}
@@ -168,6 +186,15 @@ func (o *serveOptions) validate() error {
 		return fmt.Errorf("--database-url: want a URL")
 	}
 	return checkLogLevel(o.logLevel)
+}
+
+// urls are the service URLs the gateway relays to, by component name.
+func (o *serveOptions) urls() map[string]string {
+	m := map[string]string{}
+	for name, u := range o.serviceURLs {
+		m[name] = *u
+	}
+	return m
 }
 
 func componentNames() string {
@@ -225,7 +252,7 @@ func serve(ctx context.Context, args []string) error {
 		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, ServiceCAFile: o.serviceCA,
 		Components: []string{component}, NATSURL: o.natsURL, NATSOptions: natsOpts, DatabaseURL: o.databaseURL, Schema: o.schema, Addr: o.addr,
 		Streams:  messaging.StreamOptions{Replicas: o.replicas, Partitions: o.partitions},
-		OrderURL: o.orderURL, InventoryURL: o.inventoryURL, AllowedOrigins: origins, Auth: authCfg, OrderLimits: o.limits, Watchdog: o.watchdog, FraudModelFile: o.fraudModel, MetricsAddr: o.metricsAddr, Log: log,
+		OrderURL: o.orderURL, InventoryURL: o.inventoryURL, ServiceURLs: o.urls(), AllowedOrigins: origins, Auth: authCfg, OrderLimits: o.limits, Watchdog: o.watchdog, FraudModelFile: o.fraudModel, MetricsAddr: o.metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err

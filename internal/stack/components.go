@@ -35,6 +35,10 @@ type component struct {
 	name string
 	// consumers are the consumers the service runs.
 	consumers []messaging.ConsumerConfig
+	// apis are the Connect services it serves by name
+	// ("shopbus.message.v1.MessageService"): a gateway in another process
+	// relays them to the service's URL (Config.ServiceURLs, gateway.Proxy).
+	apis []string
 	// build makes the service on rt: what runs it, and the Connect
 	// services it serves (mounted by the gateway when it runs in the same
 	// process, or served on the service's own address when alone).
@@ -69,6 +73,7 @@ var components = []component{
 	},
 	{
 		name:      "fraud",
+		apis:      []string{fraudv1connect.FraudServiceName},
 		consumers: []messaging.ConsumerConfig{fraud.ScoreOrderConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			model, err := fraud.DefaultModel()
@@ -85,6 +90,7 @@ var components = []component{
 	},
 	{
 		name:      "message",
+		apis:      []string{messagev1connect.MessageServiceName},
 		consumers: []messaging.ConsumerConfig{message.MessageSentConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := message.New(rt)
@@ -94,6 +100,7 @@ var components = []component{
 	},
 	{
 		name:      "telemetry",
+		apis:      []string{telemetryv1connect.TelemetryServiceName},
 		consumers: []messaging.ConsumerConfig{telemetry.RollupConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := telemetry.New(rt)
@@ -103,6 +110,7 @@ var components = []component{
 	},
 	{
 		name:      "post",
+		apis:      []string{postv1connect.PostServiceName},
 		consumers: []messaging.ConsumerConfig{post.FanOutConsumer(), post.CatalogConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := post.New(rt)
@@ -121,6 +129,16 @@ func Components() []string {
 		names = append(names, c.name)
 	}
 	return names
+}
+
+// APIs are the Connect services the service name serves, or nil.
+func APIs(name string) []string {
+	for _, c := range components {
+		if c.name == name {
+			return slices.Clone(c.apis)
+		}
+	}
+	return nil
 }
 
 // Consumers are the consumers the service name runs, as its entry declares

@@ -11,16 +11,25 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shopbus/shopbus/gateway"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
+	messagev1 "github.com/shopbus/shopbus/gen/go/shopbus/message/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/message/v1/messagev1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
+	postv1 "github.com/shopbus/shopbus/gen/go/shopbus/post/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/post/v1/postv1connect"
+	telemetryv1 "github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1"
+	"github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1/telemetryv1connect"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/natsauth"
 	"github.com/shopbus/shopbus/internal/natsembed"
@@ -79,9 +88,40 @@ func TestDistributed(t *testing.T) {
 	orders := start("order", stack.Config{})
 	inventory := start("inventory", stack.Config{})
 	start("fraud", stack.Config{})
-	gw := start("gateway", stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL()})
+	chat := start("message", stack.Config{})
+	devices := start("telemetry", stack.Config{})
+	gw := start("gateway", stack.Config{OrderURL: orders.URL(), InventoryURL: inventory.URL(),
+		ServiceURLs: map[string]string{"message": chat.URL(), "telemetry": devices.URL()}})
 	if gw.Orders != nil || gw.Inventory != nil || orders.Inventory != nil {
 		t.Fatal("a component runs a service it was not asked to")
+	}
+	// The other services' APIs are relayed as they come: a Connect call,
+	// and a gRPC client stream over h2c.
+	ctx := context.Background()
+	sent, err := messagev1connect.NewMessageServiceClient(http.DefaultClient, gw.URL(), as(t, auth.Principal{Subject: customer})).
+		SendMessage(ctx, connect.NewRequest(&messagev1.SendMessageRequest{MessageId: uuid.NewString(), ConversationId: uuid.NewString(), Body: "hello"}))
+	if err != nil || sent.Msg.GetMessage().GetSenderId() != customer {
+		t.Fatalf("SendMessage through the gateway: %v, %v", sent, err)
+	}
+	h2c := new(http.Protocols)
+	h2c.SetUnencryptedHTTP2(true)
+	device := uuid.NewString()
+	stream := telemetryv1connect.NewTelemetryServiceClient(&http.Client{Transport: &http.Transport{Protocols: h2c}}, gw.URL(),
+		connect.WithGRPC(), as(t, auth.Principal{Subject: device, Kind: auth.Device})).IngestReadings(ctx)
+	for seq := range uint64(2) {
+		if err := stream.Send(&telemetryv1.IngestReadingsRequest{Batch: &telemetryv1.ReadingBatch{DeviceId: device, Sequence: seq,
+			MeasuredAt: timestamppb.Now(), Readings: []*telemetryv1.Reading{{Metric: "m", Value: 1, Unit: "u"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err := stream.CloseAndReceive(); err != nil || res.Msg.GetAccepted() != 2 {
+		t.Fatalf("IngestReadings (gRPC, a client stream) through the gateway: %v, %v; want 2 accepted", res, err)
+	}
+	// No URL, no route: the post service is not served here.
+	_, err = postv1connect.NewPostServiceClient(http.DefaultClient, gw.URL(), as(t, auth.Principal{Subject: customer})).
+		FollowUser(ctx, connect.NewRequest(&postv1.FollowUserRequest{UserId: uuid.NewString()}))
+	if connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Errorf("a service the gateway has no URL for: %v, want Unimplemented", err)
 	}
 
 	s := clientsOf(t, gw, schema, http.DefaultClient)
@@ -100,7 +140,7 @@ func TestDistributed(t *testing.T) {
 		t.Errorf("a gzipped GetStock through the gateway: %v", err)
 	}
 	// Validation happens at the gateway as well as in the service.
-	_, err := s.orders.CreateOrder(context.Background(), connect.NewRequest(orderRequest(line("MUG-001", 0))))
+	_, err = s.orders.CreateOrder(context.Background(), connect.NewRequest(orderRequest(line("MUG-001", 0))))
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Errorf("invalid request through the gateway: %v", err)
 	}

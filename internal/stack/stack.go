@@ -111,6 +111,11 @@ type Config struct {
 	// OrderURL and InventoryURL are where the gateway finds a service that
 	// does not run here (distributed mode).
 	OrderURL, InventoryURL string
+	// ServiceURLs are where the gateway finds the other services that do
+	// not run here, by component name ("message": "http://message:8084"):
+	// it relays their APIs there (gateway.Proxy). A service with no URL is
+	// not served by the gateway.
+	ServiceURLs map[string]string
 	// Telemetry receives metrics and spans; when nil, Start makes one with
 	// metrics on and traces as the OTEL_* environment says.
 	Telemetry *telemetry.Telemetry
@@ -242,6 +247,23 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 		if gw.Inventory == nil {
 			gw.Inventory = remoteInventory
+		}
+		tc, err := serviceTLS(cfg.ServiceCAFile)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range components {
+			base := cfg.ServiceURLs[c.name]
+			if cfg.runs(c.name) || base == "" {
+				continue
+			}
+			for _, api := range c.apis {
+				p, err := gateway.Proxy(api, base, tc, cfg.Log)
+				if err != nil {
+					return nil, err
+				}
+				gw.Services = append(gw.Services, p)
+			}
 		}
 	}
 	s.Listener, err = net.Listen("tcp", cfg.Addr)
@@ -593,6 +615,22 @@ func serviceClient(caFile string) (*http.Client, error) {
 	if caFile == "" {
 		return http.DefaultClient, nil
 	}
+	tc, err := serviceTLS(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   tc,
+		ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
+	}}, nil
+}
+
+// serviceTLS is the TLS configuration a gateway reaches https services
+// with: trusting caFile's CA, or the system's roots when caFile is "".
+func serviceTLS(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+	}
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls: service CA: %w", err)
@@ -601,10 +639,7 @@ func serviceClient(caFile string) (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("tls: service CA %s holds no PEM certificate", caFile)
 	}
-	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
-	}}, nil
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Run serves until ctx is done, then stops gracefully: the gateway stops
