@@ -41,15 +41,15 @@ const maxReplicas = 5
 // serveOptions is the configuration of `shopbus serve <component>`, as its
 // flags and their environment variables give it.
 type serveOptions struct {
-	component                                      string
-	addr, natsURL, databaseURL, schema             string
-	replicas, partitions                           int
-	watchdog                                       order.Watchdog
-	fraudModel                                     string
-	orderURL, inventoryURL                         string
+	component                          string
+	addr, natsURL, databaseURL, schema string
+	replicas, partitions               int
+	watchdog                           order.Watchdog
+	fraudModel                         string
+	orderURL, inventoryURL             string
 	// serviceURLs are the other services the gateway relays to, by
 	// component name (--<name>-url).
-	serviceURLs map[string]*string
+	serviceURLs                                    map[string]*string
 	metricsAddr, logLevel                          string
 	natsCreds, natsNkey, natsCA, natsCert, natsKey string
 	tlsCert, tlsKey, serviceCA, allowedOrigins     string
