@@ -11,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shopbus/shopbus/services/message"
+	"github.com/shopbus/shopbus/services/post"
 )
 
 // binary is shopbus built once for the tests of this package, as the
@@ -104,6 +107,10 @@ func TestMisuse(t *testing.T) {
 		{[]string{"serve", "gateway", "--partitions", "257"}, "--partitions 257"},
 		{[]string{"serve", "order", "--orders-per-second", "-1"}, "--orders-per-second -1"},
 		{[]string{"serve", "order", "--order-burst", "0"}, "--order-burst 0"},
+		{[]string{"serve", "message", "--messages-per-second", "0"}, "--messages-per-second 0"},
+		{[]string{"serve", "post", "--post-burst", "-1"}, "--post-burst -1"},
+		{[]string{"dev", "--follows-per-second", "-2"}, "--follows-per-second -2"},
+		{[]string{"dev", "--follow-burst", "0"}, "--follow-burst 0"},
 		{[]string{"serve", "order", "--max-line-units", "0"}, "--max-line-units 0"},
 		{[]string{"serve", "order", "--stuck-after", "0s"}, "--stuck-after 0s"},
 		{[]string{"serve", "order", "--log-level", "loud"}, "--log-level"},
@@ -154,6 +161,8 @@ func TestMalformedEnvironment(t *testing.T) {
 	}{
 		{[]string{"serve", "order"}, "SHOPBUS_ORDER_BURST=lots"},
 		{[]string{"serve", "order"}, "SHOPBUS_ORDERS_PER_SECOND=fast"},
+		{[]string{"serve", "message"}, "SHOPBUS_MESSAGE_BURST=lots"},
+		{[]string{"serve", "post"}, "SHOPBUS_FOLLOWS_PER_SECOND=fast"},
 		{[]string{"serve", "order"}, "SHOPBUS_MAX_LINE_UNITS=-1"},
 		{[]string{"serve", "gateway"}, "SHOPBUS_STREAM_REPLICAS=three"},
 		{[]string{"serve", "inventory"}, "SHOPBUS_STREAM_PARTITIONS="},
@@ -225,3 +234,22 @@ func TestSecretNotQuoted(t *testing.T) {
 type failingSecret struct{ secret }
 
 func (*failingSecret) Set(string) error { return fmt.Errorf("no") }
+
+// TestUserLimitsFlags: the message and post limits come from their flags,
+// or from the environment where a flag is not given, and reach the
+// stack's configuration.
+func TestUserLimitsFlags(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"SHOPBUS_MESSAGE_BURST": "7", "SHOPBUS_POSTS_PER_SECOND": "0.5", "SHOPBUS_FOLLOW_BURST": "9"}
+	o, err := parseServe([]string{"post", "--follow-burst", "3", "--messages-per-second", "2"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.messageLimits != (message.Limits{MessagesPerSecond: 2, Burst: 7}) {
+		t.Errorf("message limits %+v, want 2/s and a burst of 7", o.messageLimits)
+	}
+	want := post.Limits{PostsPerSecond: 0.5, PostBurst: post.DefaultLimits.PostBurst, FollowsPerSecond: post.DefaultLimits.FollowsPerSecond, FollowBurst: 3}
+	if o.postLimits != want {
+		t.Errorf("post limits %+v, want %+v", o.postLimits, want)
+	}
+}

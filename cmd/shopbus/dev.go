@@ -22,6 +22,8 @@ import (
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/services/message"
+	"github.com/shopbus/shopbus/services/post"
 )
 
 // demoCustomer is the customer of the demo token shopbus dev prints.
@@ -64,6 +66,7 @@ func dev(ctx context.Context, args []string) error {
 	schema := fs.String("schema", "shopbus", "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
 	adminTokenOf := adminTokenFlags(fs)
 	limitsOf := limitsFlags(fs)
+	userLimitsOf := userLimitsFlags(fs)
 	sagaOf := sagaFlags(fs)
 	seed := fs.Bool("seed", true, "seed demo stock (SKUs that do not exist yet) and prices (SKUs that have none)")
 	unsafeNoSync := fs.Bool("unsafe-nats-no-sync", false, "do not fsync before NATS acknowledges a publish (measuring only: acknowledged events can be lost on power failure)")
@@ -82,6 +85,11 @@ func dev(ctx context.Context, args []string) error {
 		return err
 	}
 	limits, err := limitsOf()
+	var messageLimits message.Limits
+	var postLimits post.Limits
+	if err == nil {
+		messageLimits, postLimits, err = userLimitsOf()
+	}
 	if err == nil {
 		err = checkDev(*addr, *metricsAddr, *natsPort, *natsMonitorPort, *logLevel)
 	}
@@ -120,7 +128,7 @@ func dev(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		DataDir: *dataDir, NATSKeysDir: filepath.Join(*dataDir, "nats-keys"), NATSPort: *natsPort, NATSMonitorPort: *natsMonitorPort, MetricsAddr: *metricsAddr, NATSNoSync: *unsafeNoSync, DatabaseURL: *dbURL, Schema: *schema, Addr: *addr,
-		Streams: messaging.StreamOptions{Replicas: 1, Partitions: *partitions}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limits, Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
+		Streams: messaging.StreamOptions{Replicas: 1, Partitions: *partitions}, AllowedOrigins: origins, Auth: authCfg, OrderLimits: limits, MessageLimits: messageLimits, PostLimits: postLimits, Watchdog: watchdog, FraudModelFile: fraudModel, Log: log,
 	})
 	if err != nil {
 		return err

@@ -30,7 +30,9 @@ import (
 
 	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/internal/auth"
+	"github.com/shopbus/shopbus/services/message"
 	"github.com/shopbus/shopbus/services/order"
+	"github.com/shopbus/shopbus/services/post"
 )
 
 func main() {
@@ -120,6 +122,40 @@ func limitsFlags(fs *flag.FlagSet) func() (order.Limits, error) {
 			return order.Limits{}, fmt.Errorf("--max-line-units %d: more than --max-order-units %d", *line, *total)
 		}
 		return order.Limits{OrdersPerSecond: *rate, Burst: *burst, MaxUnitsPerLine: uint32(*line), MaxUnitsPerOrder: uint32(*total)}, nil
+	}
+}
+
+// userLimitsFlags declares how fast one user may send messages
+// (message.Limits) and publish, follow and unfollow (post.Limits); the
+// function returned gives them once the flags are parsed, or an error
+// naming the flag whose value cannot work.
+func userLimitsFlags(fs *flag.FlagSet) func() (message.Limits, post.Limits, error) {
+	m, p := message.DefaultLimits, post.DefaultLimits
+	msgRate := fs.Float64("messages-per-second", m.MessagesPerSecond, "each user's sustained SendMessage rate, per message-service instance; above it resource_exhausted with a retry hint (env SHOPBUS_MESSAGES_PER_SECOND)")
+	msgBurst := fs.Int("message-burst", m.Burst, "messages a user may send at once above its rate, at least 1 (env SHOPBUS_MESSAGE_BURST)")
+	postRate := fs.Float64("posts-per-second", p.PostsPerSecond, "each user's sustained PublishPost rate, per post-service instance (env SHOPBUS_POSTS_PER_SECOND)")
+	postBurst := fs.Int("post-burst", p.PostBurst, "posts a user may publish at once above its rate, at least 1 (env SHOPBUS_POST_BURST)")
+	followRate := fs.Float64("follows-per-second", p.FollowsPerSecond, "each user's sustained rate of FollowUser and UnfollowUser together, per post-service instance (env SHOPBUS_FOLLOWS_PER_SECOND)")
+	followBurst := fs.Int("follow-burst", p.FollowBurst, "follows and unfollows a user may make at once above its rate, at least 1 (env SHOPBUS_FOLLOW_BURST)")
+	return func() (message.Limits, post.Limits, error) {
+		for _, r := range []struct {
+			flag string
+			rate float64
+		}{{"messages-per-second", *msgRate}, {"posts-per-second", *postRate}, {"follows-per-second", *followRate}} {
+			if !(r.rate > 0) || math.IsInf(r.rate, 0) {
+				return message.Limits{}, post.Limits{}, fmt.Errorf("--%s %v: want a positive rate", r.flag, r.rate)
+			}
+		}
+		for _, b := range []struct {
+			flag  string
+			burst int
+		}{{"message-burst", *msgBurst}, {"post-burst", *postBurst}, {"follow-burst", *followBurst}} {
+			if b.burst < 1 {
+				return message.Limits{}, post.Limits{}, fmt.Errorf("--%s %d: want at least 1", b.flag, b.burst)
+			}
+		}
+		return message.Limits{MessagesPerSecond: *msgRate, Burst: *msgBurst},
+			post.Limits{PostsPerSecond: *postRate, PostBurst: *postBurst, FollowsPerSecond: *followRate, FollowBurst: *followBurst}, nil
 	}
 }
 

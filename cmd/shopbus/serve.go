@@ -14,7 +14,9 @@ import (
 	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/telemetry"
+	"github.com/shopbus/shopbus/services/message"
 	"github.com/shopbus/shopbus/services/order"
+	"github.com/shopbus/shopbus/services/post"
 )
 
 // component is what `shopbus serve` can run, with its default listen and
@@ -55,6 +57,8 @@ type serveOptions struct {
 	tlsCert, tlsKey, serviceCA, allowedOrigins     string
 	insecure                                       bool
 	limits                                         order.Limits
+	messageLimits                                  message.Limits
+	postLimits                                     post.Limits
 	// auth gives the authentication once the flags are parsed: it reads
 	// the key and token files.
 	auth func() (auth.Config, error)
@@ -63,7 +67,8 @@ type serveOptions struct {
 // serveFlags declares the flags of `shopbus serve <name>` (name is a
 // component) into a new FlagSet named "serve <name>". Once it is parsed,
 // finish completes o with the flags declared by shared helpers and returns
-// the order limits, or an error naming a limit that cannot work.
+// the order limits (the message and post limits it puts in o), or an
+// error naming a limit that cannot work.
 func serveFlags(name string) (fs *flag.FlagSet, o *serveOptions, finish func() (order.Limits, error)) {
 	c := components[slices.IndexFunc(components, func(c component) bool { return c.name == name })]
 	o = &serveOptions{component: name}
@@ -85,6 +90,7 @@ func serveFlags(name string) (fs *flag.FlagSet, o *serveOptions, finish func() (
 	}
 	o.auth = authFlags(fs)
 	limitsOf := limitsFlags(fs)
+	userLimitsOf := userLimitsFlags(fs)
 	sagaOf := sagaFlags(fs)
 	metricsAddr := metricsAddrFlag(fs, c.metricsAddr)
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (env SHOPBUS_LOG_LEVEL)")
@@ -108,6 +114,9 @@ func serveFlags(name string) (fs *flag.FlagSet, o *serveOptions, finish func() (
 		o.metricsAddr, o.allowedOrigins = *metricsAddr, *origins
 		var err error
 		if o.watchdog, o.fraudModel, err = sagaOf(); err != nil {
+			return order.Limits{}, err
+		}
+		if o.messageLimits, o.postLimits, err = userLimitsOf(); err != nil {
 			return order.Limits{}, err
 		}
 		return limitsOf()
@@ -252,7 +261,7 @@ func serve(ctx context.Context, args []string) error {
 		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, ServiceCAFile: o.serviceCA,
 		Components: []string{component}, NATSURL: o.natsURL, NATSOptions: natsOpts, DatabaseURL: o.databaseURL, Schema: o.schema, Addr: o.addr,
 		Streams:  messaging.StreamOptions{Replicas: o.replicas, Partitions: o.partitions},
-		OrderURL: o.orderURL, InventoryURL: o.inventoryURL, ServiceURLs: o.urls(), AllowedOrigins: origins, Auth: authCfg, OrderLimits: o.limits, Watchdog: o.watchdog, FraudModelFile: o.fraudModel, MetricsAddr: o.metricsAddr, Log: log,
+		OrderURL: o.orderURL, InventoryURL: o.inventoryURL, ServiceURLs: o.urls(), AllowedOrigins: origins, Auth: authCfg, OrderLimits: o.limits, MessageLimits: o.messageLimits, PostLimits: o.postLimits, Watchdog: o.watchdog, FraudModelFile: o.fraudModel, MetricsAddr: o.metricsAddr, Log: log,
 	})
 	if err != nil {
 		return err

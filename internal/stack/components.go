@@ -94,6 +94,9 @@ var components = []component{
 		consumers: []messaging.ConsumerConfig{message.MessageSentConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := message.New(rt)
+			if err := svc.SetLimits(s.cfg.MessageLimits); err != nil {
+				return nil, nil, err
+			}
 			path, h := messagev1connect.NewMessageServiceHandler(message.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return svc, []gateway.Service{{Name: messagev1connect.MessageServiceName, Path: path, Handler: h}}, nil
 		},
@@ -114,6 +117,9 @@ var components = []component{
 		consumers: []messaging.ConsumerConfig{post.FanOutConsumer(), post.CatalogConsumer()},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := post.New(rt)
+			if err := svc.SetLimits(s.cfg.PostLimits); err != nil {
+				return nil, nil, err
+			}
 			path, h := postv1connect.NewPostServiceHandler(post.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
 			return svc, []gateway.Service{{Name: postv1connect.PostServiceName, Path: path, Handler: h}}, nil
 		},

@@ -45,7 +45,9 @@ import (
 	"github.com/shopbus/shopbus/services"
 	"github.com/shopbus/shopbus/services/fraud"
 	"github.com/shopbus/shopbus/services/inventory"
+	"github.com/shopbus/shopbus/services/message"
 	"github.com/shopbus/shopbus/services/order"
+	"github.com/shopbus/shopbus/services/post"
 )
 
 // Config configures a stack.
@@ -88,6 +90,12 @@ type Config struct {
 	// OrderLimits hold each customer to a CreateOrder rate and to units
 	// per line and per order (order.DefaultLimits where zero).
 	OrderLimits order.Limits
+	// MessageLimits hold each user to a SendMessage rate
+	// (message.DefaultLimits where zero).
+	MessageLimits message.Limits
+	// PostLimits hold each user to a PublishPost rate and a
+	// FollowUser/UnfollowUser rate (post.DefaultLimits where zero).
+	PostLimits post.Limits
 	// Watchdog configures the order service's search for orders stuck in
 	// PENDING and its fraud deadline (order.DefaultWatchdog where zero).
 	Watchdog order.Watchdog

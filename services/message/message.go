@@ -21,9 +21,14 @@
 // so a user mentioned a moment ago may reply before the read model has
 // placed the message.
 //
+// How fast: each user sends at most Limits allow (a token bucket per user,
+// limits.go); past it, SendMessage is refused with ErrRateLimited and a
+// wait (ResourceExhausted with Retry-After at the edge), and nothing is
+// written.
+//
 // Use cases: send_message.go, apply_message_sent.go (the consumer),
-// list_messages.go; handler.go maps them onto the Connect API and domain
-// errors onto Connect codes.
+// list_messages.go; limits.go bounds how fast a user sends; handler.go maps
+// them onto the Connect API and domain errors onto Connect codes.
 package message
 
 import (
@@ -61,12 +66,26 @@ var (
 // JetStream and the event path's settings (servicekit).
 type Service struct {
 	servicekit.Runtime
+
+	limiter userLimiter // each user's SendMessage bucket
 }
 
 // New returns the message service on rt (named "message", its schema migrated
-// with services.Migrations("message") and messaging.Migrations).
+// with services.Migrations("message") and messaging.Migrations), with
+// DefaultLimits.
 func New(rt servicekit.Runtime) *Service {
-	return &Service{Runtime: rt}
+	return &Service{Runtime: rt, limiter: newUserLimiter(DefaultLimits)}
+}
+
+// SetLimits replaces the service's limits (zero fields take
+// DefaultLimits'), forgetting the users' buckets. Call it before serving.
+func (s *Service) SetLimits(l Limits) error {
+	l = l.WithDefaults()
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	s.limiter = newUserLimiter(l)
+	return nil
 }
 
 // Run relays the outbox and places the message.sent events in their

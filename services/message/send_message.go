@@ -53,9 +53,22 @@ const startTries = 2
 // before, returns that message with replayed true and writes nothing; any
 // other request with that message_id fails with ErrMessageIDReused, and
 // writes nothing either.
+//
+// Each sender is held to the service's Limits: past its rate, SendMessage
+// fails with ErrRateLimited in a servicekit.RateLimitedError (when to
+// retry) and writes nothing. Admins are held too, as the order service
+// holds them. The token is taken before the message_id is looked up, the
+// order the order service's CreateOrder takes its token and its
+// idempotency key in: telling a retry needs the database, which the limit
+// is there to spare, so a retry counts against the limit, and a retry
+// refused for it returns the message once retried after the wait.
 func (s *Service) SendMessage(ctx context.Context, sender Sender, req *messagev1.SendMessageRequest) (m *messagev1.Message, replayed bool, err error) {
 	user, req, err := canonical(sender.UserID, req)
 	if err != nil {
+		return nil, false, err
+	}
+	// The canonical id: one user, one bucket, however its id is cased.
+	if err := s.limiter.allow(user, time.Now()); err != nil {
 		return nil, false, err
 	}
 	hash, err := servicekit.RequestHash(req)

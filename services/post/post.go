@@ -18,9 +18,14 @@
 // author and to readers who follow the author when they read (GetFeed), so
 // unfollowing hides it at once and following again shows it again.
 //
+// How fast: each user publishes, follows and unfollows at most as Limits
+// allow (token buckets per user, limits.go); past them, the call is
+// refused with ErrTooManyPosts or ErrTooManyFollows and a wait
+// (ResourceExhausted with Retry-After at the edge), and nothing is written.
+//
 // Each use case has its file: publish_post.go, fan_out_post.go,
 // get_feed.go, follow_user.go, unfollow_user.go, keep_catalog.go;
-// handler.go maps them onto the Connect API and domain errors onto Connect
+// limits.go bounds how fast a user acts; handler.go maps them onto the Connect API and domain errors onto Connect
 // codes.
 package post
 
@@ -50,12 +55,26 @@ var (
 // JetStream and the event path's settings (servicekit).
 type Service struct {
 	servicekit.Runtime
+
+	limits limiters // each user's PublishPost and follow buckets
 }
 
 // New returns the post service on rt (named "post", its schema migrated
-// with services.Migrations("post") and messaging.Migrations).
+// with services.Migrations("post") and messaging.Migrations), with
+// DefaultLimits.
 func New(rt servicekit.Runtime) *Service {
-	return &Service{Runtime: rt}
+	return &Service{Runtime: rt, limits: newLimiters(DefaultLimits)}
+}
+
+// SetLimits replaces the service's limits (zero fields take
+// DefaultLimits'), forgetting the users' buckets. Call it before serving.
+func (s *Service) SetLimits(l Limits) error {
+	l = l.WithDefaults()
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	s.limits = newLimiters(l)
+	return nil
 }
 
 // Run relays the outbox, fans posts out to feeds and keeps the catalog's

@@ -24,7 +24,18 @@ import (
 // ErrIdempotencyKeyReused. A product SKU the catalog does not know is
 // ErrUnknownSKU, and nothing is written. req must be valid (the Connect
 // handler's validation interceptor sees to it).
+//
+// Each author is held to the service's Limits: past its post rate,
+// PublishPost fails with ErrTooManyPosts in a servicekit.RateLimitedError
+// (when to retry) and writes nothing. The token is taken before the
+// idempotency key is looked up, the order the order service's CreateOrder
+// takes its token and its key in: telling a retry needs the database, which
+// the limit is there to spare, so a retry counts against the limit, and a
+// retry refused for it returns the post once retried after the wait.
 func (s *Service) PublishPost(ctx context.Context, author string, req *postv1.PublishPostRequest) (p *postv1.Post, replayed bool, err error) {
+	if err := s.limits.posts.allow(author, time.Now()); err != nil {
+		return nil, false, err
+	}
 	hash, err := servicekit.RequestHash(req)
 	if err != nil {
 		return nil, false, err
