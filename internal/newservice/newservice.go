@@ -142,9 +142,12 @@ func write(root string, n names, created map[string]string, edits []edit, extra 
 	}
 	for _, e := range edits {
 		path := e.path
-		old, err := os.ReadFile(filepath.Join(root, path))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+		old, ok := files[path] // an earlier edit's result
+		if !ok {
+			var err error
+			if old, err = os.ReadFile(filepath.Join(root, path)); err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
 		}
 		insert, err := render(path, e.insert, n)
 		if err != nil {
@@ -223,6 +226,7 @@ const (
 	adminMarker      = "\t// shopbus new service: generated services go above this line."
 	serveMarker      = "\t// shopbus new service: new components go above this line."
 	composeMarker    = "  # shopbus new service: new services go above this line."
+	gatewayURLMarker = "      # shopbus new service: new services' URLs go above this line."
 	prometheusMarker = "  # shopbus new service: new jobs go above this line."
 )
 
@@ -286,6 +290,7 @@ var edits = []edit{
 ` + importSplit + `	{
 		name: "{{.Context}}",
 		consumers: []messaging.ConsumerConfig{ {{- .Context}}.{{.Consumer}}()},
+		apis: []string{ {{- .Context}}v1connect.{{.Type}}ServiceName},
 		build: func(s *Stack, rt servicekit.Runtime) (runner, []gateway.Service, error) {
 			svc := {{.Context}}.New(rt)
 			path, h := {{.Context}}v1connect.New{{.Type}}ServiceHandler({{.Context}}.NewHandler(svc), gateway.HandlerOptions(s.cfg.Auth, s.Telemetry)...)
@@ -315,6 +320,7 @@ var edits = []edit{
       test: ["CMD", "/usr/local/bin/shopbus", "healthcheck", "--url", "http://127.0.0.1:{{port .Addr}}/readyz"]
 
 `, above(composeMarker)},
+	{"compose.yaml", "      - --{{.Context}}-url\n      - http://{{.Context}}:{{port .Addr}}\n", above(gatewayURLMarker)},
 	{"deploy/prometheus/prometheus.yml", "  - job_name: shopbus-{{.Context}}\n    static_configs: [{targets: [\"{{.Context}}:{{port .MetricsAddr}}\"]}]\n", above(prometheusMarker)},
 	{"event-contracts/CHANGELOG.md", "## {{.Date}} — {{.Domain}}/{{.Context}}: {{.Context}}.recorded v1\n\n### Added\n\n" +
 		"- `{{.Context}}.recorded.v1` ({{.Domain}}/{{.Context}}, package `{{.Domain}}.{{.Context}}.v1`, message `{{.Type}}Recorded`,\n" +
