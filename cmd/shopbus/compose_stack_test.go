@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -278,13 +280,28 @@ func startService(t *testing.T, bin string, s shopbusService, rewrite func(strin
 // freePortNumber is a port free on 127.0.0.1 when it returns.
 func freePortNumber(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below Linux's ephemeral range (32768 and up): the kernel never hands
+	// such a port to another socket (a client's connection, a test's ":0"
+	// listener) between this check and the service binding it, which a
+	// port it chose itself it did (CI saw "address already in use").
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		if _, taken := pickedPorts.LoadOrStore(port, true); taken {
+			continue // given out already
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port between 20000 and 32000")
+	return 0
 }
+
+// pickedPorts are the ports freePortNumber gave out in this process.
+var pickedPorts sync.Map
 
 // dropDatabase drops a database of the test's own, closing its connections.
 func dropDatabase(t *testing.T, name string) {
