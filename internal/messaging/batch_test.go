@@ -166,6 +166,13 @@ func (r *batchRig) run(ctx context.Context, h messaging.BatchHandler) (wait func
 // settled, then checks each has exactly one effect, in order per key.
 func (r *batchRig) awaitEffects(n int) {
 	r.t.Helper()
+	r.awaitEffectsOrdered(n, true)
+}
+
+// awaitEffectsOrdered is awaitEffects, checking the order per key only
+// when ordered.
+func (r *batchRig) awaitEffectsOrdered(n int, ordered bool) {
+	r.t.Helper()
 	ctx := context.Background()
 	testenv.CheckFor(r.t, 30*time.Second, 20*time.Millisecond, func() error {
 		var got int
@@ -186,7 +193,7 @@ func (r *batchRig) awaitEffects(n int) {
 	if effects != n || distinct != n {
 		r.t.Errorf("%d effects of %d events, want %d, one each", effects, distinct, n)
 	}
-	if r.cfg.Strategy == messaging.KeyBased && outOfOrder != 0 {
+	if ordered && r.cfg.Strategy == messaging.KeyBased && outOfOrder != 0 {
 		r.t.Errorf("%d effects out of order within their key", outOfOrder)
 	}
 }
@@ -356,7 +363,10 @@ func TestBatchRetriesExhausted(t *testing.T) {
 // TestBatchStop: an instance stopped with a batch in hand finishes it (its
 // effects commit and it is acked); one stopped while a batch waits to be
 // retried hands it back at once (not after the retry's delay), and another
-// instance completes it.
+// instance completes it. Every event takes effect once. The order per key
+// is not checked here: across a stop, JetStream can redeliver a handed-back
+// or stranded event after later ones of its partition (a known, open
+// window: ADR 009, "Known gap"; CI saw it under load).
 func TestBatchStop(t *testing.T) {
 	t.Parallel()
 	r := newBatchRig(t, messaging.KeyBased)
@@ -386,7 +396,7 @@ func TestBatchStop(t *testing.T) {
 	// a later event of their key first. That window is known and open; this
 	// test does not cover it.)
 	settle := r.start(r.handler(nil, nil))
-	r.awaitEffects(10)
+	r.awaitEffectsOrdered(10, false)
 	settle()
 
 	// Stopped in a retry's wait: handed back at once, completed by
@@ -402,7 +412,7 @@ func TestBatchStop(t *testing.T) {
 	<-failing
 	stop()
 	r.start(r.handler(nil, nil))
-	r.awaitEffects(20)
+	r.awaitEffectsOrdered(20, false)
 }
 
 // TestConsumerConfigRefused: a consumer that cannot run is an error at
