@@ -245,7 +245,8 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 	stop := keepAlive(s.ackWait/2, inHand(batch, msgOf)...)
 	defer stop()
 	attempt := max(int(batch[0].Metadata.NumDelivered), 1)
-	outage := 0 // consecutive failures because a dependency is unreachable
+	outage := 0    // consecutive failures because a dependency is unreachable
+	conflicts := 0 // failures because a concurrent transaction won
 	for len(batch) > 0 {
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 		hctx, span := s.batchSpan(hctx, batch)
@@ -275,6 +276,22 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			d := batch[0]
 			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, err, 0), time.Since(start))
 			return
+		case !IsPermanent(err) && postgres.IsConflict(err):
+			// The transaction lost to a concurrent one (a deadlock or a
+			// serialization failure): the other has gone on, so run the
+			// batch again at once, and back off only if it keeps losing.
+			// It does not count against MaxDeliver.
+			conflicts++
+			s.log.Warn("consumer: the batch's transaction conflicted with a concurrent one; retrying it", "events", len(batch),
+				"first_seq", batch[0].Metadata.Sequence.Stream, "conflicts", conflicts, "err", scrubbed(err, msgs...))
+			if conflicts > 1 {
+				select {
+				case <-time.After(s.retry.Delay(conflicts - 1)):
+				case <-ctx.Done():
+					return inHand(batch, msgOf)
+				}
+			}
+			continue
 		case !IsPermanent(err) && postgres.IsUnavailable(err):
 			// PostgreSQL is unreachable: pause instead of burning the
 			// batch's deliveries. It waits in hand (its ack deadline kept

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -316,6 +317,56 @@ func TestBatchPausesWhilePostgresIsDown(t *testing.T) {
 	if len(r.deadLetters) != 0 {
 		t.Errorf("dead letters %v after an outage, want none", r.deadLetters)
 	}
+}
+
+// TestBatchConflictsRetried: a batch whose transaction keeps losing to
+// concurrent ones (deadlocks, serialization failures) more often than
+// MaxDeliver is run again until it wins, and nothing is dead-lettered: a
+// conflict is not the batch's fault.
+func TestBatchConflictsRetried(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publish(30)
+	var failures atomic.Int64
+	conflicts := int64(2 * r.cfg.Retry.MaxDeliver)
+	r.start(r.handler(func([]*messaging.Delivery) error {
+		n := failures.Add(1)
+		switch {
+		case n > conflicts:
+			return nil
+		case n%2 == 0:
+			return fmt.Errorf("lock stock: %w", &pgconn.PgError{Code: "40P01", Message: "deadlock detected"})
+		default:
+			return fmt.Errorf("update: %w", &pgconn.PgError{Code: "40001", Message: "could not serialize access"})
+		}
+	}, nil))
+	r.awaitEffects(30)
+	if failures.Load() <= conflicts {
+		t.Fatalf("%d calls, want more than the %d conflicts", failures.Load(), conflicts)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.deadLetters) != 0 {
+		t.Errorf("dead letters %v after conflicts, want none", r.deadLetters)
+	}
+}
+
+// TestBatchConflictRetriedAtOnce: a batch that lost once to a concurrent
+// transaction runs again at once, not after the retry policy's delay (an
+// hour here, so waiting for it fails the test).
+func TestBatchConflictRetriedAtOnce(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.cfg.Retry = messaging.RetryPolicy{MaxDeliver: 5, Base: time.Hour, Cap: time.Hour}
+	r.publish(30)
+	var lost atomic.Bool
+	r.start(r.handler(func([]*messaging.Delivery) error {
+		if lost.CompareAndSwap(false, true) {
+			return fmt.Errorf("lock stock: %w", &pgconn.PgError{Code: "40P01", Message: "deadlock detected"})
+		}
+		return nil
+	}, nil))
+	r.awaitEffects(30)
 }
 
 // TestBatchTransient: a batch that fails twice (the database away, say) is

@@ -165,6 +165,14 @@ func validIdent(s string) bool {
 	}) < 0 && !(s[0] >= '0' && s[0] <= '9')
 }
 
+// IsConflict reports whether err is a transaction that lost to a concurrent
+// one: a serialization failure (40001) or a deadlock (40P01). Run again, it
+// succeeds; IsUnavailable counts it too, as worth retrying.
+func IsConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
 // IsUnavailable reports whether err means the database could not be reached
 // or the connection broke (worth retrying later), rather than a bad query or
 // a broken rule.

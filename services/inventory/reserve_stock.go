@@ -33,8 +33,17 @@ func ReserveStockConsumer() messaging.ConsumerConfig {
 // order.created is reserved (reserve), each run of order.rejected released
 // (release_stock.go), in stream order. An event of another type is
 // dead-lettered alone.
+//
+// Each run locks the stock rows it changes in SKU order. A batch of several
+// runs first locks every row its runs may change, in SKU order, in one
+// statement (lockBatch): two runs each locking in order would not make the
+// batch lock in order, and batches of two partitions would deadlock (each
+// deadlock cost its orders PostgreSQL's deadlock_timeout, 1 s by default).
 func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery) error {
 	return messaging.OnceBatchAll(ctx, s.Events(), ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+		if err := lockBatch(ctx, tx, fresh); err != nil {
+			return err
+		}
 		for len(fresh) > 0 {
 			created := isCreated(fresh[0])
 			if !created && !isRejected(fresh[0]) {
@@ -58,6 +67,40 @@ func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery)
 		}
 		return nil
 	})
+}
+
+// lockBatch locks, in SKU order, the stock rows that the runs of fresh may
+// change: the SKUs of its orders' lines and those reserved for the orders
+// it rejects. A batch of one run needs no more than the run's own lock, and
+// gets nothing here.
+func lockBatch(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+	runs := 1
+	for i := 1; i < len(fresh); i++ {
+		if isCreated(fresh[i]) != isCreated(fresh[i-1]) {
+			runs++
+		}
+	}
+	if runs == 1 {
+		return nil
+	}
+	var skus, rejected []string
+	for _, d := range fresh {
+		switch e := d.Event.(type) {
+		case *ordereventsv2.OrderCreated:
+			for _, l := range e.GetLines() {
+				skus = append(skus, l.GetSku())
+			}
+		case *ordereventsv1.OrderRejected:
+			rejected = append(rejected, e.GetOrderId())
+		}
+	}
+	_, err := tx.Exec(ctx, `SELECT sku FROM stock
+		WHERE sku = ANY($1::text[]) OR sku IN (SELECT sku FROM reservations WHERE order_id = ANY($2::uuid[]))
+		ORDER BY sku FOR UPDATE`, skus, rejected)
+	if err != nil {
+		return fmt.Errorf("lock stock of the batch: %w", err)
+	}
+	return nil
 }
 
 func isCreated(d *messaging.Delivery) bool {
