@@ -313,7 +313,7 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 	}
 	m := newMember(ensure, cfg, partitions, func(ctx context.Context, p int) {
 		if cfg.Strategy == KeyBased {
-			awaitPredecessor(ctx, js, cfg.Stream, durableConfig(cfg, p).Durable, cfg.AckWait, log)
+			takeOver(ctx, js, cfg.Stream, durableConfig(cfg, p).Durable, cfg.AckWait, log)
 		}
 		run(ctx, js, cfg.Stream, durableConfig(cfg, p), loop, s)
 	}, log)
@@ -333,27 +333,38 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 	return ctx.Err()
 }
 
-// awaitPredecessor makes a new owner of a key-based partition wait, when
-// deliveries of the partition are out (its previous owner died with a
-// batch in hand), until their AckWait has run out: JetStream then delivers
-// them again ahead of anything newer, so no later event of a key overtakes
-// them, which fetching at once would allow (a partition has up to
-// BatchSize events in flight, not one). A partition with nothing out
-// starts at once: the common case, and a handover by a member that
-// released it.
-func awaitPredecessor(ctx context.Context, js jetstream.JetStream, stream, durable string, ackWait time.Duration, log *slog.Logger) {
+// takeOver makes a new owner of a key-based partition start where every
+// event before is settled. When deliveries of the partition are out (its
+// previous owner died with a batch in hand, handed one back, or was
+// delivered events it never handled), fetching at once could hand this
+// owner later events of a key before JetStream redelivers the earlier ones
+// (it queues redeliveries as their AckWait or Nak delay runs out, not in
+// stream order across those). So it resets the durable to its ack floor
+// (nats-server 2.14+): JetStream forgets those deliveries and delivers
+// again, in stream order, everything after the last event settled in order.
+// Events handled after that point come again and are skipped as handled
+// (processed_events), so each still takes effect once. A partition with
+// nothing out starts at once: the common case, and a handover by a member
+// that finished its batch. If the reset fails (an older server, or NATS in
+// trouble), it waits out the AckWait instead, which narrows the window but
+// does not close it.
+func takeOver(ctx context.Context, js jetstream.JetStream, stream, durable string, ackWait time.Duration, log *slog.Logger) {
 	c, err := js.Consumer(ctx, stream, durable)
-	switch {
-	case err == nil && c.CachedInfo().NumAckPending == 0:
+	if err == nil && c.CachedInfo().NumAckPending == 0 {
 		return
-	case err == nil:
-		log.Info("consumer group: the previous owner's deliveries are out; waiting for them to come back first",
-			"durable", durable, "ack_pending", c.CachedInfo().NumAckPending, "wait", ackWait)
-	default:
-		// Cannot tell (NATS in trouble, likely after a crash): wait.
-		log.Warn("consumer group: cannot read the partition's consumer; waiting its AckWait before fetching",
-			"durable", durable, "err", err, "wait", ackWait)
 	}
+	if err == nil {
+		pending := c.CachedInfo().NumAckPending
+		r, rerr := js.ResetConsumer(ctx, stream, durable)
+		if rerr == nil {
+			log.Info("consumer group: the previous owner's deliveries were out; the partition starts again after its last settled event",
+				"durable", durable, "ack_pending", pending, "from_seq", r.ResetSeq)
+			return
+		}
+		err = fmt.Errorf("reset to the ack floor: %w", rerr)
+	}
+	log.Warn("consumer group: cannot restart the partition after its last settled event; waiting its AckWait before fetching",
+		"durable", durable, "err", err, "wait", ackWait)
 	select {
 	case <-ctx.Done():
 	case <-time.After(ackWait):

@@ -45,11 +45,12 @@ import (
 // ConsumeBatch), and JetStream redelivers an unacked one (after AckWait,
 // which for key-based consumers is Lease) before anything newer, whichever
 // member asks. A member that releases a partition first finishes what it
-// holds (or hands back a batch waiting for a retry, due after that delay:
-// ADR 009 says what that leaves open); a new owner that finds deliveries out
-// (its predecessor died) waits one AckWait before fetching
-// (awaitPredecessor), so they come back first. Not covered: an owner that
-// lost its lease while alive but stalled is not fenced (ADR 009).
+// holds (or hands back a batch waiting for a retry); a new owner that finds
+// deliveries out (its predecessor died, or handed a batch back) resets the
+// partition's durable to its ack floor before fetching (takeOver), so
+// JetStream delivers them again in stream order, ahead of anything newer.
+// Not covered: an owner that lost its lease while alive but stalled is not
+// fenced (ADR 009).
 
 // GroupBucketPrefix begins the name of every consumer group's KV bucket.
 const GroupBucketPrefix = "shopbus-group-"

@@ -83,7 +83,9 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 			}
 		}
 		for _, st := range g.Streams {
-			consumerAPI(st, "CREATE", "DURABLE.CREATE", "INFO", "MSG.NEXT")
+			// RESET: a key-based partition's new owner restarts it after
+			// its last settled event (messaging's takeOver).
+			consumerAPI(st, "CREATE", "DURABLE.CREATE", "INFO", "MSG.NEXT", "RESET")
 			// Reading one of its events back (messaging.LastEvent, for a
 			// watchdog): what it may consume anyway.
 			allow = append(allow, "$JS.API.STREAM.MSG.GET."+st)
