@@ -71,6 +71,84 @@ func TestIsPermanent(t *testing.T) {
 	}
 }
 
+// TestRelaysKeepOrder: while one relay's pass holds the oldest row (here a
+// transaction standing in for it), another relay publishes nothing behind
+// it; once the holder is done, the rows go out in the order they were
+// written. Publishing the second row first would put a key's later event
+// before its earlier one.
+func TestRelaysKeepOrder(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.NATS(t)
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	var ids []string
+	for range 2 {
+		env := newOrderCreated(t)
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return messaging.Enqueue(ctx, tx, env) }); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, env.GetId())
+	}
+
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck // rolled back below; a second rollback does nothing
+	var holderPID int32
+	if err := holder.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&holderPID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, "SELECT id FROM outbox WHERE id = $1 FOR UPDATE", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := relay.PublishBatch(ctx)
+		done <- result{n, err}
+	}()
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		select {
+		case r := <-done:
+			done <- r
+			return nil // it did not wait: the checks below say what it published
+		default:
+		}
+		var waiting int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))", holderPID).Scan(&waiting); err != nil {
+			return err
+		}
+		if waiting == 0 {
+			return errors.New("the relay is not waiting for the held row yet")
+		}
+		return nil
+	})
+	s, err := js.Stream(ctx, "ECOMMERCE_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("while the oldest row is held: %d messages in the stream (%v), want none", info.State.Msgs, err)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || r.n != 2 {
+		t.Fatalf("PublishBatch = %d, %v; want both rows", r.n, r.err)
+	}
+	for seq, id := range ids {
+		msg, err := s.GetMsg(ctx, uint64(seq+1))
+		if err != nil || msg.Header.Get("Nats-Msg-Id") != id {
+			t.Errorf("stream message %d: %v, %v; want row %d (%s)", seq+1, msg, err, seq+1, id)
+		}
+	}
+}
+
 // TestRelay: a row is published with Nats-Msg-Id = envelope id and marked;
 // published again after a crash before the mark, JetStream drops the copy;
 // a row that is not a valid event does not block the rows behind it.

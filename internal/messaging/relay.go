@@ -23,7 +23,11 @@ import (
 )
 
 // Relay publishes a service's outbox to JetStream. Several relays may run on
-// one outbox (rows are claimed with FOR UPDATE SKIP LOCKED). A row is marked
+// one outbox: each pass locks the oldest unpublished rows, in order, so a
+// relay that finds them locked waits for the pass that holds them and then
+// goes on after them. (With SKIP LOCKED it would publish the rows behind
+// them first, and a key's later event could reach the stream before its
+// earlier one.) A row is marked
 // published only after JetStream acknowledged it; if the relay dies in
 // between, the row is published again and the stream's duplicate window,
 // keyed by Nats-Msg-Id = envelope id, drops the copy.
@@ -218,7 +222,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	published, failed := 0, 0
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT id::text, seq, subject, envelope, created_at FROM outbox
-			WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, r.batch)
+			WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE`, r.batch)
 		if err != nil {
 			return fmt.Errorf("outbox: select: %w", err)
 		}
