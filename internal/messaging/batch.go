@@ -282,6 +282,9 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			// batch again at once, and back off only if it keeps losing.
 			// It does not count against MaxDeliver.
 			conflicts++
+			for _, d := range batch {
+				s.metrics.record(ctx, d.Metadata.Consumer, OutcomeRetried, time.Since(start))
+			}
 			s.log.Warn("consumer: the batch's transaction conflicted with a concurrent one; retrying it", "events", len(batch),
 				"first_seq", batch[0].Metadata.Sequence.Stream, "conflicts", conflicts, "err", scrubbed(err, msgs...))
 			if conflicts > 1 {

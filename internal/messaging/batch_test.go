@@ -460,38 +460,14 @@ func TestTakeOverKeepsOrder(t *testing.T) {
 	t.Parallel()
 	r := newBatchRig(t, messaging.KeyBased)
 	r.keys = r.keys[:1]
-	ctx := context.Background()
-	stop := r.start(r.handler(nil, nil)) // declares the partitions' durables
-	durables := []string{messaging.PartitionDurable(batchDurable, 0), messaging.PartitionDurable(batchDurable, 1)}
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		for _, d := range durables {
-			if _, err := r.js.Consumer(ctx, r.cfg.Stream, d); err != nil {
-				return fmt.Errorf("durable %s: %w", d, err)
-			}
-		}
-		return nil
-	})
+	// An owner settles the key's first event, and stops.
+	r.publish(1)
+	stop := r.start(r.handler(nil, nil))
+	r.awaitEffects(1)
 	stop()
 	r.publish(4)
 
-	// The previous owner: fetched the four, then went away.
-	var held []jetstream.Msg
-	for _, d := range durables {
-		cons, err := r.js.Consumer(ctx, r.cfg.Stream, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		batch, err := cons.FetchNoWait(4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for msg := range batch.Messages() {
-			held = append(held, msg)
-		}
-	}
-	if len(held) != 4 {
-		t.Fatalf("the previous owner holds %d events, want 4", len(held))
-	}
+	held := r.holdAsDeadOwner(4)
 	if err := held[0].NakWithDelay(3 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +481,70 @@ func TestTakeOverKeepsOrder(t *testing.T) {
 	}
 
 	r.start(r.handler(nil, nil))
-	r.awaitEffects(4)
+	r.awaitEffects(5)
+}
+
+// TestTakeOverKeepsDeliveryCounts: when the owners of a partition have
+// settled nothing since its durable was made (or last reset), a new owner
+// does not reset it, so JetStream's delivery count, which MaxDeliver
+// counts, goes on: an event that kills every owner it reaches is
+// dead-lettered in the end instead of going round the group forever.
+func TestTakeOverKeepsDeliveryCounts(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.keys = r.keys[:1]
+	r.declareDurables()
+	r.publish(1)
+	r.holdAsDeadOwner(1) // delivered once, never settled
+	var delivered atomic.Uint64
+	r.start(r.handler(func(batch []*messaging.Delivery) error {
+		delivered.Store(batch[0].Metadata.NumDelivered)
+		return nil
+	}, nil))
+	r.awaitEffects(1)
+	if n := delivered.Load(); n != 2 {
+		t.Errorf("the new owner got the event as delivery %d, want 2 (the count kept)", n)
+	}
+}
+
+// declareDurables runs an instance of the consumer until the durables of
+// both partitions exist, and stops it.
+func (r *batchRig) declareDurables() {
+	r.t.Helper()
+	stop := r.start(r.handler(nil, nil))
+	defer stop()
+	testenv.CheckFor(r.t, 10*time.Second, 10*time.Millisecond, func() error {
+		for p := range 2 {
+			if _, err := r.js.Consumer(context.Background(), r.cfg.Stream, messaging.PartitionDurable(batchDurable, p)); err != nil {
+				return fmt.Errorf("partition %d: %w", p, err)
+			}
+		}
+		return nil
+	})
+}
+
+// holdAsDeadOwner fetches the n events waiting in the partitions, as an
+// owner that then dies without settling them, and returns them.
+func (r *batchRig) holdAsDeadOwner(n int) []jetstream.Msg {
+	r.t.Helper()
+	var held []jetstream.Msg
+	for p := range 2 {
+		cons, err := r.js.Consumer(context.Background(), r.cfg.Stream, messaging.PartitionDurable(batchDurable, p))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		batch, err := cons.FetchNoWait(n)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		for msg := range batch.Messages() {
+			held = append(held, msg)
+		}
+	}
+	if len(held) != n {
+		r.t.Fatalf("the dead owner holds %d events, want %d", len(held), n)
+	}
+	return held
 }
 
 // TestConsumerConfigRefused: a consumer that cannot run is an error at

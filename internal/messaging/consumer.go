@@ -313,7 +313,7 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 	}
 	m := newMember(ensure, cfg, partitions, func(ctx context.Context, p int) {
 		if cfg.Strategy == KeyBased {
-			takeOver(ctx, js, cfg.Stream, durableConfig(cfg, p).Durable, cfg.AckWait, log)
+			takeOver(ctx, js, cfg.Stream, durableConfig(cfg, p).Durable, cfg.Lease, cfg.AckWait, log)
 		}
 		run(ctx, js, cfg.Stream, durableConfig(cfg, p), loop, s)
 	}, log)
@@ -343,28 +343,62 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 // (nats-server 2.14+): JetStream forgets those deliveries and delivers
 // again, in stream order, everything after the last event settled in order.
 // Events handled after that point come again and are skipped as handled
-// (processed_events), so each still takes effect once. A partition with
-// nothing out starts at once: the common case, and a handover by a member
-// that finished its batch. If the reset fails (an older server, or NATS in
-// trouble), it waits out the AckWait instead, which narrows the window but
-// does not close it.
-func takeOver(ctx context.Context, js jetstream.JetStream, stream, durable string, ackWait time.Duration, log *slog.Logger) {
-	c, err := js.Consumer(ctx, stream, durable)
-	if err == nil && c.CachedInfo().NumAckPending == 0 {
+// (processed_events), so each still takes effect once.
+//
+// First it waits a fifth of the lease, the interval at which members renew:
+// a previous owner still alive (its lease taken from it) notices within it
+// and stops fetching, and its last acks and hand-backs arrive before the
+// reset rather than after it, on the new deliveries.
+//
+// A reset forgets JetStream's delivery counts, which MaxDeliver is counted
+// on. So a partition whose owners settled nothing since its durable was
+// reset (or made) is not reset again: a batch that kills its process, or
+// that keeps being handed back, is redelivered with its count going up and
+// is dead-lettered after MaxDeliver, as without resets, instead of going
+// round the group forever. Then, and when the reset fails (an older
+// server), the new owner waits out the AckWait instead, which narrows the
+// window for a reorder but does not close it.
+//
+// A partition with nothing out starts at once: the common case, and a
+// handover by a member that finished its batch.
+func takeOver(ctx context.Context, js jetstream.JetStream, stream, durable string, lease, ackWait time.Duration, log *slog.Logger) {
+	info := func() (*jetstream.ConsumerInfo, error) {
+		c, err := js.Consumer(ctx, stream, durable)
+		if err != nil {
+			return nil, err
+		}
+		return c.CachedInfo(), nil
+	}
+	ci, err := info()
+	if err == nil && ci.NumAckPending == 0 {
 		return
 	}
 	if err == nil {
-		pending := c.CachedInfo().NumAckPending
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(lease / 5):
+		}
+		ci, err = info()
+	}
+	switch {
+	case err != nil:
+		err = fmt.Errorf("read the durable: %w", err)
+	case ci.NumAckPending == 0:
+		return
+	case ci.AckFloor.Consumer == 0:
+		err = errors.New("nothing settled since the durable was reset or made: its delivery counts are kept, for MaxDeliver")
+	default:
 		r, rerr := js.ResetConsumer(ctx, stream, durable)
 		if rerr == nil {
 			log.Info("consumer group: the previous owner's deliveries were out; the partition starts again after its last settled event",
-				"durable", durable, "ack_pending", pending, "from_seq", r.ResetSeq)
+				"durable", durable, "ack_pending", ci.NumAckPending, "from_seq", r.ResetSeq)
 			return
 		}
 		err = fmt.Errorf("reset to the ack floor: %w", rerr)
 	}
-	log.Warn("consumer group: cannot restart the partition after its last settled event; waiting its AckWait before fetching",
-		"durable", durable, "err", err, "wait", ackWait)
+	log.Warn("consumer group: the partition does not start again after its last settled event; waiting its AckWait before fetching",
+		"durable", durable, "reason", err, "wait", ackWait)
 	select {
 	case <-ctx.Done():
 	case <-time.After(ackWait):

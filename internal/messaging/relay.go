@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -209,6 +210,11 @@ const (
 	MaxPendingPublishes = 4096
 )
 
+// passLockTimeout bounds a relay pass's wait for the rows another pass
+// holds, and the time a pass may sit idle in its transaction: longer than a
+// pass waits for its acknowledgements (PublishTimeout and a second).
+const passLockTimeout = 2*PublishTimeout + 5*time.Second
+
 // NewJetStream returns the JetStream of nc that shopbus publishes with:
 // asynchronous publishes time out after PublishTimeout, at most
 // MaxPendingPublishes at a time.
@@ -221,8 +227,22 @@ func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	published, failed := 0, 0
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id::text, seq, subject, envelope, created_at FROM outbox
+		// Bounds, in the same round trip as the select: a pass that waits
+		// behind another relay's rows gives up after passLockTimeout and is
+		// retried, and PostgreSQL ends a pass whose relay stopped answering
+		// (a frozen process, a lost network) while it held rows, so the
+		// rows do not stay locked until TCP gives up on the connection.
+		b := &pgx.Batch{}
+		b.Queue("SELECT set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $1, true)",
+			strconv.FormatInt(passLockTimeout.Milliseconds(), 10))
+		b.Queue(`SELECT id::text, seq, subject, envelope, created_at FROM outbox
 			WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE`, r.batch)
+		br := tx.SendBatch(ctx, b)
+		defer br.Close() //nolint:errcheck // closed and checked after the rows; again here on an early return
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("outbox: set the pass's timeouts: %w", err)
+		}
+		rows, err := br.Query()
 		if err != nil {
 			return fmt.Errorf("outbox: select: %w", err)
 		}
@@ -292,7 +312,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			inflight = append(inflight, pending{row, f, span, start})
 		}
 		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := errors.Join(rows.Err(), br.Close()); err != nil {
 			return fmt.Errorf("outbox: select: %w", err)
 		}
 		// Mark what JetStream acknowledged, in order, up to the first
