@@ -30,7 +30,7 @@ var (
 // pre-filled with -inventory.events valid order.created events over 100
 // SKUs (8 partitions), then the service's consumer, timed until every order
 // is decided. Two modes take turns for -inventory.rounds rounds, each
-// mode's median reported: batches of 100 (the default) and one transaction
+// mode's median reported: batches of messaging.DefaultBatchSize (500) and one transaction
 // per event (BatchSize 1):
 //
 //	go test -run '^$' -bench ReserveStock -benchtime=1x ./services/inventory/
