@@ -90,7 +90,7 @@ func (d *devProcess) start(t *testing.T) {
 		"--schema", d.schema, "--seed=false", "--log-level", "warn",
 		"--orders-per-second", "1000000", "--order-burst", "1000000", // the load is one customer's,
 		"--fraud-model", "../../services/fraud/testdata/no-history.json") // which the committed model would decline
-	d.cmd.Env = append(os.Environ(), "DATABASE_URL="+testenv.DatabaseURL())
+	d.cmd.Env = append(os.Environ(), "DATABASE_URL="+testenv.StackDatabaseURL())
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -83,7 +83,7 @@ func startTier(t *testing.T) *tier {
 	}
 	cfg := stack.Config{
 		NATSURL:     c.URLs(),
-		DatabaseURL: testenv.DatabaseURL(),
+		DatabaseURL: testenv.StackDatabaseURL(),
 		Schema:      schema,
 		Addr:        "127.0.0.1:0",
 		Streams:     messaging.StreamOptions{Replicas: 3},

@@ -28,7 +28,7 @@ func TestDistributedGroups(t *testing.T) {
 	schema := testenv.Schema()
 	t.Cleanup(func() { testenv.DropStackSchemas(t, schema) })
 	start := func(component string, cfg stack.Config) *component {
-		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
+		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.StackDatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4}))
 		cfg.FraudModelFile = testFraudModel
 		return startComponent(t, cfg)

@@ -297,7 +297,7 @@ func TestTrace(t *testing.T) {
 // while /healthz (liveness) stays 200; when PostgreSQL is back, ready again.
 func TestReadinessFollowsPostgres(t *testing.T) {
 	t.Parallel()
-	u, err := url.Parse(testenv.DatabaseURL())
+	u, err := url.Parse(testenv.StackDatabaseURL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package stack_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +23,7 @@ func TestEventPathOwnsItsConnections(t *testing.T) {
 	t.Parallel()
 	// Pools of 4: the test holds every RPC connection of six services, and
 	// the server's 100 connections are shared with the tests around it.
-	s := startStack(t, func(c *stack.Config) { c.DatabaseURL = withPoolSize(c.DatabaseURL, 4) })
+	s := startStack(t, func(c *stack.Config) { c.DatabaseURL = testenv.WithPoolSize(c.DatabaseURL, 4) })
 	s.setStock(t, "MUG-001", 10)
 	ctx := context.Background()
 	// The RPC pools are the first of each service's two.
@@ -52,15 +51,6 @@ func TestEventPathOwnsItsConnections(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// withPoolSize returns the database URL u with pools of n connections.
-func withPoolSize(u string, n int) string {
-	sep := "?"
-	if strings.Contains(u, "?") {
-		sep = "&"
-	}
-	return fmt.Sprintf("%s%spool_max_conns=%d", u, sep, n)
 }
 
 // holdAll takes every connection of p until the test ends.

@@ -81,7 +81,7 @@ func TestDistributed(t *testing.T) {
 	schema := testenv.Schema()
 	t.Cleanup(func() { testenv.DropStackSchemas(t, schema) })
 	start := func(component string, cfg stack.Config) *stack.Stack {
-		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
+		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.Addr = []string{component}, schema, testenv.StackDatabaseURL(), srv.ClientURL(), "127.0.0.1:0"
 		cfg.FraudModelFile = testFraudModel
 		return runStack(t, cfg)
 	}
@@ -181,7 +181,7 @@ func TestDistributedWithIdentities(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.NATSOptions, cfg.Addr = []string{component}, schema, testenv.DatabaseURL(), srv.ClientURL(), opts, "127.0.0.1:0"
+		cfg.Components, cfg.Schema, cfg.DatabaseURL, cfg.NATSURL, cfg.NATSOptions, cfg.Addr = []string{component}, schema, testenv.StackDatabaseURL(), srv.ClientURL(), opts, "127.0.0.1:0"
 		cfg.FraudModelFile = testFraudModel
 		return runStack(t, cfg)
 	}

@@ -52,7 +52,7 @@ func startStack(t *testing.T, opts ...func(*stack.Config)) *testStack {
 		DataDir: dataDir,
 		// Closed to all but shopbus's identities, as shopbus dev runs it.
 		NATSKeysDir: filepath.Join(dataDir, "nats-keys"),
-		DatabaseURL: testenv.DatabaseURL(),
+		DatabaseURL: testenv.StackDatabaseURL(),
 		Schema:      schema,
 		Addr:        "127.0.0.1:0",
 		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})),

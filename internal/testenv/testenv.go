@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +40,33 @@ func DatabaseURL() string {
 		return u
 	}
 	return postgres.DefaultURL
+}
+
+// StackDatabaseURL is DatabaseURL for a test that starts a whole stack
+// (six services with two pools each): pools of StackPoolSize connections
+// unless DATABASE_URL names a pool size. The server's 100 connections are
+// shared by the tests running alongside: two stack tests with the services'
+// default pools of 16 went past them.
+func StackDatabaseURL() string {
+	if strings.Contains(DatabaseURL(), "pool_max_conns") {
+		return DatabaseURL()
+	}
+	return WithPoolSize(DatabaseURL(), StackPoolSize)
+}
+
+// StackPoolSize is the pool size of StackDatabaseURL.
+const StackPoolSize = 4
+
+// WithPoolSize returns the database URL u with pools of n connections.
+func WithPoolSize(u string, n int) string {
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Scheme == "" {
+		return u // a key=value DSN: left as it is
+	}
+	q := parsed.Query()
+	q.Set("pool_max_conns", strconv.Itoa(n))
+	parsed.RawQuery = q.Encode()
+	return parsed.String()
 }
 
 // AdminURL is DatabaseURL with the server's maintenance database
