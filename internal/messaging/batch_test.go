@@ -285,62 +285,51 @@ func TestBatchPanic(t *testing.T) {
 	})
 }
 
-// TestBatchPausesWhilePostgresIsDown: PostgreSQL unreachable for longer
-// than the retry budget (here four times MaxDeliver attempts) dead-letters
-// nothing: the batch waits in hand, paused, and takes effect once the
-// database is back (issue 12: "pause instead of burn").
-func TestBatchPausesWhilePostgresIsDown(t *testing.T) {
-	t.Parallel()
-	r := newBatchRig(t, messaging.KeyBased)
-	r.publish(30)
-	var failures atomic.Int64
-	down := int64(4 * r.cfg.Retry.MaxDeliver)
-	r.start(r.handler(func([]*messaging.Delivery) error {
-		if failures.Add(1) <= down {
-			return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("injected: connection refused")}
-		}
-		return nil
-	}, nil))
-	r.awaitEffects(30)
-	if failures.Load() <= down {
-		t.Fatalf("%d calls, want more than the %d failures", failures.Load(), down)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.deadLetters) != 0 {
-		t.Errorf("dead letters %v after an outage, want none", r.deadLetters)
-	}
-}
-
-// TestBatchConflictsRetried: a batch whose transaction keeps losing to
+// TestBatchPausesWhilePostgresIsDown: failures that are not the batch's
+// fault, however many, dead-letter nothing. PostgreSQL unreachable for
+// longer than the retry budget (here four times MaxDeliver attempts): the
+// batch waits in hand, paused, and takes effect once the database is back
+// (issue 12: "pause instead of burn"). A transaction that keeps losing to
 // concurrent ones (deadlocks, serialization failures) more often than
-// MaxDeliver is run again until it wins, and nothing is dead-lettered: a
-// conflict is not the batch's fault.
-func TestBatchConflictsRetried(t *testing.T) {
-	t.Parallel()
-	r := newBatchRig(t, messaging.KeyBased)
-	r.publish(30)
-	var failures atomic.Int64
-	conflicts := int64(2 * r.cfg.Retry.MaxDeliver)
-	r.start(r.handler(func([]*messaging.Delivery) error {
-		n := failures.Add(1)
-		switch {
-		case n > conflicts:
-			return nil
-		case n%2 == 0:
-			return fmt.Errorf("lock stock: %w", &pgconn.PgError{Code: "40P01", Message: "deadlock detected"})
-		default:
+// MaxDeliver: the batch is run again until it wins.
+func TestBatchPausesWhilePostgresIsDown(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		failures int // times MaxDeliver
+		err      func(n int64) error
+	}{
+		{"outage", 4, func(int64) error {
+			return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("injected: connection refused")}
+		}},
+		{"conflicts", 2, func(n int64) error {
+			if n%2 == 0 {
+				return fmt.Errorf("lock stock: %w", &pgconn.PgError{Code: "40P01", Message: "deadlock detected"})
+			}
 			return fmt.Errorf("update: %w", &pgconn.PgError{Code: "40001", Message: "could not serialize access"})
-		}
-	}, nil))
-	r.awaitEffects(30)
-	if failures.Load() <= conflicts {
-		t.Fatalf("%d calls, want more than the %d conflicts", failures.Load(), conflicts)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.deadLetters) != 0 {
-		t.Errorf("dead letters %v after conflicts, want none", r.deadLetters)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r := newBatchRig(t, messaging.KeyBased)
+			r.publish(30)
+			var calls atomic.Int64
+			failures := int64(c.failures * r.cfg.Retry.MaxDeliver)
+			r.start(r.handler(func([]*messaging.Delivery) error {
+				if n := calls.Add(1); n <= failures {
+					return c.err(n)
+				}
+				return nil
+			}, nil))
+			r.awaitEffects(30)
+			if calls.Load() <= failures {
+				t.Fatalf("%d calls, want more than the %d failures", calls.Load(), failures)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if len(r.deadLetters) != 0 {
+				t.Errorf("dead letters %v after %s, want none", r.deadLetters, c.name)
+			}
+		})
 	}
 }
 
