@@ -108,9 +108,13 @@ func OnceBatchAll(ctx context.Context, pool *pgxpool.Pool, consumer string, batc
 	for i, d := range batch {
 		ids[i] = d.Envelope.GetId()
 	}
+	uuids, err := postgres.UUIDs(ids)
+	if err != nil {
+		return fmt.Errorf("processed_events: event id: %w", err)
+	}
 	return InTx(ctx, pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `INSERT INTO processed_events (consumer, event_id)
-			SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, ids)
+			SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, uuids)
 		if err != nil {
 			return fmt.Errorf("processed_events: %w", err)
 		}

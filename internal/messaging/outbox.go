@@ -14,6 +14,7 @@ import (
 
 	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/postgres"
 )
 
 // relays are the relays running in this process, by schema: InTx wakes
@@ -205,7 +206,12 @@ func QueueEnqueueAll(b *pgx.Batch, events []Outgoing) (end func(error), err erro
 		}
 		ids[i] = o.Env.GetId()
 	}
-	b.Queue("INSERT INTO outbox (id, subject, envelope) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])", ids, subjects, data)
+	uuids, err := postgres.UUIDs(ids)
+	if err != nil {
+		end(err)
+		return nil, fmt.Errorf("outbox: event id: %w", err)
+	}
+	b.Queue("INSERT INTO outbox (id, subject, envelope) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])", uuids, subjects, data)
 	return end, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/postgres"
 	"github.com/shopbus/shopbus/internal/telemetry"
 )
 
@@ -347,7 +348,11 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			}
 		}
 		if len(acked) > 0 {
-			if _, err := tx.Exec(ctx, "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", acked); err != nil {
+			ids, err := postgres.UUIDs(acked)
+			if err != nil {
+				return fmt.Errorf("outbox: mark published: %w", err)
+			}
+			if _, err := tx.Exec(ctx, "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", ids); err != nil {
 				return fmt.Errorf("outbox: mark published: %w", err)
 			}
 		}

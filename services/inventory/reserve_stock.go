@@ -16,6 +16,7 @@ import (
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/postgres"
 )
 
 // ReserveStockConsumer is the consumer of the order service's events:
@@ -177,10 +178,14 @@ func (s *Service) reserve(ctx context.Context, tx pgx.Tx, fresh []*messaging.Del
 func claimAndLock(ctx context.Context, tx pgx.Tx, ids, skus []string) (claimed map[string]bool, onHand map[string]int64, err error) {
 	slices.Sort(skus)
 	skus = slices.Compact(skus)
+	orders, err := postgres.UUIDs(ids)
+	if err != nil {
+		return nil, nil, fmt.Errorf("claim decisions: order id: %w", err)
+	}
 	b := &pgx.Batch{}
 	claimed = make(map[string]bool, len(ids))
 	b.Queue(`INSERT INTO decisions (order_id) SELECT DISTINCT unnest($1::uuid[])
-		ON CONFLICT DO NOTHING RETURNING order_id::text`, ids).Query(func(rows pgx.Rows) error {
+		ON CONFLICT DO NOTHING RETURNING order_id::text`, orders).Query(func(rows pgx.Rows) error {
 		var id string
 		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { claimed[id] = true; return nil })
 		if err != nil {
@@ -271,8 +276,12 @@ func (b *stockChanges) apply(ctx context.Context, tx pgx.Tx, onHand map[string]i
 		batch.Queue(`UPDATE stock SET on_hand = v.on_hand, reserved = stock.reserved + v.reserved, updated_at = now()
 			FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(sku, on_hand, reserved) WHERE stock.sku = v.sku AND stock.sku = ANY($1::text[])`,
 			skus, left, reserved)
+		orders, err := postgres.UUIDs(b.resOrder)
+		if err != nil {
+			return fmt.Errorf("reserve stock: order id: %w", err)
+		}
 		batch.Queue(`INSERT INTO reservations (order_id, sku, quantity)
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])`, b.resOrder, b.resSKU, b.resQty)
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])`, orders, b.resSKU, b.resQty)
 	}
 	if err := messaging.SendWithEvents(ctx, tx, batch, outgoing); err != nil {
 		return fmt.Errorf("reserve stock: %w", err)
