@@ -13,6 +13,7 @@ import (
 	fraudv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/postgres"
 )
 
 // ScoreOrderConsumer is the fraud service's consumer of order.created,
@@ -71,10 +72,14 @@ func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) 
 			reasons = append(reasons, strings.Join(results[i].Reasons, ","))
 			scores = append(scores, results[i].Score)
 		}
+		orderIDs, err := postgres.UUIDs(ids)
+		if err != nil {
+			return fmt.Errorf("record scores: order id: %w", err)
+		}
 		rows, err := tx.Query(ctx, `INSERT INTO scores (order_id, score, decision, reasons, model_version, scored_at)
 			SELECT v.id, v.score, v.decision, coalesce(string_to_array(NULLIF(v.reasons, ''), ','), '{}'), $5, $6
 			FROM unnest($1::uuid[], $2::float8[], $3::text[], $4::text[]) AS v(id, score, decision, reasons)
-			ON CONFLICT (order_id) DO NOTHING RETURNING order_id::text`, ids, scores, decisions, reasons, s.model.Version(), now)
+			ON CONFLICT (order_id) DO NOTHING RETURNING order_id::text`, orderIDs, scores, decisions, reasons, s.model.Version(), now)
 		if err != nil {
 			return fmt.Errorf("record scores: %w", err)
 		}
@@ -123,7 +128,15 @@ type history struct {
 
 // recordAndRead adds the orders to the read model (each once) and returns,
 // for each, the customer's history before it, in two statements.
-func recordAndRead(ctx context.Context, tx pgx.Tx, ids, customers []string, totals []int64, created []time.Time) (map[string]history, error) {
+func recordAndRead(ctx context.Context, tx pgx.Tx, orderIDs, customerIDs []string, totals []int64, created []time.Time) (map[string]history, error) {
+	ids, err := postgres.UUIDs(orderIDs)
+	if err != nil {
+		return nil, fmt.Errorf("record orders: order id: %w", err)
+	}
+	customers, err := postgres.UUIDs(customerIDs)
+	if err != nil {
+		return nil, fmt.Errorf("record orders: customer id: %w", err)
+	}
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO customer_orders (order_id, customer_id, total_minor, created_at)
 		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[]) ON CONFLICT (order_id) DO NOTHING`,

@@ -11,6 +11,7 @@ import (
 
 	ordereventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/postgres"
 )
 
 // The order saga (docs/patterns.md): a choreography of three services. The
@@ -179,7 +180,11 @@ const sagaColumns = `id::text, status, stock, fraud, review, reject_reason, frau
 // loadSaga reads the orders ids name, locked for update in id order (so
 // that two consumers' transactions never deadlock), by id.
 func loadSaga(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*sagaOrder, error) {
-	rows, err := tx.Query(ctx, `SELECT `+sagaColumns+` FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, ids)
+	uuids, err := postgres.UUIDs(ids)
+	if err != nil {
+		return nil, fmt.Errorf("read orders: order id: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT `+sagaColumns+` FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, uuids)
 	if err != nil {
 		return nil, fmt.Errorf("read orders: %w", err)
 	}
@@ -240,6 +245,10 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	uuids, err := postgres.UUIDs(ids)
+	if err != nil {
+		return nil, fmt.Errorf("update orders: order id: %w", err)
+	}
 	b := &pgx.Batch{}
 	b.Queue(`UPDATE orders SET status = v.status, stock = v.stock, fraud = v.fraud, review = v.review, reject_reason = v.reason,
 		fraud_reasons = coalesce(string_to_array(NULLIF(v.codes, ''), ','), '{}'), fraud_model = v.model, fraud_model_version = v.version,
@@ -247,7 +256,7 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
 			$10::float8[], $11::timestamptz[]) AS v(id, status, stock, fraud, review, reason, codes, model, version, score, scored_at)
 		WHERE orders.id = v.id AND orders.id = ANY($1::uuid[])`,
-		ids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt)
+		uuids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt)
 	if err := messaging.SendWithEvents(ctx, tx, b, outgoing); err != nil {
 		return nil, fmt.Errorf("update orders: %w", err)
 	}
