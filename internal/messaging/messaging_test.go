@@ -149,6 +149,80 @@ func TestRelaysKeepOrder(t *testing.T) {
 	}
 }
 
+// TestRelayKeepsKeyOrderWhenAPublishFails: when JetStream refuses a row (here
+// one larger than the stream takes, until the stream is changed), the rows
+// of the same key behind it wait in the outbox: none is stored ahead of it,
+// and once it goes through they follow it in the order they were written.
+// Without that, the pipelined publish of the second row would be stored
+// first, and the retried first row would land behind it.
+func TestRelayKeepsKeyOrderWhenAPublishFails(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.NATS(t)
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	s, err := js.Stream(ctx, "ECOMMERCE_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setMaxMsgSize := func(n int32) {
+		t.Helper()
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := info.Config
+		cfg.MaxMsgSize = n
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMaxMsgSize(2048)
+
+	// Two events of one order (one partition key): a large one, then a small one.
+	eur := &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}
+	large := &ordereventsv2.OrderCreated{
+		OrderId:   "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b",
+		Customer:  &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+		Total:     eur,
+		CreatedAt: timestamppb.Now(),
+	}
+	for i := range 100 {
+		large.Lines = append(large.Lines, &ordereventsv2.OrderLine{Sku: fmt.Sprintf("MUG-%03d", i), Quantity: 1, UnitPrice: eur})
+	}
+	first, err := event.New(ctx, large, event.WithSource("shopbus/order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := newOrderCreated(t)
+	if first.GetPartitionKey() != second.GetPartitionKey() {
+		t.Fatalf("partition keys %q and %q, want one", first.GetPartitionKey(), second.GetPartitionKey())
+	}
+	for _, env := range []*eventv1.Envelope{first, second} {
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return messaging.Enqueue(ctx, tx, env) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if n, err := relay.PublishBatch(ctx); err == nil || n != 0 {
+		t.Fatalf("PublishBatch with a row the stream refuses = %d, %v; want an error and nothing published", n, err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("while the key's first row is refused: %d messages in the stream (%v), want none", info.State.Msgs, err)
+	}
+
+	setMaxMsgSize(-1)
+	if n, err := relay.PublishBatch(ctx); err != nil || n != 2 {
+		t.Fatalf("PublishBatch once the stream takes the row = %d, %v; want both rows", n, err)
+	}
+	for seq, env := range []*eventv1.Envelope{first, second} {
+		msg, err := s.GetMsg(ctx, uint64(seq+1))
+		if err != nil || msg.Header.Get("Nats-Msg-Id") != env.GetId() {
+			t.Errorf("stream message %d: %v, %v; want row %d (%s)", seq+1, msg, err, seq+1, env.GetId())
+		}
+	}
+}
+
 // TestRelay: a row is published with Nats-Msg-Id = envelope id and marked;
 // published again after a crash before the mark, JetStream drops the copy;
 // a row that is not a valid event does not block the rows behind it.

@@ -29,7 +29,10 @@ import (
 // relay that finds them locked waits for the pass that holds them and then
 // goes on after them. (With SKIP LOCKED it would publish the rows behind
 // them first, and a key's later event could reach the stream before its
-// earlier one.) A row is marked
+// earlier one.) A pass publishes its rows without waiting for each
+// acknowledgement, except that a row waits for the acknowledgement of the
+// pass's row before it with the same partition key: were that one refused,
+// this one would be stored ahead of it. A row is marked
 // published only after JetStream acknowledged it; if the relay dies in
 // between, the row is published again and the stream's duplicate window,
 // keyed by Nats-Msg-Id = envelope id, drops the copy.
@@ -247,14 +250,9 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		if err != nil {
 			return fmt.Errorf("outbox: select: %w", err)
 		}
-		type pending struct {
-			row    UnpublishableRow
-			future jetstream.PubAckFuture
-			span   trace.Span
-			start  time.Time
-		}
 		var parked []UnpublishableRow
-		var inflight []pending
+		var inflight []*pending
+		lastOfKey := map[string]*pending{} // the last row of each partition key published in this pass
 		var acked []string
 		settled := 0 // inflight rows acked or parked, in order
 		defer func() {
@@ -271,6 +269,18 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				return fmt.Errorf("outbox: scan: %w", err)
 			}
 			id, subject, data := row.ID, row.Subject, row.Envelope
+			key, keyed := KeyOf(subject)
+			if before := lastOfKey[key]; keyed && before != nil {
+				// A key's next row goes out only once the one before it
+				// is stored: were that one to fail, this one would be
+				// stored ahead of it, and its retry would land behind.
+				if err := before.wait(ctx); err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					break // the wait below reports the failure
+				}
+			}
 			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 			sctx := ctx
 			env, err := event.Decode(data)
@@ -310,7 +320,11 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				callFailed = true
 				break
 			}
-			inflight = append(inflight, pending{row, f, span, start})
+			p := &pending{row: row, future: f, span: span, start: start}
+			inflight = append(inflight, p)
+			if keyed {
+				lastOfKey[key] = p
+			}
 		}
 		rows.Close()
 		if err := errors.Join(rows.Err(), br.Close()); err != nil {
@@ -318,16 +332,17 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		}
 		// Mark what JetStream acknowledged, in order, up to the first
 		// failure: the rest stays unpublished and is retried.
-		timeout := time.After(PublishTimeout + time.Second)
 	wait:
 		for _, p := range inflight {
-			select {
-			case <-p.future.Ok():
+			switch err := p.wait(ctx); {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case err == nil:
 				settled++
 				acked = append(acked, p.row.ID)
-				r.m.duration.Record(ctx, time.Since(p.start).Seconds(), r.m.attrs)
+				r.m.duration.Record(ctx, p.took.Seconds(), r.m.attrs)
 				endSpan(p.span, nil)
-			case err := <-p.future.Err():
+			default:
 				if errors.Is(err, jetstream.ErrNoStreamResponse) && time.Since(p.row.CreatedAt) > ParkAfter {
 					// No stream has taken its subject for ParkAfter: not a
 					// stream being declared again, a subject nothing
@@ -340,11 +355,6 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				}
 				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.row.ID, err))
 				break wait
-			case <-timeout:
-				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: no acknowledgement in %v", p.row.ID, PublishTimeout))
-				break wait
-			case <-ctx.Done():
-				return ctx.Err()
 			}
 		}
 		if len(acked) > 0 {
@@ -386,6 +396,40 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		published = 0
 	}
 	return published, err
+}
+
+// pending is a row of a relay's pass whose publish was sent.
+type pending struct {
+	row    UnpublishableRow
+	future jetstream.PubAckFuture
+	span   trace.Span
+	start  time.Time
+	done   bool          // its outcome was received:
+	err    error         // nil if JetStream stored it,
+	took   time.Duration // after this long
+}
+
+// wait returns the outcome of p's publish once JetStream answers it, or an
+// error when no answer comes within PublishTimeout and a second of the
+// publish, or when ctx is done. It may be called again: it remembers the
+// outcome.
+func (p *pending) wait(ctx context.Context) error {
+	if p.done {
+		return p.err
+	}
+	timeout := time.NewTimer(time.Until(p.start.Add(PublishTimeout + time.Second)))
+	defer timeout.Stop()
+	select {
+	case <-p.future.Ok():
+	case err := <-p.future.Err():
+		p.err = err
+	case <-timeout.C:
+		p.err = fmt.Errorf("no acknowledgement in %v", PublishTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.done, p.took = true, time.Since(p.start)
+	return p.err
 }
 
 // endSpan ends span, marking it failed with err when err is not nil.
