@@ -17,10 +17,11 @@ import (
 )
 
 // TestRelayParksUnpublishableRows: a row larger than the server's
-// max_payload, and a row whose subject no stream has captured for
-// ParkAfter, are set aside with their reason and filed, never blocking the
-// rows behind them; a row no stream takes yet, but only just written, is
-// retried (its stream may be being declared again).
+// max_payload, and rows that JetStream has refused for ParkAfter (no stream
+// captures the subject; larger than its stream's max_msg_size), are set
+// aside with their reason and filed, never blocking the rows behind them; a
+// row no stream takes yet, but only just written, is retried (its stream
+// may be being declared again).
 func TestRelayParksUnpublishableRows(t *testing.T) {
 	t.Parallel()
 	_, js := testenv.NATS(t)
@@ -43,8 +44,18 @@ func TestRelayParksUnpublishableRows(t *testing.T) {
 		}
 		return id
 	}
+	s, err := js.Stream(ctx, "ECOMMERCE_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgSize = 4096
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
 	huge := insert("ecommerce.order.created.v2.huge", bytes.Repeat([]byte{1}, 3<<20), 0)
 	nowhere := insert("nowhere.at.all", []byte{1}, messaging.ParkAfter+time.Minute)
+	large := insert("ecommerce.order.created.v2.large", bytes.Repeat([]byte{1}, 8192), messaging.ParkAfter+time.Minute)
 	good := newOrderCreated(t)
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return messaging.Enqueue(ctx, tx, good) }); err != nil {
 		t.Fatal(err)
@@ -67,12 +78,13 @@ func TestRelayParksUnpublishableRows(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if len(reasons) != 2 || !strings.Contains(reasons[huge], "max_payload") || !strings.Contains(reasons[nowhere], "no stream captures") {
-		t.Errorf("parked rows %v; want %s (max_payload) and %s (no stream)", reasons, huge, nowhere)
+	if len(reasons) != 3 || !strings.Contains(reasons[huge], "max_payload") || !strings.Contains(reasons[nowhere], "no stream captures") ||
+		!strings.Contains(reasons[large], "max_msg_size") {
+		t.Errorf("parked rows %v; want %s (max_payload), %s (no stream) and %s (max_msg_size)", reasons, huge, nowhere, large)
 	}
 	mu.Lock()
-	if len(filed) != 2 {
-		t.Errorf("%d rows filed, want 2", len(filed))
+	if len(filed) != 3 {
+		t.Errorf("%d rows filed, want 3", len(filed))
 	}
 	mu.Unlock()
 

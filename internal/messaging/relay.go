@@ -343,11 +343,11 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				r.m.duration.Record(ctx, p.took.Seconds(), r.m.attrs)
 				endSpan(p.span, nil)
 			default:
-				if errors.Is(err, jetstream.ErrNoStreamResponse) && time.Since(p.row.CreatedAt) > ParkAfter {
-					// No stream has taken its subject for ParkAfter: not a
-					// stream being declared again, a subject nothing
-					// captures. Set it aside; the rows behind it go on.
-					p.row.Reason = "no stream captures subject " + p.row.Subject
+				if reason := refusedFor(err, p.row); reason != "" && time.Since(p.row.CreatedAt) > ParkAfter {
+					// Refused for ParkAfter: not a stream being declared
+					// or changed, a row its stream will never take. Set
+					// it aside; the rows behind it go on.
+					p.row.Reason = reason
 					settled++
 					endSpan(p.span, err)
 					parked = append(parked, p.row)
@@ -396,6 +396,20 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		published = 0
 	}
 	return published, err
+}
+
+// refusedFor returns why JetStream refused row with err, when the refusal
+// may last (its subject captured by no stream, or the row larger than its
+// stream's max_msg_size) and the row is set aside once it has lasted
+// ParkAfter, or "" for any other error, which is retried.
+func refusedFor(err error, row UnpublishableRow) string {
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return "no stream captures subject " + row.Subject
+	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
+		return fmt.Sprintf("%d bytes: more than the max_msg_size of the stream that captures %s", len(row.Envelope), row.Subject)
+	}
+	return ""
 }
 
 // pending is a row of a relay's pass whose publish was sent.
