@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
@@ -220,6 +223,72 @@ func TestRelayKeepsKeyOrderWhenAPublishFails(t *testing.T) {
 		if err != nil || msg.Header.Get("Nats-Msg-Id") != env.GetId() {
 			t.Errorf("stream message %d: %v, %v; want row %d (%s)", seq+1, msg, err, seq+1, env.GetId())
 		}
+	}
+}
+
+// TestRelayPassEndsInTime: rows of one key wait for each other's
+// acknowledgement, so when the acknowledgements are slow (here a
+// subscriber answers each publish after 100 ms) a pass stops publishing
+// once its budget is spent, marks what went out, and the next passes carry
+// on, in order. Without the budget, a long run of one key's rows outlasted
+// the pass's idle-in-transaction timeout, PostgreSQL ended the pass before
+// its marks, and the next pass started over.
+func TestRelayPassEndsInTime(t *testing.T) {
+	t.Parallel()
+	srv, _ := testenv.NATS(t)
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var got []string // Nats-Msg-Id, in the order the "stream" took them
+	var mu sync.Mutex
+	if _, err := nc.Subscribe("slow.>", func(m *nats.Msg) {
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		got = append(got, m.Header.Get(jetstream.MsgIDHeader))
+		seq := len(got)
+		mu.Unlock()
+		_ = m.Respond(fmt.Appendf(nil, `{"stream":"SLOW","seq":%d}`, seq))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	js, err := messaging.NewJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	messaging.SetPublishBudget(relay, 300*time.Millisecond)
+	var want []string
+	for range 10 {
+		var id string
+		if err := pool.QueryRow(ctx, `INSERT INTO outbox (id, subject, envelope) VALUES (gen_random_uuid(), 'slow.key.event.v1.k', '\x01')
+			RETURNING id::text`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	n, err := relay.PublishBatch(ctx)
+	if err != nil || n >= len(want) {
+		t.Fatalf("first pass = %d, %v; want part of the %d rows published, no error", n, err, len(want))
+	}
+	total := n
+	for passes := 1; total < len(want); passes++ {
+		if passes > 3*len(want) {
+			t.Fatalf("%d of %d rows published after %d passes", total, len(want), passes)
+		}
+		n, err := relay.PublishBatch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Errorf("published %v, want each once, in order: %v", got, want)
 	}
 }
 

@@ -49,6 +49,8 @@ type Relay struct {
 	m       relayMetrics
 	// unpublishable files the rows set aside (WithUnpublishable).
 	unpublishable UnpublishableFunc
+	// publishBudget is passPublishBudget, shorter in tests.
+	publishBudget time.Duration
 }
 
 // relayMetrics are a relay's instruments (telemetry.Outbox*).
@@ -80,7 +82,7 @@ func WithRelayTelemetry(t *telemetry.Telemetry) RelayOption {
 
 // NewRelay returns a relay for the outbox in schema, the search_path of pool.
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, schema string, opts ...RelayOption) *Relay {
-	r := &Relay{pool: pool, js: js, schema: schema, log: slog.Default(), batch: 256, poll: time.Second}
+	r := &Relay{pool: pool, js: js, schema: schema, log: slog.Default(), batch: 256, poll: time.Second, publishBudget: passPublishBudget}
 	for _, opt := range opts {
 		opt(r)
 	}
@@ -219,6 +221,16 @@ const (
 // pass waits for its acknowledgements (PublishTimeout and a second).
 const passLockTimeout = 2*PublishTimeout + 5*time.Second
 
+// passPublishBudget bounds how long a pass goes on publishing rows. A row
+// waits for the acknowledgement of its key's previous row, so a pass of many
+// rows of one key, acknowledged slowly, would otherwise outlast
+// passLockTimeout, and PostgreSQL would end it before its marks. With it, a
+// pass publishes its last row by then, and has its answers within
+// PublishTimeout and a second more (and a wait for one answer that began
+// within the budget ends within that too). The rows it leaves go out in the
+// next pass.
+const passPublishBudget = PublishTimeout / 2
+
 // NewJetStream returns the JetStream of nc that shopbus publishes with:
 // asynchronous publishes time out after PublishTimeout, at most
 // MaxPendingPublishes at a time.
@@ -254,16 +266,21 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		var inflight []*pending
 		lastOfKey := map[string]*pending{} // the last row of each partition key published in this pass
 		var acked []string
-		settled := 0 // inflight rows acked or parked, in order
 		defer func() {
 			// Spans of rows not settled in this pass end here.
-			for _, p := range inflight[settled:] {
-				endSpan(p.span, errors.New("not acknowledged in this pass; retried"))
+			for _, p := range inflight {
+				if !p.settled {
+					endSpan(p.span, errors.New("not acknowledged in this pass; retried"))
+				}
 			}
 		}()
 		var publishErr error
 		callFailed := false
+		passStart := time.Now()
 		for rows.Next() {
+			if time.Since(passStart) > r.publishBudget {
+				break // the rest goes out in the next pass
+			}
 			var row UnpublishableRow
 			if err := rows.Scan(&row.ID, &row.Seq, &row.Subject, &row.Envelope, &row.CreatedAt); err != nil {
 				return fmt.Errorf("outbox: scan: %w", err)
@@ -279,6 +296,9 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 						return ctx.Err()
 					}
 					break // the wait below reports the failure
+				}
+				if time.Since(passStart) > r.publishBudget {
+					break
 				}
 			}
 			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
@@ -320,7 +340,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				callFailed = true
 				break
 			}
-			p := &pending{row: row, future: f, span: span, start: start}
+			p := &pending{row: row, size: len(data) + headerSize(msg.Header), future: f, span: span, start: start}
 			inflight = append(inflight, p)
 			if keyed {
 				lastOfKey[key] = p
@@ -330,31 +350,31 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		if err := errors.Join(rows.Err(), br.Close()); err != nil {
 			return fmt.Errorf("outbox: select: %w", err)
 		}
-		// Mark what JetStream acknowledged, in order, up to the first
-		// failure: the rest stays unpublished and is retried.
-	wait:
+		// Mark every row JetStream acknowledged. A row that failed stays
+		// unpublished and is retried; no later row of its key went out in
+		// this pass (the wait above), so marking the rows acknowledged
+		// after it keeps each key's order.
 		for _, p := range inflight {
 			switch err := p.wait(ctx); {
 			case ctx.Err() != nil:
 				return ctx.Err()
 			case err == nil:
-				settled++
+				p.settled = true
 				acked = append(acked, p.row.ID)
 				r.m.duration.Record(ctx, p.took.Seconds(), r.m.attrs)
 				endSpan(p.span, nil)
 			default:
-				if reason := refusedFor(err, p.row); reason != "" && time.Since(p.row.CreatedAt) > ParkAfter {
+				if reason := refusedFor(err, p.row, p.size); reason != "" && time.Since(p.row.CreatedAt) > ParkAfter {
 					// Refused for ParkAfter: not a stream being declared
 					// or changed, a row its stream will never take. Set
 					// it aside; the rows behind it go on.
 					p.row.Reason = reason
-					settled++
+					p.settled = true
 					endSpan(p.span, err)
 					parked = append(parked, p.row)
 					continue
 				}
 				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.row.ID, err))
-				break wait
 			}
 		}
 		if len(acked) > 0 {
@@ -372,7 +392,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			}
 		}
 		published = len(acked)
-		failed = len(inflight) - settled + len(parked)
+		failed = len(inflight) - len(acked)
 		if callFailed {
 			failed++
 		}
@@ -402,25 +422,28 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 // may last (its subject captured by no stream, or the row larger than its
 // stream's max_msg_size) and the row is set aside once it has lasted
 // ParkAfter, or "" for any other error, which is retried.
-func refusedFor(err error, row UnpublishableRow) string {
+// size is the row's size with its headers, as the stream counts it.
+func refusedFor(err error, row UnpublishableRow, size int) string {
 	switch {
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
 		return "no stream captures subject " + row.Subject
 	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
-		return fmt.Sprintf("%d bytes: more than the max_msg_size of the stream that captures %s", len(row.Envelope), row.Subject)
+		return fmt.Sprintf("%d bytes with its headers: more than the max_msg_size of the stream that captures %s", size, row.Subject)
 	}
 	return ""
 }
 
 // pending is a row of a relay's pass whose publish was sent.
 type pending struct {
-	row    UnpublishableRow
-	future jetstream.PubAckFuture
-	span   trace.Span
-	start  time.Time
-	done   bool          // its outcome was received:
-	err    error         // nil if JetStream stored it,
-	took   time.Duration // after this long
+	row     UnpublishableRow
+	size    int // with its headers
+	future  jetstream.PubAckFuture
+	span    trace.Span
+	start   time.Time
+	done    bool          // its outcome was received:
+	err     error         // nil if JetStream stored it,
+	took    time.Duration // seen this long after the publish
+	settled bool          // acknowledged or set aside, its span ended
 }
 
 // wait returns the outcome of p's publish once JetStream answers it, or an
@@ -431,19 +454,31 @@ func (p *pending) wait(ctx context.Context) error {
 	if p.done {
 		return p.err
 	}
+	settle := func(err error) error {
+		p.done, p.err, p.took = true, err, time.Since(p.start)
+		return err
+	}
+	// An answer already in counts, however late it is read: a pass reads
+	// some only after waiting on others.
+	select {
+	case <-p.future.Ok():
+		return settle(nil)
+	case err := <-p.future.Err():
+		return settle(err)
+	default:
+	}
 	timeout := time.NewTimer(time.Until(p.start.Add(PublishTimeout + time.Second)))
 	defer timeout.Stop()
 	select {
 	case <-p.future.Ok():
+		return settle(nil)
 	case err := <-p.future.Err():
-		p.err = err
+		return settle(err)
 	case <-timeout.C:
-		p.err = fmt.Errorf("no acknowledgement in %v", PublishTimeout)
+		return settle(fmt.Errorf("no acknowledgement in %v", PublishTimeout))
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	p.done, p.took = true, time.Since(p.start)
-	return p.err
 }
 
 // endSpan ends span, marking it failed with err when err is not nil.
