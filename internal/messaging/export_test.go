@@ -5,3 +5,7 @@ import "time"
 // SetPublishBudget sets how long r's passes go on publishing rows
 // (passPublishBudget), for tests.
 func SetPublishBudget(r *Relay, d time.Duration) { r.publishBudget = d }
+
+// SetParkAfter sets how long r keeps trying a row that JetStream refuses in
+// a way that may pass (ParkAfter), for tests.
+func SetParkAfter(r *Relay, d time.Duration) { r.parkAfter = d }

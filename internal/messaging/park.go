@@ -11,10 +11,47 @@ import (
 	"github.com/shopbus/shopbus/internal/event"
 )
 
-// ParkAfter is how long the relay keeps trying a row no stream takes (its
-// stream may be being declared again, see stack.DeclareTopology) before it
-// sets the row aside.
+// ParkAfter is how long a relay keeps trying a row that JetStream refuses in
+// a way that may pass (no stream captures its subject: its stream may be
+// being declared again, see stack.DeclareTopology; larger than its stream's
+// max_msg_size: the stream may be being changed) before it sets the row
+// aside. It counts from the first refusal the relay saw, not from the row's
+// creation: after an outage, an old row refused once is not set aside at
+// once.
 const ParkAfter = 10 * time.Minute
+
+// maxRefused bounds the rows a relay remembers a first refusal of: past
+// it, it forgets them all (rows another relay published, say) and counts
+// again.
+const maxRefused = 10_000
+
+// refusedFor returns how long ago r first saw the row id refused, and
+// remembers now as that moment for a row refused for the first time.
+func (r *Relay) refusedFor(id string, now time.Time) time.Duration {
+	r.refusedMu.Lock()
+	defer r.refusedMu.Unlock()
+	first, ok := r.refused[id]
+	if ok {
+		return now.Sub(first)
+	}
+	if r.refused == nil || len(r.refused) >= maxRefused {
+		r.refused = map[string]time.Time{}
+	}
+	r.refused[id] = now
+	return 0
+}
+
+// forgetRefusals forgets the first refusals of rows published or set aside.
+func (r *Relay) forgetRefusals(ids []string) {
+	r.refusedMu.Lock()
+	defer r.refusedMu.Unlock()
+	if len(r.refused) == 0 {
+		return
+	}
+	for _, id := range ids {
+		delete(r.refused, id)
+	}
+}
 
 // UnpublishableRow is an outbox row the relay can never publish, and why.
 type UnpublishableRow struct {

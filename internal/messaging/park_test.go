@@ -3,6 +3,8 @@ package messaging_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,17 +13,20 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
 
 // TestRelayParksUnpublishableRows: a row larger than the server's
-// max_payload, and rows that JetStream has refused for ParkAfter (no stream
-// captures the subject; larger than its stream's max_msg_size), are set
-// aside with their reason and filed, never blocking the rows behind them; a
-// row no stream takes yet, but only just written, is retried (its stream
-// may be being declared again).
+// max_payload is set aside at once, and rows that JetStream has refused for
+// ParkAfter (no stream captures the subject; larger than its stream's
+// max_msg_size) once it has refused them that long, each with its reason,
+// and filed, never blocking the rows behind them. ParkAfter counts from the
+// first refusal, not from the row's creation: a row written long ago (after
+// an outage, say) and refused once is retried (its stream may be being
+// declared again).
 func TestRelayParksUnpublishableRows(t *testing.T) {
 	t.Parallel()
 	_, js := testenv.NATS(t)
@@ -53,15 +58,39 @@ func TestRelayParksUnpublishableRows(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
+	const parkAfter = 300 * time.Millisecond
+	messaging.SetParkAfter(relay, parkAfter)
 	huge := insert("ecommerce.order.created.v2.huge", bytes.Repeat([]byte{1}, 3<<20), 0)
-	nowhere := insert("nowhere.at.all", []byte{1}, messaging.ParkAfter+time.Minute)
-	large := insert("ecommerce.order.created.v2.large", bytes.Repeat([]byte{1}, 8192), messaging.ParkAfter+time.Minute)
+	nowhere := insert("nowhere.at.all", []byte{1}, time.Hour)
+	large := insert("ecommerce.order.created.v2.large", bytes.Repeat([]byte{1}, 8192), time.Hour)
 	good := newOrderCreated(t)
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return messaging.Enqueue(ctx, tx, good) }); err != nil {
 		t.Fatal(err)
 	}
+	firstRefusal := time.Now()
 	if n, err := relay.PublishBatch(ctx); err != nil || n != 1 {
 		t.Fatalf("PublishBatch = %d, %v; want the good row published behind the unpublishable ones", n, err)
+	}
+	parkedRows := func() (n int) {
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := parkedRows(); n != 1 {
+		t.Fatalf("%d rows set aside after the first pass, want only the one over max_payload (the others were refused once)", n)
+	}
+	testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := relay.PublishBatch(ctx); err != nil && !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+			return err
+		}
+		if n := parkedRows(); n != 3 {
+			return fmt.Errorf("%d rows set aside", n)
+		}
+		return nil
+	})
+	if waited := time.Since(firstRefusal); waited < parkAfter {
+		t.Errorf("rows set aside %v after their first refusal, before the %v the relay keeps trying them", waited, parkAfter)
 	}
 	reasons := map[string]string{}
 	rows, err := pool.Query(ctx, "SELECT id::text, coalesce(park_reason, '') FROM outbox WHERE parked_at IS NOT NULL")
@@ -88,8 +117,8 @@ func TestRelayParksUnpublishableRows(t *testing.T) {
 	}
 	mu.Unlock()
 
-	// A row no stream takes, written just now: retried, not parked.
-	fresh := insert("nowhere.yet", []byte{1}, 0)
+	// A row no stream takes, refused once: retried, not parked.
+	fresh := insert("nowhere.yet", []byte{1}, time.Hour)
 	if _, err := relay.PublishBatch(ctx); err == nil {
 		t.Error("PublishBatch of a row no stream takes yet: no error")
 	}

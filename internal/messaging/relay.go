@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -49,8 +50,13 @@ type Relay struct {
 	m       relayMetrics
 	// unpublishable files the rows set aside (WithUnpublishable).
 	unpublishable UnpublishableFunc
-	// publishBudget is passPublishBudget, shorter in tests.
-	publishBudget time.Duration
+	// publishBudget is passPublishBudget, and parkAfter ParkAfter,
+	// shorter in tests.
+	publishBudget, parkAfter time.Duration
+	// refused holds when this relay first saw each row it has not
+	// published yet refused in a way that may pass (refusedFor).
+	refusedMu sync.Mutex
+	refused   map[string]time.Time
 }
 
 // relayMetrics are a relay's instruments (telemetry.Outbox*).
@@ -82,7 +88,8 @@ func WithRelayTelemetry(t *telemetry.Telemetry) RelayOption {
 
 // NewRelay returns a relay for the outbox in schema, the search_path of pool.
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, schema string, opts ...RelayOption) *Relay {
-	r := &Relay{pool: pool, js: js, schema: schema, log: slog.Default(), batch: 256, poll: time.Second, publishBudget: passPublishBudget}
+	r := &Relay{pool: pool, js: js, schema: schema, log: slog.Default(), batch: 256, poll: time.Second, publishBudget: passPublishBudget,
+		parkAfter: ParkAfter}
 	for _, opt := range opts {
 		opt(r)
 	}
@@ -364,7 +371,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				r.m.duration.Record(ctx, p.took.Seconds(), r.m.attrs)
 				endSpan(p.span, nil)
 			default:
-				if reason := refusedFor(err, p.row, p.size); reason != "" && time.Since(p.row.CreatedAt) > ParkAfter {
+				if reason := refusal(err, p.row, p.size); reason != "" && r.refusedFor(p.row.ID, time.Now()) > r.parkAfter {
 					// Refused for ParkAfter: not a stream being declared
 					// or changed, a row its stream will never take. Set
 					// it aside; the rows behind it go on.
@@ -392,7 +399,12 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			}
 		}
 		published = len(acked)
-		failed = len(inflight) - len(acked)
+		done := slices.Clone(acked)
+		for _, row := range parked {
+			done = append(done, row.ID)
+		}
+		r.forgetRefusals(done) // published or set aside: refused no more
+		failed = len(inflight) - published
 		if callFailed {
 			failed++
 		}
@@ -418,12 +430,12 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	return published, err
 }
 
-// refusedFor returns why JetStream refused row with err, when the refusal
+// refusal returns why JetStream refused row with err, when the refusal
 // may last (its subject captured by no stream, or the row larger than its
 // stream's max_msg_size) and the row is set aside once it has lasted
-// ParkAfter, or "" for any other error, which is retried.
-// size is the row's size with its headers, as the stream counts it.
-func refusedFor(err error, row UnpublishableRow, size int) string {
+// ParkAfter, or "" for any other error, which is retried. size is the
+// row's size with its headers, as the stream counts it.
+func refusal(err error, row UnpublishableRow, size int) string {
 	switch {
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
 		return "no stream captures subject " + row.Subject
