@@ -1,6 +1,9 @@
 package messaging
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // SetPublishBudget sets how long r's passes go on publishing rows
 // (passPublishBudget), for tests.
@@ -9,3 +12,8 @@ func SetPublishBudget(r *Relay, d time.Duration) { r.publishBudget = d }
 // SetParkAfter sets how long r keeps trying a row that JetStream refuses in
 // a way that may pass (ParkAfter), for tests.
 func SetParkAfter(r *Relay, d time.Duration) { r.parkAfter = d }
+
+// NeverCaptured is r.neverCaptured, for tests.
+func NeverCaptured(ctx context.Context, r *Relay, err error, subject string) bool {
+	return r.neverCaptured(ctx, err, UnpublishableRow{Subject: subject})
+}

@@ -127,3 +127,24 @@ func TestRelayParksUnpublishableRows(t *testing.T) {
 		t.Errorf("the fresh row: parked %v, %v; want it left to retry", parked, err)
 	}
 }
+
+// TestNoAnswerFromACapturingStreamIsNotParked: "no stream answered" sets a
+// row aside only when no stream captures its subject. A stream that has
+// one, but no leader to answer (a cluster without quorum), is waited for,
+// however long.
+func TestNoAnswerFromACapturingStreamIsNotParked(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.NATS(t)
+	pool, schema := testenv.Postgres(t)
+	relay := messaging.NewRelay(pool, js, schema)
+	ctx := context.Background()
+	if messaging.NeverCaptured(ctx, relay, jetstream.ErrNoStreamResponse, "ecommerce.order.created.v2.k1") {
+		t.Error("a subject ECOMMERCE_ORDER captures: reported as captured by none")
+	}
+	if !messaging.NeverCaptured(ctx, relay, jetstream.ErrNoStreamResponse, "nowhere.at.all") {
+		t.Error("a subject no stream captures: reported as captured")
+	}
+	if !messaging.NeverCaptured(ctx, relay, jetstream.ErrStreamMessageExceedsMaximum, "ecommerce.order.created.v2.k1") {
+		t.Error("a row larger than its stream takes: not set aside")
+	}
+}

@@ -183,7 +183,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	bg.Go(func() { r.observeBacklog(ctx) })
 	failures := 0
 	for {
-		n, err := r.PublishBatch(ctx)
+		n, more, err := r.publishBatch(ctx)
 		wait := r.poll
 		switch {
 		case ctx.Err() != nil:
@@ -192,7 +192,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			failures++
 			wait = relayRetry.Delay(failures)
 			r.log.Warn("outbox relay: publish failed; retrying", "schema", r.schema, "err", err, "retry_in", wait)
-		case n == r.batch:
+		case n == r.batch || more:
 			failures = 0
 			continue // more rows are waiting
 		default:
@@ -225,7 +225,8 @@ const (
 
 // passLockTimeout bounds a relay pass's wait for the rows another pass
 // holds, and the time a pass may sit idle in its transaction: longer than a
-// pass waits for its acknowledgements (PublishTimeout and a second).
+// pass publishes and waits for its acknowledgements (passPublishBudget,
+// then PublishTimeout and a second).
 const passLockTimeout = 2*PublishTimeout + 5*time.Second
 
 // passPublishBudget bounds how long a pass goes on publishing rows. A row
@@ -248,8 +249,16 @@ func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 // PublishBatch publishes up to one batch of unpublished rows, oldest first,
 // and returns how many it published.
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
-	published, failed := 0, 0
-	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+	n, _, err := r.publishBatch(ctx)
+	return n, err
+}
+
+// publishBatch is PublishBatch, and says whether the pass left rows it
+// selected for the next one (its publishing budget ran out).
+func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err error) {
+	failed := 0
+	var done []string // rows published or set aside: refused no more
+	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		// Bounds, in the same round trip as the select: a pass that waits
 		// behind another relay's rows gives up after passLockTimeout and is
 		// retried, and PostgreSQL ends a pass whose relay stopped answering
@@ -283,9 +292,13 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		}()
 		var publishErr error
 		callFailed := false
+		// Keys whose row failed in this pass: their later rows wait for
+		// the next pass, behind it; other keys go on.
+		blocked := map[string]bool{}
 		passStart := time.Now()
 		for rows.Next() {
 			if time.Since(passStart) > r.publishBudget {
+				more = true
 				break // the rest goes out in the next pass
 			}
 			var row UnpublishableRow
@@ -294,6 +307,9 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			}
 			id, subject, data := row.ID, row.Subject, row.Envelope
 			key, keyed := KeyOf(subject)
+			if keyed && blocked[key] {
+				continue
+			}
 			if before := lastOfKey[key]; keyed && before != nil {
 				// A key's next row goes out only once the one before it
 				// is stored: were that one to fail, this one would be
@@ -302,9 +318,11 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 					if ctx.Err() != nil {
 						return ctx.Err()
 					}
-					break // the wait below reports the failure
+					blocked[key] = true // the wait below reports the failure
+					continue
 				}
 				if time.Since(passStart) > r.publishBudget {
+					more = true
 					break
 				}
 			}
@@ -361,28 +379,34 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		// unpublished and is retried; no later row of its key went out in
 		// this pass (the wait above), so marking the rows acknowledged
 		// after it keeps each key's order.
+		parkedUnsent := len(parked) // set aside before they were sent (max_payload)
 		for _, p := range inflight {
-			switch err := p.wait(ctx); {
-			case ctx.Err() != nil:
+			err := p.wait(ctx)
+			if ctx.Err() != nil {
 				return ctx.Err()
-			case err == nil:
+			}
+			if err == nil {
 				p.settled = true
 				acked = append(acked, p.row.ID)
 				r.m.duration.Record(ctx, p.took.Seconds(), r.m.attrs)
 				endSpan(p.span, nil)
-			default:
-				if reason := refusal(err, p.row, p.size); reason != "" && r.refusedFor(p.row.ID, time.Now()) > r.parkAfter {
-					// Refused for ParkAfter: not a stream being declared
-					// or changed, a row its stream will never take. Set
-					// it aside; the rows behind it go on.
-					p.row.Reason = reason
-					p.settled = true
-					endSpan(p.span, err)
-					parked = append(parked, p.row)
-					continue
-				}
-				publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.row.ID, err))
+				continue
 			}
+			p.settled = true
+			endSpan(p.span, err)
+			reason := refusal(err, p.row, p.size)
+			if reason == "" {
+				// Another failure: ParkAfter counts refusals that last.
+				r.forgetRefusals([]string{p.row.ID})
+			} else if r.refusedFor(p.row.ID, time.Now()) > r.parkAfter && r.neverCaptured(ctx, err, p.row) {
+				// Refused for ParkAfter: not a stream being declared
+				// or changed, a row its stream will never take. Set
+				// it aside; the rows behind it go on.
+				p.row.Reason = reason
+				parked = append(parked, p.row)
+				continue
+			}
+			publishErr = errors.Join(publishErr, fmt.Errorf("publish %s: %w", p.row.ID, err))
 		}
 		if len(acked) > 0 {
 			ids, err := postgres.UUIDs(acked)
@@ -399,12 +423,11 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 			}
 		}
 		published = len(acked)
-		done := slices.Clone(acked)
+		done = slices.Clone(acked)
 		for _, row := range parked {
 			done = append(done, row.ID)
 		}
-		r.forgetRefusals(done) // published or set aside: refused no more
-		failed = len(inflight) - published
+		failed = len(inflight) - published + parkedUnsent
 		if callFailed {
 			failed++
 		}
@@ -425,9 +448,23 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		r.m.errors.Add(ctx, int64(failed), r.m.attrs)
 	}
 	if err != nil {
-		published = 0
+		return 0, false, err
 	}
-	return published, err
+	r.forgetRefusals(done)
+	return published, more, nil
+}
+
+// neverCaptured reports whether row, refused with err, is one no stream
+// will take: any refusal but "no stream answered", and that one only when
+// JetStream says no stream captures its subject. A stream without a leader
+// (a cluster that lost its quorum) does not answer either, and its rows
+// must wait for it, however long.
+func (r *Relay) neverCaptured(ctx context.Context, err error, row UnpublishableRow) bool {
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	_, err = r.js.StreamNameBySubject(ctx, row.Subject)
+	return errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // refusal returns why JetStream refused row with err, when the refusal

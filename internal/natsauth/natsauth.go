@@ -55,8 +55,10 @@ const (
 )
 
 // common are the subjects every service publishes to: acks and flow
-// control, and the JetStream API's account and stream info.
-var common = []string{"$JS.ACK.>", "$JS.FC.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.*"}
+// control, and the JetStream API's account and stream info, and stream names
+// (which stream captures a subject: the relay asks before it sets aside a row
+// no stream answered for).
+var common = []string{"$JS.ACK.>", "$JS.FC.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES"}
 
 // Grants are what a service identity may publish and the JetStream
 // resources it uses.
