@@ -33,7 +33,8 @@ import (
 // earlier one.) A pass publishes its rows without waiting for each
 // acknowledgement, except that a row waits for the acknowledgement of the
 // pass's row before it with the same partition key: were that one refused,
-// this one would be stored ahead of it. A row is marked
+// this one would be stored ahead of it (it waits for the next pass instead,
+// and other keys go on). A row is marked
 // published only after JetStream acknowledged it; if the relay dies in
 // between, the row is published again and the stream's duplicate window,
 // keyed by Nats-Msg-Id = envelope id, drops the copy.
