@@ -2,11 +2,13 @@ package messaging
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shopbus/shopbus/internal/event"
 )
@@ -41,8 +43,36 @@ func (r *Relay) refusedFor(id string, now time.Time) time.Duration {
 	return 0
 }
 
+// neverCaptured reports whether row, refused with err, is one no stream
+// will take: any refusal but "no stream answered", and that one only when
+// JetStream says no stream captures its subject. A stream without a leader
+// (a cluster that lost its quorum) does not answer either, and its rows
+// must wait for it, however long.
+func (r *Relay) neverCaptured(ctx context.Context, err error, row UnpublishableRow) bool {
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	_, err = r.js.StreamNameBySubject(ctx, row.Subject)
+	return errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// refusal returns why JetStream refused row with err, when the refusal
+// may last (its subject captured by no stream, or the row larger than its
+// stream's max_msg_size) and the row is set aside once it has lasted
+// ParkAfter, or "" for any other error, which is retried. size is the
+// row's size with its headers, as the stream counts it.
+func refusal(err error, row UnpublishableRow, size int) string {
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return "no stream captures subject " + row.Subject
+	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
+		return fmt.Sprintf("%d bytes with its headers: more than the max_msg_size of the stream that captures %s", size, row.Subject)
+	}
+	return ""
+}
+
 // forgetRefusals forgets the first refusals of rows published or set aside.
-func (r *Relay) forgetRefusals(ids []string) {
+func (r *Relay) forgetRefusals(ids ...string) {
 	r.refusedMu.Lock()
 	defer r.refusedMu.Unlock()
 	if len(r.refused) == 0 {

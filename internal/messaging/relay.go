@@ -398,7 +398,7 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 			reason := refusal(err, p.row, p.size)
 			if reason == "" {
 				// Another failure: ParkAfter counts refusals that last.
-				r.forgetRefusals([]string{p.row.ID})
+				r.forgetRefusals(p.row.ID)
 			} else if r.refusedFor(p.row.ID, time.Now()) > r.parkAfter && r.neverCaptured(ctx, err, p.row) {
 				// Refused for ParkAfter: not a stream being declared
 				// or changed, a row its stream will never take. Set
@@ -451,36 +451,8 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 	if err != nil {
 		return 0, false, err
 	}
-	r.forgetRefusals(done)
+	r.forgetRefusals(done...)
 	return published, more, nil
-}
-
-// neverCaptured reports whether row, refused with err, is one no stream
-// will take: any refusal but "no stream answered", and that one only when
-// JetStream says no stream captures its subject. A stream without a leader
-// (a cluster that lost its quorum) does not answer either, and its rows
-// must wait for it, however long.
-func (r *Relay) neverCaptured(ctx context.Context, err error, row UnpublishableRow) bool {
-	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
-		return true
-	}
-	_, err = r.js.StreamNameBySubject(ctx, row.Subject)
-	return errors.Is(err, jetstream.ErrStreamNotFound)
-}
-
-// refusal returns why JetStream refused row with err, when the refusal
-// may last (its subject captured by no stream, or the row larger than its
-// stream's max_msg_size) and the row is set aside once it has lasted
-// ParkAfter, or "" for any other error, which is retried. size is the
-// row's size with its headers, as the stream counts it.
-func refusal(err error, row UnpublishableRow, size int) string {
-	switch {
-	case errors.Is(err, jetstream.ErrNoStreamResponse):
-		return "no stream captures subject " + row.Subject
-	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
-		return fmt.Sprintf("%d bytes with its headers: more than the max_msg_size of the stream that captures %s", size, row.Subject)
-	}
-	return ""
 }
 
 // pending is a row of a relay's pass whose publish was sent.
