@@ -112,16 +112,18 @@ func OnceBatchAll(ctx context.Context, pool *pgxpool.Pool, consumer string, batc
 	if err != nil {
 		return fmt.Errorf("processed_events: event id: %w", err)
 	}
-	return InTx(ctx, pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `INSERT INTO processed_events (consumer, event_id)
-			SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, uuids)
+	// The claim goes in the round trip of the BEGIN.
+	first := txBatch()
+	var claimed []string
+	first.Queue(`INSERT INTO processed_events (consumer, event_id)
+		SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, uuids).Query(func(rows pgx.Rows) error {
+		claimed, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			return fmt.Errorf("processed_events: %w", err)
 		}
-		claimed, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return fmt.Errorf("processed_events: %w", err)
-		}
+		return nil
+	})
+	return inTx(ctx, pool, first, func(tx pgx.Tx) error {
 		unclaimed := make(map[string]bool, len(claimed))
 		for _, id := range claimed {
 			unclaimed[id] = true

@@ -17,3 +17,10 @@ func SetParkAfter(r *Relay, d time.Duration) { r.parkAfter = d }
 func NeverCaptured(ctx context.Context, r *Relay, err error, subject string) bool {
 	return r.neverCaptured(ctx, err, UnpublishableRow{Subject: subject})
 }
+
+// RelayWakes returns a channel that receives the wake-ups of schema's
+// relays in this process, until stop is called.
+func RelayWakes(schema string) (wakes <-chan struct{}, stop func()) {
+	c := make(chan struct{}, 1)
+	return c, registerRelay(schema, c)
+}

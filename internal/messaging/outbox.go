@@ -58,16 +58,77 @@ func wakeRelays(schema string) {
 }
 
 // InTx runs fn in a transaction on pool and, once it committed, wakes the
-// relays of pool's schema (its search_path) running in this process, so
-// the events fn enqueued are published at once. Every shopbus process that
-// enqueues runs its schema's relay; rows written by a process that runs
-// none are published at the relay's next poll.
+// relays of pool's schema (its search_path) running in this process if fn
+// enqueued events (Enqueue, SendWithEvents), so they are published at once.
+// Every shopbus process that enqueues runs its schema's relay; rows written
+// by a process that runs none are published at the relay's next poll.
 func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
-	if err := pgx.BeginFunc(ctx, pool, fn); err != nil {
-		return err
+	return inTx(ctx, pool, nil, fn)
+}
+
+// txBatch returns a batch that begins a transaction: sent by inTx, its
+// statements share the round trip of the BEGIN.
+func txBatch() *pgx.Batch {
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	return b
+}
+
+// inTx is InTx, the transaction begun by first (a txBatch) when it is not
+// nil: first's statements and their callbacks run before fn, in the round
+// trip of the BEGIN, and a failure of theirs rolls back.
+func inTx(ctx context.Context, pool *pgxpool.Pool, first *pgx.Batch, fn func(tx pgx.Tx) error) error {
+	var enqueued bool
+	var db interface {
+		Begin(context.Context) (pgx.Tx, error)
+	} = pool
+	if first != nil {
+		db = begun{pool.SendBatch(ctx, first)}
 	}
-	WakeRelays(pool)
-	return nil
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		return fn(&outboxTx{Tx: tx, enqueued: &enqueued})
+	})
+	if err == nil && enqueued {
+		WakeRelays(pool)
+	}
+	return err
+}
+
+// begun hands pgx.BeginFunc the transaction a batch began, once the
+// batch's results are read, so the commit and the rollback on error are
+// pgx's own.
+type begun struct{ br pgx.BatchResults }
+
+func (b begun) Begin(ctx context.Context) (pgx.Tx, error) {
+	tx := b.br.Tx()
+	if err := b.br.Close(); err != nil {
+		_ = tx.Rollback(ctx) //nolint:errcheck // the batch's error is the one to report
+		return nil, err
+	}
+	return tx, nil
+}
+
+// outboxTx is a transaction run by inTx: it records that an event was
+// enqueued in it (markEnqueued), so that inTx wakes the relays only then.
+type outboxTx struct {
+	pgx.Tx
+	enqueued *bool
+}
+
+// Begin begins a savepoint whose enqueued events count as tx's.
+func (tx *outboxTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	sp, err := tx.Tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &outboxTx{Tx: sp, enqueued: tx.enqueued}, nil
+}
+
+// markEnqueued records that tx wrote outbox rows, when inTx runs it.
+func markEnqueued(tx pgx.Tx) {
+	if o, ok := tx.(*outboxTx); ok {
+		*o.enqueued = true
+	}
 }
 
 // Enqueue writes env to the outbox of the schema tx works in. It is published
@@ -95,6 +156,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, env *eventv1.Envelope) (err error) 
 		env.GetId(), subject, b); err != nil {
 		return fmt.Errorf("outbox: insert %s %s: %w", spec, env.GetId(), err)
 	}
+	markEnqueued(tx)
 	return nil
 }
 
@@ -229,5 +291,8 @@ func SendWithEvents(ctx context.Context, tx pgx.Tx, b *pgx.Batch, events []Outgo
 	}
 	err = tx.SendBatch(ctx, b).Close()
 	end(err)
+	if err == nil && len(events) > 0 {
+		markEnqueued(tx)
+	}
 	return err
 }

@@ -259,26 +259,36 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err error) {
 	failed := 0
 	var done []string // rows published or set aside: refused no more
-	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		// Bounds, in the same round trip as the select: a pass that waits
-		// behind another relay's rows gives up after passLockTimeout and is
-		// retried, and PostgreSQL ends a pass whose relay stopped answering
-		// (a frozen process, a lost network) while it held rows, so the
-		// rows do not stay locked until TCP gives up on the connection.
-		b := &pgx.Batch{}
-		b.Queue("SELECT set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $1, true)",
-			strconv.FormatInt(passLockTimeout.Milliseconds(), 10))
-		b.Queue(`SELECT id::text, seq, subject, envelope, created_at FROM outbox
-			WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE`, r.batch)
-		br := tx.SendBatch(ctx, b)
-		defer br.Close() //nolint:errcheck // closed and checked after the rows; again here on an early return
-		if _, err := br.Exec(); err != nil {
-			return fmt.Errorf("outbox: set the pass's timeouts: %w", err)
-		}
-		rows, err := br.Query()
+	// Bounds, in the round trip of the BEGIN and the select: a pass that
+	// waits behind another relay's rows gives up after passLockTimeout and
+	// is retried, and PostgreSQL ends a pass whose relay stopped answering
+	// (a frozen process, a lost network) while it held rows, so the rows
+	// do not stay locked until TCP gives up on the connection.
+	//
+	// The pass commits without waiting for its WAL to reach the disk
+	// (synchronous_commit off, this transaction only): a mark lost in a
+	// crash of PostgreSQL only publishes its rows again, with their ids,
+	// which the stream's duplicate window and every consumer's
+	// processed_events drop. JetStream's PubAck is what made the event
+	// durable.
+	first := txBatch()
+	first.Queue(`SELECT set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $1, true),
+		set_config('synchronous_commit', 'off', true)`,
+		strconv.FormatInt(passLockTimeout.Milliseconds(), 10))
+	var selected []UnpublishableRow
+	first.Queue(`SELECT id::text, seq, subject, envelope, created_at FROM outbox
+		WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE`, r.batch).Query(func(rows pgx.Rows) error {
+		var row UnpublishableRow
+		_, err := pgx.ForEachRow(rows, []any{&row.ID, &row.Seq, &row.Subject, &row.Envelope, &row.CreatedAt}, func() error {
+			selected = append(selected, row)
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("outbox: select: %w", err)
 		}
+		return nil
+	})
+	err = inTx(ctx, r.pool, first, func(tx pgx.Tx) error {
 		var parked []UnpublishableRow
 		var inflight []*pending
 		lastOfKey := map[string]*pending{} // the last row of each partition key published in this pass
@@ -297,14 +307,10 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 		// the next pass, behind it; other keys go on.
 		blocked := map[string]bool{}
 		passStart := time.Now()
-		for rows.Next() {
+		for _, row := range selected {
 			if time.Since(passStart) > r.publishBudget {
 				more = true
 				break // the rest goes out in the next pass
-			}
-			var row UnpublishableRow
-			if err := rows.Scan(&row.ID, &row.Seq, &row.Subject, &row.Envelope, &row.CreatedAt); err != nil {
-				return fmt.Errorf("outbox: scan: %w", err)
 			}
 			id, subject, data := row.ID, row.Subject, row.Envelope
 			key, keyed := KeyOf(subject)
@@ -371,10 +377,6 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 			if keyed {
 				lastOfKey[key] = p
 			}
-		}
-		rows.Close()
-		if err := errors.Join(rows.Err(), br.Close()); err != nil {
-			return fmt.Errorf("outbox: select: %w", err)
 		}
 		// Mark every row JetStream acknowledged. A row that failed stays
 		// unpublished and is retried; no later row of its key went out in
