@@ -3,6 +3,9 @@ package messaging
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // SetPublishBudget sets how long r's passes go on publishing rows
@@ -23,4 +26,12 @@ func NeverCaptured(ctx context.Context, r *Relay, err error, subject string) boo
 func RelayWakes(schema string) (wakes <-chan struct{}, stop func()) {
 	c := make(chan struct{}, 1)
 	return c, registerRelay(schema, c)
+}
+
+// InTxBeginningWith is inTx with a first batch that queue fills after its
+// BEGIN, for tests.
+func InTxBeginningWith(ctx context.Context, pool *pgxpool.Pool, queue func(*pgx.Batch), fn func(pgx.Tx) error) error {
+	first := txBatch()
+	queue(first)
+	return inTx(ctx, pool, first, fn)
 }

@@ -99,10 +99,20 @@ func inTx(ctx context.Context, pool *pgxpool.Pool, first *pgx.Batch, fn func(tx 
 // pgx's own.
 type begun struct{ br pgx.BatchResults }
 
-func (b begun) Begin(ctx context.Context) (pgx.Tx, error) {
+// Its results' callbacks run in Close, before pgx.BeginFunc's own
+// rollback is in place: on their error or panic, Begin rolls back, so the
+// connection goes back to the pool.
+func (b begun) Begin(ctx context.Context) (_ pgx.Tx, err error) {
 	tx := b.br.Tx()
+	rollback := func() { _ = tx.Rollback(context.WithoutCancel(ctx)) } //nolint:errcheck // the batch's error is the one to report
+	defer func() {
+		if p := recover(); p != nil {
+			rollback()
+			panic(p)
+		}
+	}()
 	if err := b.br.Close(); err != nil {
-		_ = tx.Rollback(ctx) //nolint:errcheck // the batch's error is the one to report
+		rollback()
 		return nil, err
 	}
 	return tx, nil
@@ -207,7 +217,8 @@ type OutboxRow struct {
 
 // NewOutboxRow encodes env as its outbox row and starts the insert's span,
 // as Enqueue traces it; end ends the span with the statement's outcome.
-// Once the statement has committed, WakeRelays publishes the row at once.
+// Once the statement has committed, WakeRelays publishes the row at once
+// (InTx does not know of a row written this way).
 func NewOutboxRow(ctx context.Context, env *eventv1.Envelope) (row OutboxRow, end func(error), err error) {
 	spec, err := event.Lookup(env.GetType(), env.GetVersion())
 	if err != nil {
@@ -237,7 +248,9 @@ type Outgoing struct {
 
 // QueueEnqueueAll queues on b the one statement that writes events to the
 // outbox of the schema b's transaction works in, for a batch handler that
-// sends its statements as one pgx.Batch: its outcome events. Each insert is
+// sends its statements as one pgx.Batch: its outcome events. Send b with
+// SendWithEvents, which also makes InTx wake the relays at commit; a batch
+// sent otherwise is published at the relay's next poll. Each insert is
 // traced as Enqueue traces it, under its Outgoing.Ctx; end ends the spans
 // with the batch's outcome. Nothing is queued for no events.
 func QueueEnqueueAll(b *pgx.Batch, events []Outgoing) (end func(error), err error) {

@@ -2,9 +2,13 @@ package messaging_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/testenv"
@@ -53,4 +57,49 @@ func TestRelaysWokenOnlyForEvents(t *testing.T) {
 		}
 		return context.Canceled
 	}), true, false)
+}
+
+// TestFailedBeginningReturnsTheConnection: when a statement sent with the
+// BEGIN fails, or its callback fails or panics, the transaction is rolled
+// back and its connection goes back to the pool, never left in a
+// transaction.
+func TestFailedBeginningReturnsTheConnection(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	ctx := context.Background()
+	ran := false
+	fn := func(pgx.Tx) error { ran = true; return nil }
+	for name, queue := range map[string]func(*pgx.Batch){
+		"statement fails": func(b *pgx.Batch) { b.Queue("SELECT 1/0") },
+		"callback fails": func(b *pgx.Batch) {
+			b.Queue("SELECT 1").Exec(func(pgconn.CommandTag) error { return errors.New("callback") })
+		},
+		"callback panics": func(b *pgx.Batch) {
+			b.Queue("SELECT 1").Exec(func(pgconn.CommandTag) error { panic("callback") })
+		},
+	} {
+		err := func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panic: %v", p)
+				}
+			}()
+			return messaging.InTxBeginningWith(ctx, pool, queue, fn)
+		}()
+		if err == nil || ran {
+			t.Errorf("%s: err %v, fn ran %v; want an error and fn not run", name, err, ran)
+		}
+	}
+	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := pool.Stat().AcquiredConns(); n != 0 {
+			return fmt.Errorf("%d connections still acquired", n)
+		}
+		return nil
+	})
+	for _, c := range pool.AcquireAllIdle(ctx) {
+		if st := c.Conn().PgConn().TxStatus(); st != 'I' {
+			t.Errorf("a connection back in the pool is in a transaction (status %c)", st)
+		}
+		c.Release()
+	}
 }
