@@ -99,10 +99,11 @@ func inTx(ctx context.Context, pool *pgxpool.Pool, first *pgx.Batch, fn func(tx 
 // pgx's own.
 type begun struct{ br pgx.BatchResults }
 
-// Its results' callbacks run in Close, before pgx.BeginFunc's own
-// rollback is in place: on their error or panic, Begin rolls back, so the
-// connection goes back to the pool.
-func (b begun) Begin(ctx context.Context) (_ pgx.Tx, err error) {
+// Begin reads the batch's results and returns its transaction. The
+// results' callbacks run here, before pgx.BeginFunc's own rollback is in
+// place: on their error or panic, Begin rolls back, so the connection goes
+// back to the pool.
+func (b begun) Begin(ctx context.Context) (pgx.Tx, error) {
 	tx := b.br.Tx()
 	rollback := func() { _ = tx.Rollback(context.WithoutCancel(ctx)) } //nolint:errcheck // the batch's error is the one to report
 	defer func() {
