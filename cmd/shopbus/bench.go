@@ -54,6 +54,7 @@ func bench(ctx context.Context, args []string) error {
 	duration := fs.Duration("duration", 30*time.Second, "measured time")
 	warmup := fs.Duration("warmup", 3*time.Second, "time before measuring")
 	skus := fs.Int("skus", 100, "how many SKUs the orders spread over (1: every order contends for one stock row)")
+	customers := fs.Int("customers", 1000, "how many customers the orders spread over (fraud scoring holds a customer's fifth order within an hour for review)")
 	ca := fs.String("ca", "", "CA `file` to trust for an https --url (env SHOPBUS_CA; the system's roots otherwise)")
 	metrics := fs.String("metrics", "http://127.0.0.1:9464/metrics",
 		"comma-separated /metrics URLs of the shopbus processes, for their memory and CPU (env SHOPBUS_BENCH_METRICS; empty: none)")
@@ -73,6 +74,8 @@ func bench(ctx context.Context, args []string) error {
 		return usagef("bench", "--max-in-flight %d: need at least 1", *maxInFlight)
 	case *skus < 1:
 		return usagef("bench", "--skus %d: need at least 1", *skus)
+	case *customers < 1:
+		return usagef("bench", "--customers %d: need at least 1", *customers)
 	}
 	if err := checkURL("url", *url); err != nil {
 		return usagef("bench", "%w", err)
@@ -106,7 +109,7 @@ func bench(ctx context.Context, args []string) error {
 		client:    newLatency(),
 		create:    newLatency(),
 		catalog:   make([]string, max(*skus, 1)),
-		customers: make([]string, benchCustomers),
+		customers: make([]string, *customers),
 	}
 	for i := range b.customers {
 		b.customers[i] = uuid.NewString()
@@ -215,9 +218,6 @@ func bench(ctx context.Context, args []string) error {
 
 // maxBenchBackoff is the longest a closed-loop client waits after failures.
 const maxBenchBackoff = 2 * time.Second
-
-// benchCustomers is how many customers a bench's orders are spread over.
-const benchCustomers = 1000
 
 // decideWithin is how long the bench waits for an order's outcome.
 const decideWithin = 30 * time.Second

@@ -120,6 +120,7 @@ func TestMisuse(t *testing.T) {
 		{[]string{"dev", "--stuck-after", "-1m"}, "--stuck-after -1m"},
 		{[]string{"bench", "--clients", "0"}, "--clients 0"},
 		{[]string{"bench", "--skus", "0"}, "--skus 0"},
+		{[]string{"bench", "--customers", "0"}, "--customers 0"},
 		{[]string{"dlq", "list", "--limit", "0"}, "--limit 0"},
 		{[]string{"dlq", "show"}, "name one dead letter id"},
 		{[]string{"dlq", "redrive", "x"}, `"x" is not a dead letter id`},
