@@ -1,14 +1,11 @@
 package inventory_test
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/procfs"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
@@ -139,11 +137,11 @@ func benchReserve(b *testing.B, batchSize int) result {
 	// clock stops when they reach n: no polling of the database, whose cost
 	// would grow with the backlog and fall on the measured work.
 	var (
-		handled atomic.Int64
-		all     = make(chan struct{})
-		allOnce sync.Once
+		handled   atomic.Int64
+		firstCall atomic.Pointer[time.Time]
+		all       = make(chan struct{})
+		allOnce   sync.Once
 	)
-	var firstCall atomic.Pointer[time.Time]
 	count := func(ctx context.Context, batch []*messaging.Delivery) error {
 		now := time.Now()
 		firstCall.CompareAndSwap(nil, &now)
@@ -190,8 +188,9 @@ func benchReserve(b *testing.B, batchSize int) result {
 type result struct {
 	// perSecond is events decided per second from the first batch handed
 	// to the handler to the commit of the last; perSecondWithStart counts
-	// from the consumer's start, which takes start (creating the
-	// partitions' consumers, taking their leases, the first fetch) first.
+	// from the consumer's start. start is the time between the two:
+	// creating the partitions' consumers, taking their leases, the first
+	// fetch.
 	perSecond, perSecondWithStart float64
 	start                         time.Duration
 	// cpuPerEvent is the CPU time, from the consumer's start, of this
@@ -203,34 +202,16 @@ type result struct {
 // cpuTime is the CPU time used so far by this process and by every process
 // named postgres (a local server), read from /proc; 0 where there is none.
 func cpuTime() time.Duration {
-	var total time.Duration
-	dirs, _ := os.ReadDir("/proc")
-	self := strconv.Itoa(os.Getpid())
-	for _, d := range dirs {
-		if _, err := strconv.Atoi(d.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid … utime stime: fields 14 and 15, counted
-		// after the closing parenthesis, as comm may hold spaces.
-		end := bytes.LastIndexByte(stat, ')')
-		if end < 0 || d.Name() != self && !bytes.Contains(stat[:end], []byte("(postgres")) {
-			continue
-		}
-		f := strings.Fields(string(stat[end+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(utime+stime) * time.Second / clockTicks
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return 0
 	}
-	return total
+	var seconds float64
+	for _, p := range procs {
+		stat, err := p.Stat()
+		if err == nil && (p.PID == os.Getpid() || stat.Comm == "postgres") {
+			seconds += stat.CPUTime()
+		}
+	}
+	return time.Duration(seconds * float64(time.Second))
 }
-
-// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times:
-// 100 on every Linux architecture Go runs on.
-const clockTicks = 100
