@@ -182,7 +182,7 @@ func ConsumeBatch(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfi
 // batches, not left to wait out their AckWait.
 func batchLoop(ctx context.Context, cons jetstream.Consumer, h BatchHandler, s *settler) error {
 	size, wait := s.batchSize, s.batchWait
-	it, err := cons.Messages(PullOptions(size)...)
+	it, err := messages(cons, size)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

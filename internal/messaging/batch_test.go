@@ -522,7 +522,16 @@ func (r *batchRig) holdAsDeadOwner(n int) []jetstream.Msg {
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		batch, err := cons.FetchNoWait(n)
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if info.NumPending == 0 {
+			continue
+		}
+		// Through the partition's owner group, as its owner would: the
+		// fetch returns once it has every event waiting.
+		batch, err := cons.Fetch(int(info.NumPending), jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(messaging.OwnerGroup))
 		if err != nil {
 			r.t.Fatal(err)
 		}

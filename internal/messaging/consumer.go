@@ -226,19 +226,60 @@ func PartitionDurable(durable string, p int) string {
 
 // durableConfig is the JetStream configuration of one durable consumer of
 // cfg: the shared one (p < 0) or partition p's.
+//
+// A partition's durable delivers to one pinned client at a time (a
+// priority group, ownerGroup): its owner's. A new owner unpins the
+// previous one once, after takeOver, before it fetches, so an owner that
+// lost its lease while stalled, a frozen process say, gets nothing more
+// when it wakes: JetStream answers its pull requests with a pin mismatch.
+// The pin also lapses after PinnedTTL without a pull request from its
+// client; the client's next request then gets a mismatch and nats.go
+// sends another, which is pinned again.
 func durableConfig(cfg ConsumerConfig, p int) jetstream.ConsumerConfig {
-	name := cfg.Durable
-	if p >= 0 {
-		name = PartitionDurable(cfg.Durable, p)
-	}
-	return jetstream.ConsumerConfig{
-		Durable:        name,
+	cc := jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
 		FilterSubjects: filters(cfg.Subjects, p),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.AckWait,
 		MaxDeliver:     cfg.Retry.MaxDeliver,
 		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if p >= 0 {
+		cc.Durable = PartitionDurable(cfg.Durable, p)
+		cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+		cc.PriorityGroups = []string{ownerGroup}
+		cc.PinnedTTL = max(cfg.Lease, 2*pinnedPullExpiry(cfg.Lease))
+	}
+	return cc
+}
+
+// ownerGroup is the priority group through which a key-based partition's
+// owner pulls, pinned (durableConfig).
+const ownerGroup = "owner"
+
+// pinnedPullExpiry is how long a pull request of a partition's owner
+// lives, given its lease (or the durable's PinnedTTL, the same or at least
+// twice the result): half of it, at least 1s, at most 10s. So the requests
+// of an owner that stalls have expired, and cannot be pinned or delivered
+// to, by the time its lease does and another member takes the partition.
+func pinnedPullExpiry(lease time.Duration) time.Duration {
+	return min(max(lease/2, time.Second), 10*time.Second)
+}
+
+// unpin unpins the client of a partition's durable before its new owner
+// fetches. A failure is logged, not fatal: the pin then lapses after the
+// durable's PinnedTTL. It runs once per ownership, not each time run
+// declares the consumer again: an owner that stalled and wakes still
+// believing it owns the partition must not unpin its successor.
+func unpin(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig, log *slog.Logger) {
+	st, err := js.Stream(ctx, stream)
+	if err == nil {
+		err = st.UnpinConsumer(ctx, cc.Durable, ownerGroup)
+	}
+	if err != nil && ctx.Err() == nil {
+		log.Warn("consumer group: cannot unpin the partition's previous owner; fetching once its pin lapses",
+			"durable", cc.Durable, "err", err, "pinned_ttl", cc.PinnedTTL)
 	}
 }
 
@@ -312,10 +353,12 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 		return ensureGroupBucket(ctx, js, cfg, partitions)
 	}
 	m := newMember(ensure, cfg, partitions, func(ctx context.Context, p int) {
+		cc := durableConfig(cfg, p)
 		if cfg.Strategy == KeyBased {
-			takeOver(ctx, js, cfg.Stream, durableConfig(cfg, p).Durable, cfg.Lease, cfg.AckWait, log)
+			takeOver(ctx, js, cfg.Stream, cc.Durable, cfg.Lease, cfg.AckWait, log)
+			unpin(ctx, js, cfg.Stream, cc, log)
 		}
-		run(ctx, js, cfg.Stream, durableConfig(cfg, p), loop, s)
+		run(ctx, js, cfg.Stream, cc, loop, s)
 	}, log)
 	if cfg.Strategy == KeyBased {
 		return m.run(ctx)
@@ -442,7 +485,7 @@ func run(ctx context.Context, js jetstream.JetStream, stream string, cc jetstrea
 // the iterator: messages already delivered to it are handled, not left to
 // wait out their AckWait.
 func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *settler) error {
-	it, err := cons.Messages(PullOptions(1)...)
+	it, err := messages(cons, 1)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -466,7 +509,7 @@ func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *set
 // consumer's loop, with nil when ctx is done (the iterator drained) or with
 // the error that makes the consumer declare itself again.
 func nextMsg(ctx context.Context, it jetstream.MessagesContext, cons jetstream.Consumer, s *settler) (jetstream.Msg, error) {
-	for {
+	for missed := 0; ; {
 		msg, err := it.Next()
 		switch {
 		case err == nil:
@@ -476,26 +519,63 @@ func nextMsg(ctx context.Context, it jetstream.MessagesContext, cons jetstream.C
 				return nil, nil
 			}
 			return nil, errors.New("message iterator closed")
-		case errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, jetstream.ErrConsumerDeleted):
-			// The server stopped answering for this consumer (it was
-			// deleted, or NATS moved): declare it again.
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			// No heartbeat for two intervals while waiting: the consumer
+			// may be gone (deleted, NATS moved), or this process did not
+			// run (stopped, starved). Declare it again if it is gone, or
+			// if it goes on missing them; otherwise pull on: the iterator
+			// sends a new request, and a new iterator would lose the
+			// partition's pin.
+			missed++
+			ictx, cancel := context.WithTimeout(ctx, infoTimeout)
+			_, ierr := cons.Info(ictx)
+			cancel()
+			if ierr != nil || missed >= maxMissedHeartbeats {
+				return nil, fmt.Errorf("jetstream: %w (%d in a row; reading the consumer: %v)", err, missed, ierr)
+			}
+			s.log.Info("consumer: missed heartbeats, the consumer is still there; pulling on", "durable", cons.CachedInfo().Name)
+		case errors.Is(err, jetstream.ErrConsumerDeleted):
 			return nil, fmt.Errorf("jetstream: %w", err)
+		default:
+			s.log.Warn("consumer: next", "durable", cons.CachedInfo().Name, "err", err)
 		}
-		s.log.Warn("consumer: next", "durable", cons.CachedInfo().Name, "err", err)
 	}
 }
 
-// PullOptions are the pull settings of every shopbus consumer: at most
+// infoTimeout bounds the read of a consumer that missed its heartbeats,
+// and after maxMissedHeartbeats misses in a row it is declared again.
+const (
+	infoTimeout         = 5 * time.Second
+	maxMissedHeartbeats = 3
+)
+
+// PullOptions are the pull settings of every shopbus consumer (a
+// key-based partition's owner pulls for shorter, see messages): at most
 // max messages buffered, pull requests that expire after 10s with
 // heartbeats every 5s, and missing heartbeats reported, so a consumer that
 // was deleted or lost is noticed within about 10s and declared again.
 func PullOptions(max int) []jetstream.PullMessagesOpt {
+	return pullOptions(max, 10*time.Second)
+}
+
+func pullOptions(max int, expiry time.Duration) []jetstream.PullMessagesOpt {
 	return []jetstream.PullMessagesOpt{
 		jetstream.PullMaxMessages(max),
-		jetstream.PullExpiry(10 * time.Second),
-		jetstream.PullHeartbeat(5 * time.Second),
+		jetstream.PullExpiry(expiry),
+		jetstream.PullHeartbeat(expiry / 2),
 		jetstream.WithMessagesErrOnMissingHeartbeat(true),
 	}
+}
+
+// messages is cons's message iterator with PullOptions, or, on a
+// partition's durable, with pull requests in its owner group that expire
+// within half its PinnedTTL, so within the lease (pinnedPullExpiry).
+func messages(cons jetstream.Consumer, max int) (jetstream.MessagesContext, error) {
+	cc := cons.CachedInfo().Config
+	if cc.PriorityPolicy != jetstream.PriorityPolicyPinned {
+		return cons.Messages(PullOptions(max)...)
+	}
+	return cons.Messages(append(pullOptions(max, pinnedPullExpiry(cc.PinnedTTL)), jetstream.PullPriorityGroup(ownerGroup))...)
 }
 
 // handleTimeout bounds one handler call (and thus a graceful stop), and

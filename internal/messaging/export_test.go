@@ -35,3 +35,15 @@ func InTxBeginningWith(ctx context.Context, pool *pgxpool.Pool, queue func(*pgx.
 	queue(first)
 	return inTx(ctx, pool, first, fn)
 }
+
+// OwnerGroup is the priority group of a key-based partition's owner
+// (ownerGroup), for tests that fetch as one.
+const OwnerGroup = ownerGroup
+
+// DurableConfig, PartitionMessages and Unpin are durableConfig, messages
+// and unpin, for tests of a partition's pin.
+var (
+	DurableConfig     = durableConfig
+	PartitionMessages = messages
+	Unpin             = unpin
+)

@@ -86,8 +86,9 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 		}
 		for _, st := range g.Streams {
 			// RESET: a key-based partition's new owner restarts it after
-			// its last settled event (messaging's takeOver).
-			consumerAPI(st, "CREATE", "DURABLE.CREATE", "INFO", "MSG.NEXT", "RESET")
+			// its last settled event (messaging's takeOver); UNPIN: and
+			// unpins the previous owner's client.
+			consumerAPI(st, "CREATE", "DURABLE.CREATE", "INFO", "MSG.NEXT", "RESET", "UNPIN")
 			// Reading one of its events back (messaging.LastEvent, for a
 			// watchdog): what it may consume anyway.
 			allow = append(allow, "$JS.API.STREAM.MSG.GET."+st)
