@@ -57,91 +57,6 @@ func wakeRelays(schema string) {
 	}
 }
 
-// InTx runs fn in a transaction on pool and, once it committed, wakes the
-// relays of pool's schema (its search_path) running in this process if fn
-// enqueued events (Enqueue, SendWithEvents), so they are published at once.
-// Every shopbus process that enqueues runs its schema's relay; rows written
-// by a process that runs none are published at the relay's next poll.
-func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
-	return inTx(ctx, pool, nil, fn)
-}
-
-// txBatch returns a batch that begins a transaction: sent by inTx, its
-// statements share the round trip of the BEGIN.
-func txBatch() *pgx.Batch {
-	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
-	return b
-}
-
-// inTx is InTx, the transaction begun by first (a txBatch) when it is not
-// nil: first's statements and their callbacks run before fn, in the round
-// trip of the BEGIN, and a failure of theirs rolls back.
-func inTx(ctx context.Context, pool *pgxpool.Pool, first *pgx.Batch, fn func(tx pgx.Tx) error) error {
-	var enqueued bool
-	var db interface {
-		Begin(context.Context) (pgx.Tx, error)
-	} = pool
-	if first != nil {
-		db = begun{pool.SendBatch(ctx, first)}
-	}
-	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		return fn(&outboxTx{Tx: tx, enqueued: &enqueued})
-	})
-	if err == nil && enqueued {
-		WakeRelays(pool)
-	}
-	return err
-}
-
-// begun hands pgx.BeginFunc the transaction a batch began, once the
-// batch's results are read, so the commit and the rollback on error are
-// pgx's own.
-type begun struct{ br pgx.BatchResults }
-
-// Begin reads the batch's results and returns its transaction. The
-// results' callbacks run here, before pgx.BeginFunc's own rollback is in
-// place: on their error or panic, Begin rolls back, so the connection goes
-// back to the pool.
-func (b begun) Begin(ctx context.Context) (pgx.Tx, error) {
-	tx := b.br.Tx()
-	rollback := func() { _ = tx.Rollback(context.WithoutCancel(ctx)) } //nolint:errcheck // the batch's error is the one to report
-	defer func() {
-		if p := recover(); p != nil {
-			rollback()
-			panic(p)
-		}
-	}()
-	if err := b.br.Close(); err != nil {
-		rollback()
-		return nil, err
-	}
-	return tx, nil
-}
-
-// outboxTx is a transaction run by inTx: it records that an event was
-// enqueued in it (markEnqueued), so that inTx wakes the relays only then.
-type outboxTx struct {
-	pgx.Tx
-	enqueued *bool
-}
-
-// Begin begins a savepoint whose enqueued events count as tx's.
-func (tx *outboxTx) Begin(ctx context.Context) (pgx.Tx, error) {
-	sp, err := tx.Tx.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &outboxTx{Tx: sp, enqueued: tx.enqueued}, nil
-}
-
-// markEnqueued records that tx wrote outbox rows, when inTx runs it.
-func markEnqueued(tx pgx.Tx) {
-	if o, ok := tx.(*outboxTx); ok {
-		*o.enqueued = true
-	}
-}
-
 // Enqueue writes env to the outbox of the schema tx works in. It is published
 // after tx commits, and never if tx rolls back: never publish to the broker
 // inside a database transaction. A transaction run by InTx wakes the relay
@@ -293,8 +208,12 @@ func QueueEnqueueAll(b *pgx.Batch, events []Outgoing) (end func(error), err erro
 
 // SendWithEvents queues events into b after its statements
 // (QueueEnqueueAll) and sends b on tx in one round trip: a use case's
-// effects and the outbox rows of the events they cause. It sends nothing
-// when b ends up empty.
+// effects and the outbox rows of the events they cause. In a transaction
+// run by InTx (OnceBatch, OnceBatchAll), that round trip is the COMMIT's:
+// b's errors are then the transaction's, returned by InTx, and its
+// callbacks run at the commit, so b is a use case's last statements (a
+// statement sent after it sends b first). It sends nothing when b ends up
+// empty.
 func SendWithEvents(ctx context.Context, tx pgx.Tx, b *pgx.Batch, events []Outgoing) error {
 	end, err := QueueEnqueueAll(b, events)
 	if err != nil {
@@ -303,10 +222,8 @@ func SendWithEvents(ctx context.Context, tx pgx.Tx, b *pgx.Batch, events []Outgo
 	if b.Len() == 0 {
 		return nil
 	}
-	err = tx.SendBatch(ctx, b).Close()
-	end(err)
-	if err == nil && len(events) > 0 {
-		markEnqueued(tx)
+	if len(events) > 0 {
+		markEnqueued(tx) // InTx wakes the relays only if the commit succeeds
 	}
-	return err
+	return sendAtCommit(ctx, tx, b, end)
 }

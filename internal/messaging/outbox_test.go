@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/testenv"
@@ -22,16 +23,7 @@ func TestRelaysWokenOnlyForEvents(t *testing.T) {
 	t.Parallel()
 	pool, schema := testenv.Postgres(t)
 	ctx := context.Background()
-	wakes, stop := messaging.RelayWakes(schema)
-	defer stop()
-	woken := func() bool {
-		select {
-		case <-wakes:
-			return true
-		default:
-			return false
-		}
-	}
+	woken := relaysWoken(t, schema)
 	check := func(what string, err error, wantErr, wantWoken bool) {
 		t.Helper()
 		if w := woken(); (err != nil) != wantErr || w != wantWoken {
@@ -57,6 +49,21 @@ func TestRelaysWokenOnlyForEvents(t *testing.T) {
 		}
 		return context.Canceled
 	}), true, false)
+}
+
+// relaysWoken returns a function that reports whether schema's relays in
+// this process were woken since it last looked, until the test ends.
+func relaysWoken(t *testing.T, schema string) func() bool {
+	wakes, stop := messaging.RelayWakes(schema)
+	t.Cleanup(stop)
+	return func() bool {
+		select {
+		case <-wakes:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // TestFailedBeginningReturnsTheConnection: when a statement sent with the
@@ -90,13 +97,20 @@ func TestFailedBeginningReturnsTheConnection(t *testing.T) {
 			t.Errorf("%s: err %v, fn ran %v; want an error and fn not run", name, err, ran)
 		}
 	}
+	connectionsBackIdle(t, pool)
+}
+
+// connectionsBackIdle checks that every connection of pool is back in it,
+// and none in a transaction.
+func connectionsBackIdle(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
 	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := pool.Stat().AcquiredConns(); n != 0 {
 			return fmt.Errorf("%d connections still acquired", n)
 		}
 		return nil
 	})
-	for _, c := range pool.AcquireAllIdle(ctx) {
+	for _, c := range pool.AcquireAllIdle(context.Background()) {
 		if st := c.Conn().PgConn().TxStatus(); st != 'I' {
 			t.Errorf("a connection back in the pool is in a transaction (status %c)", st)
 		}

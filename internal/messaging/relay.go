@@ -416,7 +416,10 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 			if err != nil {
 				return fmt.Errorf("outbox: mark published: %w", err)
 			}
-			if _, err := tx.Exec(ctx, "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", ids); err != nil {
+			// Sent with the COMMIT, in its round trip.
+			b := &pgx.Batch{}
+			b.Queue("UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", ids)
+			if err := sendAtCommit(ctx, tx, b, func(error) {}); err != nil {
 				return fmt.Errorf("outbox: mark published: %w", err)
 			}
 		}

@@ -177,8 +177,8 @@ func (o *sagaOrder) deadlinePassed(action FraudDeadlineAction, deadline time.Dur
 const sagaColumns = `id::text, status, stock, fraud, review, reject_reason, fraud_score, fraud_reasons, fraud_model,
 	fraud_model_version, scored_at, created_at`
 
-// byIDs is the query mode of the saga's statements on orders: planned for
-// their ids each time they run. A prepared statement's generic plan, made
+// byIDs is the query mode of the saga's read of orders: planned for its
+// ids each time it runs (saveSaga's update is planned so too). A prepared statement's generic plan, made
 // while orders was still small (a new deployment, before autovacuum first
 // analyzes it), scans the whole table, and the connection keeps it until
 // the next analysis: in a 10 s benchmark from empty tables, 4,282 scans
@@ -219,9 +219,10 @@ type transition struct {
 	took   time.Duration // from its creation
 }
 
-// saveSaga writes the orders that changed in one round trip, and the
-// order.rejected of each that must release its stock in another; it
-// returns the orders whose status changed.
+// saveSaga writes the orders that changed, the order.rejected of each that
+// must release its stock, and the notification that wakes the WatchOrder
+// streams of those whose status changed, in one round trip: the COMMIT's,
+// when InTx runs tx. It returns the orders whose status changed.
 func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sagaOrder) ([]transition, error) {
 	var (
 		ids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions []string
@@ -257,18 +258,28 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 	if err != nil {
 		return nil, fmt.Errorf("update orders: order id: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE orders SET status = v.status, stock = v.stock, fraud = v.fraud, review = v.review, reject_reason = v.reason,
+	// The update, the compensations' outbox rows and the notification of
+	// the orders that moved go with the COMMIT, in its round trip
+	// (SendWithEvents). In a batch the update is a prepared statement,
+	// which PostgreSQL may give a generic plan: this transaction plans it
+	// for its ids (byIDs). The notification takes PostgreSQL's notify lock
+	// at the commit, so the commits that notify take turns, as separate
+	// notifying transactions would.
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`)
+	b.Queue(`UPDATE orders SET status = v.status, stock = v.stock, fraud = v.fraud, review = v.review, reject_reason = v.reason,
 		fraud_reasons = coalesce(string_to_array(NULLIF(v.codes, ''), ','), '{}'), fraud_model = v.model, fraud_model_version = v.version,
 		fraud_score = v.score, scored_at = v.scored_at, updated_at = now()
 		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
 			$10::float8[], $11::timestamptz[]) AS v(id, status, stock, fraud, review, reason, codes, model, version, score, scored_at)
 		WHERE orders.id = v.id AND orders.id = ANY($1::uuid[])`,
-		byIDs, uuids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt); err != nil {
-		return nil, fmt.Errorf("update orders: %w", err)
+		uuids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt)
+	movedIDs := make([]string, len(moved))
+	for i, t := range moved {
+		movedIDs[i] = t.id
 	}
-	// A batch would plan the update generically: the compensations, rare,
-	// take a round trip of their own.
-	if err := messaging.SendWithEvents(ctx, tx, &pgx.Batch{}, outgoing); err != nil {
+	queueNotify(b, movedIDs)
+	if err := messaging.SendWithEvents(ctx, tx, b, outgoing); err != nil {
 		return nil, fmt.Errorf("update orders: %w", err)
 	}
 	return moved, nil
@@ -283,20 +294,12 @@ func truncateRunes(s string, n int) string {
 	return string(r[:n])
 }
 
-// afterCommit records the transitions a committed transaction made: the
-// decision metric of each final one, and a notification that wakes the
-// WatchOrder streams of all.
+// afterCommit records the decision metric of each final transition a
+// committed transaction made (saveSaga notified the WatchOrder streams).
 func (s *Service) afterCommit(ctx context.Context, moved []transition) {
-	ids := make([]string, 0, len(moved))
 	for _, t := range moved {
 		if t.to == statusConfirmed || t.to == statusRejected {
 			s.metrics.decided(ctx, t.to, t.took)
 		}
-		ids = append(ids, t.id)
 	}
-	// After the commit and outside it: a notification inside the
-	// transaction would hold PostgreSQL's notify lock until the commit,
-	// serialising these commits. Best effort: a watch that misses it reads
-	// its order again within watchRecheck.
-	s.decided.notify(ctx, s.Events(), ids, s.Log)
 }

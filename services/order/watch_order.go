@@ -79,19 +79,13 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 	}
 }
 
-// notify names the orders ids, just decided, on decidedChannel, for the
-// WatchOrder streams of every order process; a failure is only logged.
-func (d *decisions) notify(ctx context.Context, pool *pgxpool.Pool, ids []string, log *slog.Logger) {
-	if len(ids) == 0 {
-		return
-	}
-	b := &pgx.Batch{}
+// queueNotify queues on b the notification that names the orders ids,
+// just decided, on decidedChannel, for the WatchOrder streams of every
+// order process. PostgreSQL delivers it once b's transaction commits.
+func queueNotify(b *pgx.Batch, ids []string) {
 	// A payload holds under 8000 bytes: 200 ids of 37 bytes each.
 	for chunk := range slices.Chunk(ids, 200) {
 		b.Queue(`SELECT pg_notify($1, $2)`, decidedChannel, strings.Join(chunk, ","))
-	}
-	if err := pool.SendBatch(ctx, b).Close(); err != nil {
-		log.Warn("order: decisions not notified; their watches read them again within "+watchRecheck.String(), "orders", len(ids), "err", err)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services"
 )
@@ -38,7 +40,11 @@ func TestDecisionsReachListeners(t *testing.T) {
 			t.Fatal("the listener did not wake the watches once it listened")
 		}
 	}
-	d.notify(ctx, pool, []string{"0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", "0193a5e2-7c1d-7b3e-9f4a-111111111111"}, quiet)
+	b := &pgx.Batch{}
+	queueNotify(b, []string{"0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", "0193a5e2-7c1d-7b3e-9f4a-111111111111"})
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case <-decided:
 	case <-time.After(10 * time.Second):
