@@ -83,6 +83,11 @@ func OnceBatch(ctx context.Context, pool *pgxpool.Pool, consumer string, batch [
 		for _, d := range fresh {
 			ectx, end := EventContext(ctx, d)
 			err := fn(ectx, tx, d)
+			if err == nil {
+				// Statements held for the COMMIT (SendWithEvents) go
+				// now, so that a failure of theirs names d.
+				err = sendHeld(ectx, tx)
+			}
 			end(err)
 			if err != nil {
 				if IsPermanent(err) {
@@ -104,6 +109,17 @@ func OnceBatch(ctx context.Context, pool *pgxpool.Pool, consumer string, batch [
 // batch's effects with a few statements for all its events; fn returns an
 // *EventError to name an event that can never succeed.
 func OnceBatchAll(ctx context.Context, pool *pgxpool.Pool, consumer string, batch []*Delivery, fn func(ctx context.Context, tx pgx.Tx, fresh []*Delivery) error) error {
+	return OnceBatchReading(ctx, pool, consumer, batch, nil, fn)
+}
+
+// OnceBatchReading is OnceBatchAll whose first round trip (the BEGIN and
+// the claim) also carries the statements read queues on it: the reads, and
+// the locks, of the rows fn needs, for every event of batch (an event
+// handled before included: its rows are read for nothing). Their callbacks
+// run before fn; a failure of theirs rolls back. A batch of one event then
+// costs two round trips: the claim with its reads, and fn's writes with the
+// COMMIT (SendWithEvents).
+func OnceBatchReading(ctx context.Context, pool *pgxpool.Pool, consumer string, batch []*Delivery, read func(b *pgx.Batch), fn func(ctx context.Context, tx pgx.Tx, fresh []*Delivery) error) error {
 	ids := make([]string, len(batch))
 	for i, d := range batch {
 		ids[i] = d.Envelope.GetId()
@@ -123,6 +139,9 @@ func OnceBatchAll(ctx context.Context, pool *pgxpool.Pool, consumer string, batc
 		}
 		return nil
 	})
+	if read != nil {
+		read(first)
+	}
 	return inTx(ctx, pool, first, func(tx pgx.Tx) error {
 		unclaimed := make(map[string]bool, len(claimed))
 		for _, id := range claimed {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -44,17 +46,19 @@ func inTx(ctx context.Context, pool *pgxpool.Pool, first *pgx.Batch, fn func(tx 
 	}
 	t := &txn{conn: conn}
 	defer func() {
-		if p := recover(); p != nil {
-			_ = t.Rollback(ctx) //nolint:errcheck // the panic is what to report
+		// Also when fn panics or calls runtime.Goexit (t.FailNow).
+		p := recover()
+		if !t.closed {
+			_ = t.Rollback(ctx) //nolint:errcheck // the panic, or the error returned, is what to report
+		}
+		if p != nil {
 			panic(p)
 		}
 	}()
 	if err := conn.SendBatch(ctx, first).Close(); err != nil {
-		_ = t.Rollback(ctx) //nolint:errcheck // the batch's error is the one to report
-		return err
+		return err // rolled back above
 	}
 	if err := fn(t); err != nil {
-		_ = t.Rollback(ctx) //nolint:errcheck // fn's error is the one to report
 		return err
 	}
 	if err := t.Commit(ctx); err != nil {
@@ -89,11 +93,14 @@ type txn struct {
 var _ pgx.Tx = (*txn)(nil)
 
 // sendAtCommit sends b on tx: in the round trip of its COMMIT when inTx
-// runs tx (end is told the outcome then, and b's callbacks run then),
-// else at once. A statement sent on tx in between sends b before it.
+// runs tx (end is told the outcome then), else at once. A statement sent on
+// tx in between sends b before it. b's arguments are encoded when it is
+// sent. A batch with a callback (QueuedQuery.Exec, Query, QueryRow) is sent
+// at once: its callback runs after the server has answered, when the
+// COMMIT would already have run, so it could not stop it.
 func sendAtCommit(ctx context.Context, tx pgx.Tx, b *pgx.Batch, end func(error)) error {
 	t, ok := tx.(*txn)
-	if !ok || t.closed {
+	if !ok || t.closed || slices.ContainsFunc(b.QueuedQueries, func(q *pgx.QueuedQuery) bool { return q.Fn != nil }) {
 		err := tx.SendBatch(ctx, b).Close()
 		end(err)
 		return err
@@ -103,6 +110,14 @@ func sendAtCommit(ctx context.Context, tx pgx.Tx, b *pgx.Batch, end func(error))
 	}
 	t.atCommit.QueuedQueries = append(t.atCommit.QueuedQueries, b.QueuedQueries...)
 	t.ends = append(t.ends, end)
+	return nil
+}
+
+// sendHeld sends the statements tx holds for its COMMIT, if any.
+func sendHeld(ctx context.Context, tx pgx.Tx) error {
+	if t, ok := tx.(*txn); ok {
+		return t.flush(ctx)
+	}
 	return nil
 }
 
@@ -121,13 +136,21 @@ func (t *txn) flush(ctx context.Context) error {
 	if t.atCommit == nil {
 		return nil
 	}
-	b, ends := t.atCommit, t.ends
-	t.atCommit, t.ends = nil, nil
-	err := t.conn.SendBatch(ctx, b).Close()
-	for _, end := range ends {
-		end(err)
-	}
+	b := t.atCommit
+	t.atCommit = nil
+	err := errRolledBack // unless sent
+	defer t.settle(&err)
+	err = t.conn.SendBatch(ctx, b).Close()
 	return err
+}
+
+// settle tells the held statements' ends their outcome, *err, once.
+func (t *txn) settle(err *error) {
+	ends := t.ends
+	t.ends = nil
+	for _, end := range ends {
+		end(*err)
+	}
 }
 
 // Commit sends the statements held for it and the COMMIT in one round
@@ -136,8 +159,8 @@ func (t *txn) Commit(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
 	}
-	b, ends := t.atCommit, t.ends
-	t.atCommit, t.ends = nil, nil
+	b := t.atCommit
+	t.atCommit = nil
 	if b == nil {
 		b = &pgx.Batch{}
 	}
@@ -147,10 +170,10 @@ func (t *txn) Commit(ctx context.Context) error {
 		}
 		return nil
 	})
-	err := t.conn.SendBatch(ctx, b).Close()
-	for _, end := range ends {
-		end(err)
-	}
+	err := errRolledBack // unless sent
+	defer t.settle(&err)
+	err = t.conn.SendBatch(ctx, b).Close()
+	t.settle(&err)
 	if err != nil {
 		_ = t.Rollback(ctx) //nolint:errcheck // the commit's error is the one to report
 		return fmt.Errorf("commit: %w", err)
@@ -167,18 +190,25 @@ func (t *txn) Rollback(ctx context.Context) error {
 		return pgx.ErrTxClosed
 	}
 	t.closed = true
-	for _, end := range t.ends {
-		end(errRolledBack)
-	}
-	t.atCommit, t.ends = nil, nil
+	err := errRolledBack
+	t.settle(&err)
+	t.atCommit = nil
 	defer t.conn.Release()
 	c := t.conn.Conn()
-	if c.IsClosed() || c.PgConn().TxStatus() == 'I' || ctx.Err() != nil {
-		return nil // nothing open, or the pool closes the connection
+	if c.IsClosed() || c.PgConn().TxStatus() == 'I' {
+		return nil // nothing open; or the pool closes the connection
 	}
-	_, err := c.Exec(ctx, "rollback")
+	// Even once ctx is done (a stop, a timeout), so that the connection
+	// goes back to the pool rather than being closed; bounded, should the
+	// server not answer.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	_, err = c.Exec(rctx, "rollback")
 	return err
 }
+
+// rollbackTimeout bounds a rollback.
+const rollbackTimeout = 5 * time.Second
 
 // errRolledBack tells the statements held for the COMMIT that it never came.
 var errRolledBack = errors.New("rolled back before the commit")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -126,5 +127,66 @@ func TestStatementsSentWithTheCommit(t *testing.T) {
 		t.Errorf("a transaction whose statement failed: err %v, event stored %d times; want an error and nothing stored", err, stored(third.GetId()))
 	}
 
+	connectionsBackIdle(t, pool)
+}
+
+// TestHeldStatementsFailAlone: what InTx holds for the COMMIT never commits
+// past a failure. A batch with a callback, which could only run once the
+// COMMIT had, is sent at once, so its callback's error or panic rolls the
+// transaction back; OnceBatch sends an event's held statements before the
+// next event's, so their failure names their event; and a fn that ends its
+// goroutine (t.FailNow) leaves no connection behind.
+func TestHeldStatementsFailAlone(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, "CREATE TABLE held (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	for name, callback := range map[string]func(pgconn.CommandTag) error{
+		"callback fails":  func(pgconn.CommandTag) error { return errors.New("callback refuses") },
+		"callback panics": func(pgconn.CommandTag) error { panic("callback panics") },
+	} {
+		err := func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panic: %v", p)
+				}
+			}()
+			return messaging.InTx(ctx, pool, func(tx pgx.Tx) error {
+				b := &pgx.Batch{}
+				b.Queue("INSERT INTO held VALUES (1)").Exec(callback)
+				return messaging.SendWithEvents(ctx, tx, b, nil)
+			})
+		}()
+		if n := testenv.Scalar(t, pool, "SELECT count(*) FROM held"); err == nil || n != 0 {
+			t.Errorf("%s: err %v, %d rows committed; want an error and none", name, err, n)
+		}
+	}
+
+	d1, d2 := &messaging.Delivery{Envelope: newOrderCreated(t)}, &messaging.Delivery{Envelope: newOrderCreated(t)}
+	err := messaging.OnceBatch(ctx, pool, "c", []*messaging.Delivery{d1, d2}, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+		b := &pgx.Batch{}
+		if d == d1 {
+			b.Queue("SELECT 1/0")
+		} else {
+			b.Queue("SELECT 1")
+		}
+		return messaging.SendWithEvents(ctx, tx, b, nil)
+	})
+	var ee *messaging.EventError
+	if !errors.As(err, &ee) || ee.Delivery != d1 {
+		t.Errorf("the first event's held statement fails: err %v; want an EventError naming the first event", err)
+	}
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = messaging.InTx(ctx, pool, func(pgx.Tx) error { //nolint:errcheck // it never returns
+			runtime.Goexit()
+			return nil
+		})
+	}()
+	<-done
 	connectionsBackIdle(t, pool)
 }

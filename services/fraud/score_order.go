@@ -40,22 +40,31 @@ const historyWindow = time.Hour
 // customer's orders keyed to partitions not handled yet are missing from
 // the history (MODEL.md, "What it does not catch").
 func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) error {
-	return messaging.OnceBatchAll(ctx, s.Events(), ScoreOrderConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+	// The read model's rows and histories of every order of the batch go
+	// in the round trip of the claim (an order handled before is already
+	// recorded, and its history read for nothing).
+	var all []*ordereventsv2.OrderCreated
+	for _, d := range batch {
+		if o, ok := d.Event.(*ordereventsv2.OrderCreated); ok {
+			all = append(all, o)
+		}
+	}
+	var histories map[string]history
+	var readErr error
+	read := func(b *pgx.Batch) { histories, readErr = queueRecordAndRead(b, all) }
+	return messaging.OnceBatchReading(ctx, s.Events(), ScoreOrderConsumer().Durable, batch, read, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+		if readErr != nil {
+			return readErr
+		}
 		n := len(fresh)
 		orders := make([]*ordereventsv2.OrderCreated, 0, n)
-		ids, customers, totals, created := make([]string, 0, n), make([]string, 0, n), make([]int64, 0, n), make([]time.Time, 0, n)
+		ids := make([]string, 0, n)
 		for _, d := range fresh {
 			o, ok := d.Event.(*ordereventsv2.OrderCreated)
 			if !ok {
 				return s.UnexpectedEvent(d)
 			}
-			orders = append(orders, o)
-			ids, customers = append(ids, o.GetOrderId()), append(customers, o.GetCustomer().GetCustomerId())
-			totals, created = append(totals, o.GetTotal().GetAmountMinor()), append(created, o.GetCreatedAt().AsTime())
-		}
-		history, err := recordAndRead(ctx, tx, ids, customers, totals, created)
-		if err != nil {
-			return err
+			orders, ids = append(orders, o), append(ids, o.GetOrderId())
 		}
 		var (
 			decisions, reasons []string
@@ -65,7 +74,7 @@ func (s *Service) ScoreOrders(ctx context.Context, batch []*messaging.Delivery) 
 		)
 		for i, o := range orders {
 			f := OrderFeatures(o)
-			h := history[o.GetOrderId()]
+			h := histories[o.GetOrderId()]
 			f.OrdersLastHour, f.SpendLastHourMinor, f.FirstOrder = h.orders, h.spend, h.first
 			results[i] = s.model.Score(f)
 			decisions = append(decisions, strings.TrimPrefix(results[i].Decision.String(), "DECISION_"))
@@ -126,9 +135,20 @@ type history struct {
 	first  bool  // none at all before
 }
 
-// recordAndRead adds the orders to the read model (each once) and returns,
-// for each, the customer's history before it, in two statements.
-func recordAndRead(ctx context.Context, tx pgx.Tx, orderIDs, customerIDs []string, totals []int64, created []time.Time) (map[string]history, error) {
+// queueRecordAndRead queues on b the two statements that add orders to the
+// read model (each once) and read, for each, the customer's history before
+// it, into the map it returns, filled when b's results are read.
+func queueRecordAndRead(b *pgx.Batch, orders []*ordereventsv2.OrderCreated) (map[string]history, error) {
+	out := make(map[string]history, len(orders))
+	if len(orders) == 0 {
+		return out, nil
+	}
+	orderIDs, customerIDs := make([]string, len(orders)), make([]string, len(orders))
+	totals, created := make([]int64, len(orders)), make([]time.Time, len(orders))
+	for i, o := range orders {
+		orderIDs[i], customerIDs[i] = o.GetOrderId(), o.GetCustomer().GetCustomerId()
+		totals[i], created[i] = o.GetTotal().GetAmountMinor(), o.GetCreatedAt().AsTime()
+	}
 	ids, err := postgres.UUIDs(orderIDs)
 	if err != nil {
 		return nil, fmt.Errorf("record orders: order id: %w", err)
@@ -137,11 +157,9 @@ func recordAndRead(ctx context.Context, tx pgx.Tx, orderIDs, customerIDs []strin
 	if err != nil {
 		return nil, fmt.Errorf("record orders: customer id: %w", err)
 	}
-	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO customer_orders (order_id, customer_id, total_minor, created_at)
 		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[]) ON CONFLICT (order_id) DO NOTHING`,
 		ids, customers, totals, created)
-	out := make(map[string]history, len(ids))
 	b.Queue(`SELECT v.id::text, count(c.order_id), coalesce(sum(c.total_minor), 0)::bigint,
 			NOT EXISTS (SELECT 1 FROM customer_orders e WHERE e.customer_id = v.customer AND e.created_at < v.at AND e.order_id <> v.id)
 		FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS v(id, customer, at)
@@ -151,10 +169,10 @@ func recordAndRead(ctx context.Context, tx pgx.Tx, orderIDs, customerIDs []strin
 		var id string
 		var h history
 		_, err := pgx.ForEachRow(rows, []any{&id, &h.orders, &h.spend, &h.first}, func() error { out[id] = h; return nil })
-		return err
+		if err != nil {
+			return fmt.Errorf("read model: %w", err)
+		}
+		return nil
 	})
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("read model: %w", err)
-	}
 	return out, nil
 }

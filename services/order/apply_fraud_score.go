@@ -26,18 +26,21 @@ func FraudScoreConsumer() messaging.ConsumerConfig {
 // for an unknown order is dead-lettered alone.
 func (s *Service) ApplyFraudScore(ctx context.Context, batch []*messaging.Delivery) error {
 	var moved []transition
-	err := messaging.OnceBatchAll(ctx, s.Events(), FraudScoreConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
-		ids := make([]string, 0, len(fresh))
+	read := readSaga(batch, func(d *messaging.Delivery) string {
+		if e, ok := d.Event.(*fraudv1.OrderScored); ok {
+			return e.GetOrderId()
+		}
+		return ""
+	})
+	err := messaging.OnceBatchReading(ctx, s.Events(), FraudScoreConsumer().Durable, batch, read.queue, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+		if read.err != nil {
+			return read.err
+		}
+		orders := read.orders
 		for _, d := range fresh {
-			e, ok := d.Event.(*fraudv1.OrderScored)
-			if !ok {
+			if _, ok := d.Event.(*fraudv1.OrderScored); !ok {
 				return s.UnexpectedEvent(d)
 			}
-			ids = append(ids, e.GetOrderId())
-		}
-		orders, err := loadSaga(ctx, tx, ids)
-		if err != nil {
-			return err
 		}
 		for _, d := range fresh {
 			_, end := messaging.EventContext(ctx, d)

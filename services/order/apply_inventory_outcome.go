@@ -33,40 +33,36 @@ func InventoryOutcomeConsumer() messaging.ConsumerConfig {
 // dead-lettered alone.
 func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.Delivery) error {
 	var moved []transition
-	err := messaging.OnceBatchAll(ctx, s.Events(), InventoryOutcomeConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+	read := readSaga(batch, outcomeOrder)
+	err := messaging.OnceBatchReading(ctx, s.Events(), InventoryOutcomeConsumer().Durable, batch, read.queue, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) (err error) {
+		if read.err != nil {
+			return read.err
+		}
+		orders := read.orders
 		for _, d := range fresh { // each event's span, in its trace
 			_, end := messaging.EventContext(ctx, d)
 			defer func() { end(err) }()
 		}
 		var priced []*inventoryeventsv1.InventoryPriced
-		var ids []string
+		outcomes := 0
 		for _, d := range fresh {
-			switch e := d.Event.(type) {
-			case *inventoryeventsv1.InventoryAdjusted:
-				ids = append(ids, e.GetOrderId())
-			case *inventoryeventsv1.InventoryRejected:
-				ids = append(ids, e.GetOrderId())
-			case *inventoryeventsv1.InventoryReleased:
-				ids = append(ids, e.GetOrderId())
-			case *inventoryeventsv1.InventoryPriced:
+			if e, ok := d.Event.(*inventoryeventsv1.InventoryPriced); ok {
 				priced = append(priced, e)
-			default:
+			} else if outcomeOrder(d) != "" {
+				outcomes++
+			} else {
 				return s.UnexpectedEvent(d)
 			}
 		}
-		if len(priced) > 0 {
+		if len(priced) > 0 { // with the COMMIT
 			b := &pgx.Batch{}
 			queuePrices(b, priced)
-			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			if err := messaging.SendWithEvents(ctx, tx, b, nil); err != nil {
 				return fmt.Errorf("update prices: %w", err)
 			}
 		}
-		if len(ids) == 0 {
+		if outcomes == 0 {
 			return nil
-		}
-		orders, err := loadSaga(ctx, tx, ids)
-		if err != nil {
-			return err
 		}
 		for _, d := range fresh {
 			var orderID string
@@ -119,4 +115,18 @@ func rejectReason(e *inventoryeventsv1.InventoryRejected) string {
 		}
 	}
 	return b.String()
+}
+
+// outcomeOrder returns the order an inventory outcome or release names, or
+// "" for another event.
+func outcomeOrder(d *messaging.Delivery) string {
+	switch e := d.Event.(type) {
+	case *inventoryeventsv1.InventoryAdjusted:
+		return e.GetOrderId()
+	case *inventoryeventsv1.InventoryRejected:
+		return e.GetOrderId()
+	case *inventoryeventsv1.InventoryReleased:
+		return e.GetOrderId()
+	}
+	return ""
 }

@@ -177,38 +177,80 @@ func (o *sagaOrder) deadlinePassed(action FraudDeadlineAction, deadline time.Dur
 const sagaColumns = `id::text, status, stock, fraud, review, reject_reason, fraud_score, fraud_reasons, fraud_model,
 	fraud_model_version, scored_at, created_at`
 
-// byIDs is the query mode of the saga's read of orders: planned for its
-// ids each time it runs (saveSaga's update is planned so too). A prepared statement's generic plan, made
-// while orders was still small (a new deployment, before autovacuum first
-// analyzes it), scans the whole table, and the connection keeps it until
-// the next analysis: in a 10 s benchmark from empty tables, 4,282 scans
-// read 3.2 million rows for 1,431 orders (docs/benchmarks.md).
-const byIDs = pgx.QueryExecModeCacheDescribe
-
-// loadSaga reads the orders ids name, locked for update in id order (so
-// that two consumers' transactions never deadlock), by id.
-func loadSaga(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*sagaOrder, error) {
+// queueLoadSaga queues on b the read of the orders ids name, locked for
+// update in id order (so that two consumers' transactions never
+// deadlock), into the map it returns, by id, filled when b's results are
+// read: a saga consumer reads them in the round trip of its claim
+// (messaging.OnceBatchReading).
+//
+// The transaction plans its statements for their ids from there on
+// (plan_cache_mode): a prepared statement's generic plan, made while orders
+// was still small (a new deployment, before autovacuum first analyzes it),
+// scans the whole table, and the connection keeps it until the next
+// analysis: in a 10 s benchmark from empty tables, 4,282 scans read 3.2
+// million rows for 1,431 orders (docs/benchmarks.md).
+func queueLoadSaga(b *pgx.Batch, ids []string) (map[string]*sagaOrder, error) {
+	out := make(map[string]*sagaOrder, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
 	uuids, err := postgres.UUIDs(ids)
 	if err != nil {
 		return nil, fmt.Errorf("read orders: order id: %w", err)
 	}
-	rows, err := tx.Query(ctx, `SELECT `+sagaColumns+` FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, byIDs, uuids)
-	if err != nil {
-		return nil, fmt.Errorf("read orders: %w", err)
-	}
-	out := make(map[string]*sagaOrder, len(ids))
-	defer rows.Close()
-	for rows.Next() {
-		o := &sagaOrder{}
-		if err := rows.Scan(&o.id, &o.status, &o.stock, &o.fraud, &o.review, &o.rejectReason, &o.score, &o.reasons, &o.model,
-			&o.modelVersion, &o.scoredAt, &o.createdAt); err != nil {
-			return nil, fmt.Errorf("read orders: %w", err)
+	b.Queue(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`)
+	b.Queue(`SELECT `+sagaColumns+` FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, uuids).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			o := &sagaOrder{}
+			if err := rows.Scan(&o.id, &o.status, &o.stock, &o.fraud, &o.review, &o.rejectReason, &o.score, &o.reasons, &o.model,
+				&o.modelVersion, &o.scoredAt, &o.createdAt); err != nil {
+				return fmt.Errorf("read orders: %w", err)
+			}
+			o.from = o.status
+			out[o.id] = o
 		}
-		o.from = o.status
-		out[o.id] = o
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read orders: %w", err)
+		}
+		return nil
+	})
+	return out, nil
+}
+
+// sagaRead is a saga consumer's read of the orders its batch names, in the
+// round trip of its claim (messaging.OnceBatchReading).
+type sagaRead struct {
+	ids    []string
+	orders map[string]*sagaOrder // once read
+	err    error
+}
+
+// readSaga returns the read of the orders that batch's events name
+// (orderOf: an event's order, "" for none).
+func readSaga(batch []*messaging.Delivery, orderOf func(*messaging.Delivery) string) *sagaRead {
+	r := &sagaRead{}
+	for _, d := range batch {
+		if id := orderOf(d); id != "" {
+			r.ids = append(r.ids, id)
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read orders: %w", err)
+	return r
+}
+
+// queue queues the read on b.
+func (r *sagaRead) queue(b *pgx.Batch) { r.orders, r.err = queueLoadSaga(b, r.ids) }
+
+// loadSaga reads the orders ids name, locked for update, in a round trip
+// of its own (queueLoadSaga).
+func loadSaga(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*sagaOrder, error) {
+	b := &pgx.Batch{}
+	out, err := queueLoadSaga(b, ids)
+	if err != nil || b.Len() == 0 {
+		return out, err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -261,10 +303,10 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 	// The update, the compensations' outbox rows and the notification of
 	// the orders that moved go with the COMMIT, in its round trip
 	// (SendWithEvents). In a batch the update is a prepared statement,
-	// which PostgreSQL may give a generic plan: this transaction plans it
-	// for its ids (byIDs). The notification takes PostgreSQL's notify lock
-	// at the commit, so the commits that notify take turns, as separate
-	// notifying transactions would.
+	// which PostgreSQL may give a generic plan: it is planned for its ids,
+	// as queueLoadSaga's read is. The notification takes PostgreSQL's
+	// notify lock at the commit, so the commits that notify take turns, as
+	// separate notifying transactions would.
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`)
 	b.Queue(`UPDATE orders SET status = v.status, stock = v.stock, fraud = v.fraud, review = v.review, reject_reason = v.reason,
