@@ -87,7 +87,11 @@ type txn struct {
 	// their outcome. Any other statement sends them first.
 	atCommit *pgx.Batch
 	ends     []func(error)
-	closed   bool
+	// failed is the error of held statements sent before the COMMIT:
+	// the transaction must not commit without them, even if fn ignored
+	// the error (one that never reached the server leaves it open).
+	failed error
+	closed bool
 }
 
 var _ pgx.Tx = (*txn)(nil)
@@ -141,6 +145,9 @@ func (t *txn) flush(ctx context.Context) error {
 	err := errRolledBack // unless sent
 	defer t.settle(&err)
 	err = t.conn.SendBatch(ctx, b).Close()
+	if err != nil {
+		t.failed = err
+	}
 	return err
 }
 
@@ -158,6 +165,10 @@ func (t *txn) settle(err *error) {
 func (t *txn) Commit(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
+	}
+	if t.failed != nil {
+		_ = t.Rollback(ctx) //nolint:errcheck // the statements' error is the one to report
+		return fmt.Errorf("commit: a statement held for it failed: %w", t.failed)
 	}
 	b := t.atCommit
 	t.atCommit = nil
@@ -190,10 +201,12 @@ func (t *txn) Rollback(ctx context.Context) error {
 		return pgx.ErrTxClosed
 	}
 	t.closed = true
+	defer t.conn.Release()
 	err := errRolledBack
 	t.settle(&err)
 	t.atCommit = nil
-	defer t.conn.Release()
+	// After a panic in a batch's callback the connection is busy, and its
+	// status is stale: Release closes it.
 	c := t.conn.Conn()
 	if c.IsClosed() || c.PgConn().TxStatus() == 'I' {
 		return nil // nothing open; or the pool closes the connection

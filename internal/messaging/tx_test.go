@@ -134,8 +134,9 @@ func TestStatementsSentWithTheCommit(t *testing.T) {
 // past a failure. A batch with a callback, which could only run once the
 // COMMIT had, is sent at once, so its callback's error or panic rolls the
 // transaction back; OnceBatch sends an event's held statements before the
-// next event's, so their failure names their event; and a fn that ends its
-// goroutine (t.FailNow) leaves no connection behind.
+// next event's, so their failure names their event; a held statement that
+// could not be sent fails the commit even if fn ignored it; and a fn that
+// ends its goroutine (t.FailNow) leaves no connection behind.
 func TestHeldStatementsFailAlone(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Postgres(t)
@@ -164,8 +165,27 @@ func TestHeldStatementsFailAlone(t *testing.T) {
 		}
 	}
 
+	// A held statement that cannot even be sent (an argument pgx cannot
+	// encode) leaves the transaction open: a fn that ignores the error of
+	// the statement that sent it must still not commit.
+	err := messaging.InTx(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO held VALUES (2)"); err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
+		b.Queue("INSERT INTO held VALUES ($1)", make(chan int))
+		if err := messaging.SendWithEvents(ctx, tx, b, nil); err != nil {
+			return err
+		}
+		_, _ = tx.Exec(ctx, "SELECT 1") //nolint:errcheck // a handler that ignores a failed statement
+		return nil
+	})
+	if n := testenv.Scalar(t, pool, "SELECT count(*) FROM held"); err == nil || n != 0 {
+		t.Errorf("a held statement that could not be sent: err %v, %d rows committed; want an error and none", err, n)
+	}
+
 	d1, d2 := &messaging.Delivery{Envelope: newOrderCreated(t)}, &messaging.Delivery{Envelope: newOrderCreated(t)}
-	err := messaging.OnceBatch(ctx, pool, "c", []*messaging.Delivery{d1, d2}, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+	err = messaging.OnceBatch(ctx, pool, "c", []*messaging.Delivery{d1, d2}, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
 		b := &pgx.Batch{}
 		if d == d1 {
 			b.Queue("SELECT 1/0")

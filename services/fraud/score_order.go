@@ -143,11 +143,20 @@ func queueRecordAndRead(b *pgx.Batch, orders []*ordereventsv2.OrderCreated) (map
 	if len(orders) == 0 {
 		return out, nil
 	}
-	orderIDs, customerIDs := make([]string, len(orders)), make([]string, len(orders))
-	totals, created := make([]int64, len(orders)), make([]time.Time, len(orders))
-	for i, o := range orders {
-		orderIDs[i], customerIDs[i] = o.GetOrderId(), o.GetCustomer().GetCustomerId()
-		totals[i], created[i] = o.GetTotal().GetAmountMinor(), o.GetCreatedAt().AsTime()
+	// Each order once: the history query groups by order, so an order
+	// named twice (a copy of its event, under another id or the same)
+	// would count the customer's other orders twice.
+	var orderIDs, customerIDs []string
+	var totals []int64
+	var created []time.Time
+	seen := make(map[string]bool, len(orders))
+	for _, o := range orders {
+		if seen[o.GetOrderId()] {
+			continue
+		}
+		seen[o.GetOrderId()] = true
+		orderIDs, customerIDs = append(orderIDs, o.GetOrderId()), append(customerIDs, o.GetCustomer().GetCustomerId())
+		totals, created = append(totals, o.GetTotal().GetAmountMinor()), append(created, o.GetCreatedAt().AsTime())
 	}
 	ids, err := postgres.UUIDs(orderIDs)
 	if err != nil {
