@@ -41,7 +41,23 @@ func ReserveStockConsumer() messaging.ConsumerConfig {
 // batch lock in order, and batches of two partitions would deadlock (each
 // deadlock cost its orders PostgreSQL's deadlock_timeout, 1 s by default).
 func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery) error {
-	return messaging.OnceBatchAll(ctx, s.Events(), ReserveStockConsumer().Durable, batch, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+	// A batch of order.created only, the common case, claims its decisions
+	// and locks its stock in the round trip of the claim (for every event:
+	// an order decided before claims nothing).
+	var pre *claim
+	var preErr error
+	read := func(b *pgx.Batch) {
+		if slices.IndexFunc(batch, func(d *messaging.Delivery) bool { return !isCreated(d) }) < 0 {
+			pre, preErr = queueClaimAndLock(b, batch)
+		}
+	}
+	return messaging.OnceBatchReading(ctx, s.Events(), ReserveStockConsumer().Durable, batch, read, func(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
+		if preErr != nil {
+			return preErr
+		}
+		if pre != nil {
+			return s.reserve(ctx, tx, fresh, pre)
+		}
 		if err := lockBatch(ctx, tx, fresh); err != nil {
 			return err
 		}
@@ -58,7 +74,7 @@ func (s *Service) ReserveStock(ctx context.Context, batch []*messaging.Delivery)
 			fresh = fresh[n:]
 			var err error
 			if created {
-				err = s.reserve(ctx, tx, run)
+				err = s.reserve(ctx, tx, run, nil)
 			} else {
 				err = s.release(ctx, tx, run)
 			}
@@ -121,92 +137,98 @@ func isRejected(d *messaging.Delivery) bool {
 // run names (in SKU order, so batches of different partitions never
 // deadlock), decides each order in stream order against what the orders
 // before it left, reserves stock for every line of an order or for none,
-// and writes each outcome event to the outbox.
-func (s *Service) reserve(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) error {
-	{
-		orders := make([]*ordereventsv2.OrderCreated, len(fresh))
-		ids := make([]string, len(fresh))
-		for i, d := range fresh {
-			order := d.Event.(*ordereventsv2.OrderCreated)
-			orders[i], ids[i] = order, order.GetOrderId()
+// and writes each outcome event to the outbox. pre is the claim made in
+// the round trip of the batch's claim, when it was; else reserve makes it.
+func (s *Service) reserve(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery, pre *claim) error {
+	if pre == nil {
+		b := &pgx.Batch{}
+		var err error
+		if pre, err = queueClaimAndLock(b, fresh); err != nil {
+			return err
 		}
-		// The SKUs of every order: an order decided before (a second event
-		// for it) locks its SKUs for nothing, which is rare and harmless.
-		var skus []string
-		for _, o := range orders {
-			for _, l := range o.GetLines() {
-				skus = append(skus, l.GetSku())
-			}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
 		}
-		claimed, onHand, err := claimAndLock(ctx, tx, ids, skus)
+	}
+	claimed, onHand := pre.claimed, pre.onHand
+	var (
+		b        stockChanges
+		outgoing []messaging.Outgoing
+		ends     []func(error)
+		now      = timestamppb.New(time.Now())
+	)
+	for _, d := range fresh {
+		o := d.Event.(*ordereventsv2.OrderCreated)
+		if !claimed[o.GetOrderId()] {
+			continue // decided already, by another event for the order
+		}
+		delete(claimed, o.GetOrderId())
+		outcome := decide(o, onHand, &b, now)
+		ectx, end := messaging.EventContext(ctx, d)
+		ends = append(ends, end)
+		env, err := s.NewEvent(ectx, outcome, event.WithCause(d.Envelope))
 		if err != nil {
 			return err
 		}
-		var (
-			b        stockChanges
-			outgoing []messaging.Outgoing
-			ends     []func(error)
-			now      = timestamppb.New(time.Now())
-		)
-		for i, o := range orders {
-			if !claimed[o.GetOrderId()] {
-				continue // decided already, by another event for the order
-			}
-			delete(claimed, o.GetOrderId())
-			outcome := decide(o, onHand, &b, now)
-			ectx, end := messaging.EventContext(ctx, fresh[i])
-			ends = append(ends, end)
-			env, err := s.NewEvent(ectx, outcome, event.WithCause(fresh[i].Envelope))
-			if err != nil {
-				return err
-			}
-			outgoing = append(outgoing, messaging.Outgoing{Ctx: ectx, Env: env})
-		}
-		err = b.apply(ctx, tx, onHand, outgoing)
-		for _, end := range ends {
-			end(err)
-		}
-		return err
+		outgoing = append(outgoing, messaging.Outgoing{Ctx: ectx, Env: env})
 	}
+	err := b.apply(ctx, tx, onHand, outgoing)
+	for _, end := range ends {
+		end(err)
+	}
+	return err
 }
 
-// claimAndLock claims the decision of each order in ids that has none yet,
-// and locks the stock rows of skus, in SKU order, in one round trip. It
-// returns the orders it claimed and what is on hand of each SKU that
-// exists. A concurrent transaction claiming the same order waits for this
-// one and then finds it taken.
-func claimAndLock(ctx context.Context, tx pgx.Tx, ids, skus []string) (claimed map[string]bool, onHand map[string]int64, err error) {
+// claim is what queueClaimAndLock reads: the orders whose decision it
+// claimed, and what is on hand of each SKU that exists.
+type claim struct {
+	claimed map[string]bool
+	onHand  map[string]int64
+}
+
+// queueClaimAndLock queues on b, in one round trip, the claim of the
+// decision of each order that the order.created of events name and that
+// has none yet, and the lock of the stock rows of their SKUs, in SKU order.
+// A concurrent transaction claiming the same order waits for this one and
+// then finds it taken. The SKUs of every order are locked: an order decided
+// before (a second event for it) locks its SKUs for nothing, which is rare
+// and harmless.
+func queueClaimAndLock(b *pgx.Batch, events []*messaging.Delivery) (*claim, error) {
+	ids := make([]string, len(events))
+	var skus []string
+	for i, d := range events {
+		o := d.Event.(*ordereventsv2.OrderCreated)
+		ids[i] = o.GetOrderId()
+		for _, l := range o.GetLines() {
+			skus = append(skus, l.GetSku())
+		}
+	}
 	slices.Sort(skus)
 	skus = slices.Compact(skus)
 	orders, err := postgres.UUIDs(ids)
 	if err != nil {
-		return nil, nil, fmt.Errorf("claim decisions: order id: %w", err)
+		return nil, fmt.Errorf("claim decisions: order id: %w", err)
 	}
-	b := &pgx.Batch{}
-	claimed = make(map[string]bool, len(ids))
+	c := &claim{claimed: make(map[string]bool, len(ids)), onHand: make(map[string]int64, len(skus))}
 	b.Queue(`INSERT INTO decisions (order_id) SELECT DISTINCT unnest($1::uuid[])
 		ON CONFLICT DO NOTHING RETURNING order_id::text`, orders).Query(func(rows pgx.Rows) error {
 		var id string
-		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { claimed[id] = true; return nil })
+		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { c.claimed[id] = true; return nil })
 		if err != nil {
 			return fmt.Errorf("claim decisions: %w", err)
 		}
 		return nil
 	})
-	onHand = make(map[string]int64, len(skus))
 	b.Queue(`SELECT sku, on_hand FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus).Query(func(rows pgx.Rows) error {
 		var sku string
 		var n int64
-		_, err := pgx.ForEachRow(rows, []any{&sku, &n}, func() error { onHand[sku] = n; return nil })
+		_, err := pgx.ForEachRow(rows, []any{&sku, &n}, func() error { c.onHand[sku] = n; return nil })
 		if err != nil {
 			return fmt.Errorf("lock stock: %w", err)
 		}
 		return nil
 	})
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, nil, err
-	}
-	return claimed, onHand, nil
+	return c, nil
 }
 
 // stockChanges are a batch's effects, applied by apply in a few statements.
