@@ -191,8 +191,14 @@ type claim struct {
 // has none yet, and the lock of the stock rows of their SKUs, in SKU order.
 // A concurrent transaction claiming the same order waits for this one and
 // then finds it taken. The SKUs of every order are locked: an order decided
-// before (a second event for it) locks its SKUs for nothing, which is rare
-// and harmless.
+// before (a second event for it, or an event handled before, sent with the
+// batch's claim) locks its SKUs for nothing, which is rare and harmless.
+//
+// Sent with the processed-events claim for every event of a batch, it
+// claims no order whose event is not fresh: the transaction that recorded
+// an order.created as handled claimed its order's decision too, decisions
+// are never deleted, and the claim of the event waits for any transaction
+// still holding it before this statement runs.
 func queueClaimAndLock(b *pgx.Batch, events []*messaging.Delivery) (*claim, error) {
 	ids := make([]string, len(events))
 	var skus []string
