@@ -56,7 +56,7 @@ func inTx(ctx context.Context, pool *pgxpool.Pool, first *pgx.Batch, fn func(tx 
 		}
 	}()
 	if err := conn.SendBatch(ctx, first).Close(); err != nil {
-		return err // rolled back above
+		return err // rolled back by the deferred call
 	}
 	if err := fn(t); err != nil {
 		return err
