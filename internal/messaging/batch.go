@@ -115,7 +115,7 @@ func OnceBatchAll(ctx context.Context, pool *pgxpool.Pool, consumer string, batc
 // OnceBatchReading is OnceBatchAll whose first round trip (the BEGIN and
 // the claim) also carries the statements read queues on it: the reads, and
 // the locks, of the rows fn needs, for every event of batch (an event
-// handled before included: its rows are read for nothing). Their callbacks
+// handled before included: its rows are read, or locked, for nothing). Their callbacks
 // run before fn; a failure of theirs rolls back. A batch of one event then
 // costs two round trips: the claim with its reads, and fn's writes with the
 // COMMIT (SendWithEvents).

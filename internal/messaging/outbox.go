@@ -209,11 +209,11 @@ func QueueEnqueueAll(b *pgx.Batch, events []Outgoing) (end func(error), err erro
 // SendWithEvents queues events into b after its statements
 // (QueueEnqueueAll) and sends b on tx in one round trip: a use case's
 // effects and the outbox rows of the events they cause. In a transaction
-// run by InTx (OnceBatch, OnceBatchAll), that round trip is the COMMIT's:
-// b's errors are then the transaction's, returned by InTx, and its
-// callbacks run at the commit, so b is a use case's last statements (a
-// statement sent after it sends b first). It sends nothing when b ends up
-// empty.
+// run by InTx (OnceBatchAll, OnceBatchReading), that round trip is the
+// COMMIT's, unless b has result callbacks (then it goes at once): b's
+// errors are then the transaction's, returned by InTx, so b is a use
+// case's last statements (a statement sent after it sends b first). It
+// sends nothing when b ends up empty.
 func SendWithEvents(ctx context.Context, tx pgx.Tx, b *pgx.Batch, events []Outgoing) error {
 	end, err := QueueEnqueueAll(b, events)
 	if err != nil {
