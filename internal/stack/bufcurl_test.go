@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,22 @@ import (
 	"github.com/shopbus/shopbus/internal/stack"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
+
+// shell runs command with sh in the repository's root and returns what it
+// printed on stdout. What it printed on stderr (go's "downloading" lines
+// while buf is first built, say) is shown only if it fails.
+func shell(t *testing.T, command string) []byte {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", command)
+	cmd.Dir = "../.."
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s%s", command, err, out, stderr.Bytes())
+	}
+	return out
+}
 
 // TestREADMEBufCurl runs the `buf curl` CreateOrder and WatchOrder commands
 // exactly as README.md shows them (buf from the project's tool modfile,
@@ -54,12 +71,7 @@ func TestREADMEBufCurl(t *testing.T) {
 	}
 	local := strings.NewReplacer(devURL, s.URL(), devToken, tokenFile, ".data/auth/admin.jwt", adminFile)
 	s.setStock(t, "MUG-001", 100) // as shopbus dev seeds it
-	cmd := exec.Command("sh", "-c", local.Replace(command))
-	cmd.Dir = "../.."
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", command, err, out)
-	}
+	out := shell(t, local.Replace(command))
 	var res struct {
 		Order struct {
 			OrderID string `json:"orderId"`
@@ -72,11 +84,7 @@ func TestREADMEBufCurl(t *testing.T) {
 	if res.Order.OrderID == "" || res.Order.Status != "ORDER_STATUS_PENDING" {
 		t.Fatalf("buf curl answered %s", out)
 	}
-	cmd = exec.Command("sh", "-c", strings.ReplaceAll(local.Replace(watch), "<orderId>", res.Order.OrderID))
-	cmd.Dir = "../.."
-	if out, err = cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", watch, err, out)
-	}
+	out = shell(t, strings.ReplaceAll(local.Replace(watch), "<orderId>", res.Order.OrderID))
 	// buf curl prints each message of the stream as a JSON object.
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for dec.More() {
@@ -92,13 +100,7 @@ func TestREADMEBufCurl(t *testing.T) {
 	// the fraud service shows its score.
 	run := func(line, orderID string) []byte {
 		t.Helper()
-		cmd := exec.Command("sh", "-c", strings.ReplaceAll(local.Replace(line), "<orderId>", orderID))
-		cmd.Dir = "../.."
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", line, err, out)
-		}
-		return out
+		return shell(t, strings.ReplaceAll(local.Replace(line), "<orderId>", orderID))
 	}
 	out = run(readmeLine(t, readme, `"idempotency_key":"demo-0002"`), "")
 	if err := json.Unmarshal(out, &res); err != nil || res.Order.OrderID == "" {

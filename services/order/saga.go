@@ -316,11 +316,7 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 			$10::float8[], $11::timestamptz[]) AS v(id, status, stock, fraud, review, reason, codes, model, version, score, scored_at)
 		WHERE orders.id = v.id AND orders.id = ANY($1::uuid[])`,
 		uuids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt)
-	movedIDs := make([]string, len(moved))
-	for i, t := range moved {
-		movedIDs[i] = t.id
-	}
-	queueNotify(b, movedIDs)
+	queueNotify(b, moved)
 	if err := messaging.SendWithEvents(ctx, tx, b, outgoing); err != nil {
 		return nil, fmt.Errorf("update orders: %w", err)
 	}

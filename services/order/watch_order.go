@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,13 +34,18 @@ const watchRecheck = 2 * time.Second
 // REJECTED (nil), ctx is done
 // (ctx's error) or send fails (send's error). ErrNotFound if no order has
 // the id.
+//
+// It reads the order once. A notification from the transaction that moved
+// the order carries its new status and time, so it is not read again; an
+// order REJECTED is, for its reason, and so is every order when
+// notifications may have been lost.
 func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.Order) error) error {
 	if u, err := uuid.Parse(id); err == nil {
 		id = u.String() // as notifications name it
 	}
 	// Wait before reading, so a decision between the read and the wait is
 	// not missed.
-	wake, stop := s.decided.wait(id)
+	w, stop := s.decided.wait(id)
 	defer stop()
 	recheck := time.NewTimer(watchRecheck)
 	defer recheck.Stop()
@@ -63,10 +69,17 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 			return ctx.Err()
 		case <-s.stopping:
 			return ErrStopping
-		case <-wake:
+		case <-w.wake:
 		case <-recheck.C:
 		}
 		recheck.Reset(watchRecheck)
+		if n := w.take(); n.status != "" && n.status != "REJECTED" {
+			// A notification older than the order as read changes nothing.
+			if !n.at.Before(o.GetUpdatedAt().AsTime()) {
+				o.Status, o.UpdatedAt = statusOf(n.status), timestamppb.New(n.at)
+			}
+			continue
+		}
 		// Only the status changes: read it alone.
 		var status string
 		var updated time.Time
@@ -79,13 +92,56 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 	}
 }
 
-// queueNotify queues on b the notification that names the orders ids,
-// just decided, on decidedChannel, for the WatchOrder streams of every
-// order process. PostgreSQL delivers it once b's transaction commits.
-func queueNotify(b *pgx.Batch, ids []string) {
-	// A payload holds under 8000 bytes: 200 ids of 37 bytes each.
-	for chunk := range slices.Chunk(ids, 200) {
-		b.Queue(`SELECT pg_notify($1, $2)`, decidedChannel, strings.Join(chunk, ","))
+// notifyChunk is how many orders one notification names: its payload
+// holds under 8000 bytes, and an order takes at most 47 (id, space,
+// status, comma).
+const notifyChunk = 150
+
+// queueNotify queues on b the notifications that name the orders moved,
+// with their new status, on decidedChannel, for the WatchOrder streams of
+// every order process. PostgreSQL delivers them once b's transaction
+// commits. A payload is "<micros>;<id> <STATUS>,<id> <STATUS>…", where micros is
+// the transaction's now() in microseconds since 1970: the orders'
+// updated_at.
+func queueNotify(b *pgx.Batch, moved []transition) {
+	for chunk := range slices.Chunk(moved, notifyChunk) {
+		var p strings.Builder
+		for i, t := range chunk {
+			if i > 0 {
+				p.WriteByte(',')
+			}
+			p.WriteString(t.id + " " + t.to)
+		}
+		b.Queue(`SELECT pg_notify($1, (extract(epoch FROM now()) * 1000000)::bigint || ';' || $2)`, decidedChannel, p.String())
+	}
+}
+
+// news is what a notification said of one order: its status and the time
+// it took it. The zero news says nothing: read the order.
+type news struct {
+	status string
+	at     time.Time
+}
+
+// parseNotification calls each with every order a payload names and what
+// it says of it. A payload of bare ids, comma-separated (an order process
+// of an earlier version), says nothing of their status, nor does one that
+// does not parse.
+func parseNotification(payload string, each func(id string, n news)) {
+	var at time.Time
+	if head, rest, ok := strings.Cut(payload, ";"); ok {
+		micros, err := strconv.ParseInt(head, 10, 64)
+		if err == nil {
+			at = time.UnixMicro(micros)
+		}
+		payload = rest
+	}
+	for entry := range strings.SplitSeq(payload, ",") {
+		id, status, _ := strings.Cut(entry, " ")
+		if at.IsZero() {
+			status = ""
+		}
+		each(id, news{status: status, at: at})
 	}
 }
 
@@ -93,26 +149,52 @@ func queueNotify(b *pgx.Batch, ids []string) {
 // is decided, by any process: it listens on decidedChannel.
 type decisions struct {
 	mu      sync.Mutex
-	waiting map[string]map[chan struct{}]struct{}
+	waiting map[string]map[*watch]struct{}
 }
 
 func newDecisions() *decisions {
-	return &decisions{waiting: map[string]map[chan struct{}]struct{}{}}
+	return &decisions{waiting: map[string]map[*watch]struct{}{}}
 }
 
-// wait returns a channel that receives when order id may have changed, and
-// the function that stops waiting.
-func (d *decisions) wait(id string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
+// A watch is one WatchOrder stream's wait for news of its order.
+type watch struct {
+	wake chan struct{} // receives when the order may have changed
+	mu   sync.Mutex
+	last news // the latest notification's news, until taken
+}
+
+// tell keeps n as the latest news and wakes the watch.
+func (w *watch) tell(n news) {
+	w.mu.Lock()
+	w.last = n
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the latest news and forgets it.
+func (w *watch) take() news {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.last
+	w.last = news{}
+	return n
+}
+
+// wait returns a watch of order id, and the function that stops it.
+func (d *decisions) wait(id string) (*watch, func()) {
+	w := &watch{wake: make(chan struct{}, 1)}
 	d.mu.Lock()
 	if d.waiting[id] == nil {
-		d.waiting[id] = map[chan struct{}]struct{}{}
+		d.waiting[id] = map[*watch]struct{}{}
 	}
-	d.waiting[id][ch] = struct{}{}
+	d.waiting[id][w] = struct{}{}
 	d.mu.Unlock()
-	return ch, func() {
+	return w, func() {
 		d.mu.Lock()
-		delete(d.waiting[id], ch)
+		delete(d.waiting[id], w)
 		if len(d.waiting[id]) == 0 {
 			delete(d.waiting, id)
 		}
@@ -120,27 +202,28 @@ func (d *decisions) wait(id string) (<-chan struct{}, func()) {
 	}
 }
 
-// wake wakes the watches of the orders ids, or every watch when ids is nil.
-func (d *decisions) wake(ids []string) {
+// wakeAll wakes every watch with no news: notifications may have been
+// lost.
+func (d *decisions) wakeAll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	signal := func(chs map[chan struct{}]struct{}) {
-		for ch := range chs {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
+	for _, ws := range d.waiting {
+		for w := range ws {
+			w.tell(news{})
 		}
 	}
-	if ids == nil {
-		for _, chs := range d.waiting {
-			signal(chs)
+}
+
+// notified wakes the watches of the orders a notification's payload names
+// with what it says of them.
+func (d *decisions) notified(payload string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	parseNotification(payload, func(id string, n news) {
+		for w := range d.waiting[id] {
+			w.tell(n)
 		}
-		return
-	}
-	for _, id := range ids {
-		signal(d.waiting[id])
-	}
+	})
 }
 
 // listen holds one connection of pool listening on decidedChannel until ctx
@@ -179,7 +262,7 @@ func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool, listenin
 		return err
 	}
 	listening()
-	d.wake(nil)
+	d.wakeAll()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -188,6 +271,6 @@ func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool, listenin
 		if n.Channel != decidedChannel {
 			continue
 		}
-		d.wake(strings.Split(n.Payload, ","))
+		d.notified(n.Payload)
 	}
 }
