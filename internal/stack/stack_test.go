@@ -18,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shopbus/shopbus/gateway"
 	"github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1/deadletterv1connect"
@@ -316,6 +317,15 @@ func (s *testStack) await(t *testing.T, id string) *orderv1.Order {
 	}
 	if last.GetStatus() == orderv1.OrderStatus_ORDER_STATUS_PENDING || last.GetStatus() == orderv1.OrderStatus_ORDER_STATUS_UNSPECIFIED {
 		t.Fatalf("WatchOrder %s ended at %v, want an outcome", id, last.GetStatus())
+	}
+	// The stream's last message is the order as GetOrder reads it: its
+	// score and reason came with the notification.
+	res, err := s.orders.GetOrder(ctx, connect.NewRequest(&orderv1.GetOrderRequest{OrderId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Msg.GetOrder(); !proto.Equal(got, last) {
+		t.Errorf("WatchOrder %s ended with %v; GetOrder reads %v", id, last, got)
 	}
 	return last
 }

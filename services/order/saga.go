@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v1"
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/postgres"
 )
@@ -74,6 +75,20 @@ type sagaOrder struct {
 	changed              bool
 	compensate           ordereventsv1.RejectionReason // publish order.rejected with it (0: none)
 	compensationDetail   string
+}
+
+// watched is what a WatchOrder stream shows of o: as scanOrder reads it,
+// with no lines nor times.
+func (o *sagaOrder) watched() *orderv1.Order {
+	w := &orderv1.Order{OrderId: o.id, Status: statusOf(o.status), RejectReason: o.rejectReason}
+	if o.score != nil { // scored
+		w.Fraud = &orderv1.FraudScore{Score: *o.score, Decision: fraudDecisionOf[o.fraud], ReasonCodes: o.reasons,
+			Model: o.model, ModelVersion: o.modelVersion}
+		if o.scoredAt != nil { // as stored: to the microsecond
+			w.Fraud.ScoredAt = timestamppb.New(o.scoredAt.Truncate(time.Microsecond))
+		}
+	}
+	return w
 }
 
 // final reports whether the order's status can no longer change.
@@ -259,6 +274,9 @@ func loadSaga(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*sagaOrd
 type transition struct {
 	id, to string
 	took   time.Duration // from its creation
+	// watched is what a WatchOrder stream shows of the order's change: its
+	// id, status, reject reason and fraud score.
+	watched *orderv1.Order
 }
 
 // saveSaga writes the orders that changed, the order.rejected of each that
@@ -282,7 +300,7 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 		reasons, reasonCodes, models, versions = append(reasons, o.rejectReason), append(reasonCodes, strings.Join(o.reasons, ",")), append(models, o.model), append(versions, o.modelVersion)
 		scores, scoredAt = append(scores, o.score), append(scoredAt, o.scoredAt)
 		if o.status != o.from {
-			moved = append(moved, transition{id: o.id, to: o.status, took: now.Sub(o.createdAt)})
+			moved = append(moved, transition{id: o.id, to: o.status, took: now.Sub(o.createdAt), watched: o.watched()})
 		}
 		if o.compensate != 0 {
 			env, err := s.NewEvent(ctx, &ordereventsv1.OrderRejected{OrderId: o.id, Reason: o.compensate, Detail: truncateRunes(o.compensationDetail, 500),
@@ -316,7 +334,9 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 			$10::float8[], $11::timestamptz[]) AS v(id, status, stock, fraud, review, reason, codes, model, version, score, scored_at)
 		WHERE orders.id = v.id AND orders.id = ANY($1::uuid[])`,
 		uuids, statuses, stocks, frauds, reviews, reasons, reasonCodes, models, versions, scores, scoredAt)
-	queueNotify(b, moved)
+	if err := queueNotify(b, moved); err != nil {
+		return nil, err
+	}
 	if err := messaging.SendWithEvents(ctx, tx, b, outgoing); err != nil {
 		return nil, fmt.Errorf("update orders: %w", err)
 	}

@@ -2,10 +2,9 @@ package order
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -35,10 +35,10 @@ const watchRecheck = 2 * time.Second
 // (ctx's error) or send fails (send's error). ErrNotFound if no order has
 // the id.
 //
-// It reads the order once. A notification from the transaction that moved
-// the order carries its new status and time, so it is not read again; an
-// order REJECTED is, for its reason, and so is every order when
-// notifications may have been lost.
+// It reads the order once. The notification from the transaction that
+// moves the order carries what changed (status, reject reason, fraud score)
+// and when, so it is not read again, unless notifications may have been
+// lost (the listener reconnected, or none came for watchRecheck).
 func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.Order) error) error {
 	if u, err := uuid.Parse(id); err == nil {
 		id = u.String() // as notifications name it
@@ -73,76 +73,98 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 		case <-recheck.C:
 		}
 		recheck.Reset(watchRecheck)
-		if n := w.take(); n.status != "" && n.status != "REJECTED" {
-			// A notification older than the order as read changes nothing.
-			if !n.at.Before(o.GetUpdatedAt().AsTime()) {
-				o.Status, o.UpdatedAt = statusOf(n.status), timestamppb.New(n.at)
+		var change *orderv1.Order
+		var at time.Time
+		if n := w.take(); n.order != nil {
+			if n.at.Before(o.GetUpdatedAt().AsTime()) {
+				continue // older than the order as read
 			}
-			continue
+			change, at = n.order, n.at
+		} else {
+			// What may change; the lines do not.
+			change, err = scanOrder(s.Pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+			if err != nil {
+				return fmt.Errorf("watch order %s: %w", id, err)
+			}
+			at = change.GetUpdatedAt().AsTime()
 		}
-		// Only the status changes: read it alone.
-		var status string
-		var updated time.Time
-		err := s.Pool.QueryRow(ctx, `SELECT status, reject_reason, updated_at FROM orders WHERE id = $1`, id).
-			Scan(&status, &o.RejectReason, &updated)
+		o.Status, o.RejectReason, o.Fraud, o.UpdatedAt = change.GetStatus(), change.GetRejectReason(), change.GetFraud(), timestamppb.New(at)
+	}
+}
+
+// notifyBytes bounds the orders of one notification: PostgreSQL takes
+// payloads under 8000 bytes.
+const notifyBytes = 7000
+
+// queueNotify queues on b the notifications of the orders moved, for the
+// WatchOrder streams of every order process, on decidedChannel. PostgreSQL
+// delivers them once b's transaction commits. A payload is
+// {"at": micros, "orders": [order…]}: micros is the transaction's now() in
+// microseconds since 1970 (the orders' updated_at), each order is
+// transition.watched in protobuf's JSON.
+func queueNotify(b *pgx.Batch, moved []transition) error {
+	var chunk []byte
+	flush := func() {
+		if len(chunk) > 0 {
+			b.Queue(`SELECT pg_notify($1, json_build_object('at', (extract(epoch FROM now()) * 1000000)::bigint, 'orders', $2::json)::text)`,
+				decidedChannel, string(append(chunk, ']')))
+			chunk = nil
+		}
+	}
+	for _, t := range moved {
+		j, err := protojson.Marshal(t.watched)
 		if err != nil {
-			return fmt.Errorf("watch order %s: %w", id, err)
+			return fmt.Errorf("notify order %s: %w", t.id, err)
 		}
-		o.Status, o.UpdatedAt = statusOf(status), timestamppb.New(updated)
+		if len(chunk)+len(j) > notifyBytes {
+			flush()
+		}
+		if chunk == nil {
+			chunk = []byte{'['}
+		} else {
+			chunk = append(chunk, ',')
+		}
+		chunk = append(chunk, j...)
 	}
+	flush()
+	return nil
 }
 
-// notifyChunk is how many orders one notification names: its payload
-// holds under 8000 bytes, and an order takes at most 47 (id, space,
-// status, comma).
-const notifyChunk = 150
-
-// queueNotify queues on b the notifications that name the orders moved,
-// with their new status, on decidedChannel, for the WatchOrder streams of
-// every order process. PostgreSQL delivers them once b's transaction
-// commits. A payload is "<micros>;<id> <STATUS>,<id> <STATUS>…", where micros is
-// the transaction's now() in microseconds since 1970: the orders'
-// updated_at.
-func queueNotify(b *pgx.Batch, moved []transition) {
-	for chunk := range slices.Chunk(moved, notifyChunk) {
-		var p strings.Builder
-		for i, t := range chunk {
-			if i > 0 {
-				p.WriteByte(',')
-			}
-			p.WriteString(t.id + " " + t.to)
-		}
-		b.Queue(`SELECT pg_notify($1, (extract(epoch FROM now()) * 1000000)::bigint || ';' || $2)`, decidedChannel, p.String())
-	}
-}
-
-// news is what a notification said of one order: its status and the time
-// it took it. The zero news says nothing: read the order.
+// news is what a notification said of one order: the change (id, status,
+// reject reason, fraud score) and when. The zero news says nothing: read
+// the order.
 type news struct {
-	status string
-	at     time.Time
+	order *orderv1.Order
+	at    time.Time
 }
 
 // parseNotification calls each with every order a payload names and what
 // it says of it. A payload of bare ids, comma-separated (an order process
-// of an earlier version), says nothing of their status, nor does one that
-// does not parse.
-func parseNotification(payload string, each func(id string, n news)) {
-	var at time.Time
-	if head, rest, ok := strings.Cut(payload, ";"); ok {
-		micros, err := strconv.ParseInt(head, 10, 64)
-		if err == nil {
-			at = time.UnixMicro(micros)
+// of an earlier version), says nothing of them. A payload that does not
+// parse is an error: its orders are unknown.
+func parseNotification(payload string, each func(id string, n news)) error {
+	if !strings.HasPrefix(payload, "{") {
+		for id := range strings.SplitSeq(payload, ",") {
+			each(id, news{})
 		}
-		payload = rest
+		return nil
 	}
-	for entry := range strings.SplitSeq(payload, ",") {
-		id, status, _ := strings.Cut(entry, " ")
-		if at.IsZero() {
-			status = ""
+	var p struct {
+		At     int64             `json:"at"`
+		Orders []json.RawMessage `json:"orders"`
+	}
+	if err := json.Unmarshal([]byte(payload), &p); err != nil {
+		return err
+	}
+	at := time.UnixMicro(p.At)
+	for _, raw := range p.Orders {
+		o := &orderv1.Order{}
+		if err := protojson.Unmarshal(raw, o); err != nil {
+			return err
 		}
-		each(id, news{status: status, at: at})
+		each(o.GetOrderId(), news{order: o, at: at})
 	}
+	return nil
 }
 
 // decisions wakes the WatchOrder streams of this process when their order
@@ -215,15 +237,21 @@ func (d *decisions) wakeAll() {
 }
 
 // notified wakes the watches of the orders a notification's payload names
-// with what it says of them.
-func (d *decisions) notified(payload string) {
+// with what it says of them, or every watch, with no news, if it does not
+// parse.
+func (d *decisions) notified(payload string) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	parseNotification(payload, func(id string, n news) {
+	err := parseNotification(payload, func(id string, n news) {
 		for w := range d.waiting[id] {
 			w.tell(n)
 		}
 	})
+	d.mu.Unlock()
+	if err != nil {
+		d.wakeAll()
+		return fmt.Errorf("a notification on %s: %w", decidedChannel, err)
+	}
+	return nil
 }
 
 // listen holds one connection of pool listening on decidedChannel until ctx
@@ -232,7 +260,9 @@ func (d *decisions) notified(payload string) {
 // every watch, since notifications were lost meanwhile.
 func (d *decisions) listen(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) {
 	for failures := 0; ctx.Err() == nil; {
-		err := d.listenOnce(ctx, pool, func() { failures = 0 })
+		err := d.listenOnce(ctx, pool, func() { failures = 0 }, func(err error) {
+			log.Warn("order: a notification that does not parse; its watches read their orders", "err", err)
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -249,8 +279,9 @@ func (d *decisions) listen(ctx context.Context, pool *pgxpool.Pool, log *slog.Lo
 
 // listenOnce listens on one connection until it fails. Once it listens, it
 // calls listening and wakes every watch: notifications may have been lost
-// before.
-func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool, listening func()) error {
+// before. It calls bad with a notification that does not parse (whose
+// watches it woke without news).
+func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool, listening func(), bad func(error)) error {
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -271,6 +302,8 @@ func (d *decisions) listenOnce(ctx context.Context, pool *pgxpool.Pool, listenin
 		if n.Channel != decidedChannel {
 			continue
 		}
-		d.notified(n.Payload)
+		if err := d.notified(n.Payload); err != nil {
+			bad(err)
+		}
 	}
 }

@@ -2,12 +2,17 @@ package order
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+
+	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 
 	"github.com/shopbus/shopbus/internal/testenv"
 	"github.com/shopbus/shopbus/services"
@@ -40,8 +45,8 @@ func TestDecisionsReachListeners(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("the listener did not wake the watches once it listened")
 		}
-		if n := w.take(); n != (news{}) {
-			t.Errorf("the first wake brought news %+v, want none", n)
+		if n := w.take(); n.order != nil {
+			t.Errorf("the first wake brought news %v, want none", n.order)
 		}
 	}
 	tx, err := pool.Begin(ctx)
@@ -53,7 +58,13 @@ func TestDecisionsReachListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &pgx.Batch{}
-	queueNotify(b, []transition{{id: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", to: "CONFIRMED"}, {id: "0193a5e2-7c1d-7b3e-9f4a-111111111111", to: "REVIEW"}})
+	score := 0.12
+	confirmed := &sagaOrder{id: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", status: statusConfirmed, fraud: fraudApprove, score: &score,
+		reasons: []string{"HIGH_TOTAL"}, model: "fraud-logreg", modelVersion: "v1", scoredAt: &now}
+	review := &sagaOrder{id: "0193a5e2-7c1d-7b3e-9f4a-111111111111", status: statusReview}
+	if err := queueNotify(b, []transition{{id: confirmed.id, watched: confirmed.watched()}, {id: review.id, watched: review.watched()}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -65,8 +76,8 @@ func TestDecisionsReachListeners(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the decided order's watch was not woken")
 	}
-	if n := decided.take(); n.status != "CONFIRMED" || !n.at.Equal(now) {
-		t.Errorf("the decided order's news: %+v, want CONFIRMED at %v", n, now)
+	if n := decided.take(); !proto.Equal(n.order, confirmed.watched()) || !n.at.Equal(now) {
+		t.Errorf("the decided order's news: %v at %v, want %v at %v", n.order, n.at, confirmed.watched(), now)
 	}
 	select {
 	case <-other.wake:
@@ -75,29 +86,49 @@ func TestDecisionsReachListeners(t *testing.T) {
 	}
 }
 
-// TestNotificationsParse: a payload names each order with its status and
-// time; one of an earlier version (bare ids) or one that does not parse
-// names the orders with no news, so their watches read them.
+// TestNotificationsParse: a payload of an earlier version (bare ids) names
+// its orders with no news, so their watches read them; one that does not
+// parse is an error; a large batch of orders is split into payloads that
+// PostgreSQL takes, each naming its orders with what changed.
 func TestNotificationsParse(t *testing.T) {
 	t.Parallel()
-	at := time.UnixMicro(1764750000123456)
-	for _, tc := range []struct {
-		payload string
-		want    map[string]news
-	}{
-		{"1764750000123456;a CONFIRMED,b REVIEW", map[string]news{"a": {"CONFIRMED", at}, "b": {"REVIEW", at}}},
-		{"a,b", map[string]news{"a": {}, "b": {}}},
-		{"x;a CONFIRMED", map[string]news{"a": {}}},
-	} {
-		got := map[string]news{}
-		parseNotification(tc.payload, func(id string, n news) { got[id] = n })
-		if len(got) != len(tc.want) {
-			t.Errorf("%q named %v, want %v", tc.payload, got, tc.want)
+	got := map[string]news{}
+	if err := parseNotification("a,b", func(id string, n news) { got[id] = n }); err != nil || len(got) != 2 || got["a"].order != nil {
+		t.Errorf("bare ids: %v, %v; want a and b with no news", got, err)
+	}
+	if err := parseNotification(`{"at": 1, "orders": [{"orderId": 7}]}`, func(string, news) {}); err == nil {
+		t.Error("a payload that does not parse was taken")
+	}
+	var moved []transition
+	for i := range 300 {
+		o := &sagaOrder{id: fmt.Sprintf("0193a5e2-7c1d-7b3e-9f4a-%012d", i), status: statusRejected, rejectReason: strings.Repeat("out of stock: MUG-001 ", 5)}
+		moved = append(moved, transition{id: o.id, watched: o.watched()})
+	}
+	b := &pgx.Batch{}
+	if err := queueNotify(b, moved); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.QueuedQueries) < 2 {
+		t.Fatalf("300 orders in %d notifications", len(b.QueuedQueries))
+	}
+	named := 0
+	for _, q := range b.QueuedQueries {
+		payload := strings.Replace(q.Arguments[1].(string), "[", `{"at": 1764750000123456, "orders": [`, 1) + "}"
+		if len(payload) >= 8000 {
+			t.Errorf("a payload of %d bytes", len(payload))
 		}
-		for id, n := range tc.want {
-			if g, ok := got[id]; !ok || g.status != n.status || !g.at.Equal(n.at) {
-				t.Errorf("%q: %s got %+v, want %+v", tc.payload, id, g, n)
+		err := parseNotification(payload, func(id string, n news) {
+			named++
+			if n.order.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_REJECTED || !strings.HasPrefix(n.order.GetRejectReason(), "out of stock") ||
+				!n.at.Equal(time.UnixMicro(1764750000123456)) {
+				t.Errorf("%s: %v at %v", id, n.order, n.at)
 			}
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
+	}
+	if named != len(moved) {
+		t.Errorf("the payloads named %d orders, want %d", named, len(moved))
 	}
 }
