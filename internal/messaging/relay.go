@@ -270,7 +270,7 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 	// crash of PostgreSQL only publishes its rows again, with their ids,
 	// which the stream's duplicate window and every consumer's
 	// processed_events drop. JetStream's PubAck is what made the event
-	// durable.
+	// durable. A pass that parks rows waits for its commit (below).
 	first := txBatch()
 	first.Queue(`SELECT set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $1, true),
 		set_config('synchronous_commit', 'off', true)`,
@@ -421,6 +421,14 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 			b.Queue("UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", ids)
 			if err := sendAtCommit(ctx, tx, b, func(error) {}); err != nil {
 				return fmt.Errorf("outbox: mark published: %w", err)
+			}
+		}
+		if len(parked) > 0 {
+			// A park mark is not one to lose: the rows are filed in the
+			// dead-letter queue now, and would be filed again. This commit
+			// waits for its WAL, as every commit but a relay's does.
+			if _, err := tx.Exec(ctx, `SELECT set_config('synchronous_commit', 'on', true)`); err != nil {
+				return fmt.Errorf("outbox: park: %w", err)
 			}
 		}
 		for _, row := range parked {

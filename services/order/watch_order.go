@@ -20,8 +20,8 @@ import (
 )
 
 // decidedChannel is the PostgreSQL notification channel on which the
-// transaction that decides orders names them (comma-separated ids), so
-// that WatchOrder streams in every order process learn of it at once.
+// transaction that moves orders says what changed (queueNotify), so that
+// WatchOrder streams in every order process learn of it at once.
 const decidedChannel = "shopbus_order_decided"
 
 // watchRecheck is how often a watch reads its order again without a
@@ -75,10 +75,10 @@ func (s *Service) WatchOrder(ctx context.Context, id string, send func(*orderv1.
 		recheck.Reset(watchRecheck)
 		var change *orderv1.Order
 		var at time.Time
-		if n := w.take(); n.order != nil {
-			if n.at.Before(o.GetUpdatedAt().AsTime()) {
-				continue // older than the order as read
-			}
+		// News older than the order as read is read again rather than
+		// dropped: now() is when a transaction began, so a transaction
+		// that committed later may carry an earlier time.
+		if n := w.take(); n.order != nil && !n.at.Before(o.GetUpdatedAt().AsTime()) {
 			change, at = n.order, n.at
 		} else {
 			// What may change; the lines do not.
@@ -101,7 +101,9 @@ const notifyBytes = 7000
 // delivers them once b's transaction commits. A payload is
 // {"at": micros, "orders": [order…]}: micros is the transaction's now() in
 // microseconds since 1970 (the orders' updated_at), each order is
-// transition.watched in protobuf's JSON.
+// transition.watched in protobuf's JSON. An order too large for a payload
+// (a long reject reason) is named alone, by its bare id: its watches read
+// it.
 func queueNotify(b *pgx.Batch, moved []transition) error {
 	var chunk []byte
 	flush := func() {
@@ -115,6 +117,10 @@ func queueNotify(b *pgx.Batch, moved []transition) error {
 		j, err := protojson.Marshal(t.watched)
 		if err != nil {
 			return fmt.Errorf("notify order %s: %w", t.id, err)
+		}
+		if len(j)+1 > notifyBytes {
+			b.Queue(`SELECT pg_notify($1, $2)`, decidedChannel, t.id)
+			continue
 		}
 		if len(chunk)+len(j) > notifyBytes {
 			flush()
@@ -240,16 +246,21 @@ func (d *decisions) wakeAll() {
 // with what it says of them, or every watch, with no news, if it does not
 // parse.
 func (d *decisions) notified(payload string) error {
-	d.mu.Lock()
-	err := parseNotification(payload, func(id string, n news) {
-		for w := range d.waiting[id] {
-			w.tell(n)
-		}
-	})
-	d.mu.Unlock()
-	if err != nil {
+	type named struct {
+		id string
+		n  news
+	}
+	var all []named
+	if err := parseNotification(payload, func(id string, n news) { all = append(all, named{id, n}) }); err != nil {
 		d.wakeAll()
 		return fmt.Errorf("a notification on %s: %w", decidedChannel, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, o := range all {
+		for w := range d.waiting[o.id] {
+			w.tell(o.n)
+		}
 	}
 	return nil
 }
