@@ -144,33 +144,40 @@ type news struct {
 	at    time.Time
 }
 
-// parseNotification calls each with every order a payload names and what
-// it says of it. A payload of bare ids, comma-separated (an order process
-// of an earlier version), says nothing of them. A payload that does not
-// parse is an error: its orders are unknown.
-func parseNotification(payload string, each func(id string, n news)) error {
+// notice is what a notification said of the order id.
+type notice struct {
+	id string
+	news
+}
+
+// parseNotification returns every order a payload names and what it says
+// of it. A payload of bare ids, comma-separated (an order process of an
+// earlier version), says nothing of them. A payload that does not parse is
+// an error: its orders are unknown.
+func parseNotification(payload string) ([]notice, error) {
+	var all []notice
 	if !strings.HasPrefix(payload, "{") {
 		for id := range strings.SplitSeq(payload, ",") {
-			each(id, news{})
+			all = append(all, notice{id: id})
 		}
-		return nil
+		return all, nil
 	}
 	var p struct {
 		At     int64             `json:"at"`
 		Orders []json.RawMessage `json:"orders"`
 	}
 	if err := json.Unmarshal([]byte(payload), &p); err != nil {
-		return err
+		return nil, err
 	}
 	at := time.UnixMicro(p.At)
 	for _, raw := range p.Orders {
 		o := &orderv1.Order{}
 		if err := protojson.Unmarshal(raw, o); err != nil {
-			return err
+			return nil, err
 		}
-		each(o.GetOrderId(), news{order: o, at: at})
+		all = append(all, notice{id: o.GetOrderId(), news: news{order: o, at: at}})
 	}
-	return nil
+	return all, nil
 }
 
 // decisions wakes the WatchOrder streams of this process when their order
@@ -246,20 +253,16 @@ func (d *decisions) wakeAll() {
 // with what it says of them, or every watch, with no news, if it does not
 // parse.
 func (d *decisions) notified(payload string) error {
-	type named struct {
-		id string
-		n  news
-	}
-	var all []named
-	if err := parseNotification(payload, func(id string, n news) { all = append(all, named{id, n}) }); err != nil {
+	all, err := parseNotification(payload)
+	if err != nil {
 		d.wakeAll()
 		return fmt.Errorf("a notification on %s: %w", decidedChannel, err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, o := range all {
-		for w := range d.waiting[o.id] {
-			w.tell(o.n)
+	for _, n := range all {
+		for w := range d.waiting[n.id] {
+			w.tell(n.news)
 		}
 	}
 	return nil

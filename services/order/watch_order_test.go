@@ -93,11 +93,11 @@ func TestDecisionsReachListeners(t *testing.T) {
 // too large for a payload is named alone by its id, to be read.
 func TestNotificationsParse(t *testing.T) {
 	t.Parallel()
-	got := map[string]news{}
-	if err := parseNotification("a,b", func(id string, n news) { got[id] = n }); err != nil || len(got) != 2 || got["a"].order != nil {
+	got, err := parseNotification("a,b")
+	if err != nil || len(got) != 2 || got[0].id != "a" || got[0].order != nil || got[1].id != "b" || got[1].order != nil {
 		t.Errorf("bare ids: %v, %v; want a and b with no news", got, err)
 	}
-	if err := parseNotification(`{"at": 1, "orders": [{"orderId": 7}]}`, func(string, news) {}); err == nil {
+	if _, err := parseNotification(`{"at": 1, "orders": [{"orderId": 7}]}`); err == nil {
 		t.Error("a payload that does not parse was taken")
 	}
 	huge := &sagaOrder{id: "0193a5e2-7c1d-7b3e-9f4a-999999999999", status: statusRejected, rejectReason: strings.Repeat("x", notifyBytes)}
@@ -124,15 +124,16 @@ func TestNotificationsParse(t *testing.T) {
 		if len(payload) >= 8000 {
 			t.Errorf("a payload of %d bytes", len(payload))
 		}
-		err := parseNotification(payload, func(id string, n news) {
+		all, err := parseNotification(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range all {
 			named++
 			if n.order.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_REJECTED || !strings.HasPrefix(n.order.GetRejectReason(), "out of stock") ||
 				!n.at.Equal(time.UnixMicro(1764750000123456)) {
-				t.Errorf("%s: %v at %v", id, n.order, n.at)
+				t.Errorf("%s: %v at %v", n.id, n.order, n.at)
 			}
-		})
-		if err != nil {
-			t.Fatal(err)
 		}
 	}
 	if named != len(moved) {
