@@ -3,12 +3,14 @@ package deadletter_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/internal/deadletter"
@@ -175,5 +177,61 @@ func TestFilerTooLarge(t *testing.T) {
 	}
 	if !bytes.Equal(raw.Data, big) {
 		t.Fatalf("redriven message #%d: %d bytes; want the original %d bytes", seq, len(raw.Data), len(big))
+	}
+}
+
+// TestRedriveOfABatchedMessage: a message a relay stored in an atomic batch
+// carries the batch's Nats-Batch-* headers. Its redrive publishes it
+// without them: with them the server would take the redrive for the
+// message of a batch it does not know, and refuse it or wait for a commit
+// that never comes.
+func TestRedriveOfABatchedMessage(t *testing.T) {
+	js := setup(t)
+	ctx := context.Background()
+	batch := []*nats.Msg{
+		{Subject: "ecommerce.order.created.v2.k1", Data: []byte("poison 1"), Header: nats.Header{"Nats-Msg-Id": {"batched-1"}}},
+		{Subject: "ecommerce.order.created.v2.k2", Data: []byte("poison 2"), Header: nats.Header{"Nats-Msg-Id": {"batched-2"}}},
+	}
+	if _, err := jetstreamext.PublishMsgBatch(ctx, js, batch); err != nil {
+		t.Fatal(err)
+	}
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "test-consumer", Subjects: orderCreated, Strategy: messaging.RoundRobin, DeadLetter: deadletter.Filer(js)}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- messaging.Consume(cctx, js, cfg, func(context.Context, *messaging.Delivery) error { return nil }, quiet)
+	}()
+	waitFor(t, "the dead letters", func() bool { return msgs(t, js, deadletter.Stream) == 2 })
+	cancel()
+	<-done
+	stream, err := js.Stream(ctx, "ECOMMERCE_ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := stream.GetMsg(ctx, 1); err != nil || first.Header.Get("Nats-Batch-Id") == "" {
+		t.Fatalf("the original: %v, %v; want it stored with its batch's id", first, err)
+	}
+	store := deadletter.NewStore(js)
+	dls, _, err := store.List(ctx, deadletter.Filter{}, 0, 10)
+	if err != nil || len(dls) != 2 {
+		t.Fatalf("List = %v, %v", dls, err)
+	}
+	for _, dl := range dls {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		seq, err := store.Redrive(rctx, dl.GetId())
+		cancel()
+		if err != nil {
+			t.Fatalf("Redrive of #%d (original %d): %v", dl.GetId(), dl.GetOriginalSequence(), err)
+		}
+		raw, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw.Header.Get("Nats-Batch-Id") != "" || raw.Header.Get("Nats-Batch-Sequence") != "" || raw.Header.Get("Nats-Batch-Commit") != "" {
+			t.Errorf("redriven message #%d carries batch headers: %v", seq, raw.Header)
+		}
+		if want := fmt.Sprintf("poison %d", dl.GetOriginalSequence()); string(raw.Data) != want {
+			t.Errorf("redriven message #%d: %q; want the original %q", seq, raw.Data, want)
+		}
 	}
 }

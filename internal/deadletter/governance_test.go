@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -24,25 +23,8 @@ import (
 	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/testenv"
 )
-
-// logBuffer collects what loggers write, from any goroutine.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // The personal values of the test's post: its author (also its partition
 // key, so the last token of its subject) and its body.
@@ -108,7 +90,7 @@ func deadLetterPost(t *testing.T, js jetstream.JetStream, log *slog.Logger, file
 // handler's error quoted both.
 func TestPersonalDataStaysOutOfLogs(t *testing.T) {
 	js := setup(t)
-	var logs logBuffer
+	var logs testenv.LogBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	collected := make(chan struct{})
@@ -174,7 +156,7 @@ func payloadOf(t *testing.T, dl *deadletterv1.DeadLetter) *postv1.PostPublished 
 func TestDeadLetterServiceRedacts(t *testing.T) {
 	js := setup(t)
 	stored := deadLetterPost(t, js, quiet, true)
-	var logs logBuffer
+	var logs testenv.LogBuffer
 	h := deadletter.NewHandler(deadletter.NewStore(js), slog.New(slog.NewTextHandler(&logs, nil)))
 	admin := &auth.Principal{Subject: "admin-token", Admin: true}
 

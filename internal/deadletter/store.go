@@ -145,9 +145,10 @@ func (s *Store) get(ctx context.Context, id uint64) (*jetstream.RawStreamMsg, er
 // Redrive republishes the message dead letter id is the copy of, read back
 // from its stream (never the copy: ErrNotRedrivable when the original is
 // gone, by retention or otherwise), to its original subject, with its
-// original headers and a new Nats-Msg-Id (the original one is still inside
-// the stream's duplicate window, or would be dropped as a duplicate), into
-// the original stream only; then it removes the dead letter. The consumer
+// original headers but JetStream's own (Nats-*) and a new Nats-Msg-Id (the
+// original one is still inside the stream's duplicate window, or would be
+// dropped as a duplicate), into the original stream only; then it removes
+// the dead letter. The consumer
 // handles the event again; its processed_events table keeps an event that
 // had its effect from applying twice. It returns the new stream sequence.
 func (s *Store) Redrive(ctx context.Context, id uint64) (uint64, error) {
@@ -176,9 +177,12 @@ func (s *Store) Redrive(ctx context.Context, id uint64) (uint64, error) {
 		return 0, fmt.Errorf("%w: %d: it says its original was on %s, but %s #%s is on %s", ErrNotRedrivable, id,
 			origSubject, origStream, h.Get(HeaderOriginalSequence), orig.Subject)
 	}
+	// Its headers, but JetStream's own (Nats-*): they were instructions to
+	// the server for the first publish (its id, an atomic batch's id and
+	// sequence) and would be taken as such again.
 	out := nats.Header{}
 	for k, vs := range orig.Header {
-		if k != nats.MsgIdHdr {
+		if !strings.HasPrefix(k, "Nats-") {
 			out[k] = vs
 		}
 	}

@@ -37,7 +37,9 @@ import (
 // and other keys go on). A row is marked
 // published only after JetStream acknowledged it; if the relay dies in
 // between, the row is published again and the stream's duplicate window,
-// keyed by Nats-Msg-Id = envelope id, drops the copy.
+// keyed by Nats-Msg-Id = envelope id, drops the copy. A pass of
+// AtomicPassMin rows or more of one stream goes out as one atomic batch
+// instead (relay_atomic.go).
 type Relay struct {
 	pool    *pgxpool.Pool
 	js      jetstream.JetStream
@@ -58,6 +60,10 @@ type Relay struct {
 	// published yet refused in a way that may pass (refusedFor).
 	refusedMu sync.Mutex
 	refused   map[string]time.Time
+	// atomicMin is the fewest rows a pass sends as one atomic batch
+	// (AtomicPassMin; 0: never), and atomic the streams that failed one.
+	atomicMin int
+	atomic    atomicBatches
 }
 
 // relayMetrics are a relay's instruments (telemetry.Outbox*).
@@ -78,6 +84,10 @@ func WithBatchSize(n int) RelayOption { return func(r *Relay) { r.batch = n } }
 // notification woke it (default 1s).
 func WithPollInterval(d time.Duration) RelayOption { return func(r *Relay) { r.poll = d } }
 
+// WithAtomicBatches sets the fewest rows a pass publishes as one atomic
+// batch (default AtomicPassMin); 0 publishes every row alone.
+func WithAtomicBatches(min int) RelayOption { return func(r *Relay) { r.atomicMin = min } }
+
 // WithRelayLogger sets the logger.
 func WithRelayLogger(l *slog.Logger) RelayOption { return func(r *Relay) { r.log = l } }
 
@@ -90,7 +100,7 @@ func WithRelayTelemetry(t *telemetry.Telemetry) RelayOption {
 // NewRelay returns a relay for the outbox in schema, the search_path of pool.
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, schema string, opts ...RelayOption) *Relay {
 	r := &Relay{pool: pool, js: js, schema: schema, log: slog.Default(), batch: 256, poll: time.Second, publishBudget: passPublishBudget,
-		parkAfter: ParkAfter}
+		parkAfter: ParkAfter, atomicMin: AtomicPassMin}
 	for _, opt := range opts {
 		opt(r)
 	}
@@ -306,8 +316,15 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 		// Keys whose row failed in this pass: their later rows wait for
 		// the next pass, behind it; other keys go on.
 		blocked := map[string]bool{}
+		one := selected // the rows to publish one by one
+		if r.publishAtomic(ctx, selected) {
+			for _, row := range selected {
+				acked = append(acked, row.ID)
+			}
+			one = nil
+		}
 		passStart := time.Now()
-		for _, row := range selected {
+		for _, row := range one {
 			if time.Since(passStart) > r.publishBudget {
 				more = true
 				break // the rest goes out in the next pass

@@ -160,6 +160,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 		MaxAge:           maxAge,
 		Replicas:         opts.Replicas,
 		Duplicates:       opts.DuplicateWindow,
+		// The relays publish a backlog in atomic batches (relay_atomic.go),
+		// where a server has them.
+		AllowAtomicPublish: atomicPublishes(js),
 	}
 	if s, err := js.Stream(ctx, name); err == nil {
 		have := s.CachedInfo().Config
@@ -189,5 +192,47 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 		have.SubjectTransform != nil && *have.SubjectTransform == *want.SubjectTransform &&
 		have.Metadata[MetadataPartitions] == want.Metadata[MetadataPartitions] &&
 		have.Storage == want.Storage && have.Retention == want.Retention && have.MaxAge == want.MaxAge &&
-		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates
+		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates && have.AllowAtomicPublish == want.AllowAtomicPublish
+}
+
+// AtomicPublishVersion is the oldest nats-server with atomic batch
+// publishes.
+const AtomicPublishVersion = "2.12.0"
+
+// atomicPublishes reports whether the server js is connected to has atomic
+// batch publishes. An older one may refuse a stream configuration naming
+// them.
+func atomicPublishes(js jetstream.JetStream) bool {
+	atLeast, ok := VersionAtLeast(js.Conn().ConnectedServerVersion(), AtomicPublishVersion)
+	return ok && atLeast
+}
+
+// VersionAtLeast reports whether the nats-server version v
+// ("major.minor.patch[-suffix]") is min or later; ok is false when either
+// does not read as one.
+func VersionAtLeast(v, min string) (atLeast, ok bool) {
+	have, ok1 := parseVersion(v)
+	want, ok2 := parseVersion(min)
+	if !ok1 || !ok2 {
+		return false, false
+	}
+	return slices.Compare(have, want) >= 0, true
+}
+
+// parseVersion reads "major.minor.patch[-suffix]".
+func parseVersion(v string) ([]int, bool) {
+	core, _, _ := strings.Cut(v, "-")
+	parts := strings.Split(core, ".")
+	if len(parts) != 3 {
+		return nil, false
+	}
+	out := make([]int, 3)
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, false
+		}
+		out[i] = n
+	}
+	return out, true
 }

@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -441,33 +440,14 @@ const MinNATSVersion = "2.11.0"
 // checkServerVersion refuses a server older than MinNATSVersion at
 // connect, naming both, before anything is declared on it.
 func checkServerVersion(v string) error {
-	have, ok := parseVersion(v)
-	want, _ := parseVersion(MinNATSVersion)
+	atLeast, ok := messaging.VersionAtLeast(v, MinNATSVersion)
 	if !ok {
 		return fmt.Errorf("nats: the server reports version %q; shopbus needs nats-server %s or later", v, MinNATSVersion)
 	}
-	if slices.Compare(have, want) < 0 {
+	if !atLeast {
 		return fmt.Errorf("nats: the server is nats-server %s; shopbus needs %s or later (consumer groups and several filter subjects per consumer)", v, MinNATSVersion)
 	}
 	return nil
-}
-
-// parseVersion reads "major.minor.patch[-suffix]".
-func parseVersion(v string) ([]int, bool) {
-	core, _, _ := strings.Cut(v, "-")
-	parts := strings.Split(core, ".")
-	if len(parts) != 3 {
-		return nil, false
-	}
-	out := make([]int, 3)
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			return nil, false
-		}
-		out[i] = n
-	}
-	return out, true
 }
 
 // NATSUsers are the users a NATS server closed to shopbus's identities

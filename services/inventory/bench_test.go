@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,7 +13,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/procfs"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
@@ -153,7 +151,7 @@ func benchReserve(b *testing.B, batchSize int) result {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	cpu0 := cpuTime()
+	cpu0 := testenv.CPUTime()
 	b.StartTimer()
 	start := time.Now()
 	go func() { done <- messaging.ConsumeBatch(cctx, js, cfg, count, quiet) }()
@@ -166,7 +164,7 @@ func benchReserve(b *testing.B, batchSize int) result {
 	}
 	end := time.Now()
 	b.StopTimer()
-	cpu := cpuTime() - cpu0
+	cpu := testenv.CPUTime() - cpu0
 	cancel()
 	<-done
 	var decided int
@@ -197,21 +195,4 @@ type result struct {
 	// process (the consumer and the embedded nats-server) and of
 	// PostgreSQL, per event.
 	cpuPerEvent time.Duration
-}
-
-// cpuTime is the CPU time used so far by this process and by every process
-// named postgres (a local server), read from /proc; 0 where there is none.
-func cpuTime() time.Duration {
-	procs, err := procfs.AllProcs()
-	if err != nil {
-		return 0
-	}
-	var seconds float64
-	for _, p := range procs {
-		stat, err := p.Stat()
-		if err == nil && (p.PID == os.Getpid() || stat.Comm == "postgres") {
-			seconds += stat.CPUTime()
-		}
-	}
-	return time.Duration(seconds * float64(time.Second))
 }

@@ -1,0 +1,173 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shopbus/shopbus/internal/event"
+)
+
+// AtomicPassMin is the fewest rows a relay pass sends as one JetStream
+// atomic batch (nats-server 2.12's atomic batch publish) instead of one
+// publish each. A server that syncs every write (SyncAlways, as shopbus
+// runs it) syncs an atomic batch once, at its commit, where single
+// publishes cost a sync each; but a batch has a fixed cost of its own (the
+// server stages it in a store of its own), so it pays only from a few
+// dozen rows: a backlog, such as a consumer draining a full stream or an
+// outbox after an outage, not the few rows of a pass under a steady load.
+// docs/benchmarks.md has the measurement.
+const AtomicPassMin = 32
+
+// atomicRetryAfter is how long a relay keeps what it learned of a stream's
+// atomic batches: that its configuration allows them or not (an older
+// server does not know them; another instance may not have updated the
+// stream yet), or that one failed, after which it publishes one by one.
+const atomicRetryAfter = time.Minute
+
+// atomicBatches remembers, for a relay, which streams take its atomic
+// batches.
+type atomicBatches struct {
+	mu      sync.Mutex
+	streams map[string]atomicStream
+}
+
+// atomicStream is what a relay knows of one stream's atomic batches, until
+// a time.
+type atomicStream struct {
+	allowed bool
+	until   time.Time
+}
+
+// usable reports whether stream takes atomic batches. It reads the
+// stream's configuration at most every atomicRetryAfter: only a stream
+// whose servers know atomic batches (2.12 and later) says it allows them,
+// and an older server would store a batch's messages one by one, with no
+// all-or-nothing, so none is sent without that.
+func (a *atomicBatches) usable(ctx context.Context, js jetstream.JetStream, stream string) bool {
+	now := time.Now()
+	a.mu.Lock()
+	known, ok := a.streams[stream]
+	a.mu.Unlock()
+	if ok && now.Before(known.until) {
+		return known.allowed
+	}
+	allowed := false
+	if s, err := js.Stream(ctx, stream); err == nil {
+		allowed = s.CachedInfo().Config.AllowAtomicPublish
+	}
+	a.set(stream, allowed, now.Add(atomicRetryAfter))
+	return allowed
+}
+
+func (a *atomicBatches) set(stream string, allowed bool, until time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.streams == nil {
+		a.streams = map[string]atomicStream{}
+	}
+	a.streams[stream] = atomicStream{allowed: allowed, until: until}
+}
+
+// publishAtomic publishes rows, a pass's rows in outbox order, as one
+// atomic batch when they are at least r.atomicMin rows of one stream, each
+// a valid event that fits the server's payload limit. It returns true only
+// when JetStream stored all of them (its acknowledgement names the batch
+// and counts every row); then each was stored once, in order, and synced
+// with the batch. Otherwise nothing of the batch was stored, and the pass
+// publishes the rows one by one, with their ids: a row the stream already
+// holds (a mark lost earlier) makes a batch fail as a whole, where a single
+// publish of it is dropped by the duplicate window alone.
+func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool {
+	if r.atomicMin <= 0 || len(rows) < r.atomicMin {
+		return false
+	}
+	stream := streamOfSubject(rows[0].Subject)
+	if stream == "" || !r.atomic.usable(ctx, r.js, stream) {
+		return false
+	}
+	msgs := make([]*nats.Msg, len(rows))
+	spans := make([]trace.Span, len(rows))
+	maxPayload := r.js.Conn().MaxPayload()
+	for i, row := range rows {
+		if streamOfSubject(row.Subject) != stream {
+			return false
+		}
+		env, err := event.Decode(row.Envelope)
+		if err != nil {
+			return false // the pass publishes it alone, for the dead-letter queue
+		}
+		h := event.Headers(env)
+		h.Set(jetstream.MsgIDHeader, row.ID)
+		if int64(len(row.Envelope)+headerSize(h)) > maxPayload-256 { // room for the batch headers
+			return false // the pass sets it aside
+		}
+		msgs[i] = &nats.Msg{Subject: row.Subject, Data: row.Envelope, Header: h}
+		spans[i] = trace.SpanFromContext(ctx)
+		if r.tracing {
+			_, spans[i] = r.tracer.Start(event.ContextWithTrace(ctx, env), "publish "+typeOf(row.Subject), trace.WithSpanKind(trace.SpanKindProducer),
+				trace.WithAttributes(
+					attribute.String("messaging.system", "nats"),
+					attribute.String("messaging.operation.type", "send"),
+					attribute.String("messaging.destination.name", event.RedactSubject(row.Subject)),
+					attribute.String("messaging.message.id", row.ID),
+					attribute.Int("messaging.batch.message_count", len(rows)),
+				))
+		}
+	}
+	bctx, cancel := context.WithTimeout(ctx, r.publishBudget)
+	defer cancel()
+	start := time.Now()
+	ack, err := jetstreamext.PublishMsgBatch(bctx, r.js, msgs, jetstreamext.BatchFlowControl{AckFirst: true, AckTimeout: r.publishBudget})
+	if err == nil && (ack == nil || ack.BatchSize != uint64(len(rows))) {
+		err = fmt.Errorf("acknowledged %v of %d rows", ack, len(rows))
+	}
+	took := time.Since(start)
+	for _, span := range spans {
+		endSpan(span, err)
+	}
+	if err != nil {
+		var apiErr *jetstream.APIError
+		switch {
+		case ctx.Err() != nil:
+		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID:
+			// A row already stored (its mark was lost): the rows go one by
+			// one this time, and the stream drops that one.
+			r.log.Info("outbox relay: an atomic batch holds a row the stream has; publishing its rows one by one",
+				"schema", r.schema, "stream", stream, "rows", len(rows))
+		default:
+			r.atomic.set(stream, false, time.Now().Add(atomicRetryAfter))
+			r.log.Warn("outbox relay: an atomic batch failed; publishing its rows one by one", "schema", r.schema, "stream", stream,
+				"rows", len(rows), "err", err, "atomic_again_in", atomicRetryAfter)
+		}
+		return false
+	}
+	for range rows {
+		r.m.duration.Record(ctx, took.Seconds(), r.m.attrs)
+	}
+	return true
+}
+
+// streamOfSubject returns the stream of an outbox row's subject
+// (<domain>.<entity>.<action>.v<N>.<key>), or "" when the catalog has no
+// such event.
+func streamOfSubject(subject string) string {
+	tokens := strings.SplitN(subject, ".", 5)
+	if len(tokens) < 4 {
+		return ""
+	}
+	spec, err := event.LookupSubject(strings.Join(tokens[:4], "."))
+	if err != nil {
+		return ""
+	}
+	return StreamOf(spec)
+}
