@@ -46,6 +46,7 @@ type serveOptions struct {
 	component                          string
 	addr, natsURL, databaseURL, schema string
 	replicas, partitions               int
+	atomicBatches                      bool
 	watchdog                           order.Watchdog
 	fraudModel                         string
 	orderURL, inventoryURL             string
@@ -77,6 +78,7 @@ func serveFlags(name string) (fs *flag.FlagSet, o *serveOptions, finish func() (
 	natsURL := secretFlag(fs, "nats-url", "nats://127.0.0.1:4222", "NATS server or cluster `URL` (env NATS_URL)")
 	databaseURL := secretFlag(fs, "database-url", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL)")
 	fs.StringVar(&o.schema, "schema", "shopbus", "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
+	fs.BoolVar(&o.atomicBatches, "atomic-batches", false, "gateway: let the outbox relays publish a backlog in JetStream atomic batches, synced once each; every NATS server must run nats-server 2.12 or later (env SHOPBUS_ATOMIC_BATCHES)")
 	fs.IntVar(&o.replicas, "replicas", 1, fmt.Sprintf("stream replicas, 1 to %d; 3 in a production cluster (env SHOPBUS_STREAM_REPLICAS)", maxReplicas))
 	fs.IntVar(&o.partitions, "partitions", messaging.DefaultPartitions, fmt.Sprintf("partitions of each event stream, 1 to %d, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)", messaging.MaxPartitions))
 	fs.StringVar(&o.orderURL, "order-url", "http://127.0.0.1:8081", "gateway only: the order service (env SHOPBUS_ORDER_URL)")
@@ -260,7 +262,7 @@ func serve(ctx context.Context, args []string) error {
 	s, err := stack.Start(ctx, stack.Config{
 		TLSCertFile: o.tlsCert, TLSKeyFile: o.tlsKey, ServiceCAFile: o.serviceCA,
 		Components: []string{component}, NATSURL: o.natsURL, NATSOptions: natsOpts, DatabaseURL: o.databaseURL, Schema: o.schema, Addr: o.addr,
-		Streams:  messaging.StreamOptions{Replicas: o.replicas, Partitions: o.partitions},
+		Streams:  messaging.StreamOptions{Replicas: o.replicas, Partitions: o.partitions, AtomicBatches: o.atomicBatches},
 		OrderURL: o.orderURL, InventoryURL: o.inventoryURL, ServiceURLs: o.urls(), AllowedOrigins: origins, Auth: authCfg, OrderLimits: o.limits, MessageLimits: o.messageLimits, PostLimits: o.postLimits, Watchdog: o.watchdog, FraudModelFile: o.fraudModel, MetricsAddr: o.metricsAddr, Log: log,
 	})
 	if err != nil {

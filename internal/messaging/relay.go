@@ -316,14 +316,15 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 		// Keys whose row failed in this pass: their later rows wait for
 		// the next pass, behind it; other keys go on.
 		blocked := map[string]bool{}
-		one := selected // the rows to publish one by one
+		passStart := time.Now() // the budget counts an atomic attempt too
+		one := selected         // the rows to publish one by one
 		if r.publishAtomic(ctx, selected) {
 			for _, row := range selected {
 				acked = append(acked, row.ID)
 			}
 			one = nil
 		}
-		passStart := time.Now()
+		batched := len(acked)
 		for _, row := range one {
 			if time.Since(passStart) > r.publishBudget {
 				more = true
@@ -458,7 +459,7 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 		for _, row := range parked {
 			done = append(done, row.ID)
 		}
-		failed = len(inflight) - published + parkedUnsent
+		failed = len(inflight) - (published - batched) + parkedUnsent
 		if callFailed {
 			failed++
 		}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	"github.com/shopbus/shopbus/internal/event"
 )
 
@@ -79,24 +80,27 @@ func (a *atomicBatches) set(stream string, allowed bool, until time.Time) {
 }
 
 // publishAtomic publishes rows, a pass's rows in outbox order, as one
-// atomic batch when they are at least r.atomicMin rows of one stream, each
-// a valid event that fits the server's payload limit. It returns true only
-// when JetStream stored all of them (its acknowledgement names the batch
-// and counts every row); then each was stored once, in order, and synced
-// with the batch. Otherwise nothing of the batch was stored, and the pass
-// publishes the rows one by one, with their ids: a row the stream already
-// holds (a mark lost earlier) makes a batch fail as a whole, where a single
-// publish of it is dropped by the duplicate window alone.
+// atomic batch when they are at least r.atomicMin rows of one stream that
+// allows atomic batches, each a valid event that fits the server's payload
+// limit. It returns true only when JetStream stored all of them (its
+// acknowledgement names the batch and counts every row); then each was
+// stored once, in order, and synced with the batch. Otherwise nothing of
+// the batch was stored, or what was is dropped as duplicates when the pass
+// publishes the rows one by one, with their ids (a server stores a stream's
+// publishes in the order they reach it, so a batch whose outcome is
+// unknown is ahead of them). A row the stream already holds (a mark lost
+// earlier) makes a batch fail as a whole, where a single publish of it is
+// dropped by the duplicate window alone. It spends at most r.publishBudget.
 func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool {
-	if r.atomicMin <= 0 || len(rows) < r.atomicMin {
+	if r.atomicMin <= 0 || len(rows) < r.atomicMin || len(rows) > atomicPassMax {
 		return false
 	}
 	stream := streamOfSubject(rows[0].Subject)
-	if stream == "" || !r.atomic.usable(ctx, r.js, stream) {
+	if stream == "" {
 		return false
 	}
 	msgs := make([]*nats.Msg, len(rows))
-	spans := make([]trace.Span, len(rows))
+	envs := make([]*eventv1.Envelope, len(rows))
 	maxPayload := r.js.Conn().MaxPayload()
 	for i, row := range rows {
 		if streamOfSubject(row.Subject) != stream {
@@ -108,13 +112,21 @@ func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool
 		}
 		h := event.Headers(env)
 		h.Set(jetstream.MsgIDHeader, row.ID)
-		if int64(len(row.Envelope)+headerSize(h)) > maxPayload-256 { // room for the batch headers
+		if int64(len(row.Envelope)+headerSize(h)+atomicHeaderRoom) > maxPayload {
 			return false // the pass sets it aside
 		}
-		msgs[i] = &nats.Msg{Subject: row.Subject, Data: row.Envelope, Header: h}
-		spans[i] = trace.SpanFromContext(ctx)
+		msgs[i], envs[i] = &nats.Msg{Subject: row.Subject, Data: row.Envelope, Header: h}, env
+	}
+	bctx, cancel := context.WithTimeout(ctx, r.publishBudget)
+	defer cancel()
+	if !r.atomic.usable(bctx, r.js, stream) {
+		return false
+	}
+	spans := make([]trace.Span, len(rows))
+	for i, row := range rows {
+		spans[i] = noSpan
 		if r.tracing {
-			_, spans[i] = r.tracer.Start(event.ContextWithTrace(ctx, env), "publish "+typeOf(row.Subject), trace.WithSpanKind(trace.SpanKindProducer),
+			_, spans[i] = r.tracer.Start(event.ContextWithTrace(ctx, envs[i]), "publish "+typeOf(row.Subject), trace.WithSpanKind(trace.SpanKindProducer),
 				trace.WithAttributes(
 					attribute.String("messaging.system", "nats"),
 					attribute.String("messaging.operation.type", "send"),
@@ -124,38 +136,62 @@ func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool
 				))
 		}
 	}
-	bctx, cancel := context.WithTimeout(ctx, r.publishBudget)
-	defer cancel()
 	start := time.Now()
-	ack, err := jetstreamext.PublishMsgBatch(bctx, r.js, msgs, jetstreamext.BatchFlowControl{AckFirst: true, AckTimeout: r.publishBudget})
+	// The first message waits for the server to take the batch; a stop
+	// (ctx) does not cut that wait, hence its own short bound.
+	firstAck := min(r.publishBudget, atomicFirstAck)
+	ack, err := jetstreamext.PublishMsgBatch(bctx, r.js, msgs, jetstreamext.BatchFlowControl{AckFirst: true, AckTimeout: firstAck})
 	if err == nil && (ack == nil || ack.BatchSize != uint64(len(rows))) {
 		err = fmt.Errorf("acknowledged %v of %d rows", ack, len(rows))
 	}
 	took := time.Since(start)
+	var apiErr *jetstream.APIError
+	harmless := errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID ||
+		apiErr.ErrorCode == jsErrCodeDuplicateInProcess || apiErr.ErrorCode == jetstreamext.JSErrCodeAtomicPublishTooManyInflight)
 	for _, span := range spans {
-		endSpan(span, err)
-	}
-	if err != nil {
-		var apiErr *jetstream.APIError
-		switch {
-		case ctx.Err() != nil:
-		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID:
-			// A row already stored (its mark was lost): the rows go one by
-			// one this time, and the stream drops that one.
-			r.log.Info("outbox relay: an atomic batch holds a row the stream has; publishing its rows one by one",
-				"schema", r.schema, "stream", stream, "rows", len(rows))
-		default:
-			r.atomic.set(stream, false, time.Now().Add(atomicRetryAfter))
-			r.log.Warn("outbox relay: an atomic batch failed; publishing its rows one by one", "schema", r.schema, "stream", stream,
-				"rows", len(rows), "err", err, "atomic_again_in", atomicRetryAfter)
+		if harmless {
+			span.End()
+		} else {
+			endSpan(span, err)
 		}
-		return false
 	}
-	for range rows {
-		r.m.duration.Record(ctx, took.Seconds(), r.m.attrs)
+	switch {
+	case err == nil:
+		for range rows {
+			r.m.duration.Record(ctx, took.Seconds(), r.m.attrs)
+		}
+		return true
+	case ctx.Err() != nil:
+	case harmless:
+		// A row already stored (its mark was lost), or a server busy with
+		// other batches: the rows go one by one this time.
+		r.log.Info("outbox relay: an atomic batch was refused; publishing its rows one by one",
+			"schema", r.schema, "stream", stream, "rows", len(rows), "err", err)
+	default:
+		r.atomic.set(stream, false, time.Now().Add(atomicRetryAfter))
+		r.log.Warn("outbox relay: an atomic batch failed; publishing its rows one by one", "schema", r.schema, "stream", stream,
+			"rows", len(rows), "err", err, "atomic_again_in", atomicRetryAfter)
 	}
-	return true
+	return false
 }
+
+// Bounds of an atomic batch: the most rows one holds (nats-server's default
+// max_batch_size is 1,000; a larger pass goes one by one), the room its
+// headers (Nats-Batch-Id, -Sequence, -Commit) take beside a row's own, and
+// the wait for the server to take it.
+const (
+	atomicPassMax    = 1000
+	atomicHeaderRoom = 256
+	atomicFirstAck   = 2 * time.Second
+)
+
+// jsErrCodeDuplicateInProcess is JetStream's "duplicate message id is in
+// process" (a clustered stream still applying a publish of that id).
+const jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// noSpan is the span of a publish when traces are not recorded: ending it
+// does nothing.
+var noSpan = trace.SpanFromContext(context.Background())
 
 // streamOfSubject returns the stream of an outbox row's subject
 // (<domain>.<entity>.<action>.v<N>.<key>), or "" when the catalog has no

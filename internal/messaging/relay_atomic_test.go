@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/google/uuid"
@@ -13,11 +15,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/telemetry"
 	"github.com/shopbus/shopbus/internal/testenv"
 )
 
@@ -92,7 +97,12 @@ func TestRelayPublishesABacklogAsOneBatch(t *testing.T) {
 	_, js := testenv.NATS(t)
 	pool, schema := testenv.Postgres(t)
 	ctx := context.Background()
-	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	tel, err := telemetry.New(ctx, telemetry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		messaging.WithRelayTelemetry(tel))
 
 	few := enqueueOrders(t, pool, messaging.AtomicPassMin-1, 3)
 	if n, err := relay.PublishBatch(ctx); err != nil || n != len(few) {
@@ -117,6 +127,33 @@ func TestRelayPublishesABacklogAsOneBatch(t *testing.T) {
 	var unpublished int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox WHERE published_at IS NULL").Scan(&unpublished); err != nil || unpublished != 0 {
 		t.Fatalf("%d rows not marked published (%v)", unpublished, err)
+	}
+	// The metrics count the batch's rows as published, none as failed,
+	// and a publish duration for each.
+	rec := httptest.NewRecorder()
+	tel.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		family string
+		want   float64
+	}{
+		{"shopbus_outbox_published_total", float64(len(want))},
+		{"shopbus_outbox_publish_errors_total", 0},
+		{"shopbus_outbox_publish_duration_seconds", float64(len(want))},
+	} {
+		var got float64
+		if f := families[tc.family]; f != nil {
+			for _, m := range f.GetMetric() {
+				got += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.family, got, tc.want)
+		}
 	}
 }
 
@@ -214,5 +251,61 @@ func TestRelayPublishesOneByOneToAStreamWithoutAtomicBatches(t *testing.T) {
 	}
 	if log2.String() != "" {
 		t.Errorf("a relay that read the stream's configuration tried a batch:\n%s", log2.String())
+	}
+}
+
+// TestAtomicBatchesAreTurnedOnNeverOff: EnsureStreams with AtomicBatches
+// turns them on in an existing stream; without it, it leaves them on in a
+// stream that has them (another process turned them on).
+func TestAtomicBatchesAreTurnedOnNeverOff(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.NATS(t) // declares the streams with AtomicBatches
+	ctx := context.Background()
+	config := func() jetstream.StreamConfig {
+		s, err := js.Stream(ctx, "ECOMMERCE_ORDER")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config
+	}
+	if !config().AllowAtomicPublish {
+		t.Fatal("a stream declared with AtomicBatches does not allow atomic batches")
+	}
+	if err := messaging.EnsureStreams(ctx, js, messaging.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !config().AllowAtomicPublish {
+		t.Fatal("EnsureStreams without AtomicBatches turned them off")
+	}
+	off := config()
+	off.AllowAtomicPublish = false
+	if _, err := js.UpdateStream(ctx, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := messaging.EnsureStreams(ctx, js, messaging.StreamOptions{AtomicBatches: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !config().AllowAtomicPublish {
+		t.Fatal("EnsureStreams with AtomicBatches did not turn them on again")
+	}
+}
+
+func TestVersionAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		v, min      string
+		atLeast, ok bool
+	}{
+		{"2.12.0", "2.12.0", true, true},
+		{"2.15.2", "2.12.0", true, true},
+		{"2.11.9", "2.12.0", false, true},
+		{"2.9.10", "2.11.0", false, true},
+		{"3.0.0-beta.1", "2.12.0", true, true},
+		{"2.12", "2.12.0", false, false},
+		{"", "2.12.0", false, false},
+	} {
+		atLeast, ok := messaging.VersionAtLeast(tc.v, tc.min)
+		if atLeast != tc.atLeast || ok != tc.ok {
+			t.Errorf("VersionAtLeast(%q, %q) = %v, %v; want %v, %v", tc.v, tc.min, atLeast, ok, tc.atLeast, tc.ok)
+		}
 	}
 }

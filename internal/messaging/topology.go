@@ -38,6 +38,14 @@ type StreamOptions struct {
 	// a stream is created: changing it would send a key's later events to
 	// another partition than its earlier ones, so EnsureStream refuses to.
 	Partitions int
+	// AtomicBatches lets the relays publish a backlog in atomic batches
+	// (relay_atomic.go): the streams allow them. It needs nats-server 2.12
+	// or later on every server of the cluster: an older stream leader
+	// would store a batch's messages one by one, without its
+	// all-or-nothing. EnsureStream turns it on where it is off, never off
+	// where it is on (another process may have turned it on), and refuses
+	// it on an older server.
+	AtomicBatches bool
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -150,19 +158,23 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 		return fmt.Errorf("jetstream: stream %s: %w", name, err)
 	}
 	want := jetstream.StreamConfig{
-		Name:             name,
-		Description:      "shopbus events of " + strings.ToLower(strings.Replace(name, "_", "/", 1)),
-		Subjects:         subjects,
-		SubjectTransform: partitionTransform(opts.Partitions),
-		Metadata:         map[string]string{MetadataPartitions: strconv.Itoa(opts.Partitions)},
-		Storage:          jetstream.FileStorage,
-		Retention:        jetstream.LimitsPolicy,
-		MaxAge:           maxAge,
-		Replicas:         opts.Replicas,
-		Duplicates:       opts.DuplicateWindow,
-		// The relays publish a backlog in atomic batches (relay_atomic.go),
-		// where a server has them.
-		AllowAtomicPublish: atomicPublishes(js),
+		Name:               name,
+		Description:        "shopbus events of " + strings.ToLower(strings.Replace(name, "_", "/", 1)),
+		Subjects:           subjects,
+		SubjectTransform:   partitionTransform(opts.Partitions),
+		Metadata:           map[string]string{MetadataPartitions: strconv.Itoa(opts.Partitions)},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		MaxAge:             maxAge,
+		Replicas:           opts.Replicas,
+		Duplicates:         opts.DuplicateWindow,
+		AllowAtomicPublish: opts.AtomicBatches,
+	}
+	if opts.AtomicBatches {
+		v := js.Conn().ConnectedServerVersion()
+		if atLeast, ok := VersionAtLeast(v, AtomicPublishVersion); !ok || !atLeast {
+			return fmt.Errorf("jetstream: stream %s: atomic batches need nats-server %s or later; the server is %q", name, AtomicPublishVersion, v)
+		}
 	}
 	if s, err := js.Stream(ctx, name); err == nil {
 		have := s.CachedInfo().Config
@@ -170,6 +182,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, type
 			return fmt.Errorf("jetstream: stream %s has %d partitions; changing it to %d would move keys between partitions "+
 				"and break their order: keep %d, or drain and delete the stream first", name, n, opts.Partitions, n)
 		}
+		// Atomic batches are turned on, never off: another process may
+		// have turned them on, and the relays read the stream's setting.
+		want.AllowAtomicPublish = want.AllowAtomicPublish || have.AllowAtomicPublish
 		if sameStream(have, want) {
 			// Every instance runs this at start: an update that changes
 			// nothing is not sent (nats-server 2.15 races a stream
@@ -198,14 +213,6 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 // AtomicPublishVersion is the oldest nats-server with atomic batch
 // publishes.
 const AtomicPublishVersion = "2.12.0"
-
-// atomicPublishes reports whether the server js is connected to has atomic
-// batch publishes. An older one may refuse a stream configuration naming
-// them.
-func atomicPublishes(js jetstream.JetStream) bool {
-	atLeast, ok := VersionAtLeast(js.Conn().ConnectedServerVersion(), AtomicPublishVersion)
-	return ok && atLeast
-}
 
 // VersionAtLeast reports whether the nats-server version v
 // ("major.minor.patch[-suffix]") is min or later; ok is false when either

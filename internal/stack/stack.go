@@ -356,6 +356,10 @@ func (s *Stack) startMonitor() error {
 // given). Where services run, it declares the event streams and the
 // dead-letter queue; a gateway alone uses them as they are.
 func (s *Stack) connectNATS(ctx context.Context) (err error) {
+	if s.cfg.NATSURL == "" {
+		// The embedded server (go.mod's) has atomic batches.
+		s.cfg.Streams.AtomicBatches = true
+	}
 	cfg := s.cfg
 	if cfg.NATSURL == "" {
 		var users []*server.NkeyUser
@@ -396,7 +400,11 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 	// A service connected as its own identity may not declare streams:
 	// they are used as they are when current, declared when missing
 	// where the server lets it (no identities).
-	if err := messaging.EnsureStreams(ctx, s.JS, cfg.Streams); err != nil {
+	// Whether the streams take atomic batches is the platform's to say;
+	// a service's relay reads it from them.
+	streams := cfg.Streams
+	streams.AtomicBatches = false
+	if err := messaging.EnsureStreams(ctx, s.JS, streams); err != nil {
 		return fmt.Errorf("%w (with its own NATS identity a service cannot declare streams: start the gateway, which declares them, first)", err)
 	}
 	if err := deadletter.Ensure(ctx, s.JS, deadletter.Options{Replicas: cfg.Streams.Replicas}); err != nil {

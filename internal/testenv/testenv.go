@@ -137,6 +137,7 @@ func NATSWith(t testing.TB, opts messaging.StreamOptions) (*server.Server, jetst
 	if err != nil {
 		t.Fatal(err)
 	}
+	opts.AtomicBatches = true // the embedded server has them
 	if err := messaging.EnsureStreams(context.Background(), js, opts); err != nil {
 		t.Fatal(err)
 	}
