@@ -208,11 +208,11 @@ func TestEveryEnvironmentVariableIsParsed(t *testing.T) {
 			}
 		})
 	}
-	env := map[string]string{"SHOPBUS_STREAM_REPLICAS": "3", "SHOPBUS_ADDR": "0.0.0.0:9000", "DATABASE_URL": "postgres://db/x"}
+	env := map[string]string{"SHOPBUS_STREAM_REPLICAS": "3", "SHOPBUS_ADDR": "0.0.0.0:9000", "DATABASE_URL": "postgres://db/x", "SHOPBUS_ATOMIC_BATCHES": "true"}
 	lookup := func(n string) (string, bool) { v, ok := env[n]; return v, ok }
 	o, err := parseServe([]string{"order", "--addr", "127.0.0.1:1"}, lookup)
-	if err != nil || o.replicas != 3 || o.addr != "127.0.0.1:1" || o.databaseURL != "postgres://db/x" {
-		t.Errorf("parseServe = %+v, %v; want replicas 3 from the environment, addr from the command line", o, err)
+	if err != nil || o.replicas != 3 || o.addr != "127.0.0.1:1" || o.databaseURL != "postgres://db/x" || !o.atomicBatches {
+		t.Errorf("parseServe = %+v, %v; want replicas 3 and atomic batches from the environment, addr from the command line", o, err)
 	}
 }
 
