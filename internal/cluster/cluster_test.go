@@ -86,7 +86,9 @@ func startTier(t *testing.T) *tier {
 		DatabaseURL: testenv.StackDatabaseURL(),
 		Schema:      schema,
 		Addr:        "127.0.0.1:0",
-		Streams:     messaging.StreamOptions{Replicas: 3},
+		// Atomic batches on: an outbox backlog (the quorum loss's) goes
+		// out in them, through leader changes.
+		Streams: messaging.StreamOptions{Replicas: 3, AtomicBatches: true},
 		// The order saga's services: the tier is about its durability, and
 		// every other service's replicated consumers would only slow the
 		// start.
@@ -443,6 +445,29 @@ func TestQuorumLoss(t *testing.T) {
 		t.Errorf("the services' NATS connection moved: reconnects %d → %d, connected %v to %s (node %d was the survivor)",
 			reconnects, after, nc.IsConnected(), nc.ConnectedUrl(), survivor)
 	}
-	fmt.Printf("cluster: quorum loss: orders=%d confirmed=%d rejected=%d stopped_nodes=%v survivor=%d create_retries=%d nats_reconnects=%d all_decided_after=%v lost=%d doubled=%d\n",
-		len(accepted), r.confirmed, r.rejected, stopped, survivor, p.failures.Load(), after-reconnects, recovered, r.lost, r.doubled)
+	fmt.Printf("cluster: quorum loss: orders=%d confirmed=%d rejected=%d stopped_nodes=%v survivor=%d create_retries=%d nats_reconnects=%d all_decided_after=%v batched=%d lost=%d doubled=%d\n",
+		len(accepted), r.confirmed, r.rejected, stopped, survivor, p.failures.Load(), after-reconnects, recovered, tr.batched(orderStream), r.lost, r.doubled)
+}
+
+// batched returns how many messages of stream a relay stored in atomic
+// batches (reported: whether the backlog went out in them depends on how
+// large it grew).
+func (tr *tier) batched(stream string) int {
+	tr.t.Helper()
+	ctx := context.Background()
+	s, err := tr.stack.JS.Stream(ctx, stream)
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	n := 0
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		if msg, err := s.GetMsg(ctx, seq); err == nil && msg.Header.Get("Nats-Batch-Id") != "" {
+			n++
+		}
+	}
+	return n
 }

@@ -142,14 +142,15 @@ func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool
 	firstAck := min(r.publishBudget, atomicFirstAck)
 	ack, err := jetstreamext.PublishMsgBatch(bctx, r.js, msgs, jetstreamext.BatchFlowControl{AckFirst: true, AckTimeout: firstAck})
 	if err == nil && (ack == nil || ack.BatchSize != uint64(len(rows))) {
-		err = fmt.Errorf("acknowledged %v of %d rows", ack, len(rows))
+		err = fmt.Errorf("%w: %v of %d rows", errShortBatchAck, ack, len(rows))
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID || apiErr.ErrorCode == jsErrCodeDuplicateInProcess) {
+		err = fmt.Errorf("%w: %w", errDuplicateInBatch, err)
 	}
 	took := time.Since(start)
-	var apiErr *jetstream.APIError
-	harmless := errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID ||
-		apiErr.ErrorCode == jsErrCodeDuplicateInProcess || apiErr.ErrorCode == jetstreamext.JSErrCodeAtomicPublishTooManyInflight)
 	for _, span := range spans {
-		if harmless {
+		if err == nil || errors.Is(err, errDuplicateInBatch) {
 			span.End()
 		} else {
 			endSpan(span, err)
@@ -162,18 +163,50 @@ func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool
 		}
 		return true
 	case ctx.Err() != nil:
-	case harmless:
-		// A row already stored (its mark was lost), or a server busy with
-		// other batches: the rows go one by one this time.
-		r.log.Info("outbox relay: an atomic batch was refused; publishing its rows one by one",
-			"schema", r.schema, "stream", stream, "rows", len(rows), "err", err)
-	default:
+	case refusesBatches(err):
+		// The stream does not take them (any more): one by one for a
+		// while.
 		r.atomic.set(stream, false, time.Now().Add(atomicRetryAfter))
-		r.log.Warn("outbox relay: an atomic batch failed; publishing its rows one by one", "schema", r.schema, "stream", stream,
+		r.log.Warn("outbox relay: the stream refused an atomic batch; publishing one by one", "schema", r.schema, "stream", stream,
 			"rows", len(rows), "err", err, "atomic_again_in", atomicRetryAfter)
+	case errors.Is(err, errDuplicateInBatch):
+		// A row already stored (its mark was lost): the rows go one by
+		// one this time, and the stream drops that one.
+		r.log.Info("outbox relay: an atomic batch holds a row the stream has; publishing its rows one by one",
+			"schema", r.schema, "stream", stream, "rows", len(rows))
+	default:
+		// No answer, no leader, a busy server: the rows go one by one
+		// this time (the pass reports what fails), and the next backlog
+		// in a batch again.
+		r.log.Debug("outbox relay: an atomic batch failed; publishing its rows one by one", "schema", r.schema, "stream", stream,
+			"rows", len(rows), "err", err)
 	}
 	return false
 }
+
+// errDuplicateInBatch matches JetStream's refusals of a batch holding a
+// message id the stream has, or is storing (clustered).
+var errDuplicateInBatch = errors.New("a message id of the batch is in the stream")
+
+// refusesBatches reports whether err says the stream does not take atomic
+// batches as the relay sends them: not allowed, a header or size it does
+// not take, or an acknowledgement that is not a batch's (a server that
+// ignored the batch's headers).
+func refusesBatches(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstreamext.JSErrCodeBatchPublishNotEnabled, jetstreamext.JSErrCodeBatchPublishUnsupportedHeader,
+			jetstreamext.JSErrCodeBatchPublishExceedsLimit, jetstreamext.JSErrCodeBatchPublishInvalidCommit,
+			jetstreamext.JSErrCodeBatchPublishMissingSeq, jetstreamext.JSErrCodeBatchPublishInvalidID:
+			return true
+		}
+	}
+	return errors.Is(err, jetstreamext.ErrInvalidBatchAck) || errors.Is(err, errShortBatchAck)
+}
+
+// errShortBatchAck is an acknowledgement that does not count every row.
+var errShortBatchAck = errors.New("the batch's acknowledgement does not count every row")
 
 // Bounds of an atomic batch: the most rows one holds (nats-server's default
 // max_batch_size is 1,000; a larger pass goes one by one), the room its

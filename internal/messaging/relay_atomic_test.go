@@ -246,7 +246,7 @@ func TestRelayPublishesOneByOneToAStreamWithoutAtomicBatches(t *testing.T) {
 		t.Fatalf("stream holds %d messages, %d batched:\n%v\nwant the first %d batched, then the rest one by one\n%v",
 			len(got), batched, got, len(first), want)
 	}
-	if n := bytes.Count([]byte(log.String()), []byte("an atomic batch failed")); n != 1 {
+	if n := bytes.Count([]byte(log.String()), []byte("the stream refused an atomic batch")); n != 1 {
 		t.Errorf("the failed batch logged %d times; want once (then the stream is left alone for a while):\n%s", n, log.String())
 	}
 	if log2.String() != "" {
