@@ -78,7 +78,7 @@ func serveFlags(name string) (fs *flag.FlagSet, o *serveOptions, finish func() (
 	natsURL := secretFlag(fs, "nats-url", "nats://127.0.0.1:4222", "NATS server or cluster `URL` (env NATS_URL)")
 	databaseURL := secretFlag(fs, "database-url", postgres.DefaultURL, "PostgreSQL `URL` (env DATABASE_URL)")
 	fs.StringVar(&o.schema, "schema", "shopbus", "prefix of the services' PostgreSQL schemas (env SHOPBUS_SCHEMA)")
-	fs.BoolVar(&o.atomicBatches, "atomic-batches", false, "gateway: let the outbox relays publish a backlog in JetStream atomic batches, synced once each; every NATS server must run nats-server 2.12 or later (env SHOPBUS_ATOMIC_BATCHES)")
+	fs.BoolVar(&o.atomicBatches, "atomic-batches", false, "gateway: let the outbox relays publish a backlog in JetStream atomic batches, synced once each; every NATS server must run nats-server 2.14 or later (env SHOPBUS_ATOMIC_BATCHES)")
 	fs.IntVar(&o.replicas, "replicas", 1, fmt.Sprintf("stream replicas, 1 to %d; 3 in a production cluster (env SHOPBUS_STREAM_REPLICAS)", maxReplicas))
 	fs.IntVar(&o.partitions, "partitions", messaging.DefaultPartitions, fmt.Sprintf("partitions of each event stream, 1 to %d, fixed when the stream is created (env SHOPBUS_STREAM_PARTITIONS)", messaging.MaxPartitions))
 	fs.StringVar(&o.orderURL, "order-url", "http://127.0.0.1:8081", "gateway only: the order service (env SHOPBUS_ORDER_URL)")

@@ -61,7 +61,8 @@ type Relay struct {
 	refusedMu sync.Mutex
 	refused   map[string]time.Time
 	// atomicMin is the fewest rows a pass sends as one atomic batch
-	// (AtomicPassMin; 0: never), and atomic the streams that failed one.
+	// (AtomicPassMin; 0: never), and atomic what the relay knows of each
+	// stream's.
 	atomicMin int
 	atomic    atomicBatches
 }
@@ -318,7 +319,8 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 		blocked := map[string]bool{}
 		passStart := time.Now() // the budget counts an atomic attempt too
 		one := selected         // the rows to publish one by one
-		if r.publishAtomic(ctx, selected) {
+		ok, atomicErr := r.publishAtomic(ctx, selected)
+		if ok {
 			for _, row := range selected {
 				acked = append(acked, row.ID)
 			}
@@ -462,6 +464,13 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 		failed = len(inflight) - (published - batched) + parkedUnsent
 		if callFailed {
 			failed++
+		}
+		if atomicErr != nil && len(inflight) == 0 && len(parked) == 0 && !callFailed {
+			// The batch failed and its attempt took the pass's budget:
+			// nothing went out one by one. The pass failed, and the relay
+			// backs off before the next.
+			failed += len(selected)
+			publishErr = atomicErr
 		}
 		if publishErr != nil && len(acked) == 0 && len(parked) == 0 {
 			return publishErr // nothing to commit

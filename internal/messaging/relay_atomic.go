@@ -29,11 +29,14 @@ import (
 // docs/benchmarks.md has the measurement.
 const AtomicPassMin = 32
 
-// atomicRetryAfter is how long a relay keeps what it learned of a stream's
-// atomic batches: that its configuration allows them or not (an older
-// server does not know them; another instance may not have updated the
-// stream yet), or that one failed, after which it publishes one by one.
+// atomicRetryAfter is how long a relay keeps what it read of a stream's
+// configuration (whether it allows atomic batches: another instance may
+// turn them on), and how long it publishes one by one to a stream that
+// refused a batch.
 const atomicRetryAfter = time.Minute
+
+// atomicLookup bounds a relay's read of a stream's configuration.
+const atomicLookup = time.Second
 
 // atomicBatches remembers, for a relay, which streams take its atomic
 // batches.
@@ -50,10 +53,9 @@ type atomicStream struct {
 }
 
 // usable reports whether stream takes atomic batches. It reads the
-// stream's configuration at most every atomicRetryAfter: only a stream
-// whose servers know atomic batches (2.12 and later) says it allows them,
-// and an older server would store a batch's messages one by one, with no
-// all-or-nothing, so none is sent without that.
+// stream's configuration at most every atomicRetryAfter (a read that fails,
+// in an outage say, is not remembered: the next pass reads again), and
+// sends none where it does not say so.
 func (a *atomicBatches) usable(ctx context.Context, js jetstream.JetStream, stream string) bool {
 	now := time.Now()
 	a.mu.Lock()
@@ -62,10 +64,13 @@ func (a *atomicBatches) usable(ctx context.Context, js jetstream.JetStream, stre
 	if ok && now.Before(known.until) {
 		return known.allowed
 	}
-	allowed := false
-	if s, err := js.Stream(ctx, stream); err == nil {
-		allowed = s.CachedInfo().Config.AllowAtomicPublish
+	ctx, cancel := context.WithTimeout(ctx, atomicLookup)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false
 	}
+	allowed := s.CachedInfo().Config.AllowAtomicPublish
 	a.set(stream, allowed, now.Add(atomicRetryAfter))
 	return allowed
 }
@@ -90,37 +95,45 @@ func (a *atomicBatches) set(stream string, allowed bool, until time.Time) {
 // publishes in the order they reach it, so a batch whose outcome is
 // unknown is ahead of them). A row the stream already holds (a mark lost
 // earlier) makes a batch fail as a whole, where a single publish of it is
-// dropped by the duplicate window alone. It spends at most r.publishBudget.
-func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool {
+// dropped by the duplicate window alone. It spends at most r.publishBudget
+// (and atomicFirstAck more at worst), and returns the error of a batch it
+// sent that failed.
+func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) (bool, error) {
 	if r.atomicMin <= 0 || len(rows) < r.atomicMin || len(rows) > atomicPassMax {
-		return false
+		return false, nil
 	}
 	stream := streamOfSubject(rows[0].Subject)
 	if stream == "" {
-		return false
+		return false, nil
 	}
 	msgs := make([]*nats.Msg, len(rows))
 	envs := make([]*eventv1.Envelope, len(rows))
 	maxPayload := r.js.Conn().MaxPayload()
 	for i, row := range rows {
 		if streamOfSubject(row.Subject) != stream {
-			return false
+			return false, nil
 		}
 		env, err := event.Decode(row.Envelope)
 		if err != nil {
-			return false // the pass publishes it alone, for the dead-letter queue
+			return false, nil // the pass publishes it alone, for the dead-letter queue
 		}
 		h := event.Headers(env)
 		h.Set(jetstream.MsgIDHeader, row.ID)
 		if int64(len(row.Envelope)+headerSize(h)+atomicHeaderRoom) > maxPayload {
-			return false // the pass sets it aside
+			return false, nil // the pass sets it aside
 		}
 		msgs[i], envs[i] = &nats.Msg{Subject: row.Subject, Data: row.Envelope, Header: h}, env
 	}
+	// The batch's whole attempt, its commit included, shares the pass's
+	// publishing budget: a pass that falls back publishes rows one by one
+	// only within the budget that is left, so none goes out while a batch
+	// whose commit got no answer may still be stored ahead of it. (A
+	// single publish that still meets it is dropped as a duplicate, or
+	// refused, clustered, while the batch is applied, and retried.)
 	bctx, cancel := context.WithTimeout(ctx, r.publishBudget)
 	defer cancel()
 	if !r.atomic.usable(bctx, r.js, stream) {
-		return false
+		return false, nil
 	}
 	spans := make([]trace.Span, len(rows))
 	for i, row := range rows {
@@ -161,7 +174,7 @@ func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool
 		for range rows {
 			r.m.duration.Record(ctx, took.Seconds(), r.m.attrs)
 		}
-		return true
+		return true, nil
 	case ctx.Err() != nil:
 	case refusesBatches(err):
 		// The stream does not take them (any more): one by one for a
@@ -181,7 +194,7 @@ func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) bool
 		r.log.Debug("outbox relay: an atomic batch failed; publishing its rows one by one", "schema", r.schema, "stream", stream,
 			"rows", len(rows), "err", err)
 	}
-	return false
+	return false, fmt.Errorf("atomic batch of %d rows: %w", len(rows), err)
 }
 
 // errDuplicateInBatch matches JetStream's refusals of a batch holding a

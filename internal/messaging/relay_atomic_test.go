@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -307,5 +308,39 @@ func TestVersionAtLeast(t *testing.T) {
 		if atLeast != tc.atLeast || ok != tc.ok {
 			t.Errorf("VersionAtLeast(%q, %q) = %v, %v; want %v, %v", tc.v, tc.min, atLeast, ok, tc.atLeast, tc.ok)
 		}
+	}
+}
+
+// TestAFailedBatchThatTookThePassFailsIt: a batch that fails after taking
+// the pass's whole publishing budget (here a budget too short for any
+// answer; in production a commit that gets none) leaves no time to publish
+// the rows one by one. The pass then reports the failure, so that the relay
+// backs off, rather than an empty pass it would repeat at once. The next
+// pass, with time, sends the rows in a batch again: a failure that is not
+// the stream's refusal does not turn batches off.
+func TestAFailedBatchThatTookThePassFailsIt(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.NATS(t)
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	ids := enqueueOrders(t, pool, 40, 4)
+	if n, err := relay.PublishBatch(ctx); err != nil || n != len(ids) { // the relay learns the stream takes batches
+		t.Fatalf("PublishBatch = %d, %v; want all %d rows", n, err, len(ids))
+	}
+	more := enqueueOrders(t, pool, 40, 4)
+	ids = append(ids, more...)
+
+	messaging.SetPublishBudget(relay, time.Nanosecond)
+	if n, err := relay.PublishBatch(ctx); err == nil || n != 0 {
+		t.Fatalf("PublishBatch with no time for the batch = %d, %v; want 0 and the batch's failure", n, err)
+	}
+	messaging.SetPublishBudget(relay, 5*time.Second)
+	if n, err := relay.PublishBatch(ctx); err != nil || n != len(more) {
+		t.Fatalf("PublishBatch = %d, %v; want all %d rows", n, err, len(more))
+	}
+	got, batched := storedIDs(t, js, "ECOMMERCE_ORDER")
+	if fmt.Sprint(got) != fmt.Sprint(ids) || batched != len(ids) {
+		t.Fatalf("stream holds %d messages, %d batched; want the %d rows once each, in order, in a batch", len(got), batched, len(ids))
 	}
 }

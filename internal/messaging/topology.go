@@ -39,12 +39,12 @@ type StreamOptions struct {
 	// another partition than its earlier ones, so EnsureStream refuses to.
 	Partitions int
 	// AtomicBatches lets the relays publish a backlog in atomic batches
-	// (relay_atomic.go): the streams allow them. It needs nats-server 2.12
-	// or later on every server of the cluster: an older stream leader
-	// would store a batch's messages one by one, without its
-	// all-or-nothing. EnsureStream turns it on where it is off, never off
-	// where it is on (another process may have turned it on), and refuses
-	// it on an older server.
+	// (relay_atomic.go): the streams allow them. The operator turns it on
+	// only once every server of the cluster runs AtomicPublishVersion or
+	// later: an older stream leader would store a batch's messages one by
+	// one, without its all-or-nothing. EnsureStream turns it on where it is
+	// off, never off where it is on (another process may have turned it
+	// on), and refuses it when the server it is connected to is older.
 	AtomicBatches bool
 }
 
@@ -210,9 +210,11 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates && have.AllowAtomicPublish == want.AllowAtomicPublish
 }
 
-// AtomicPublishVersion is the oldest nats-server with atomic batch
-// publishes.
-const AtomicPublishVersion = "2.12.0"
+// AtomicPublishVersion is the oldest nats-server the relays' atomic
+// batches are declared on: 2.12.0 brought atomic batches without
+// Nats-Msg-Id deduplication in them (nats-server#7391 added it in the 2.12
+// series); 2.14 has it, and the embedded 2.15 is what the tests run.
+const AtomicPublishVersion = "2.14.0"
 
 // VersionAtLeast reports whether the nats-server version v
 // ("major.minor.patch[-suffix]") is min or later; ok is false when either
