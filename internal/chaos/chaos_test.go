@@ -210,7 +210,9 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(w.nc.Close)
 	w.js, _ = messaging.NewJetStream(w.nc)
 	ctx := context.Background()
-	if err := messaging.EnsureStreams(ctx, w.js, messaging.StreamOptions{}); err != nil {
+	// Atomic batches on, as shopbus dev runs: the backlog a NATS restart
+	// leaves goes out in them.
+	if err := messaging.EnsureStreams(ctx, w.js, messaging.StreamOptions{AtomicBatches: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := deadletter.Ensure(ctx, w.js, deadletter.Options{}); err != nil {
@@ -818,7 +820,30 @@ func (w *world) check(t *testing.T, accepted []string) {
 		t.Error("no poison event reached a handler inside a batch of several")
 	}
 	faults := w.natsRestarts.Load() + w.pgKills.Load() + w.ackLost.Load() + w.dupPublishes.Load() + int64(len(poison)) + min(w.killed.Load(), 1)
-	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d pg_outage=%v ack_lost=%d dup_publishes=%d poison=%d poison_in_batch=%d killed_after_commit=%d) declined=%d reviewed=%d released=%d nudged=%d dlq=%d lost=%d stuck=%d doubled=%d oversold=%d negative=%d\n",
+	fmt.Printf("chaos: orders=%d confirmed=%d rejected=%d faults=%d (nats_restarts=%d pg_terminated=%d pg_outage=%v ack_lost=%d dup_publishes=%d poison=%d poison_in_batch=%d killed_after_commit=%d) declined=%d reviewed=%d released=%d nudged=%d dlq=%d batched=%d lost=%d stuck=%d doubled=%d oversold=%d negative=%d\n",
 		len(accepted), confirmed, rejected, faults, w.natsRestarts.Load(), w.pgKills.Load(), *outageFlag*time.Duration(w.outages.Load()), w.ackLost.Load(), w.dupPublishes.Load(),
-		len(poison), inBatch, min(w.killed.Load(), 1), declined, w.reviewed.Load(), released, w.nudged.Load(), len(dls), lost, pending, doubled, oversold, negative)
+		len(poison), inBatch, min(w.killed.Load(), 1), declined, w.reviewed.Load(), released, w.nudged.Load(), len(dls), w.batched(), lost, pending, doubled, oversold, negative)
+}
+
+// batched is how many events of the order flow's streams a relay stored in
+// atomic batches (reported: it depends on how large the backlogs grew).
+func (w *world) batched() int {
+	ctx := context.Background()
+	n := 0
+	for _, name := range []string{"ECOMMERCE_ORDER", "ECOMMERCE_INVENTORY", "ML_FRAUD"} {
+		s, err := w.js.Stream(ctx, name)
+		if err != nil {
+			return -1
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return -1
+		}
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			if msg, err := s.GetMsg(ctx, seq); err == nil && msg.Header.Get("Nats-Batch-Id") != "" {
+				n++
+			}
+		}
+	}
+	return n
 }
