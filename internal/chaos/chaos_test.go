@@ -828,22 +828,9 @@ func (w *world) check(t *testing.T, accepted []string) {
 // batched is how many events of the order flow's streams a relay stored in
 // atomic batches (reported: it depends on how large the backlogs grew).
 func (w *world) batched() int {
-	ctx := context.Background()
 	n := 0
 	for _, name := range []string{"ECOMMERCE_ORDER", "ECOMMERCE_INVENTORY", "ML_FRAUD"} {
-		s, err := w.js.Stream(ctx, name)
-		if err != nil {
-			return -1
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return -1
-		}
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-			if msg, err := s.GetMsg(ctx, seq); err == nil && msg.Header.Get("Nats-Batch-Id") != "" {
-				n++
-			}
-		}
+		n += testenv.InAtomicBatches(testenv.StreamMessages(w.t, w.js, name))
 	}
 	return n
 }

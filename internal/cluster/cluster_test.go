@@ -446,28 +446,5 @@ func TestQuorumLoss(t *testing.T) {
 			reconnects, after, nc.IsConnected(), nc.ConnectedUrl(), survivor)
 	}
 	fmt.Printf("cluster: quorum loss: orders=%d confirmed=%d rejected=%d stopped_nodes=%v survivor=%d create_retries=%d nats_reconnects=%d all_decided_after=%v batched=%d lost=%d doubled=%d\n",
-		len(accepted), r.confirmed, r.rejected, stopped, survivor, p.failures.Load(), after-reconnects, recovered, tr.batched(orderStream), r.lost, r.doubled)
-}
-
-// batched returns how many messages of stream a relay stored in atomic
-// batches (reported: whether the backlog went out in them depends on how
-// large it grew).
-func (tr *tier) batched(stream string) int {
-	tr.t.Helper()
-	ctx := context.Background()
-	s, err := tr.stack.JS.Stream(ctx, stream)
-	if err != nil {
-		tr.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		tr.t.Fatal(err)
-	}
-	n := 0
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		if msg, err := s.GetMsg(ctx, seq); err == nil && msg.Header.Get("Nats-Batch-Id") != "" {
-			n++
-		}
-	}
-	return n
+		len(accepted), r.confirmed, r.rejected, stopped, survivor, p.failures.Load(), after-reconnects, recovered, testenv.InAtomicBatches(testenv.StreamMessages(t, tr.stack.JS, orderStream)), r.lost, r.doubled)
 }

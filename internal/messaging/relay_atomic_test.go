@@ -64,29 +64,14 @@ func enqueueOrders(t testing.TB, pool *pgxpool.Pool, n, keys int) []string {
 }
 
 // storedIDs returns the Nats-Msg-Id of each message of the stream, in
-// stream order, and how many carry an atomic batch's id.
+// stream order, and how many an atomic batch stored.
 func storedIDs(t testing.TB, js jetstream.JetStream, stream string) (ids []string, batched int) {
 	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		msg, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("stream %s message %d: %v", stream, seq, err)
-		}
+	msgs := testenv.StreamMessages(t, js, stream)
+	for _, msg := range msgs {
 		ids = append(ids, msg.Header.Get(jetstream.MsgIDHeader))
-		if msg.Header.Get("Nats-Batch-Id") != "" {
-			batched++
-		}
 	}
-	return ids, batched
+	return ids, testenv.InAtomicBatches(msgs)
 }
 
 // TestRelayPublishesABacklogAsOneBatch: a pass of at least AtomicPassMin

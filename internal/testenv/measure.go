@@ -2,11 +2,16 @@ package testenv
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"sync"
+	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/procfs"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // LogBuffer collects what loggers write, from any goroutine.
@@ -45,4 +50,42 @@ func CPUTime() time.Duration {
 		}
 	}
 	return time.Duration(seconds * float64(time.Second))
+}
+
+// StreamMessages returns every message stream holds, in stream order.
+func StreamMessages(tb testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var msgs []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		msg, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted
+		}
+		if err != nil {
+			tb.Fatalf("stream %s message %d: %v", stream, seq, err)
+		}
+		msgs = append(msgs, msg)
+	}
+	return msgs
+}
+
+// InAtomicBatches counts the messages of msgs a JetStream atomic batch
+// stored (they carry its id).
+func InAtomicBatches(msgs []*jetstream.RawStreamMsg) int {
+	n := 0
+	for _, m := range msgs {
+		if m.Header.Get(jetstreamext.BatchIDHeader) != "" {
+			n++
+		}
+	}
+	return n
 }
