@@ -206,6 +206,33 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
+// TestPeek: Peek parses what Decode would refuse as invalid (a relay's rows
+// were validated when they were made), and refuses what is not an envelope.
+func TestPeek(t *testing.T) {
+	good, err := event.New(context.Background(), orderCreated(), event.WithSource("shopbus/order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid := proto.Clone(good).(*eventv1.Envelope)
+	invalid.Id = "not a uuid"
+	b, err := proto.Marshal(invalid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := event.Decode(b); !errors.Is(err, event.ErrInvalid) {
+		t.Fatalf("Decode of an envelope with a bad id: %v, want ErrInvalid", err)
+	}
+	env, err := event.Peek(b)
+	if err != nil || env.GetId() != "not a uuid" || env.GetPartitionKey() != good.GetPartitionKey() {
+		t.Fatalf("Peek = %v, %v; want the envelope as it is", env, err)
+	}
+	for _, bad := range [][]byte{nil, {0x00, 0x01}, make([]byte, 2<<20)} {
+		if _, err := event.Peek(bad); !errors.Is(err, event.ErrMalformed) {
+			t.Errorf("Peek of %d bytes: %v, want ErrMalformed", len(bad), err)
+		}
+	}
+}
+
 func TestNewRejectsInvalidEvent(t *testing.T) {
 	msg := orderCreated()
 	msg.Items[1].Quantity = 0

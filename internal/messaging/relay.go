@@ -355,7 +355,7 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 			}
 			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 			sctx := ctx
-			env, err := event.Decode(data)
+			env, err := event.Peek(data) // New validated it; its consumers will again
 			if err == nil {
 				msg.Header = event.Headers(env)
 				sctx = event.ContextWithTrace(ctx, env)
@@ -364,7 +364,7 @@ func (r *Relay) publishBatch(ctx context.Context) (published int, more bool, err
 				// it is; its consumers dead-letter it, where it is seen.
 				var scrub event.Scrubber
 				scrub.Add(subject, data)
-				r.log.Error("outbox relay: row is not a valid event; publishing it for the dead-letter queue", "id", id, "err", scrub.ScrubError(err))
+				r.log.Error("outbox relay: row is not an event envelope; publishing it for the dead-letter queue", "id", id, "err", scrub.ScrubError(err))
 			}
 			span := trace.SpanFromContext(sctx) // not recording: ending it does nothing
 			if r.tracing {

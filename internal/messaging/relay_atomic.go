@@ -113,7 +113,7 @@ func (r *Relay) publishAtomic(ctx context.Context, rows []UnpublishableRow) (boo
 		if streamOfSubject(row.Subject) != stream {
 			return false, nil
 		}
-		env, err := event.Decode(row.Envelope)
+		env, err := event.Peek(row.Envelope)
 		if err != nil {
 			return false, nil // the pass publishes it alone, for the dead-letter queue
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,6 +29,7 @@ var (
 	benchRounds = flag.Int("inventory.rounds", 3, "rounds of BenchmarkReserveStock")
 	benchBatch  = flag.Int("inventory.batch", messaging.DefaultBatchSize, "batch size of BenchmarkReserveStock's batch mode")
 	benchOnly   = flag.String("inventory.only", "", "run only this mode of BenchmarkReserveStock (batch or per-event), to profile it")
+	benchProf   = flag.String("inventory.cpuprofile", "", "write a CPU profile of BenchmarkReserveStock's timed runs (the consumer's, without the stream's pre-fill) to this file")
 )
 
 // BenchmarkReserveStock measures the inventory consumer alone: a stream
@@ -152,6 +155,10 @@ func benchReserve(b *testing.B, batchSize int) result {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	cpu0 := testenv.CPUTime()
+	stopProfile := func() {}
+	if *benchProf != "" {
+		stopProfile = profileCPU(b, *benchProf)
+	}
 	b.StartTimer()
 	start := time.Now()
 	go func() { done <- messaging.ConsumeBatch(cctx, js, cfg, count, quiet) }()
@@ -164,6 +171,7 @@ func benchReserve(b *testing.B, batchSize int) result {
 	}
 	end := time.Now()
 	b.StopTimer()
+	stopProfile()
 	cpu := testenv.CPUTime() - cpu0
 	cancel()
 	<-done
@@ -179,6 +187,24 @@ func benchReserve(b *testing.B, batchSize int) result {
 		perSecondWithStart: float64(n) / end.Sub(start).Seconds(),
 		start:              firstCall.Load().Sub(start),
 		cpuPerEvent:        cpu / time.Duration(n),
+	}
+}
+
+// profileCPU starts a CPU profile written to path and returns what stops it.
+// Each timed run overwrites the one before: the file holds the last.
+func profileCPU(b *testing.B, path string) (stop func()) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
 	}
 }
 
