@@ -45,7 +45,8 @@ var (
 //
 //	go test -run '^$' -bench ReserveStock -benchtime=1x ./services/inventory/
 //
-// -inventory.only=batch (or per-event) runs one mode, for a profile.
+// -inventory.only=batch (or per-event) runs one mode, for a profile, and
+// -inventory.cpuprofile=FILE profiles its timed part alone (the last round).
 func BenchmarkReserveStock(b *testing.B) {
 	type mode struct {
 		name string
