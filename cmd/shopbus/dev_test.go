@@ -95,17 +95,13 @@ func (d *devProcess) start(t *testing.T) {
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
 		_, err := d.inventory().ListStock(context.Background(), connect.NewRequest(&inventoryv1.ListStockRequest{}))
-		if err == nil {
-			return
+		if err != nil {
+			return fmt.Errorf("shopbus dev does not answer: %w", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("shopbus dev did not answer within 60s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // orders calls as the demo customer, with the token shopbus dev wrote.
@@ -188,22 +184,20 @@ func (d *devProcess) load(stop <-chan struct{}) []string {
 // nothing was lost or doubled and stock is conserved.
 func (d *devProcess) checkInvariants(t *testing.T, accepted []string, initial int64) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for _, id := range accepted {
-		for {
+	next := 0 // accepted[:next] are decided
+	testenv.CheckFor(t, 90*time.Second, 20*time.Millisecond, func() error {
+		for ; next < len(accepted); next++ {
+			id := accepted[next]
 			res, err := d.orders().GetOrder(context.Background(), connect.NewRequest(&orderv1.GetOrderRequest{OrderId: id}))
 			if err != nil {
 				t.Fatalf("accepted order %s: %v", id, err)
 			}
-			if res.Msg.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
-				break
+			if res.Msg.GetOrder().GetStatus() == orderv1.OrderStatus_ORDER_STATUS_PENDING {
+				return fmt.Errorf("accepted order %s still PENDING", id)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("accepted order %s still PENDING after 90s", id)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 	conn, err := pgx.Connect(context.Background(), testenv.DatabaseURL())
 	if err != nil {
 		t.Fatal(err)

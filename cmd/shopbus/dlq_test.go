@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -69,14 +70,17 @@ func TestDLQShowRedacts(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	store := deadletter.NewStore(js)
 	var id uint64
-	for deadline := time.Now().Add(20 * time.Second); id == 0; time.Sleep(20 * time.Millisecond) {
-		if dls, _, err := store.List(ctx, deadletter.Filter{}, 0, 1); err == nil && len(dls) == 1 {
-			id = dls[0].GetId()
+	testenv.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		dls, _, err := store.List(ctx, deadletter.Filter{}, 0, 1)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting for the dead letter")
+		if len(dls) != 1 {
+			return fmt.Errorf("%d dead letters, want 1", len(dls))
 		}
-	}
+		id = dls[0].GetId()
+		return nil
+	})
 
 	// The gateway's authentication: the admin token, the admin procedures.
 	mux := http.NewServeMux()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/internal/event"
+	"github.com/shopbus/shopbus/internal/testenv"
 )
 
 // The tests of docs/bad-inputs.md, one per row.
@@ -257,20 +259,19 @@ func TestBadEvents(t *testing.T) {
 
 func (s *testStack) awaitDeadLetterOf(t *testing.T, stream string, seq uint64) *deadletterv1.DeadLetter {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var found *deadletterv1.DeadLetter
+	testenv.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		res, err := s.dlq.ListDeadLetters(context.Background(), connect.NewRequest(&deadletterv1.ListDeadLettersRequest{OriginalStream: stream, PageSize: 500}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, dl := range res.Msg.GetDeadLetters() {
 			if dl.GetOriginalSequence() == seq {
-				return dl
+				found = dl
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no dead letter for %s #%d after 20s", stream, seq)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("no dead letter for %s #%d", stream, seq)
+	})
+	return found
 }

@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -26,26 +27,24 @@ func fastRetry(c *stack.Config) {
 // awaitDeadLetters lists the DLQ until it holds n dead letters.
 func (s *testStack) awaitDeadLetters(t *testing.T, n int) []*deadletterv1.DeadLetter {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var got []*deadletterv1.DeadLetter
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		res, err := s.dlq.ListDeadLetters(context.Background(), connect.NewRequest(&deadletterv1.ListDeadLettersRequest{PageSize: 500}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := res.Msg.GetDeadLetters(); len(got) >= n {
-			if len(got) > n {
-				t.Fatalf("%d dead letters, want %d: %v", len(got), n, got)
-			}
-			if res.Msg.GetStats().GetMessages() != uint64(n) || res.Msg.GetStats().GetMaxBytes() <= 0 {
-				t.Errorf("stats %v, want %d messages and a size limit", res.Msg.GetStats(), n)
-			}
-			return got
+		if got = res.Msg.GetDeadLetters(); len(got) < n {
+			return fmt.Errorf("%d dead letters, want %d", len(got), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d dead letters after 30s, want %d", len(res.Msg.GetDeadLetters()), n)
+		if len(got) > n {
+			t.Fatalf("%d dead letters, want %d: %v", len(got), n, got)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if res.Msg.GetStats().GetMessages() != uint64(n) || res.Msg.GetStats().GetMaxBytes() <= 0 {
+			t.Errorf("stats %v, want %d messages and a size limit", res.Msg.GetStats(), n)
+		}
+		return nil
+	})
+	return got
 }
 
 func (s *testStack) exec(t *testing.T, service, sql string) {

@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	groupv1 "github.com/shopbus/shopbus/gen/go/shopbus/group/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/internal/stack"
+	"github.com/shopbus/shopbus/internal/testenv"
 )
 
 // TestGroupsAdmin: the stack's gateway serves GroupService as an admin
@@ -25,8 +27,7 @@ func TestGroupsAdmin(t *testing.T) {
 		t.Errorf("ListGroups without the token: %v, want Unauthenticated", err)
 	}
 	admin := groupv1connect.NewGroupServiceClient(http.DefaultClient, s.URL(), connect.WithInterceptors(gateway.BearerToken("s3cret")))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		res, err := admin.ListGroups(ctx, connect.NewRequest(&groupv1.ListGroupsRequest{}))
 		if err != nil {
 			t.Fatalf("ListGroups with the token: %v", err)
@@ -35,12 +36,9 @@ func TestGroupsAdmin(t *testing.T) {
 		for _, g := range res.Msg.GetGroups() {
 			joined = joined && len(g.GetMembers()) == 1
 		}
-		if joined {
-			return
+		if !joined {
+			return fmt.Errorf("the groups are %v; want the services' groups, one member each", res.Msg.GetGroups())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s the groups are %v; want the services' groups, one member each", res.Msg.GetGroups())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
