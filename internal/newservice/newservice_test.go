@@ -89,8 +89,9 @@ func TestRefusals(t *testing.T) {
 
 // TestGenerate generates demo/widget into a scratch copy of the repository
 // and runs there what a developer would: `make generate`, `make lint`, the
-// new service's test, and the tests that check contracts, the gateway's
-// classification of procedures and the compose file. Slow (it builds buf):
+// new service's test, and the tests that check the layering (TestLayers),
+// contracts, the gateway's classification of procedures and the compose
+// file. Slow (it builds buf):
 // `make template-test`, which CI runs.
 func TestGenerate(t *testing.T) {
 	if !*full {
@@ -109,7 +110,7 @@ func TestGenerate(t *testing.T) {
 	run("go", "run", "./cmd/shopbus", "new", "service", "demo/widget")
 	run("make", "generate")
 	run("make", "lint")
-	run("go", "test", "-race", "-count=1", "./services/widget/", "./event-contracts/", "./gateway/", "./internal/event/")
+	run("go", "test", "-race", "-count=1", ".", "./services/widget/", "./event-contracts/", "./gateway/", "./internal/event/")
 	run("go", "test", "-count=1", "-run", "TestCompose$|TestHelp$", "./cmd/shopbus/")
 
 	// --adopt, on a contract without a service: demo/memo, a copy of
