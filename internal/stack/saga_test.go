@@ -196,6 +196,13 @@ func TestSaga(t *testing.T) {
 	if err != nil || o.GetFraud().GetDecision() != orderv1.FraudDecision_FRAUD_DECISION_DECLINE || o.GetRejectReason() != "fraud: declined (score 0.99: HIGH_TOTAL)" {
 		t.Errorf("declined order %v (%v)", o, err)
 	}
+	// updated_at is when the status last changed: the rejection's
+	// transaction, which wrote order.rejected, not the release that came
+	// back after it, nor the second decline.
+	if n := testenv.Scalar(t, ord, `SELECT count(*) FROM orders o JOIN outbox x ON x.subject = 'ecommerce.order.rejected.v1.' || o.id
+		WHERE o.id = '`+b+`' AND o.updated_at = x.created_at`); n != 1 {
+		t.Errorf("the rejected order's updated_at is not its rejection's time (%d rows match)", n)
+	}
 
 	// Out of stock and approved: REJECTED, nothing to release.
 	c := r.place("SAGA-EMPTY", 1) // priced, never stocked

@@ -318,6 +318,9 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 	if err != nil {
 		return nil, fmt.Errorf("update orders: order id: %w", err)
 	}
+	// updated_at is when the status last changed (the Order's contract): a
+	// fact that moves no status (a release after a rejection, a score after
+	// a decision) leaves it, as it leaves the WatchOrder streams unwoken.
 	// The update, the compensations' outbox rows and the notification of
 	// the orders that moved go with the COMMIT, in its round trip
 	// (SendWithEvents). In a batch the update is a prepared statement,
@@ -329,7 +332,8 @@ func (s *Service) saveSaga(ctx context.Context, tx pgx.Tx, orders map[string]*sa
 	b.Queue(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`)
 	b.Queue(`UPDATE orders SET status = v.status, stock = v.stock, fraud = v.fraud, review = v.review, reject_reason = v.reason,
 		fraud_reasons = coalesce(string_to_array(NULLIF(v.codes, ''), ','), '{}'), fraud_model = v.model, fraud_model_version = v.version,
-		fraud_score = v.score, scored_at = v.scored_at, updated_at = now()
+		fraud_score = v.score, scored_at = v.scored_at,
+		updated_at = CASE WHEN orders.status IS DISTINCT FROM v.status THEN now() ELSE orders.updated_at END
 		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
 			$10::float8[], $11::timestamptz[]) AS v(id, status, stock, fraud, review, reason, codes, model, version, score, scored_at)
 		WHERE orders.id = v.id AND orders.id = ANY($1::uuid[])`,
