@@ -7,9 +7,10 @@
 //
 //	a service  (order, inventory, fraud …: one per service, named after
 //	           it) publish its events (the subjects of the events whose
-//	           producer it is, Grants.Publish), acks, dead letters of the
-//	           streams it consumes and of its own (outbox rows it cannot
-//	           publish), and of the JetStream API only what it needs:
+//	           producer it is, Grants.Publish), acks and flow-control
+//	           replies on the streams it consumes (and its buckets), dead
+//	           letters of those streams and of its own (outbox rows it
+//	           cannot publish), and of the JetStream API only what it needs:
 //	           stream info, its consumers on the streams it consumes
 //	           (create, info, fetch), one message of those streams by
 //	           subject (a watchdog's), its groups' KV buckets (read, write,
@@ -24,8 +25,11 @@
 //	platform   everything: streams, the DLQ collector, the lag monitor,
 //	           the admin services, and the events the DLQ redrives
 //
-// Each may subscribe to its inboxes (JetStream delivers pull and watch
-// messages there); platform may subscribe to everything.
+// A service may subscribe to its own inboxes only, "_INBOX.<identity>.>"
+// (InboxPrefix; JetStream sends its deliveries, watch messages and API
+// replies there), so it reads no other identity's deliveries or replies and
+// cannot settle another's messages on a stream it does not consume;
+// platform may subscribe to everything.
 package natsauth
 
 import (
@@ -54,11 +58,16 @@ const (
 	Platform  Identity = "platform"
 )
 
-// common are the subjects every service publishes to: acks and flow
-// control, and the JetStream API's account and stream info, and stream names
-// (which stream captures a subject: the relay asks before it sets aside a row
-// no stream answered for).
-var common = []string{"$JS.ACK.>", "$JS.FC.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES"}
+// common are the subjects every service publishes to: the JetStream API's
+// account and stream info, and stream names (which stream captures a
+// subject: the relay asks before it sets aside a row no stream answered
+// for).
+var common = []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES"}
+
+// InboxPrefix is the prefix of a service identity's inboxes,
+// "_INBOX.<identity>": its connection must use it (Keys.Option does;
+// nats.CustomInboxPrefix otherwise), as it may subscribe to nothing else.
+func InboxPrefix(id Identity) string { return "_INBOX." + string(id) }
 
 // Grants are what a service identity may publish and the JetStream
 // resources it uses.
@@ -84,7 +93,16 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 				allow = append(allow, "$JS.API.CONSUMER."+op+"."+stream, "$JS.API.CONSUMER."+op+"."+stream+".>")
 			}
 		}
+		// Acks and flow-control replies of its consumers on stream, in
+		// both of the server's formats: "$JS.ACK.<stream>.<consumer>.…"
+		// and "$JS.ACK.<domain>.<account hash>.<stream>.…".
+		settle := func(stream string) {
+			for _, pre := range []string{"$JS.ACK.", "$JS.FC."} {
+				allow = append(allow, pre+stream+".>", pre+"*.*."+stream+".>")
+			}
+		}
 		for _, st := range g.Streams {
+			settle(st)
 			// RESET: a key-based partition's new owner restarts it after
 			// its last settled event (messaging's takeOver); UNPIN: and
 			// unpins the previous owner's client.
@@ -102,10 +120,11 @@ func Permissions(id Identity, g Grants) *server.Permissions {
 			// its reads.
 			allow = append(allow, "$KV."+b+".>", "$JS.API.STREAM.MSG.GET."+kv, "$JS.API.DIRECT.GET."+kv, "$JS.API.DIRECT.GET."+kv+".>")
 			consumerAPI(kv, "CREATE", "INFO", "MSG.NEXT", "DELETE")
+			settle(kv)
 		}
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: allow},
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(id) + ".>"}},
 		}
 	case Platform:
 		return &server.Permissions{
@@ -197,7 +216,8 @@ func (k *Keys) Users(grants map[Identity]Grants) ([]*server.NkeyUser, error) {
 	return users, nil
 }
 
-// Option is the client option that connects as identity.
+// Option is the client option that connects as identity: its nkey and,
+// for a service, its inboxes (InboxPrefix).
 func (k *Keys) Option(id Identity) (nats.Option, error) {
 	kp, err := k.pair(id)
 	if err != nil {
@@ -207,5 +227,15 @@ func (k *Keys) Option(id Identity) (nats.Option, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsauth: %s: %w", id, err)
 	}
-	return nats.Nkey(pub, kp.Sign), nil
+	nkey := nats.Nkey(pub, kp.Sign)
+	if id == Platform {
+		return nkey, nil
+	}
+	inbox := nats.CustomInboxPrefix(InboxPrefix(id))
+	return func(o *nats.Options) error {
+		if err := nkey(o); err != nil {
+			return err
+		}
+		return inbox(o)
+	}, nil
 }

@@ -148,6 +148,55 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
+	t.Run("NATS: a service reads no other's deliveries and settles no other's messages", func(t *testing.T) {
+		opt, err := keys.Option(natsauth.Order)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := make(chan error, 8)
+		nc, err := nats.Connect(s.NATS.ClientURL(), opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			refused <- err
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		wantRefused := func(what, subject string) {
+			t.Helper()
+			select {
+			case err := <-refused:
+				if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), subject) {
+					t.Errorf("%s: %v, want a permissions violation on %s", what, err, subject)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("%s: no permissions violation", what)
+			}
+		}
+		// Every identity's inboxes: JetStream's deliveries and API
+		// replies to the others.
+		if _, err := nc.SubscribeSync("_INBOX.>"); err != nil {
+			t.Fatal(err)
+		}
+		wantRefused("subscribing to every inbox", "_INBOX.>")
+		// An ack of a consumer on a stream it does not consume.
+		if err := nc.Publish("$JS.ACK.SOCIAL_POST.post-fan-out.1.1.1.0.0", []byte("+TERM")); err != nil {
+			t.Fatal(err)
+		}
+		wantRefused("terminating another service's delivery", "$JS.ACK.SOCIAL_POST")
+		// Its own inboxes, which its JetStream requests use, it may.
+		if _, err := nc.SubscribeSync(natsauth.InboxPrefix(natsauth.Order) + ".>"); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-refused:
+			t.Errorf("its own inboxes: %v", err)
+		default:
+		}
+	})
+
 	t.Run("NATS: a service launders a forged event through the dead-letter queue", func(t *testing.T) {
 		js := jetstreamAs(t, s, keys, natsauth.Order)
 		forged, err := event.New(ctx, &inventoryeventsv1.InventoryAdjusted{

@@ -377,7 +377,13 @@ func (s *Stack) connectNATS(ctx context.Context) (err error) {
 		}
 		s.Conn, err = s.connectEmbedded(natsauth.Platform)
 	} else {
-		s.Conn, err = nats.Connect(cfg.NATSURL, append([]nats.Option{nats.Name("shopbus"), nats.MaxReconnects(-1)}, cfg.NATSOptions...)...)
+		opts := []nats.Option{nats.Name("shopbus"), nats.MaxReconnects(-1)}
+		if len(cfg.Components) == 1 && !cfg.runs("gateway") {
+			// A service alone: its identity (natsauth's, named after
+			// it) may subscribe to its own inboxes only.
+			opts = append(opts, nats.CustomInboxPrefix(natsauth.InboxPrefix(natsauth.Identity(cfg.Components[0]))))
+		}
+		s.Conn, err = nats.Connect(cfg.NATSURL, append(opts, cfg.NATSOptions...)...)
 		// A URL that does not parse is quoted whole in the error, with
 		// any password or token it carries: say what is wrong without it.
 		if urlErr := (*url.Error)(nil); errors.As(err, &urlErr) {
