@@ -344,8 +344,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 		case errors.Is(err, ErrPanic) && len(batch) > 1:
 			// A panic names no event: one at a time finds the one that
 			// causes it, and the others take effect.
-			s.oneByOne(ctx, batch, msgOf, h, start)
-			return
+			return s.oneByOne(ctx, batch, msgOf, h)
 		case s.retry.MaxDeliver > 0 && attempt >= s.retry.MaxDeliver:
 			for _, d := range batch {
 				s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermExhausted, err, attempt), time.Since(start))
@@ -354,9 +353,9 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 		default:
 			if IsPermanent(err) {
 				// Permanent, but for which event? One at a time finds it.
-				err = fmt.Errorf("a permanent failure naming no event; handling the batch one event at a time: %w", err)
-				s.oneByOne(ctx, batch, msgOf, h, start)
-				return
+				s.log.Warn("consumer: a permanent failure naming no event; handling the batch one event at a time", "events", len(batch),
+					"first_seq", batch[0].Metadata.Sequence.Stream, "err", scrubbed(err, msgs...))
+				return s.oneByOne(ctx, batch, msgOf, h)
 			}
 			delay := s.retry.Delay(attempt)
 			for _, d := range batch {
@@ -396,27 +395,22 @@ func (s *settler) handBack(msgs []jetstream.Msg) {
 	}
 }
 
-// oneByOne handles each event of batch as a batch of its own, so that the
-// one whose failure is permanent is dead-lettered alone.
-func (s *settler) oneByOne(ctx context.Context, batch []*Delivery, msgOf map[*Delivery]jetstream.Msg, h BatchHandler, start time.Time) {
-	for _, d := range batch {
-		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
-		err := s.call(hctx, func(ctx context.Context) error { return h(ctx, []*Delivery{d}) })
-		cancel()
-		switch attempt := int(d.Metadata.NumDelivered); {
-		case err == nil:
-			s.ackBatch(ctx, []*Delivery{d}, msgOf, start)
-		case IsPermanent(err):
-			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermPoison, err, 0), time.Since(start))
-		case s.retry.MaxDeliver > 0 && attempt >= s.retry.MaxDeliver:
-			s.metrics.record(ctx, d.Metadata.Consumer, s.terminate(ctx, msgOf[d], d.Metadata, TermExhausted, err, attempt), time.Since(start))
-		default:
-			// Leave it to JetStream's redelivery, with the policy's delay.
-			s.remember(d.Metadata.Sequence.Stream, time.Now())
-			_ = msgOf[d].NakWithDelay(s.retry.Delay(int(d.Metadata.NumDelivered)))
-			s.metrics.record(ctx, d.Metadata.Consumer, OutcomeRetried, time.Since(start))
+// oneByOne handles each event of batch, in order, as a batch of its own
+// (handleBatch), so that the one whose failure is permanent is
+// dead-lettered alone. One whose failure is transient is retried in place,
+// as a batch is, and holds back the events behind it: a Nak would let them
+// overtake it within its key. On a stop it returns the messages it has not
+// settled, in order, for the caller to hand back.
+func (s *settler) oneByOne(ctx context.Context, batch []*Delivery, msgOf map[*Delivery]jetstream.Msg, h BatchHandler) []jetstream.Msg {
+	for i, d := range batch {
+		if ctx.Err() != nil {
+			return inHand(batch[i:], msgOf)
+		}
+		if back := s.handleBatch(ctx, []jetstream.Msg{msgOf[d]}, h); len(back) > 0 {
+			return append(back, inHand(batch[i+1:], msgOf)...)
 		}
 	}
+	return nil
 }
 
 // ackBatch acks every message of a committed batch: all but the last

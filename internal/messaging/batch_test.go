@@ -285,6 +285,32 @@ func TestBatchPanic(t *testing.T) {
 	})
 }
 
+// TestBatchPanicKeepsKeyOrder: a batch whose handler panics is handled
+// one event at a time, and an event that fails again there, transiently,
+// is retried in place, not handed back behind the later events of its key.
+func TestBatchPanicKeepsKeyOrder(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publish(30)
+	first := r.events[0].GetId()
+	var panics atomic.Int64
+	r.start(r.handler(func(batch []*messaging.Delivery) error {
+		if batch[0].Envelope.GetId() == first && panics.Add(1) <= 2 {
+			panic("injected: a bug that goes away")
+		}
+		return nil
+	}, nil))
+	r.awaitEffects(30)
+	if panics.Load() < 2 {
+		t.Errorf("the handler panicked %d times, want at least 2 (the batch, then its first event alone)", panics.Load())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.deadLetters) != 0 {
+		t.Errorf("dead letters %v, want none: the failure went away", r.deadLetters)
+	}
+}
+
 // TestBatchPausesWhilePostgresIsDown: failures that are not the batch's
 // fault, however many, dead-letter nothing. PostgreSQL unreachable for
 // longer than the retry budget (here four times MaxDeliver attempts): the
