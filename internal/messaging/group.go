@@ -212,11 +212,16 @@ type member struct {
 	ready   bool // the watch has delivered the bucket's current state
 
 	held     map[int]*held
-	released chan int
+	released chan *held
+	// dropped are the partitions given up without their lease (taken
+	// over, or not renewed in time) whose consumers may still be finishing
+	// their batch: leave waits for them too.
+	dropped []*held
 }
 
 // held is a partition this member owns.
 type held struct {
+	partition int
 	rev       uint64    // the revision of its last write, for compare-and-set
 	renewed   time.Time // when that write was sent
 	since     time.Time
@@ -238,7 +243,7 @@ func newMember(ensure func(context.Context) (jetstream.KeyValue, error), cfg Con
 		seen:       map[string]time.Time{},
 		owners:     map[int]string{},
 		held:       map[int]*held{},
-		released:   make(chan int, partitions+1),
+		released:   make(chan *held, partitions+1),
 	}
 }
 
@@ -306,8 +311,8 @@ func (m *member) watch(ctx context.Context, w jetstream.KeyWatcher, tick <-chan 
 			}
 			m.renew(ctx)
 			m.reconcile(ctx)
-		case p := <-m.released:
-			m.deleteLease(ctx, p)
+		case h := <-m.released:
+			m.deleteLease(ctx, h)
 		}
 	}
 }
@@ -504,7 +509,7 @@ func (m *member) acquire(ctx context.Context, p int) bool {
 		return false
 	}
 	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	h := &held{rev: rev, renewed: now, since: now.UTC(), cancel: stop, done: make(chan struct{})}
+	h := &held{partition: p, rev: rev, renewed: now, since: now.UTC(), cancel: stop, done: make(chan struct{})}
 	m.held[p] = h
 	m.owners[p] = m.self.Instance
 	go func() {
@@ -523,16 +528,18 @@ func (m *member) release(p int) {
 	m.log.Info("consumer group: releasing partition", "partition", p)
 	go func() {
 		<-h.done
-		m.released <- p
+		m.released <- h
 	}()
 }
 
-// deleteLease deletes the lease of a released partition, at the revision
+// deleteLease deletes the lease of released partition h, at the revision
 // this member last wrote: if it expired meanwhile, the delete fails and the
-// key is left to its new owner.
-func (m *member) deleteLease(ctx context.Context, p int) {
-	h, ok := m.held[p]
-	if !ok {
+// key is left to its new owner. A partition dropped while its consumer
+// finished (and perhaps taken again since, by this member) is left alone:
+// its lease, if any, is not h's.
+func (m *member) deleteLease(ctx context.Context, h *held) {
+	p := h.partition
+	if m.held[p] != h {
 		return
 	}
 	delete(m.held, p)
@@ -551,6 +558,17 @@ func (m *member) drop(p int) {
 	if h, ok := m.held[p]; ok {
 		h.cancel()
 		delete(m.held, p)
+		m.dropped = append(slices.DeleteFunc(m.dropped, finished), h)
+	}
+}
+
+// finished reports whether h's consumer has returned.
+func finished(h *held) bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -566,7 +584,11 @@ func (m *member) leave() {
 		h.cancel()
 		wg.Go(func() { <-h.done })
 	}
+	for _, h := range m.dropped {
+		wg.Go(func() { <-h.done })
+	}
 	wg.Wait()
+	m.dropped = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, p := range slices.Sorted(maps.Keys(m.held)) {

@@ -73,3 +73,81 @@ func TestGroupForgetsUnseenMember(t *testing.T) {
 		t.Error("the unseen member is still counted")
 	}
 }
+
+// TestReleaseAfterDropLeavesTheNewLease: a partition released (its
+// consumer finishing its batch) and then dropped (its renewal failed), whose
+// lease expired and which this member took again, keeps its new lease and
+// consumer when the first consumer returns; and leave waits for a dropped
+// partition's consumer as for a held one's.
+func TestReleaseAfterDropLeavesTheNewLease(t *testing.T) {
+	t.Parallel()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	cfg := ConsumerConfig{Stream: "S", Durable: "dropped", Instance: "me", Lease: time.Second}
+	kv, err := ensureGroupBucket(ctx, js, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type run struct {
+		ctx    context.Context
+		finish chan struct{}
+	}
+	runs := make(chan run, 4)
+	m := newMember(nil, cfg, 1, func(ctx context.Context, p int) {
+		r := run{ctx, make(chan struct{})}
+		runs <- r
+		<-ctx.Done()
+		<-r.finish // the batch in hand
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.kv, m.ready = kv, true
+
+	if !m.acquire(ctx, 0) {
+		t.Fatal("the partition was not taken")
+	}
+	first := <-runs
+	m.release(0)
+	m.drop(0)                                              // its lease could not be renewed meanwhile
+	if err := kv.Purge(ctx, partitionKey(0)); err != nil { // and expired
+		t.Fatal(err)
+	}
+	if !m.acquire(ctx, 0) {
+		t.Fatal("the partition was not taken again")
+	}
+	second := <-runs
+	again := m.held[0]
+	close(first.finish)
+	m.deleteLease(ctx, <-m.released) // what watch does once the first consumer returned
+	if m.held[0] != again {
+		t.Error("the partition taken again is no longer held")
+	}
+	if second.ctx.Err() != nil {
+		t.Error("the consumer of the partition taken again was stopped")
+	}
+	if _, err := kv.Get(ctx, partitionKey(0)); err != nil {
+		t.Errorf("the new lease: %v", err)
+	}
+
+	m.drop(0) // taken over: its consumer finishes its batch
+	go func() {
+		time.Sleep(50 * time.Millisecond) // leave is waiting by then, or has returned without waiting
+		close(second.finish)
+	}()
+	m.leave()
+	if !finished(again) {
+		t.Error("leave returned before a dropped partition's consumer did")
+	}
+}
