@@ -45,8 +45,8 @@ type Relay struct {
 	js      jetstream.JetStream
 	schema  string
 	log     *slog.Logger
-	batch   int
-	poll    time.Duration
+	batch   int           // rows per pass, 256
+	poll    time.Duration // how often it looks when no notification woke it, 1 s
 	tel     *telemetry.Telemetry
 	tracer  trace.Tracer
 	tracing bool
@@ -77,13 +77,6 @@ type relayMetrics struct {
 
 // RelayOption configures a Relay.
 type RelayOption func(*Relay)
-
-// WithBatchSize sets how many rows one transaction publishes (default 256).
-func WithBatchSize(n int) RelayOption { return func(r *Relay) { r.batch = n } }
-
-// WithPollInterval sets how often the relay looks at the outbox when no
-// notification woke it (default 1s).
-func WithPollInterval(d time.Duration) RelayOption { return func(r *Relay) { r.poll = d } }
 
 // WithAtomicBatches sets the fewest rows a pass publishes as one atomic
 // batch (default AtomicPassMin); 0 publishes every row alone.
