@@ -22,9 +22,11 @@ import (
 //   - a processed_events row is deleted once no copy of its event can come
 //     back: a copy comes back only from its stream (a redelivery, a
 //     re-publish inside the duplicate window, a redrive, which republishes
-//     the original read back from the stream), so a row is kept for the
-//     consumed stream's retention plus ProcessedMargin, and never deleted
-//     when the stream keeps events forever.
+//     the original read back from the stream). A redrive stores a new copy
+//     while the original is still there, which the stream then keeps for
+//     its whole retention again, so a row is kept for twice the consumed
+//     stream's retention plus ProcessedMargin, and never deleted when the
+//     stream keeps events forever.
 const (
 	OutboxKeep      = 24 * time.Hour
 	ProcessedMargin = 24 * time.Hour
@@ -40,8 +42,8 @@ type Pruned struct{ Outbox, Processed int64 }
 
 // Prune deletes, in pool's schema, the outbox rows published before
 // now - OutboxKeep and the processed events of consumer older than
-// streamMaxAge + ProcessedMargin (none when streamMaxAge is 0: the stream
-// keeps events forever).
+// 2 × streamMaxAge + ProcessedMargin (none when streamMaxAge is 0: the
+// stream keeps events forever).
 func Prune(ctx context.Context, pool *pgxpool.Pool, consumer string, streamMaxAge time.Duration, now time.Time) (Pruned, error) {
 	var p Pruned
 	var err error
@@ -55,7 +57,7 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, consumer string, streamMaxAg
 	}
 	p.Processed, err = deleteChunks(ctx, pool, `DELETE FROM processed_events WHERE (consumer, event_id) IN (
 		SELECT consumer, event_id FROM processed_events WHERE consumer = $3 AND processed_at < $1 LIMIT $2)`,
-		now.Add(-streamMaxAge-ProcessedMargin), consumer)
+		now.Add(-2*streamMaxAge-ProcessedMargin), consumer)
 	if err != nil {
 		return p, fmt.Errorf("prune processed events: %w", err)
 	}

@@ -12,9 +12,10 @@ import (
 )
 
 // TestPrune: published outbox rows go a day after their publish, unpublished
-// ones never; processed events of the consumer go once older than the
-// stream's retention plus a day, others' stay, and none goes when the
-// stream keeps events forever.
+// ones never; processed events of the consumer go once older than twice the
+// stream's retention plus a day (a redrive's copy, stored while the
+// original is still there, lives a retention more), others' stay, and none
+// goes when the stream keeps events forever.
 func TestPrune(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Postgres(t)
@@ -39,7 +40,7 @@ func TestPrune(t *testing.T) {
 	at := func(d time.Duration) *time.Time { v := now.Add(-d); return &v }
 	oldPublished, recentPublished, unpublished := outbox(at(48*time.Hour)), outbox(at(time.Hour)), outbox(nil)
 	week := 7 * 24 * time.Hour
-	expired, keptInMargin, others := processed("c", week+25*time.Hour), processed("c", week+23*time.Hour), processed("other", 30*week)
+	expired, keptInMargin, others := processed("c", 2*week+25*time.Hour), processed("c", 2*week+23*time.Hour), processed("other", 30*week)
 
 	if p, err := messaging.Prune(ctx, pool, "c", 0, now); err != nil || p != (messaging.Pruned{Outbox: 1}) {
 		t.Fatalf("Prune with a stream that keeps events forever: %+v, %v; want only the old published outbox row", p, err)
@@ -59,12 +60,12 @@ func TestPrune(t *testing.T) {
 		id         uuid.UUID
 		want       bool
 	}{
-		"outbox published 2 days ago":       {"outbox", "id", oldPublished, false},
-		"outbox published an hour ago":      {"outbox", "id", recentPublished, true},
-		"outbox never published":            {"outbox", "id", unpublished, true},
-		"processed 8 days and an hour ago":  {"processed_events", "event_id", expired, false},
-		"processed 7 days and 23 hours ago": {"processed_events", "event_id", keptInMargin, true},
-		"another consumer's, 30 weeks old":  {"processed_events", "event_id", others, true},
+		"outbox published 2 days ago":        {"outbox", "id", oldPublished, false},
+		"outbox published an hour ago":       {"outbox", "id", recentPublished, true},
+		"outbox never published":             {"outbox", "id", unpublished, true},
+		"processed 15 days and an hour ago":  {"processed_events", "event_id", expired, false},
+		"processed 14 days and 23 hours ago": {"processed_events", "event_id", keptInMargin, true},
+		"another consumer's, 30 weeks old":   {"processed_events", "event_id", others, true},
 	} {
 		if got := exists(tc.table, tc.col, tc.id); got != tc.want {
 			t.Errorf("%s: there %v, want %v", name, got, tc.want)
