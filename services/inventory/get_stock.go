@@ -46,7 +46,7 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 	}
 	skus := req.GetSkus()
 	rows, err := s.Pool.Query(ctx, `SELECT `+stockColumns+` FROM stock
-		WHERE sku > $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2))
+		WHERE sku > $1 AND (coalesce(cardinality($2::text[]), 0) = 0 OR sku = ANY($2))
 		ORDER BY sku LIMIT $3`, after, skus, size+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list stock: %w", err)
