@@ -276,6 +276,7 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
 		hctx, span := s.batchSpan(hctx, batch)
 		err := s.call(hctx, func(ctx context.Context) error { return h(ctx, batch) })
+		timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded)
 		cancel()
 		var ee *EventError
 		if s.tracing {
@@ -325,12 +326,19 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			// batch's deliveries. It waits in hand (its ack deadline kept
 			// alive), this consumer fetches nothing more meanwhile, and the
 			// wait does not count against MaxDeliver, so an outage of any
-			// length dead-letters nothing.
+			// length dead-letters nothing. A statement that ran out of the
+			// handler's time pauses too: a network that drops packets
+			// looks like that, and so does a lock held elsewhere, which
+			// the log and the consumer's lag then show.
 			outage++
 			delay := s.retry.Delay(outage)
 			if outage == 1 || outage%10 == 0 {
-				s.log.Warn("consumer: PostgreSQL unreachable; paused, the batch waits in hand", "events", len(batch),
-					"first_seq", batch[0].Metadata.Sequence.Stream, "failures", outage, "err", scrubbed(err, msgs...), "retry_in", delay)
+				msg := "consumer: PostgreSQL unreachable; paused, the batch waits in hand"
+				if timedOut {
+					msg = "consumer: the batch ran out of its time in PostgreSQL (unreachable, or waiting for a lock held elsewhere); paused, the batch waits in hand"
+				}
+				s.log.Warn(msg, "events", len(batch), "first_seq", batch[0].Metadata.Sequence.Stream, "failures", outage,
+					"err", scrubbed(err, msgs...), "retry_in", delay)
 			}
 			for _, d := range batch {
 				s.metrics.record(ctx, d.Metadata.Consumer, OutcomePaused, time.Since(start))
