@@ -103,24 +103,29 @@ func WithUnpublishable(f UnpublishableFunc) RelayOption {
 	return func(r *Relay) { r.unpublishable = f }
 }
 
-// park sets row aside in tx (parked_at, park_reason), so the rows behind it
-// are published, and files it with the relay's UnpublishableFunc. A filing
-// that fails is logged: the row stays parked, with its reason, in the
-// outbox.
+// park files row with the relay's UnpublishableFunc and then sets it aside
+// in tx (parked_at, park_reason), so the rows behind it are published. A
+// row whose filing fails is not set aside: it stays in the outbox, holding
+// back its key, and a later pass tries it again (a full or unreachable
+// dead-letter queue loses no row). A row filed again because tx did not
+// commit is still one dead letter when the next pass comes within the
+// queue's duplicate window (deadletter.OutboxFiler's message id is the
+// row's).
 func (r *Relay) park(ctx context.Context, tx pgx.Tx, row UnpublishableRow) error {
+	var scrub event.Scrubber
+	scrub.Add(row.Subject, row.Envelope)
+	if r.unpublishable != nil {
+		if err := r.unpublishable(ctx, row); err != nil {
+			r.log.Error("outbox relay: a row that can never be published could not be filed in the dead-letter queue; it stays in the outbox and is tried again",
+				"schema", r.schema, "id", row.ID, "subject", event.RedactSubject(row.Subject), "err", err)
+			return nil
+		}
+	}
 	if _, err := tx.Exec(ctx, "UPDATE outbox SET parked_at = now(), park_reason = $2 WHERE id = $1", row.ID, row.Reason); err != nil {
 		return fmt.Errorf("outbox: park %s: %w", row.ID, err)
 	}
-	var scrub event.Scrubber
-	scrub.Add(row.Subject, row.Envelope)
 	r.log.Error("outbox relay: a row can never be published; set aside", "schema", r.schema, "id", row.ID,
 		"subject", event.RedactSubject(row.Subject), "reason", scrub.Scrub(row.Reason))
-	if r.unpublishable != nil {
-		if err := r.unpublishable(ctx, row); err != nil {
-			r.log.Error("outbox relay: could not file the row set aside in the dead-letter queue; it stays parked in the outbox",
-				"schema", r.schema, "id", row.ID, "err", err)
-		}
-	}
 	return nil
 }
 

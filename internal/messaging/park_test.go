@@ -128,6 +128,53 @@ func TestRelayParksUnpublishableRows(t *testing.T) {
 	}
 }
 
+// TestRowIsParkedOnlyOnceFiled: a row that can never be published, whose
+// filing in the dead-letter queue fails (a full queue, NATS away), is not
+// set aside unfiled: it stays in the outbox and a later pass files and
+// parks it.
+func TestRowIsParkedOnlyOnceFiled(t *testing.T) {
+	t.Parallel()
+	_, js := testenv.NATS(t)
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	attempts, filed := 0, 0
+	relay := messaging.NewRelay(pool, js, schema, messaging.WithRelayLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		messaging.WithUnpublishable(func(context.Context, messaging.UnpublishableRow) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if attempts++; attempts == 1 {
+				return errors.New("injected: the dead-letter queue is full")
+			}
+			filed++
+			return nil
+		}))
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, subject, envelope) VALUES (gen_random_uuid(), 'ecommerce.order.created.v2.huge', $1)`,
+		bytes.Repeat([]byte{1}, 3<<20)); err != nil { // over max_payload: set aside at once
+		t.Fatal(err)
+	}
+	parked := func() (n int) {
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := relay.PublishBatch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := parked(); n != 0 {
+		t.Fatalf("%d rows set aside after a filing that failed, want 0", n)
+	}
+	if _, err := relay.PublishBatch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := parked(); n != 1 || attempts != 2 || filed != 1 {
+		t.Errorf("after a second pass: %d rows set aside, %d filings tried, %d filed; want 1, 2 and 1", n, attempts, filed)
+	}
+}
+
 // TestNoAnswerFromACapturingStreamIsNotParked: "no stream answered" sets a
 // row aside only when no stream captures its subject. A stream that has
 // one, but no leader to answer (a cluster without quorum), is waited for,
