@@ -73,7 +73,7 @@ func (s *Service) ApplyInventoryOutcome(ctx context.Context, batch []*messaging.
 			case *inventoryeventsv1.InventoryRejected:
 				orderID, apply = e.GetOrderId(), func(o *sagaOrder) error { return o.stockOutcome(stockRejected, rejectReason(e)) }
 			case *inventoryeventsv1.InventoryReleased:
-				orderID, apply = e.GetOrderId(), func(o *sagaOrder) error { o.released(); return nil }
+				orderID, apply = e.GetOrderId(), func(o *sagaOrder) error { o.released(len(e.GetLines()) > 0); return nil }
 			default:
 				continue
 			}

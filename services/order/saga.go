@@ -137,9 +137,12 @@ func (o *sagaOrder) stockOutcome(stock, reason string) error {
 }
 
 // released records that the inventory service gave back the order's
-// reservation.
-func (o *sagaOrder) released() {
-	if o.stock == stockReserved {
+// reservation; gaveBack says whether it gave back any stock. A release
+// that gave stock back before the order learned of the reservation (its
+// inventory.adjusted redriven later, say) records both: the reservation
+// that comes after it changes nothing.
+func (o *sagaOrder) released(gaveBack bool) {
+	if o.stock == stockReserved || o.stock == stockPending && gaveBack {
 		o.stock = stockReleased
 		o.changed = true
 	}

@@ -51,6 +51,35 @@ func TestSagaInEitherOrder(t *testing.T) {
 	}
 }
 
+// TestSagaReleaseBeforeReservation: a declined order whose release comes
+// before its reservation (the reservation dead-lettered, then redriven)
+// ends as it does in stream order: REJECTED, its stock RELEASED; a release
+// that gave nothing back leaves the stock to come.
+func TestSagaReleaseBeforeReservation(t *testing.T) {
+	declined := func() *sagaOrder {
+		o := &sagaOrder{id: "o", status: statusPending, stock: stockPending, fraud: fraudPending}
+		o.scored(fraudDecline, 0.99, []string{"HIGH_TOTAL"}, "m", "v", time.Now())
+		return o
+	}
+	inOrder, swapped := declined(), declined()
+	_ = inOrder.stockOutcome(stockReserved, "")
+	inOrder.released(true)
+	swapped.released(true)
+	if err := swapped.stockOutcome(stockReserved, ""); err != nil {
+		t.Fatal(err)
+	}
+	for name, o := range map[string]*sagaOrder{"in stream order": inOrder, "release first": swapped} {
+		if o.status != statusRejected || o.stock != stockReleased {
+			t.Errorf("%s: %s, stock %s; want REJECTED, stock RELEASED", name, o.status, o.stock)
+		}
+	}
+	empty := declined()
+	empty.released(false)
+	if err := empty.stockOutcome(stockRejected, "out of stock"); err != nil || empty.stock != stockRejected {
+		t.Errorf("a release of nothing, then out of stock: stock %s, %v; want REJECTED", empty.stock, err)
+	}
+}
+
 // TestSagaContradiction: inventory decides once per order; a second,
 // different outcome is an error (dead-lettered by the consumer).
 func TestSagaContradiction(t *testing.T) {
