@@ -3,6 +3,7 @@ package deadletter_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,10 +12,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
 	"github.com/shopbus/shopbus/internal/deadletter"
+	"github.com/shopbus/shopbus/internal/event"
 	"github.com/shopbus/shopbus/internal/messaging"
+	"github.com/shopbus/shopbus/internal/testenv"
 )
 
 // TestFilerStoresBeforeTerm: a consumer with a Filer stores the dead letter
@@ -107,8 +112,9 @@ func TestFilerStoresBeforeTerm(t *testing.T) {
 }
 
 // TestFilerFailsOnLastDelivery: when the dead letter cannot be stored on the
-// last allowed delivery, the message is not terminated, and JetStream's
-// MAX_DELIVERIES advisory files it once the DLQ is back.
+// last delivery the policy allows, nor on JetStream's spare one, the message
+// is not terminated, and JetStream's MAX_DELIVERIES advisory files it once
+// the DLQ is back.
 func TestFilerFailsOnLastDelivery(t *testing.T) {
 	js := setup(t)
 	ctx := context.Background()
@@ -133,8 +139,78 @@ func TestFilerFailsOnLastDelivery(t *testing.T) {
 	runCollector(t, js)
 	waitFor(t, "the dead letter", func() bool { return msgs(t, js, deadletter.Stream) == 1 })
 	dls, _, err := deadletter.NewStore(js).List(ctx, deadletter.Filter{}, 0, 10)
-	if err != nil || len(dls) != 1 || dls[0].GetReason() != deadletterv1.Reason_REASON_MAX_DELIVERIES || dls[0].GetDeliveries() != 2 {
-		t.Fatalf("List = %v, %v; want one max_deliveries dead letter after 2 deliveries", dls, err)
+	if err != nil || len(dls) != 1 || dls[0].GetReason() != deadletterv1.Reason_REASON_MAX_DELIVERIES || dls[0].GetDeliveries() != 3 {
+		t.Fatalf("List = %v, %v; want one max_deliveries dead letter after 3 deliveries (MaxDeliver and the spare one)", dls, err)
+	}
+}
+
+// TestSpareDeliveryStoresTheDeadLetter: instances that died during the
+// deliveries the policy allows (MaxDeliver 2: two deaths here) leave the
+// message to JetStream's spare delivery, where the next instance gives up
+// and stores the dead letter itself, with its error: no collector runs, so
+// JetStream's advisory would have been the only record.
+func TestSpareDeliveryStoresTheDeadLetter(t *testing.T) {
+	js := setup(t)
+	ctx := context.Background()
+	cfg := messaging.ConsumerConfig{Stream: "ECOMMERCE_ORDER", Durable: "dying", Subjects: orderCreated, Strategy: messaging.RoundRobin,
+		DeadLetter: deadletter.Filer(js), AckWait: 200 * time.Millisecond,
+		Retry: messaging.RetryPolicy{MaxDeliver: 2, Base: 20 * time.Millisecond, Cap: 50 * time.Millisecond}}
+	failing := func(context.Context, *messaging.Delivery) error { return errors.New("injected: still failing") }
+	run := func() (stop func()) {
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- messaging.Consume(cctx, js, cfg, failing, quiet) }()
+		return func() { cancel(); <-done }
+	}
+	// The durable, as Consume declares it.
+	stop := run()
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		_, err := js.Consumer(ctx, cfg.Stream, cfg.Durable)
+		return err
+	})
+	stop()
+	env, err := event.New(ctx, &ordereventsv2.OrderCreated{
+		OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", Customer: &ordereventsv2.Customer{CustomerId: "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"},
+		Lines: []*ordereventsv2.OrderLine{{Sku: "MUG-001", Quantity: 1, UnitPrice: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}}},
+		Total: &ordereventsv2.Money{Currency: "EUR", AmountMinor: 1}, CreatedAt: timestamppb.Now(),
+	}, event.WithSource("shopbus/order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := event.Encode(env)
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "ecommerce.order.created.v2." + env.GetPartitionKey(), Data: data, Header: event.Headers(env)}); err != nil {
+		t.Fatal(err)
+	}
+	// Two instances die with it in hand: received, never settled.
+	cons, err := js.Consumer(ctx, cfg.Stream, cfg.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for death := 1; death <= 2; death++ {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for range batch.Messages() {
+			got++
+		}
+		if got != 1 {
+			t.Fatalf("delivery %d: %d messages, want 1", death, got)
+		}
+	}
+	stop = run()
+	defer stop()
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := msgs(t, js, deadletter.Stream); n != 1 {
+			return fmt.Errorf("%d dead letters", n)
+		}
+		return nil
+	})
+	dls, _, err := deadletter.NewStore(js).List(ctx, deadletter.Filter{}, 0, 10)
+	if err != nil || len(dls) != 1 || dls[0].GetReason() != deadletterv1.Reason_REASON_MAX_DELIVERIES || dls[0].GetDeliveries() != 3 ||
+		!strings.Contains(dls[0].GetError(), "still failing") {
+		t.Fatalf("List = %v, %v; want one max_deliveries dead letter after 3 deliveries, with the handler's error", dls, err)
 	}
 }
 

@@ -241,7 +241,7 @@ func durableConfig(cfg ConsumerConfig, p int) jetstream.ConsumerConfig {
 		FilterSubjects: filters(cfg.Subjects, p),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.AckWait,
-		MaxDeliver:     cfg.Retry.MaxDeliver,
+		MaxDeliver:     spareDelivery(cfg.Retry.MaxDeliver),
 		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
@@ -281,6 +281,22 @@ func unpin(ctx context.Context, js jetstream.JetStream, stream string, cc jetstr
 		log.Warn("consumer group: cannot unpin the partition's previous owner; fetching once its pin lapses",
 			"durable", cc.Durable, "err", err, "pinned_ttl", cc.PinnedTTL)
 	}
+}
+
+// spareDelivery is the MaxDeliver of a durable whose retry policy allows
+// maxDeliver: one more. The consumer gives up on delivery maxDeliver itself
+// and stores the dead letter, with its error, before it terminates the
+// message; a process that dies during that delivery leaves the message to
+// the spare one, where its successor does the same. Without it JetStream
+// would give up first, and its MAX_DELIVERIES advisory, sent after the
+// message is settled and dropped when the server stops or the advisory
+// stream has no leader meanwhile, would be the only record. Zero (no limit)
+// stays zero.
+func spareDelivery(maxDeliver int) int {
+	if maxDeliver > 0 {
+		return maxDeliver + 1
+	}
+	return maxDeliver
 }
 
 // ensureConsumer creates or updates a durable consumer: explicit acks,
@@ -733,9 +749,9 @@ func (s *settler) terminate(ctx context.Context, msg jetstream.Msg, meta *jetstr
 		err := s.deadLetter(dctx, msg, reason)
 		cancel()
 		if err != nil {
-			if int(meta.NumDelivered) < s.retry.MaxDeliver {
+			if int(meta.NumDelivered) <= s.retry.MaxDeliver {
 				s.remember(seq, first)
-			} // else no redelivery: JetStream's MAX_DELIVERIES advisory files it
+			} // else no redelivery (the spare one is spent): JetStream's MAX_DELIVERIES advisory files it
 			s.log.Warn("consumer: dead letter not stored; retrying", append(attrs, "err", err)...)
 			_ = msg.NakWithDelay(s.retry.Delay(int(meta.NumDelivered)))
 			return OutcomeRetried
