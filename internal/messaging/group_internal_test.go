@@ -15,13 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestGroupForgetsUnseenMember is the stall the chaos suite found: a member
-// whose keys vanished without an expiry marker reaching the watch (a memory
-// bucket lost with a NATS restart and declared again) must not keep a share
-// of the partitions. Once it has not been seen for a lease, the member
-// counts as gone and the live one takes every partition.
-func TestGroupForgetsUnseenMember(t *testing.T) {
-	t.Parallel()
+// groupBucket is cfg's group bucket on a nats-server of the test's own (the
+// package's tests cannot use testenv, which imports it).
+func groupBucket(t *testing.T, cfg ConsumerConfig, partitions int) jetstream.KeyValue {
+	t.Helper()
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
@@ -37,14 +34,24 @@ func TestGroupForgetsUnseenMember(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	ctx := t.Context()
-
-	const partitions = 4
-	cfg := ConsumerConfig{Stream: "S", Durable: "ghosts", Instance: "live", Lease: time.Second}
-	kv, err := ensureGroupBucket(ctx, js, cfg, partitions)
+	kv, err := ensureGroupBucket(t.Context(), js, cfg, partitions)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kv
+}
+
+// TestGroupForgetsUnseenMember is the stall the chaos suite found: a member
+// whose keys vanished without an expiry marker reaching the watch (a memory
+// bucket lost with a NATS restart and declared again) must not keep a share
+// of the partitions. Once it has not been seen for a lease, the member
+// counts as gone and the live one takes every partition.
+func TestGroupForgetsUnseenMember(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	const partitions = 4
+	cfg := ConsumerConfig{Stream: "S", Durable: "ghosts", Instance: "live", Lease: time.Second}
+	kv := groupBucket(t, cfg, partitions)
 	var mu sync.Mutex
 	var running []int
 	m := newMember(nil, cfg, partitions, func(ctx context.Context, p int) {
@@ -81,27 +88,9 @@ func TestGroupForgetsUnseenMember(t *testing.T) {
 // partition's consumer as for a held one's.
 func TestReleaseAfterDropLeavesTheNewLease(t *testing.T) {
 	t.Parallel()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(srv.Shutdown)
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
 	ctx := t.Context()
 	cfg := ConsumerConfig{Stream: "S", Durable: "dropped", Instance: "me", Lease: time.Second}
-	kv, err := ensureGroupBucket(ctx, js, cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := groupBucket(t, cfg, 1)
 	type run struct {
 		ctx    context.Context
 		finish chan struct{}
