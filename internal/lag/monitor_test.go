@@ -142,7 +142,8 @@ func TestUnreadableIsERR(t *testing.T) {
 		defer close(done)
 		_ = messaging.Consume(ctx, js, cfg, func(context.Context, *messaging.Delivery) error { return nil }, log)
 	}()
-	m, err := lag.NewMonitor(js, nil, lag.Options{Interval: 100 * time.Millisecond, Window: 3}, log)
+	const interval = 100 * time.Millisecond
+	m, err := lag.NewMonitor(js, nil, lag.Options{Interval: interval, Window: 3}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,10 +160,19 @@ func TestUnreadableIsERR(t *testing.T) {
 	s.WaitForShutdown()
 	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 	defer scancel()
+	// Samples taken within half an interval of each other count as one
+	// (the later replaces the earlier): each read waits for the next
+	// interval after the last, as Run's would.
+	nextInterval := func() {
+		_, at := m.Consumers()
+		time.Sleep(time.Until(at.Add(interval)))
+	}
+	nextInterval()
 	m.Sample(sctx) // one failed read is not yet ERR
 	if cs, _ := m.Consumers(); len(cs) != 1 || cs[0].Status != lag.STOP && cs[0].Status != lag.OK {
 		t.Fatalf("after one failed read: %+v, want the status before it", cs)
 	}
+	nextInterval()
 	m.Sample(sctx)
 	if cs, _ := m.Consumers(); len(cs) != 1 || cs[0].Status != lag.ERR {
 		t.Fatalf("after two failed reads: %+v, want ERR", cs)
