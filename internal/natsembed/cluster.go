@@ -197,13 +197,19 @@ func (c *Cluster) Restart(i int) error {
 		s.ConfigureLogger()
 	}
 	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
+	// A restarted node recovers its store before it accepts connections:
+	// on a loaded machine (CI runs the other packages beside) that has
+	// taken more than 30 s.
+	if !s.ReadyForConnections(restartReady) {
 		s.Shutdown()
-		return fmt.Errorf("natsembed: node %d did not become ready in 30s", i)
+		return fmt.Errorf("natsembed: node %d did not become ready in %v", i, restartReady)
 	}
 	c.servers[i] = s
 	return nil
 }
+
+// restartReady bounds Restart's wait for the node to accept connections.
+const restartReady = 90 * time.Second
 
 // WaitReady waits up to timeout until the running nodes have a JetStream
 // meta leader and every one of them is current with it: the cluster
