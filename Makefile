@@ -8,15 +8,10 @@ GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go')
 all: generate lint test
 
 ## test: the whole test suite, with the race detector (needs PostgreSQL on
-## DATABASE_URL). The cluster tier runs without it: nats-server v2.15.2 has
-## a data race of its own in a clustered stream's commit of a message
-## (batchStagedDiff.commit against applyStreamMsgOp), which -race reports
-## in some runs of internal/cluster. The chaos suite runs last, verbosely,
-## so its summary line ("chaos: orders=… lost=0 doubled=0 oversold=0") is
-## printed.
+## DATABASE_URL). The chaos suite runs last, verbosely, so its summary line
+## ("chaos: orders=… lost=0 doubled=0 oversold=0") is printed.
 test: protodeps
-	go test -race -count=1 $$(go list ./... | grep -v -e /internal/chaos -e /internal/cluster)
-	go test -count=1 ./internal/cluster
+	go test -race -count=1 $$(go list ./... | grep -v /internal/chaos)
 	go test -race -count=1 -v -run Chaos ./internal/chaos
 
 ## template-test: `shopbus new service demo/widget` into a scratch copy of
