@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -194,6 +195,67 @@ func TestHostileClients(t *testing.T) {
 		case err := <-refused:
 			t.Errorf("its own inboxes: %v", err)
 		default:
+		}
+	})
+
+	t.Run("NATS: a push consumer delivers nothing into another service's stream", func(t *testing.T) {
+		// A push consumer's deliver subject is in the body of its create
+		// request, which subject permissions do not see, and the server
+		// publishes its deliveries there itself. An event forged in the
+		// service's own bucket and delivered onto another service's
+		// subject would reach that service's stream, were a stream's
+		// capture a subscriber. It is not: JetStream delivers a push
+		// consumer only to subscribers, and a service may subscribe to its
+		// own inboxes alone (docs/security.md).
+		js := jetstreamAs(t, s, keys, natsauth.Order)
+		nc := js.Conn()
+		bucket := messaging.GroupBucket(order.InventoryOutcomeConsumer().Durable)
+		forged, err := event.New(ctx, &inventoryeventsv1.InventoryAdjusted{
+			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2d", AdjustedAt: timestamppb.Now(),
+			Reservations: []*inventoryeventsv1.Reservation{{Sku: "NOPE-404", Quantity: 1}},
+		}, event.WithSource("shopbus/inventory"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := event.Encode(forged)
+		streamBefore := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY")
+		entry := "$KV." + bucket + ".forged"
+		if _, err := js.Publish(ctx, entry, data); err != nil {
+			t.Fatalf("writing its own bucket: %v", err)
+		}
+		// Two push consumers of the entry: one delivering to the
+		// service's own inbox, where it listens, and one onto the
+		// inventory service's subject.
+		own := nc.NewRespInbox()
+		sub, err := nc.SubscribeSync(own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		create := func(deliver string) jetstream.PushConsumer {
+			t.Helper()
+			c, err := js.CreatePushConsumer(ctx, "KV_"+bucket, jetstream.ConsumerConfig{
+				DeliverSubject: deliver, FilterSubject: entry, AckPolicy: jetstream.AckNonePolicy})
+			if err != nil {
+				t.Fatalf("creating a push consumer of its bucket: %v", err)
+			}
+			return c
+		}
+		// The one onto the inventory subject first: by the time the other
+		// delivered, it has had as long.
+		evil := create("ecommerce.inventory.adjusted.v1." + forged.GetPartitionKey())
+		create(own)
+		if msg, err := sub.NextMsg(10 * time.Second); err != nil || !bytes.Equal(msg.Data, data) {
+			t.Fatalf("the delivery to its own inbox: %v", err)
+		}
+		info, err := evil.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Delivered.Consumer; got != 0 {
+			t.Errorf("the consumer onto the inventory subject delivered %d messages", got)
+		}
+		if after := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY"); after != streamBefore {
+			t.Errorf("ECOMMERCE_INVENTORY went from %d to %d messages", streamBefore, after)
 		}
 	})
 
