@@ -227,7 +227,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		store := deadletter.NewStore(s.JS)
 		gw.DeadLetters = deadletter.NewHandler(store, cfg.Log)
 		var reg metric.Registration
-		s.deadLetters, reg, err = deadletter.NewMetrics(store, s.Telemetry, cfg.Lag.Interval)
+		s.deadLetters, reg, err = deadletter.NewMetrics(store, s.Telemetry, cfg.Lag.Interval, cfg.Log)
 		if err != nil {
 			return nil, err
 		}
