@@ -180,6 +180,13 @@ func (m *Monitor) Sample(ctx context.Context) {
 	for _, r := range reads {
 		g := r.group
 		c := Consumer{Group: g.Name, Stream: g.Stream, Strategy: g.Strategy, Members: len(g.Members)}
+		if r.err != nil && len(g.Partitions) == 0 {
+			// A group never read: judged as a whole, so that its first
+			// failed read is ERR, not OK for want of partitions.
+			k := key{g.Name, ""}
+			seen[k] = true
+			c.Status = Evaluate(m.push(k, Sample{At: now, Err: r.err}), m.opts.Window)
+		}
 		for i, ps := range g.Partitions {
 			s := Sample{At: now, Err: r.err}
 			if r.err == nil {

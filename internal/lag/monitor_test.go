@@ -182,6 +182,28 @@ func TestUnreadableIsERR(t *testing.T) {
 	}
 }
 
+// TestUnreadableAtStartIsERR: a group whose first read fails, before the
+// monitor knows its partitions, is ERR, and readiness says so.
+func TestUnreadableAtStartIsERR(t *testing.T) {
+	t.Parallel()
+	s, js := testenv.NATSWith(t, messaging.StreamOptions{Partitions: 1})
+	m, err := lag.NewMonitor(js, nil, lag.Options{Interval: 100 * time.Millisecond, Window: 3, Groups: []string{"never-read"}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	m.Sample(ctx)
+	if cs, _ := m.Consumers(); len(cs) != 1 || cs[0].Group != "never-read" || cs[0].Status != lag.ERR {
+		t.Fatalf("after a failed first read: %+v, want never-read ERR", cs)
+	}
+	if err := m.Check("never-read")(context.Background()); err == nil {
+		t.Error("readiness with the group unread: ready")
+	}
+}
+
 // publish publishes one telemetry.raw event of device, its seq-th.
 func publish(t *testing.T, js jetstream.JetStream, device string, seq uint64) {
 	t.Helper()
