@@ -12,11 +12,9 @@ import (
 	"github.com/shopbus/shopbus/internal/deadletter"
 )
 
-// TestCensus: the census behind the DLQ gauge reads a DLQ too large for one
-// round over several, keeping its place, and then reads each letter once:
-// appended letters alone, and again only the windows that lost letters (a
-// redrive or a discard inside, retention at the front). Its counts match
-// the DLQ after each change.
+// TestCensus: the census behind the DLQ gauge counts the dead letters by
+// original stream and reason, and follows redrives, discards and
+// retention.
 func TestCensus(t *testing.T) {
 	t.Parallel()
 	js := setup(t)
@@ -25,6 +23,7 @@ func TestCensus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	store := deadletter.NewStore(js)
 	letters := map[uint64]deadletter.CensusKey{} // by sequence
 	file := func(n int) {
 		t.Helper()
@@ -47,69 +46,37 @@ func TestCensus(t *testing.T) {
 			letters[ack.Sequence] = key
 		}
 	}
-	want := func() map[deadletter.CensusKey]int {
-		out := map[deadletter.CensusKey]int{}
-		for _, key := range letters {
-			out[key]++
-		}
-		return out
-	}
-	c := deadletter.NewCensus(js, 16, 40)
-	// rounds runs rounds until one is done, and checks its counts and the
-	// letters it read.
-	rounds := func(what string, wantRounds int, maxReads uint64) {
+	check := func(what string) {
 		t.Helper()
-		before := c.Reads()
-		for i := 1; ; i++ {
-			got, done, err := c.Round(ctx)
-			if err != nil {
-				t.Fatalf("%s: round %d: %v", what, i, err)
-			}
-			if !done {
-				if i >= wantRounds {
-					t.Fatalf("%s: not done after %d rounds", what, i)
-				}
-				continue
-			}
-			if i != wantRounds {
-				t.Errorf("%s: done after %d rounds, want %d", what, i, wantRounds)
-			}
-			if w := want(); !maps.Equal(got, w) {
-				t.Errorf("%s: counts %v, want %v", what, got, w)
-			}
-			if read := c.Reads() - before; read > maxReads {
-				t.Errorf("%s: read %d letters, want at most %d", what, read, maxReads)
-			}
-			return
+		want := map[deadletter.CensusKey]int{}
+		for _, key := range letters {
+			want[key]++
+		}
+		got, err := store.Census(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: counts %v, want %v", what, got, want)
 		}
 	}
-	rounds("an empty DLQ", 1, 0)
-	file(100)
-	rounds("100 letters, 40 a round", 3, 100)
-	file(10)
-	rounds("10 more", 1, 10)
-	rounds("nothing new", 1, 0)
-	for _, seq := range []uint64{20, 50, 51} { // windows 1 and 3
+	check("an empty DLQ")
+	file(2500) // more than one fetch
+	check("2500 letters")
+	for _, seq := range []uint64{20, 1500, 1501} {
 		if err := stream.DeleteMsg(ctx, seq); err != nil {
 			t.Fatal(err)
 		}
 		delete(letters, seq)
 	}
-	rounds("three redriven from two windows", 1, 2*16)
-	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(37)); err != nil {
+	check("three redriven")
+	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(1200)); err != nil {
 		t.Fatal(err)
 	}
 	for seq := range letters {
-		if seq < 37 {
+		if seq < 1200 {
 			delete(letters, seq)
 		}
 	}
-	rounds("the front gone into window 2", 1, 16)
-	if err := stream.Purge(ctx); err != nil {
-		t.Fatal(err)
-	}
-	clear(letters)
-	rounds("all gone", 1, 0)
-	file(5)
-	rounds("5 after a purge", 1, 5)
+	check("the oldest gone")
 }
