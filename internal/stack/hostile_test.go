@@ -226,7 +226,7 @@ func TestHostileClients(t *testing.T) {
 		// Two push consumers of the entry: one delivering to the
 		// service's own inbox, where it listens, and one onto the
 		// inventory service's subject.
-		own := nc.NewRespInbox()
+		own := nc.NewInbox() // not under the request mux, which took a delivery there for an API reply (CI)
 		sub, err := nc.SubscribeSync(own)
 		if err != nil {
 			t.Fatal(err)
