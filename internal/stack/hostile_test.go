@@ -21,6 +21,7 @@ import (
 	inventoryeventsv1 "github.com/shopbus/shopbus/gen/go/ecommerce/inventory/v1"
 	ordereventsv2 "github.com/shopbus/shopbus/gen/go/ecommerce/order/v2"
 	deadletterv1 "github.com/shopbus/shopbus/gen/go/shopbus/deadletter/v1"
+	eventv1 "github.com/shopbus/shopbus/gen/go/shopbus/event/v1"
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
@@ -87,14 +88,7 @@ func TestHostileClients(t *testing.T) {
 	t.Run("NATS: a service cannot publish another's events", func(t *testing.T) {
 		js := jetstreamAs(t, s, keys, natsauth.Order)
 		streamBefore := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY")
-		forged, err := event.New(ctx, &inventoryeventsv1.InventoryAdjusted{
-			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", AdjustedAt: timestamppb.Now(),
-			Reservations: []*inventoryeventsv1.Reservation{{Sku: "NOPE-404", Quantity: 1}},
-		}, event.WithSource("shopbus/inventory")) // the right name: only the identity gives it away
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := event.Encode(forged)
+		forged, data := forgedAdjustment(t, "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b", "NOPE-404")
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		_, err = js.PublishMsg(pctx, &nats.Msg{Subject: "ecommerce.inventory.adjusted.v1." + forged.GetPartitionKey(), Data: data, Header: event.Headers(forged)})
@@ -210,14 +204,7 @@ func TestHostileClients(t *testing.T) {
 		js := jetstreamAs(t, s, keys, natsauth.Order)
 		nc := js.Conn()
 		bucket := messaging.GroupBucket(order.InventoryOutcomeConsumer().Durable)
-		forged, err := event.New(ctx, &inventoryeventsv1.InventoryAdjusted{
-			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2d", AdjustedAt: timestamppb.Now(),
-			Reservations: []*inventoryeventsv1.Reservation{{Sku: "NOPE-404", Quantity: 1}},
-		}, event.WithSource("shopbus/inventory"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := event.Encode(forged)
+		forged, data := forgedAdjustment(t, "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2d", "NOPE-404")
 		streamBefore := streamMsgs(t, s.JS, "ECOMMERCE_INVENTORY")
 		entry := "$KV." + bucket + ".forged"
 		if _, err := js.Publish(ctx, entry, data); err != nil {
@@ -261,14 +248,7 @@ func TestHostileClients(t *testing.T) {
 
 	t.Run("NATS: a service launders a forged event through the dead-letter queue", func(t *testing.T) {
 		js := jetstreamAs(t, s, keys, natsauth.Order)
-		forged, err := event.New(ctx, &inventoryeventsv1.InventoryAdjusted{
-			OrderId: "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2d", AdjustedAt: timestamppb.Now(),
-			Reservations: []*inventoryeventsv1.Reservation{{Sku: "HOSTILE-1", Quantity: 1}},
-		}, event.WithSource("shopbus/inventory"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := event.Encode(forged)
+		forged, data := forgedAdjustment(t, "0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2d", "HOSTILE-1")
 		letter := func(subject string) *nats.Msg {
 			h := event.Headers(forged)
 			h.Set(deadletter.HeaderOriginalStream, "ECOMMERCE_INVENTORY")
@@ -537,6 +517,25 @@ func (h header) WrapStreamingClient(next connect.StreamingClientFunc) connect.St
 
 func (h header) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// forgedAdjustment is an inventory.adjusted of orderID reserving one unit
+// of sku, in the inventory service's name (the right one: only a NATS
+// identity can give a forgery away), and its encoding.
+func forgedAdjustment(t *testing.T, orderID, sku string) (*eventv1.Envelope, []byte) {
+	t.Helper()
+	forged, err := event.New(context.Background(), &inventoryeventsv1.InventoryAdjusted{
+		OrderId: orderID, AdjustedAt: timestamppb.Now(),
+		Reservations: []*inventoryeventsv1.Reservation{{Sku: sku, Quantity: 1}},
+	}, event.WithSource("shopbus/inventory"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := event.Encode(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return forged, data
 }
 
 // streamMsgs is how many messages stream name holds.
