@@ -76,20 +76,24 @@ func (s *Store) Census(ctx context.Context) (map[CensusKey]int, error) {
 			return nil, fmt.Errorf("jetstream: census of %s: %w", Stream, err)
 		}
 		read += n
-		if last {
-			return out, nil
+		if !last && n > 0 {
+			continue
 		}
-		if n == 0 {
-			// No letter within the wait: the end, unless the server says
-			// more are pending (it was slow to send them).
-			info, err := c.Info(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("jetstream: census of %s: %w", Stream, err)
-			}
-			if info.NumPending == 0 {
-				return out, nil
-			}
+		// The end, or no letter within the wait. The server says whether
+		// more are pending (it was slow to send them), and whether it sent
+		// letters this census never read: the rest of a fetch cut short,
+		// which a consumer without acks does not send again.
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: census of %s: %w", Stream, err)
 		}
+		if info.NumPending > 0 {
+			continue
+		}
+		if sent := info.Delivered.Consumer; sent != uint64(read) {
+			return nil, fmt.Errorf("census of %s: %d letters sent, %d read", Stream, sent, read)
+		}
+		return out, nil
 	}
 	return nil, fmt.Errorf("census of %s: %w", Stream, errCensusCap)
 }
