@@ -48,7 +48,13 @@ func DecodeTimeCursor(tok string) (time.Time, string, error) {
 	}
 	ts, id, ok := strings.Cut(string(b), "|")
 	at, err := time.Parse(time.RFC3339Nano, ts)
-	if !ok || err != nil || uuid.Validate(id) != nil {
+	if !ok || err != nil {
+		return time.Time{}, "", ErrBadCursor
+	}
+	// Only the form EncodeTimeCursor writes: uuid.Parse also takes
+	// "urn:uuid:…" and "{…}", which PostgreSQL's uuid type refuses.
+	u, err := uuid.Parse(id)
+	if err != nil || u.String() != id {
 		return time.Time{}, "", ErrBadCursor
 	}
 	return at, id, nil

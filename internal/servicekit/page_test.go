@@ -3,6 +3,7 @@ package servicekit_test
 import (
 	"encoding/base64"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,13 @@ func TestTimeCursor(t *testing.T) {
 		t.Errorf("round trip: %v %q %v, want %v %q", gotAt, gotID, err, at, id)
 	}
 	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
-	for _, tok := range []string{"%%%", b64("no separator"), b64("yesterday|" + id), b64(at.Format(time.RFC3339Nano) + "|not-a-uuid")} {
+	bad := []string{"%%%", b64("no separator"), b64("yesterday|" + id), b64(at.Format(time.RFC3339Nano) + "|not-a-uuid")}
+	// Forms of a UUID that uuid.Parse takes and PostgreSQL's uuid type
+	// does not.
+	for _, form := range []string{"urn:uuid:" + id, "{" + id + "}", strings.ReplaceAll(id, "-", "")} {
+		bad = append(bad, b64(at.Format(time.RFC3339Nano)+"|"+form))
+	}
+	for _, tok := range bad {
 		if _, _, err := servicekit.DecodeTimeCursor(tok); !errors.Is(err, servicekit.ErrBadCursor) {
 			t.Errorf("%q: %v, want ErrBadCursor", tok, err)
 		}

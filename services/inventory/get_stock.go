@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,6 +30,9 @@ func (s *Service) GetStock(ctx context.Context, sku string) (*inventoryv1.Stock,
 	return st, nil
 }
 
+// skuPattern is the contracts' rule for a SKU (inventory_service.proto).
+var skuPattern = regexp.MustCompile(`^[A-Z0-9][A-Z0-9-]{2,31}$`)
+
 // ListStock returns a page of stock by SKU (only skus, when given) and the
 // token of the next page ("" on the last).
 func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockRequest) ([]*inventoryv1.Stock, string, error) {
@@ -38,8 +42,10 @@ func (s *Service) ListStock(ctx context.Context, req *inventoryv1.ListStockReque
 	}
 	after := ""
 	if tok := req.GetPageToken(); tok != "" {
+		// The token is the last SKU of a page: anything else (a NUL byte,
+		// invalid UTF-8) is not one this service issued.
 		b, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || len(b) == 0 {
+		if err != nil || !skuPattern.Match(b) {
 			return nil, "", ErrBadPageToken
 		}
 		after = string(b)

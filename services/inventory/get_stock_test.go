@@ -2,10 +2,13 @@ package inventory_test
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"slices"
 	"testing"
 
 	inventoryv1 "github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1"
+	"github.com/shopbus/shopbus/services/inventory"
 )
 
 // TestListStock: without SKUs every SKU is listed, page by page; with SKUs
@@ -43,5 +46,13 @@ func TestListStock(t *testing.T) {
 	page, _, err := f.svc.ListStock(ctx, &inventoryv1.ListStockRequest{Skus: []string{"MUG-001", "NOPE-1"}})
 	if err != nil || !slices.Equal(skus(page), []string{"MUG-001"}) {
 		t.Errorf("MUG-001 and an unknown SKU: %v, %v; want MUG-001", skus(page), err)
+	}
+	// Page tokens it did not issue, PostgreSQL's text refusing the first
+	// two (a NUL byte, invalid UTF-8).
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, tok := range []string{b64("\x00"), b64("\xff"), b64("mug 1"), "%%%"} {
+		if _, _, err := f.svc.ListStock(ctx, &inventoryv1.ListStockRequest{PageToken: tok}); !errors.Is(err, inventory.ErrBadPageToken) {
+			t.Errorf("page token %q: %v, want ErrBadPageToken", tok, err)
+		}
 	}
 }

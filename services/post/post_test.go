@@ -2,6 +2,7 @@ package post_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
@@ -177,7 +178,10 @@ func TestFeedPages(t *testing.T) {
 			t.Errorf("pages of %d: %q, want %q", size, got, want)
 		}
 	}
-	for _, tok := range []string{"garbage!", "bm90IGEgdG9rZW4"} {
+	// The last is a time and a UUID in the "urn:uuid:" form, which
+	// PostgreSQL's uuid type refuses.
+	urn := base64.RawURLEncoding.EncodeToString([]byte("2020-01-01T00:00:00Z|urn:uuid:" + uuid.NewString()))
+	for _, tok := range []string{"garbage!", "bm90IGEgdG9rZW4", urn} {
 		_, err := f.h.GetFeed(reader, connect.NewRequest(&postv1.GetFeedRequest{PageToken: tok}))
 		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "invalid page token") {
 			t.Errorf("page token %q: %v, want invalid_argument", tok, err)
@@ -288,6 +292,23 @@ func TestProductReview(t *testing.T) {
 	}
 	if n := f.count(t, `SELECT count(*) FROM posts`); n != 1 {
 		t.Errorf("%d posts, want 1", n)
+	}
+}
+
+// TestPublishPostRefusesNUL: a body with a NUL character, which the
+// request's rules let through and the event's contract and PostgreSQL's
+// text refuse, is InvalidArgument naming it, and nothing is written.
+func TestPublishPostRefusesNUL(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	author, _ := user()
+	_, err := f.h.PublishPost(author, connect.NewRequest(&postv1.PublishPostRequest{IdempotencyKey: "nul-0001",
+		Body: "hello\x00world", Visibility: postv1.Visibility_VISIBILITY_PUBLIC}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "NUL") {
+		t.Errorf("a NUL in a post's body: %v, want invalid_argument naming the NUL", err)
+	}
+	if n := f.count(t, `SELECT (SELECT count(*) FROM posts) + (SELECT count(*) FROM outbox)`); n != 0 {
+		t.Errorf("%d rows written for a refused post", n)
 	}
 }
 

@@ -49,6 +49,13 @@ func (s *Service) PublishPost(ctx context.Context, author string, req *postv1.Pu
 		ProductSku: req.GetProductSku(), Visibility: req.GetVisibility(),
 		PublishedAt: timestamppb.New(time.Now().UTC().Truncate(time.Microsecond)), // PostgreSQL's precision
 	}
+	// The event first: a body its contract refuses (a NUL character,
+	// which PostgreSQL's text cannot store either) is the caller's error,
+	// before anything is written.
+	env, err := s.NewEvent(ctx, postPublished(p))
+	if err != nil {
+		return nil, false, fmt.Errorf("publish post: post.published: %w", err)
+	}
 	err = messaging.InTx(ctx, s.Pool, func(tx pgx.Tx) error {
 		if sku := req.GetProductSku(); sku != "" {
 			var known bool
@@ -70,10 +77,6 @@ func (s *Service) PublishPost(ctx context.Context, author string, req *postv1.Pu
 			replayed = true
 			p, err = s.replay(ctx, tx, author, req.GetIdempotencyKey(), hash)
 			return err
-		}
-		env, err := s.NewEvent(ctx, postPublished(p))
-		if err != nil {
-			return fmt.Errorf("post.published: %w", err)
 		}
 		return messaging.Enqueue(ctx, tx, env)
 	})
