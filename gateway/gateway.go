@@ -14,12 +14,8 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"time"
 
@@ -36,7 +32,6 @@ import (
 	"github.com/shopbus/shopbus/gen/go/shopbus/group/v1/groupv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/inventory/v1/inventoryv1connect"
 	"github.com/shopbus/shopbus/gen/go/shopbus/lag/v1/lagv1connect"
-	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 	"github.com/shopbus/shopbus/gen/go/shopbus/order/v1/orderv1connect"
 	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/health"
@@ -211,40 +206,6 @@ func NewServer(addr string, h http.Handler) *http.Server {
 	}
 }
 
-// Remote returns handlers that forward to services at their base URLs
-// through the generated Connect clients (distributed mode). The generated
-// client and handler interfaces have the same methods, so a client is a
-// handler. Calls carry the caller's bearer token (which the service
-// verifies again), the trace (traceparent) and a client span on t.
-func Remote(client connect.HTTPClient, ordersURL, inventoryURL string, t *telemetry.Telemetry) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
-	opts := []connect.ClientOption{connect.WithInterceptors(auth.ForwardToken(), otelInterceptor(t))}
-	return remoteOrders{orderv1connect.NewOrderServiceClient(client, ordersURL, opts...)},
-		inventoryv1connect.NewInventoryServiceClient(client, inventoryURL, opts...)
-}
-
-// remoteOrders is the OrderService client as a handler: the unary methods
-// are the same, and WatchOrder relays the service's stream to the caller.
-type remoteOrders struct {
-	orderv1connect.OrderServiceClient
-}
-
-// WatchOrder implements orderv1connect.OrderServiceHandler.
-func (r remoteOrders) WatchOrder(ctx context.Context, req *connect.Request[orderv1.WatchOrderRequest], stream *connect.ServerStream[orderv1.WatchOrderResponse]) error {
-	// A new request: the caller's headers (cookies …) are not the
-	// service's business; auth.ForwardToken adds its bearer token.
-	in, err := r.OrderServiceClient.WatchOrder(ctx, connect.NewRequest(req.Msg))
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	for in.Receive() {
-		if err := stream.Send(in.Msg()); err != nil {
-			return err
-		}
-	}
-	return in.Err()
-}
-
 // otelInterceptor records a span and the RPC metrics of each call on t,
 // propagating W3C trace context; a server span continues the caller's
 // trace, so a client's traceparent is the trace of the order it places.
@@ -319,45 +280,4 @@ func clientStreams(path string) bool {
 	}
 	m, ok := d.(protoreflect.MethodDescriptor)
 	return ok && m.IsStreamingClient()
-}
-
-// Proxy returns the gateway's route to a service that runs elsewhere and
-// that the gateway does not mount itself (distributed mode): every call to
-// service name ("shopbus.message.v1.MessageService") is relayed as it came,
-// whatever its protocol (Connect, gRPC, gRPC-Web) or streaming, to the same
-// path under base ("http://message:8084"), over HTTP/2 (cleartext for an
-// http URL), flushing as it goes and with its trailers. The service
-// authenticates the caller's bearer token itself; a service that cannot be
-// reached is 502 Bad Gateway, which clients read as Unavailable.
-func Proxy(name, base string, tlsConfig *tls.Config, log *slog.Logger) (Service, error) {
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Service{}, fmt.Errorf("gateway: %s at %q: want an http:// or https:// URL", name, base)
-	}
-	p := new(http.Protocols)
-	p.SetHTTP2(true)
-	p.SetUnencryptedHTTP2(true)
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(u)
-			r.Out.Host = u.Host
-		},
-		Transport:     &http.Transport{Protocols: p, TLSClientConfig: tlsConfig, MaxIdleConnsPerHost: 64},
-		FlushInterval: -1,
-		// The gateway answers for CORS (Config.AllowedOrigins): a
-		// service's own headers would repeat them.
-		ModifyResponse: func(r *http.Response) error {
-			for k := range r.Header {
-				if strings.HasPrefix(k, "Access-Control-") {
-					r.Header.Del(k)
-				}
-			}
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			log.Warn("gateway: "+name+" unreachable", "url", base, "err", err)
-			w.WriteHeader(http.StatusBadGateway)
-		},
-	}
-	return Service{Name: name, Path: "/" + name + "/", Handler: rp}, nil
 }

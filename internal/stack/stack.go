@@ -248,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
-		remoteOrders, remoteInventory := gateway.Remote(client, cfg.OrderURL, cfg.InventoryURL, s.Telemetry)
+		remoteOrders, remoteInventory := gateway.Remote(client, cfg.OrderURL, cfg.InventoryURL, s.Telemetry, cfg.Log)
 		if gw.Orders == nil {
 			gw.Orders = remoteOrders
 		}
