@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fraudv1 "github.com/shopbus/shopbus/gen/go/ml/fraud/v1"
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
+	"github.com/shopbus/shopbus/internal/auth"
 	"github.com/shopbus/shopbus/internal/messaging"
 	"github.com/shopbus/shopbus/internal/servicekit"
 	"github.com/shopbus/shopbus/internal/testenv"
@@ -114,6 +117,48 @@ func (r *sagaRig) placeFor(customer, sku string, qty uint32) string {
 		r.t.Fatal(err)
 	}
 	return o.GetOrderId()
+}
+
+// seenBy checks what the customer whose orders they are and an admin read
+// through the Connect handler (GetOrder, ListOrders) of declined (the fraud
+// score declined it), blocked (a reviewer rejected it, noting why) and
+// confirmed: the admin everything, the customer no fraud score and, for the
+// first two, order.Declined as the reason.
+func (r *sagaRig) seenBy(declined, blocked, confirmed string) {
+	r.t.Helper()
+	h, err := order.NewHandler(r.ord, order.Limits{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	asCustomer := auth.WithPrincipal(r.ctx, auth.Principal{Subject: customer})
+	asAdmin := auth.WithPrincipal(r.ctx, auth.Principal{Subject: "test-admin", Admin: true})
+	read := func(ctx context.Context, id string) *orderv1.Order {
+		res, err := h.GetOrder(ctx, connect.NewRequest(&orderv1.GetOrderRequest{OrderId: id}))
+		if err != nil {
+			r.t.Fatalf("GetOrder %s: %v", id, err)
+		}
+		return res.Msg.GetOrder()
+	}
+	for id, admin := range map[string]string{declined: "fraud: declined (score 0.99: HIGH_TOTAL)", blocked: "rejected by review: card reported stolen"} {
+		if o := read(asAdmin, id); o.GetRejectReason() != admin || o.GetFraud() == nil {
+			r.t.Errorf("an admin reads %s: reason %q, score %v; want %q and the score", id, o.GetRejectReason(), o.GetFraud(), admin)
+		}
+		if o := read(asCustomer, id); o.GetRejectReason() != order.Declined || o.GetFraud() != nil || o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_REJECTED {
+			r.t.Errorf("its customer reads %s: %v, reason %q, score %v; want REJECTED, %q and no score", id, o.GetStatus(), o.GetRejectReason(), o.GetFraud(), order.Declined)
+		}
+	}
+	if o := read(asCustomer, confirmed); o.GetFraud() != nil || o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		r.t.Errorf("its customer reads %s: %v, score %v; want CONFIRMED and no score", confirmed, o.GetStatus(), o.GetFraud())
+	}
+	res, err := h.ListOrders(asCustomer, connect.NewRequest(&orderv1.ListOrdersRequest{}))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, o := range res.Msg.GetOrders() {
+		if o.GetFraud() != nil || strings.Contains(o.GetRejectReason(), "card reported stolen") || strings.Contains(o.GetRejectReason(), "score") {
+			r.t.Errorf("ListOrders shows its customer %s: reason %q, score %v", o.GetOrderId(), o.GetRejectReason(), o.GetFraud())
+		}
+	}
 }
 
 // score publishes order.scored for id as the fraud service would.
@@ -229,6 +274,7 @@ func TestSaga(t *testing.T) {
 	if _, err := r.ord.ReviewOrder(r.ctx, e, false, ""); err != nil {
 		t.Errorf("the same review again: %v, want the order unchanged", err)
 	}
+	r.seenBy(b, e, d)
 	if _, err := r.ord.ReviewOrder(r.ctx, e, true, ""); !errors.Is(err, order.ErrNotInReview) {
 		t.Errorf("approving a rejected order: %v, want ErrNotInReview", err)
 	}

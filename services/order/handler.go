@@ -65,7 +65,7 @@ func (h *Handler) CreateOrder(ctx context.Context, req *connect.Request[orderv1.
 	if err != nil {
 		return nil, h.toConnect("CreateOrder", err)
 	}
-	return connect.NewResponse(&orderv1.CreateOrderResponse{Order: o, Replayed: replayed}), nil
+	return connect.NewResponse(&orderv1.CreateOrderResponse{Order: seenBy(p, o), Replayed: replayed}), nil
 }
 
 // GetOrder implements orderv1connect.OrderServiceHandler.
@@ -81,7 +81,7 @@ func (h *Handler) GetOrder(ctx context.Context, req *connect.Request[orderv1.Get
 	if err != nil {
 		return nil, h.toConnect("GetOrder", err)
 	}
-	return connect.NewResponse(&orderv1.GetOrderResponse{Order: o}), nil
+	return connect.NewResponse(&orderv1.GetOrderResponse{Order: seenBy(p, o)}), nil
 }
 
 // ListOrders implements orderv1connect.OrderServiceHandler.
@@ -99,6 +99,9 @@ func (h *Handler) ListOrders(ctx context.Context, req *connect.Request[orderv1.L
 	if err != nil {
 		return nil, h.toConnect("ListOrders", err)
 	}
+	for i, o := range orders {
+		orders[i] = seenBy(p, o)
+	}
 	return connect.NewResponse(&orderv1.ListOrdersResponse{Orders: orders, NextPageToken: next}), nil
 }
 
@@ -113,7 +116,7 @@ func (h *Handler) WatchOrder(ctx context.Context, req *connect.Request[orderv1.W
 		if !p.ActsFor(o.GetCustomerId()) {
 			return notFound(o.GetOrderId())
 		}
-		sendErr = stream.Send(&orderv1.WatchOrderResponse{Order: o})
+		sendErr = stream.Send(&orderv1.WatchOrderResponse{Order: seenBy(p, o)})
 		return sendErr
 	})
 	if sendErr != nil {
@@ -169,4 +172,13 @@ func (h *Handler) toConnect(method string, err error) error {
 		{Err: ErrStopping, Code: connect.CodeUnavailable},
 		{Err: ErrNotInReview, Code: connect.CodeFailedPrecondition},
 	}}.Connect(method, err)
+}
+
+// seenBy is o as p may see it: whole for the admin role, customerView for
+// anyone else.
+func seenBy(p auth.Principal, o *orderv1.Order) *orderv1.Order {
+	if p.Admin {
+		return o
+	}
+	return customerView(o)
 }

@@ -156,7 +156,7 @@ func (o *sagaOrder) scored(decision string, score float64, reasons []string, mod
 		return
 	}
 	o.fraud, o.score, o.reasons, o.model, o.modelVersion, o.scoredAt = decision, &score, reasons, model, version, &at
-	o.settle(fmt.Sprintf("fraud: declined (score %.2f: %s)", score, strings.Join(reasons, ", ")),
+	o.settle(fmt.Sprintf(reasonFraud+"declined (score %.2f: %s)", score, strings.Join(reasons, ", ")),
 		ordereventsv1.RejectionReason_REJECTION_REASON_FRAUD_DECLINED, "")
 }
 
@@ -166,7 +166,7 @@ func (o *sagaOrder) reviewed(approve bool, note string) {
 	if approve {
 		o.review = reviewApproved
 	}
-	reason := "rejected by review"
+	reason := reasonReview
 	if note != "" {
 		reason += ": " + note
 	}
@@ -188,7 +188,7 @@ func (o *sagaOrder) deadlinePassed(action FraudDeadlineAction, deadline time.Dur
 	default:
 		o.fraud = fraudDeadline
 	}
-	o.settle(fmt.Sprintf("fraud: no score within %v", deadline), ordereventsv1.RejectionReason_REJECTION_REASON_FRAUD_DEADLINE, "")
+	o.settle(fmt.Sprintf(reasonFraud+"no score within %v", deadline), ordereventsv1.RejectionReason_REJECTION_REASON_FRAUD_DEADLINE, "")
 }
 
 // sagaColumns are the columns loadSaga reads.

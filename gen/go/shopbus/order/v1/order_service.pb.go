@@ -161,7 +161,10 @@ type Order struct {
 	TotalMinor int64 `protobuf:"varint,5,opt,name=total_minor,json=totalMinor,proto3" json:"total_minor,omitempty"`
 	// status is where the order is.
 	Status OrderStatus `protobuf:"varint,6,opt,name=status,proto3,enum=shopbus.order.v1.OrderStatus" json:"status,omitempty"`
-	// reject_reason says why a REJECTED order was rejected.
+	// reject_reason says why a REJECTED order was rejected. A caller without
+	// the admin role reads "declined: the order could not be accepted (contact
+	// support)" for an order the fraud check or a reviewer rejected; a
+	// rejection for stock names the SKUs short.
 	RejectReason string `protobuf:"bytes,7,opt,name=reject_reason,json=rejectReason,proto3" json:"reject_reason,omitempty"`
 	// created_at is when the order was accepted.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
@@ -170,7 +173,8 @@ type Order struct {
 	// coupon_code is the promotion code applied, if any.
 	CouponCode string `protobuf:"bytes,10,opt,name=coupon_code,json=couponCode,proto3" json:"coupon_code,omitempty"`
 	// fraud is the order's fraud score, once the fraud service has scored it;
-	// absent before.
+	// absent before, and always absent for a caller without the admin role
+	// (a suspicion about the customer is not shown to the customer).
 	Fraud         *FraudScore `protobuf:"bytes,11,opt,name=fraud,proto3" json:"fraud,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -64,7 +64,10 @@ export type Order = Message<"shopbus.order.v1.Order"> & {
   status: OrderStatus;
 
   /**
-   * reject_reason says why a REJECTED order was rejected.
+   * reject_reason says why a REJECTED order was rejected. A caller without
+   * the admin role reads "declined: the order could not be accepted (contact
+   * support)" for an order the fraud check or a reviewer rejected; a
+   * rejection for stock names the SKUs short.
    *
    * @generated from field: string reject_reason = 7;
    */
@@ -93,7 +96,8 @@ export type Order = Message<"shopbus.order.v1.Order"> & {
 
   /**
    * fraud is the order's fraud score, once the fraud service has scored it;
-   * absent before.
+   * absent before, and always absent for a caller without the admin role
+   * (a suspicion about the customer is not shown to the customer).
    *
    * @generated from field: shopbus.order.v1.FraudScore fraud = 11;
    */
