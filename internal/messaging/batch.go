@@ -273,11 +273,15 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 	outage := 0    // consecutive failures because a dependency is unreachable
 	conflicts := 0 // failures because a concurrent transaction won
 	for len(batch) > 0 {
-		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.handleTimeout)
 		hctx, span := s.batchSpan(hctx, batch)
 		err := s.call(hctx, func(ctx context.Context) error { return h(ctx, batch) })
 		timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded)
 		cancel()
+		// Out of time while the database answers: the work takes longer
+		// than HandleTimeout (or waits for a lock held that long), which
+		// no pause cures.
+		slow := timedOut && !IsPermanent(err) && s.databaseAnswers(ctx)
 		var ee *EventError
 		if s.tracing {
 			outcome := OutcomeAcked
@@ -321,7 +325,14 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 				}
 			}
 			continue
-		case !IsPermanent(err) && postgres.IsUnavailable(err):
+		case slow && len(batch) > 1:
+			// Each event then has HandleTimeout to itself, and one that
+			// still runs out of it is retried alone (below), then
+			// dead-lettered, instead of holding its partition for good.
+			s.log.Warn("consumer: the batch ran out of its time while PostgreSQL answers; handling it one event at a time", "events", len(batch),
+				"first_seq", batch[0].Metadata.Sequence.Stream, "timeout", s.handleTimeout, "err", scrubbed(err, msgs...))
+			return s.oneByOne(ctx, batch, msgOf, h)
+		case !IsPermanent(err) && postgres.IsUnavailable(err) && !slow:
 			// PostgreSQL is unreachable: pause instead of burning the
 			// batch's deliveries. It waits in hand (its ack deadline kept
 			// alive), this consumer fetches nothing more meanwhile, and the
@@ -370,7 +381,11 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 				s.remember(d.Metadata.Sequence.Stream, time.Now())
 				s.metrics.record(ctx, d.Metadata.Consumer, OutcomeRetried, time.Since(start))
 			}
-			s.log.Warn("consumer: transient failure of a batch; retrying it", "events", len(batch),
+			msg := "consumer: transient failure of a batch; retrying it"
+			if slow {
+				msg = "consumer: the event ran out of its time while PostgreSQL answers (its work, or a lock held elsewhere, takes longer); retrying it"
+			}
+			s.log.Warn(msg, "events", len(batch),
 				"first_seq", batch[0].Metadata.Sequence.Stream, "attempt", attempt, "err", scrubbed(err, msgs...), "retry_in", delay)
 			select {
 			case <-time.After(delay):
@@ -381,6 +396,20 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 		}
 	}
 	return nil
+}
+
+// pingTimeout bounds databaseAnswers.
+const pingTimeout = 5 * time.Second
+
+// databaseAnswers reports whether the handler's database answers now
+// (ConsumerConfig.Ping), false without a Ping.
+func (s *settler) databaseAnswers(ctx context.Context) bool {
+	if s.ping == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+	defer cancel()
+	return s.ping(ctx) == nil
 }
 
 // handBackDelay is the delay of a hand-back's Naks: next to nothing, so

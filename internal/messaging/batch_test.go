@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -356,6 +357,47 @@ func TestBatchPausesWhilePostgresIsDown(t *testing.T) {
 				t.Errorf("dead letters %v after %s, want none", r.deadLetters, c.name)
 			}
 		})
+	}
+}
+
+// TestBatchTooSlowForItsTime: a batch that runs out of its HandleTimeout
+// while PostgreSQL answers (its work is too slow for it, not the database
+// away) is handled one event at a time, and the events that fit in the
+// time take effect, once each and in order; an event that alone still runs
+// out of its time is retried MaxDeliver times and dead-lettered, instead
+// of pausing its partition for good as an outage would.
+func TestBatchTooSlowForItsTime(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.cfg.HandleTimeout = 500 * time.Millisecond
+	r.cfg.Ping = r.pool.Ping
+	r.publish(30)
+	huge := r.events[10].GetId() // the third of its key
+	var hugeCalls atomic.Int64
+	r.start(r.handler(nil, func(ctx context.Context, tx pgx.Tx, d *messaging.Delivery) error {
+		// 0.1 s each: a batch of 8 takes 0.8 s, beyond its 0.5 s.
+		secs := 0.1
+		if d.Envelope.GetId() == huge {
+			hugeCalls.Add(1)
+			secs = 30
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_sleep($1)`, secs); err != nil {
+			return fmt.Errorf("sleep: %w", err)
+		}
+		return effect(ctx, tx, d)
+	}))
+	r.awaitEffects(29)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// It may be filed twice (which the DLQ's Filer deduplicates): the
+	// events delivered while the batch before them is handled one at a
+	// time wait in the iterator, where nothing keeps them alive, and can
+	// outlive the rig's 1 s AckWait, so JetStream delivers them again.
+	if len(r.deadLetters) == 0 || slices.ContainsFunc(r.deadLetters, func(id string) bool { return id != huge }) {
+		t.Errorf("dead letters %v, want the one event too slow alone, %s", r.deadLetters, huge)
+	}
+	if got := hugeCalls.Load(); got < int64(r.cfg.Retry.MaxDeliver) {
+		t.Errorf("the event too slow alone was tried %d times, want at least MaxDeliver %d", got, r.cfg.Retry.MaxDeliver)
 	}
 }
 

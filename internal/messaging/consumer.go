@@ -120,6 +120,17 @@ type ConsumerConfig struct {
 	// it has one, before it handles a batch that is not full
 	// (DefaultBatchWait when 0).
 	BatchWait time.Duration
+	// HandleTimeout bounds one call of the handler, and so how long a
+	// graceful stop waits for the call in hand (20s when 0).
+	HandleTimeout time.Duration
+	// Ping, when set, tells whether the database of a ConsumeBatch
+	// handler answers (pgxpool.Pool.Ping). A batch that runs out of its
+	// time (HandleTimeout) while the database answers took too long, not an
+	// outage: it is handled one event at a time, and an event alone that
+	// still runs out of time is retried against the retry policy's
+	// MaxDeliver, then dead-lettered. Without Ping, or when it fails, a
+	// batch that runs out of its time pauses as in an outage.
+	Ping func(context.Context) error
 
 	batch bool // set by ConsumeBatch
 }
@@ -151,6 +162,9 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	if c.BatchWait == 0 {
 		c.BatchWait = DefaultBatchWait
 	}
+	if c.HandleTimeout == 0 {
+		c.HandleTimeout = handleTimeout
+	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = max(256, 2*c.BatchSize)
 		if c.Strategy == KeyBased {
@@ -180,8 +194,8 @@ func (c ConsumerConfig) validate() error {
 		return bad("no Subjects")
 	case c.Strategy != RoundRobin && c.Strategy != KeyBased:
 		return bad("Strategy %q is neither %q nor %q", c.Strategy, RoundRobin, KeyBased)
-	case c.Workers < 0, c.MaxAckPending < 0, c.AckWait < 0, c.BatchWait < 0:
-		return bad("negative Workers, MaxAckPending, AckWait or BatchWait")
+	case c.Workers < 0, c.MaxAckPending < 0, c.AckWait < 0, c.BatchWait < 0, c.HandleTimeout < 0:
+		return bad("negative Workers, MaxAckPending, AckWait, BatchWait or HandleTimeout")
 	case c.BatchSize < 1 || c.BatchSize > MaxBatchSize:
 		return bad("BatchSize %d is not between 1 and %d", c.BatchSize, MaxBatchSize)
 	case !c.batch && c.BatchSize > 1:
@@ -341,7 +355,7 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 	}
 	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log,
 		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{},
-		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait}
+		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait, handleTimeout: cfg.HandleTimeout, ping: cfg.Ping}
 	partitions := 0
 	if cfg.Strategy == KeyBased {
 		n, err := Partitions(ctx, js, cfg.Stream)
@@ -514,8 +528,8 @@ func consumeLoop(ctx context.Context, cons jetstream.Consumer, h Handler, s *set
 			return err
 		}
 		// A message in hand is finished even when ctx is cancelled, so a
-		// committed effect is acked; handleTimeout bounds it.
-		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handleTimeout)
+		// committed effect is acked; HandleTimeout bounds it.
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.handleTimeout)
 		s.handle(hctx, msg, h)
 		cancel()
 	}
@@ -594,8 +608,8 @@ func messages(cons jetstream.Consumer, max int) (jetstream.MessagesContext, erro
 	return cons.Messages(append(pullOptions(max, pinnedPullExpiry(cc.PinnedTTL)), jetstream.PullPriorityGroup(ownerGroup))...)
 }
 
-// handleTimeout bounds one handler call (and thus a graceful stop), and
-// deadLetterTimeout the storing of a dead letter.
+// handleTimeout is ConsumerConfig.HandleTimeout when it is 0, and
+// deadLetterTimeout bounds the storing of a dead letter.
 const (
 	handleTimeout     = 20 * time.Second
 	deadLetterTimeout = 10 * time.Second
@@ -616,15 +630,17 @@ const (
 
 // settler settles messages: ack, nak with delay, or term.
 type settler struct {
-	retry      RetryPolicy
-	deadLetter DeadLetterFunc
-	ackWait    time.Duration
-	log        *slog.Logger
-	tracer     trace.Tracer
-	tracing    bool // spans are recorded
-	metrics    *consumerMetrics
-	batchSize  int
-	batchWait  time.Duration
+	retry         RetryPolicy
+	deadLetter    DeadLetterFunc
+	ackWait       time.Duration
+	log           *slog.Logger
+	tracer        trace.Tracer
+	tracing       bool // spans are recorded
+	metrics       *consumerMetrics
+	batchSize     int
+	batchWait     time.Duration
+	handleTimeout time.Duration
+	ping          func(context.Context) error // ConsumerConfig.Ping
 
 	mu           sync.Mutex
 	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ

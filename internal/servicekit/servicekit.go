@@ -89,9 +89,13 @@ func (r *Runtime) Events() *pgxpool.Pool {
 }
 
 // Consumer returns cfg (a consumer the service declares) with the
-// runtime's settings: instance, retry policy, dead-lettering and telemetry.
+// runtime's settings: instance, retry policy, dead-lettering, telemetry,
+// and the event path's pool as the database a batch handler uses (Ping).
 func (r *Runtime) Consumer(cfg messaging.ConsumerConfig) messaging.ConsumerConfig {
 	cfg.Instance = r.Instance
+	if pool := r.Events(); pool != nil {
+		cfg.Ping = pool.Ping
+	}
 	cfg.Retry = r.Retry
 	cfg.DeadLetter = r.DeadLetter
 	cfg.Unpublishable = r.Unpublishable
