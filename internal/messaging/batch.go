@@ -130,10 +130,12 @@ func OnceBatchReading(ctx context.Context, pool *pgxpool.Pool, consumer string, 
 	}
 	// The claim goes in the round trip of the BEGIN.
 	first := txBatch()
-	var claimed []string
+	// Ids are compared as UUIDs, not as text: an envelope may spell its id
+	// in capitals, which PostgreSQL returns in lower case.
+	var claimed [][16]byte
 	first.Queue(`INSERT INTO processed_events (consumer, event_id)
-		SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, uuids).Query(func(rows pgx.Rows) error {
-		claimed, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id`, consumer, uuids).Query(func(rows pgx.Rows) error {
+		claimed, err = pgx.CollectRows(rows, pgx.RowTo[[16]byte])
 		if err != nil {
 			return fmt.Errorf("processed_events: %w", err)
 		}
@@ -143,13 +145,13 @@ func OnceBatchReading(ctx context.Context, pool *pgxpool.Pool, consumer string, 
 		read(first)
 	}
 	return inTx(ctx, pool, first, func(tx pgx.Tx) error {
-		unclaimed := make(map[string]bool, len(claimed))
+		unclaimed := make(map[[16]byte]bool, len(claimed))
 		for _, id := range claimed {
 			unclaimed[id] = true
 		}
 		fresh := make([]*Delivery, 0, len(claimed))
-		for _, d := range batch {
-			if id := d.Envelope.GetId(); unclaimed[id] {
+		for i, d := range batch {
+			if id := uuids[i].Bytes; unclaimed[id] {
 				delete(unclaimed, id) // a second copy in this batch is not fresh
 				fresh = append(fresh, d)
 			}

@@ -82,6 +82,13 @@ func newBatchRig(t *testing.T, strategy messaging.Strategy) *batchRig {
 // publish publishes n events over the rig's keys, numbering each key's.
 func (r *batchRig) publish(n int) {
 	r.t.Helper()
+	r.publishWith(n, nil)
+}
+
+// publishWith is publish with edit, when not nil, applied to each envelope
+// before it is encoded.
+func (r *batchRig) publishWith(n int, edit func(*eventv1.Envelope)) {
+	r.t.Helper()
 	for i := range n {
 		key := r.keys[i%len(r.keys)]
 		r.seqs[key]++
@@ -95,6 +102,9 @@ func (r *batchRig) publish(n int) {
 		}, event.WithSource("shopbus/order")) // its declared producer
 		if err != nil {
 			r.t.Fatal(err)
+		}
+		if edit != nil {
+			edit(env)
 		}
 		b, _ := event.Encode(env)
 		if _, err := r.js.PublishMsg(context.Background(), &nats.Msg{Subject: "ecommerce.order.created.v2." + key, Data: b, Header: event.Headers(env)},
@@ -236,6 +246,17 @@ func TestBatchOnceEach(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBatchUpperCaseEventIDs: an envelope id in capitals (a valid UUID,
+// which PostgreSQL returns in lower case) is claimed and takes effect once,
+// like any other.
+func TestBatchUpperCaseEventIDs(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, messaging.KeyBased)
+	r.publishWith(6, func(env *eventv1.Envelope) { env.Id = strings.ToUpper(env.GetId()) })
+	r.start(r.handler(nil, nil))
+	r.awaitEffects(6)
 }
 
 // TestBatchPoison: an event that can never succeed is dead-lettered alone;
