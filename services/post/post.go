@@ -5,14 +5,19 @@
 // PublishPost stores a post and writes its post.published event to the
 // outbox in one transaction; the service's own key-based consumer fans the
 // event out (fan_out_post.go): one feed row for the author and one for each
-// follower, written by one statement per event, exactly once per event.
+// follower, exactly once per event, the first fanOutChunk followers by one
+// statement per event and those of an author with more a chunk per
+// transaction beside the consumer (continue_fan_outs.go).
 // GetFeed reads the caller's feed, newest first, by cursor; FollowUser and
 // UnfollowUser keep who follows whom. The SKUs a post may review come from
 // the inventory service's inventory.priced events (keep_catalog.go), never
 // from a call to it.
 //
 // Visibility: a post reaches its author's feed and the feeds of the users
-// following its author when its event is applied, whatever its visibility;
+// following its author when its event is applied (those of an author with
+// more than fanOutChunk followers a moment later, a chunk at a time, so
+// one follower may see an author's next post before the last one, below
+// it in the feed, which is ordered by publication), whatever its visibility;
 // nobody else's, and a new follower does not get earlier posts. A PUBLIC
 // post stays in the feeds it reached; a FOLLOWERS post shows only to its
 // author and to readers who follow the author when they read (GetFeed), so
@@ -24,7 +29,7 @@
 // (ResourceExhausted with Retry-After at the edge), and nothing is written.
 //
 // Each use case has its file: publish_post.go, fan_out_post.go,
-// get_feed.go, follow_user.go, unfollow_user.go, keep_catalog.go;
+// continue_fan_outs.go, get_feed.go, follow_user.go, unfollow_user.go, keep_catalog.go;
 // limits.go bounds how fast a user acts; handler.go maps them onto the Connect API and domain errors onto Connect
 // codes.
 package post
@@ -56,14 +61,15 @@ var (
 type Service struct {
 	servicekit.Runtime
 
-	limits limiters // each user's PublishPost and follow buckets
+	limits     limiters      // each user's PublishPost and follow buckets
+	fanOutWake chan struct{} // wakeFanOuts, to fanOutTask
 }
 
 // New returns the post service on rt (named "post", its schema migrated
 // with services.Migrations("post") and messaging.Migrations), with
 // DefaultLimits.
 func New(rt servicekit.Runtime) *Service {
-	return &Service{Runtime: rt, limits: newLimiters(DefaultLimits)}
+	return &Service{Runtime: rt, limits: newLimiters(DefaultLimits), fanOutWake: make(chan struct{}, 1)}
 }
 
 // SetLimits replaces the service's limits (zero fields take
@@ -77,9 +83,10 @@ func (s *Service) SetLimits(l Limits) error {
 	return nil
 }
 
-// Run relays the outbox, fans posts out to feeds and keeps the catalog's
-// SKUs until ctx is done.
+// Run relays the outbox, fans posts out to feeds (continuing the fan-outs
+// of authors with many followers beside the consumer) and keeps the
+// catalog's SKUs until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	return s.Runtime.Run(ctx, []messaging.Subscription{{Config: FanOutConsumer(), Handler: s.FanOutPosts},
-		{Config: CatalogConsumer(), Handler: s.KeepCatalog}})
+		{Config: CatalogConsumer(), Handler: s.KeepCatalog}}, s.fanOutTask)
 }

@@ -158,6 +158,44 @@ func TestFeedFanOut(t *testing.T) {
 	f.awaitFeed(t, stranger, "latest")
 }
 
+// TestFanOutToManyFollowers: a post by an author with more followers than
+// one statement writes (the consumer writes the first chunk, the fan-out
+// task the rest, a chunk per transaction) reaches every follower's feed
+// once, the last follower's included, and leaves no fan-out behind; a
+// second post reaches them all too.
+func TestFanOutToManyFollowers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	author, authorID := user()
+	const followers = 2500 // two chunks and a half
+	if _, err := f.pool.Exec(context.Background(), `INSERT INTO follows (follower_id, followee_id)
+		SELECT gen_random_uuid(), $1 FROM generate_series(1, $2)`, authorID, followers); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	if err := f.pool.QueryRow(context.Background(), `SELECT follower_id::text FROM follows WHERE followee_id = $1 ORDER BY follower_id DESC LIMIT 1`,
+		authorID).Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	for i, body := range []string{"to the many", "again"} {
+		f.publish(t, author, body, postv1.Visibility_VISIBILITY_PUBLIC)
+		testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			got := f.count(t, `SELECT count(*) FROM feed_entries`)
+			if want := int64((i + 1) * (followers + 1)); got != want {
+				return fmt.Errorf("%d feed rows, want %d", got, want)
+			}
+			if n := f.count(t, `SELECT count(*) FROM fan_outs`); n != 0 {
+				return fmt.Errorf("%d fan-outs left", n)
+			}
+			return nil
+		})
+	}
+	f.awaitFeed(t, as(auth.Principal{Subject: last}), "again", "to the many")
+	if n := f.count(t, `SELECT count(*) FROM (SELECT reader_id FROM feed_entries GROUP BY reader_id HAVING count(*) <> 2) x`); n != 0 {
+		t.Errorf("%d readers without exactly the two posts", n)
+	}
+}
+
 // TestFeedPages: a feed is read newest first, a bounded page at a time,
 // each post once; a page token that is not one is InvalidArgument.
 func TestFeedPages(t *testing.T) {
