@@ -28,15 +28,17 @@ func TestDecisionsReachListeners(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Postgres(t, services.Migrations("order"))
 	d := newDecisions()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.listen(ctx, pool, quiet) }()
-	t.Cleanup(func() { cancel(); <-done })
-
+	// The watches wait before the listener starts: it wakes those it
+	// finds once it listens, which a watch registered a moment later (the
+	// pool's idle connection LISTENs within a millisecond) would miss.
 	decided, stopDecided := d.wait("0193a5e2-7c1d-7b3e-9f4a-2d6c8e0f1a2b")
 	defer stopDecided()
 	other, stopOther := d.wait("0193a5e2-7c1d-7b3e-9f4a-000000000000")
 	defer stopOther()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.listen(ctx, pool, quiet) }()
+	t.Cleanup(func() { cancel(); <-done })
 	// Once it listens, the listener wakes every watch with no news
 	// (notifications may have been lost before): they read their order.
 	for _, w := range []*watch{decided, other} {
