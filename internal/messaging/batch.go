@@ -258,6 +258,9 @@ func (s *settler) handleBatch(ctx context.Context, msgs []jetstream.Msg, h Batch
 			s.log.Error("consumer: message without JetStream metadata", "subject", event.RedactSubject(msg.Subject()), "err", err)
 			continue
 		}
+		if s.stale(msg, meta) {
+			continue
+		}
 		d, err := decode(msg, meta)
 		if err != nil {
 			s.metrics.record(ctx, meta.Consumer, s.terminate(ctx, msg, meta, TermPoison, err, 0), time.Since(start))

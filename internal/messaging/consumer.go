@@ -354,7 +354,7 @@ func consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, lo
 		return err
 	}
 	s := &settler{retry: cfg.Retry, deadLetter: cfg.DeadLetter, ackWait: cfg.AckWait, log: log,
-		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{},
+		tracer: cfg.Telemetry.Tracer(tracerName), tracing: cfg.Telemetry.Tracing(), metrics: metrics, firstFailure: map[uint64]time.Time{}, terminated: map[uint64]bool{},
 		batchSize: cfg.BatchSize, batchWait: cfg.BatchWait, handleTimeout: cfg.HandleTimeout, ping: cfg.Ping}
 	partitions := 0
 	if cfg.Strategy == KeyBased {
@@ -644,6 +644,7 @@ type settler struct {
 
 	mu           sync.Mutex
 	firstFailure map[uint64]time.Time // by stream sequence, for the DLQ
+	terminated   map[uint64]bool      // stream sequences this consumer dead-lettered (stale)
 }
 
 // Outcomes of handling an event, the outcome label of the consumer metrics
@@ -663,6 +664,9 @@ func (s *settler) handle(ctx context.Context, msg jetstream.Msg, h Handler) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		s.log.Error("consumer: message without JetStream metadata", "subject", event.RedactSubject(msg.Subject()), "err", err)
+		return
+	}
+	if s.stale(msg, meta) {
 		return
 	}
 	start := time.Now()
@@ -778,7 +782,45 @@ func (s *settler) terminate(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	if err := msg.TermWithReason(reason); err != nil {
 		s.log.Warn("consumer: term", append(attrs, "err", err)...)
 	}
+	s.markTerminated(seq)
 	return OutcomeDeadLettered
+}
+
+// markTerminated records that this consumer dead-lettered the event at
+// stream sequence seq (bounded, like remember).
+func (s *settler) markTerminated(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.terminated) >= 10_000 {
+		for k := range s.terminated {
+			delete(s.terminated, k)
+			break
+		}
+	}
+	s.terminated[seq] = true
+}
+
+// stale reports whether msg is another copy of an event this consumer has
+// dead-lettered, and if so terminates it again, without handling or filing
+// it. JetStream can deliver an event again while its first copy is still
+// in hand: one that waits in the iterator, where nothing keeps it alive,
+// longer than its AckWait (behind a batch handled one event at a time),
+// is delivered again before the Term of the first copy. Handled, such a
+// copy would be filed twice, or take effect after the events of its key
+// that followed it, although it is in the dead-letter queue.
+func (s *settler) stale(msg jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+	s.mu.Lock()
+	dead := s.terminated[meta.Sequence.Stream]
+	s.mu.Unlock()
+	if !dead {
+		return false
+	}
+	s.log.Info("consumer: another copy of an event dead-lettered already; terminated again", "subject", event.RedactSubject(msg.Subject()),
+		"stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered)
+	if err := msg.TermWithReason("a copy of an event dead-lettered already"); err != nil {
+		s.log.Warn("consumer: term", "subject", event.RedactSubject(msg.Subject()), "stream_seq", meta.Sequence.Stream, "err", err)
+	}
+	return true
 }
 
 // scrubbed is err's message without the values of the personal and
