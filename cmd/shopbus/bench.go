@@ -31,6 +31,9 @@ import (
 	"github.com/shopbus/shopbus/internal/messaging"
 )
 
+// minRate is the lowest --rate: an order every 100 s.
+const minRate = 0.01
+
 // bench drives a running gateway: each order is placed with CreateOrder and
 // followed with WatchOrder until it is CONFIRMED, REJECTED or held for
 // REVIEW (a person decides it: counted apart). It prints the
@@ -64,8 +67,10 @@ func bench(ctx context.Context, args []string) error {
 	switch {
 	case *clients < 1:
 		return usagef("bench", "--clients %d: need at least 1", *clients)
-	case *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0):
-		return usagef("bench", "--rate %v: need 0 (closed loop) or more", *rate)
+	case *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0) || *rate > 0 && *rate < minRate:
+		// Below minRate the interval between orders would overflow the
+		// schedule's time.Duration, and every order would start at once.
+		return usagef("bench", "--rate %v: need 0 (closed loop) or at least %v orders/s", *rate, minRate)
 	case *duration <= 0:
 		return usagef("bench", "--duration %v: need more than 0", *duration)
 	case *warmup < 0:

@@ -121,6 +121,8 @@ func TestMisuse(t *testing.T) {
 		{[]string{"bench", "--clients", "0"}, "--clients 0"},
 		{[]string{"bench", "--skus", "0"}, "--skus 0"},
 		{[]string{"bench", "--customers", "0"}, "--customers 0"},
+		{[]string{"bench", "--rate", "-1"}, "--rate -1"},
+		{[]string{"bench", "--rate", "1e-10"}, "--rate 1e-10: need 0 (closed loop) or at least 0.01 orders/s"},
 		{[]string{"dlq", "list", "--limit", "0"}, "--limit 0"},
 		{[]string{"dlq", "show"}, "name one dead letter id"},
 		{[]string{"dlq", "redrive", "x"}, `"x" is not a dead letter id`},

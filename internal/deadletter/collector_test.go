@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shopbus/shopbus/internal/deadletter"
 	"github.com/shopbus/shopbus/internal/messaging"
@@ -168,6 +169,7 @@ func TestDeadLetterHygiene(t *testing.T) {
 	forged := &nats.Msg{Subject: "ecommerce.order.created.v2.k1", Data: []byte("poison"), Header: nats.Header{}}
 	forged.Header.Set(deadletter.HeaderOriginalMissing, "true")
 	forged.Header.Set(deadletter.HeaderOriginalStream, "OTHER_APP")
+	forged.Header.Set("X-Note", "caf\xe9") // not UTF-8, which a protobuf string must be
 	if _, err := js.PublishMsg(ctx, forged); err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +210,20 @@ func TestDeadLetterHygiene(t *testing.T) {
 	}
 	if dl.GetOriginalStream() != "ECOMMERCE_ORDER" || dl.GetOriginalSubject() == "" {
 		t.Errorf("the dead letter names %q %q, want ECOMMERCE_ORDER and the message's subject", dl.GetOriginalStream(), dl.GetOriginalSubject())
+	}
+	// A header that is not UTF-8 reaches the API replaced, not as an error
+	// for the whole list.
+	list, _, err := store.List(ctx, deadletter.Filter{}, 0, 10)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list: %v, %v", list, err)
+	}
+	for _, m := range []proto.Message{dl, list[0]} {
+		if _, err := proto.Marshal(m); err != nil {
+			t.Errorf("the dead letter cannot be sent: %v", err)
+		}
+	}
+	if got := dl.GetHeaders()["X-Note"]; got != "caf\uFFFD" {
+		t.Errorf("header X-Note %q, want %q", got, "caf\uFFFD")
 	}
 	if _, err := store.Redrive(ctx, 1); err != nil {
 		t.Errorf("redrive: %v", err)

@@ -256,20 +256,24 @@ func toProto(raw *jetstream.RawStreamMsg) *deadletterv1.DeadLetter {
 	if h.Get(HeaderReason) == ReasonMaxDeliveries {
 		reason = deadletterv1.Reason_REASON_MAX_DELIVERIES
 	}
+	// Headers are bytes, copied from the original message as they came,
+	// and a protobuf string must be UTF-8: one invalid byte would fail
+	// every page of the list that holds the letter.
+	text := func(name string) string { return strings.ToValidUTF8(h.Get(name), "\uFFFD") }
 	dl := &deadletterv1.DeadLetter{
 		Id:               raw.Sequence,
-		OriginalSubject:  h.Get(HeaderOriginalSubject),
-		OriginalStream:   h.Get(HeaderOriginalStream),
+		OriginalSubject:  text(HeaderOriginalSubject),
+		OriginalStream:   text(HeaderOriginalStream),
 		OriginalSequence: num(HeaderOriginalSequence),
-		Consumer:         h.Get(HeaderOriginalConsumer),
+		Consumer:         text(HeaderOriginalConsumer),
 		Deliveries:       num(HeaderDeliveryCount),
 		Reason:           reason,
-		Error:            h.Get(HeaderExceptionMessage),
+		Error:            text(HeaderExceptionMessage),
 		FirstFailureAt:   ts(HeaderFirstFailure),
 		FailedAt:         ts(HeaderLastFailure),
 		PublishedAt:      ts(HeaderOriginalTimestamp),
-		EventType:        h.Get(event.HeaderType),
-		EventId:          h.Get(HeaderOriginalMsgID),
+		EventType:        text(event.HeaderType),
+		EventId:          text(HeaderOriginalMsgID),
 		OriginalMissing:  h.Get(HeaderOriginalMissing) == "true",
 		Headers:          map[string]string{},
 	}
@@ -277,7 +281,7 @@ func toProto(raw *jetstream.RawStreamMsg) *deadletterv1.DeadLetter {
 		dl.EventVersion = uint32(v)
 	}
 	for k := range h {
-		dl.Headers[k] = h.Get(k)
+		dl.Headers[strings.ToValidUTF8(k, "\uFFFD")] = text(k)
 	}
 	return dl
 }

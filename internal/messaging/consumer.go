@@ -817,7 +817,8 @@ func (s *settler) stale(msg jetstream.Msg, meta *jetstream.MsgMetadata) bool {
 	}
 	s.log.Info("consumer: another copy of an event dead-lettered already; terminated again", "subject", event.RedactSubject(msg.Subject()),
 		"stream_seq", meta.Sequence.Stream, "delivered", meta.NumDelivered)
-	if err := msg.TermWithReason("a copy of an event dead-lettered already"); err != nil {
+	// Filed with its first copy: the collector files no other.
+	if err := msg.TermWithReason("a copy of an event dead-lettered already " + TermFiled); err != nil {
 		s.log.Warn("consumer: term", "subject", event.RedactSubject(msg.Subject()), "stream_seq", meta.Sequence.Stream, "err", err)
 	}
 	return true
