@@ -26,6 +26,15 @@
 // wait (ResourceExhausted with Retry-After at the edge), and nothing is
 // written.
 //
+// What it keeps (docs/governance.md, Retention): every message's sender,
+// conversation, mentions and request hash (sent_messages, which decides who
+// may send to a conversation) and its body in its conversation
+// (conversation_messages, conversation_participants), for as long as the
+// database is kept. No retention is set: how long chat history is kept is
+// the chat team's decision still to take, and pruning must then remove a
+// conversation whole, its sent_messages rows included, or a stranger could
+// start again a conversation that has lost its first message.
+//
 // Use cases: send_message.go, apply_message_sent.go (the consumer),
 // list_messages.go; limits.go bounds how fast a user sends; handler.go maps
 // them onto the Connect API and domain errors onto Connect codes.

@@ -28,6 +28,13 @@
 // refused with ErrTooManyPosts or ErrTooManyFollows and a wait
 // (ResourceExhausted with Retry-After at the edge), and nothing is written.
 //
+// What it keeps (docs/governance.md, Retention): every post (author, body,
+// hashtags, SKU, visibility), the feed rows it reached, who follows whom
+// and the catalog's SKUs, for as long as the database is kept; a fan_outs
+// row only until its fan-out is done. No retention is set and there is no
+// way yet to delete a post: both are the Social Pulse team's decisions
+// still to take.
+//
 // Each use case has its file: publish_post.go, fan_out_post.go,
 // continue_fan_outs.go, get_feed.go, follow_user.go, unfollow_user.go, keep_catalog.go;
 // limits.go bounds how fast a user acts; handler.go maps them onto the Connect API and domain errors onto Connect
