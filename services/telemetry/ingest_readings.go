@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	telemetryeventsv1 "github.com/shopbus/shopbus/gen/go/iot/telemetry/v1"
 	telemetryv1 "github.com/shopbus/shopbus/gen/go/shopbus/telemetry/v1"
@@ -170,6 +171,9 @@ func (s *Service) encode(ctx context.Context, b *telemetryv1.ReadingBatch) (*tel
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: device_id %q is not a UUID", ErrInvalid, b.GetDeviceId())
 	}
+	if err := checkMeasuredAt(b.GetMeasuredAt(), time.Now()); err != nil {
+		return nil, nil, err
+	}
 	raw := &telemetryeventsv1.TelemetryRaw{
 		DeviceId:        device.String(), // canonical: one device, one key
 		Sequence:        b.GetSequence(),
@@ -199,6 +203,37 @@ func (s *Service) encode(ctx context.Context, b *telemetryv1.ReadingBatch) (*tel
 		return nil, nil, fmt.Errorf("%w: the batch is %d bytes as an event, more than the %d JetStream takes: send fewer readings per batch", ErrInvalid, size, most)
 	}
 	return raw, msg, nil
+}
+
+// MaxBatchAge is how long ago a batch may have been measured: the
+// retention of the telemetry stream (telemetry.raw's retention_days). A
+// batch's event id is its (device, sequence), so a device may send a batch
+// again at any time, and only processed_events, kept twice the stream's
+// retention and a day (messaging.Prune), tells that it was counted: an
+// older batch sent again would be counted twice.
+const MaxBatchAge = 7 * 24 * time.Hour
+
+// MaxClockSkew is how far in the future of the server's clock a batch may
+// have been measured (a device's clock running ahead).
+const MaxClockSkew = time.Hour
+
+// checkMeasuredAt refuses a batch measured at a time that is no timestamp
+// (seconds past year 9999, which the protobuf binary format carries and
+// PostgreSQL cannot store), more than MaxBatchAge before now or more than
+// MaxClockSkew after it.
+func checkMeasuredAt(ts *timestamppb.Timestamp, now time.Time) error {
+	if err := ts.CheckValid(); err != nil {
+		return fmt.Errorf("%w: measured_at: %w", ErrInvalid, err)
+	}
+	switch at := ts.AsTime(); {
+	case at.Before(now.Add(-MaxBatchAge)):
+		return fmt.Errorf("%w: measured_at %s is more than %v ago: batches are taken for %v after they are measured",
+			ErrInvalid, at.Format(time.RFC3339), MaxBatchAge, MaxBatchAge)
+	case at.After(now.Add(MaxClockSkew)):
+		return fmt.Errorf("%w: measured_at %s is more than %v ahead of the server's clock (%s): check the device's clock",
+			ErrInvalid, at.Format(time.RFC3339), MaxClockSkew, now.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // headerBytes is about what h takes on the wire.

@@ -52,6 +52,9 @@ func (s *Service) RollUpReadings(ctx context.Context, batch []*messaging.Deliver
 			if !ok {
 				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("telemetry rollups: unexpected %T", d.Event))}
 			}
+			if err := raw.GetMeasuredAt().CheckValid(); err != nil { // not from IngestReadings, which refuses it
+				return &messaging.EventError{Delivery: d, Err: messaging.Permanent(fmt.Errorf("telemetry rollups: measured_at: %w", err))}
+			}
 			minute := raw.GetMeasuredAt().AsTime().Truncate(time.Minute)
 			for _, r := range raw.GetReadings() {
 				k := rollupKey{raw.GetDeviceId(), minute, r.GetMetric(), r.GetUnit()}

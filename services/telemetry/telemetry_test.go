@@ -195,7 +195,9 @@ func (e *env) waitStats(t *testing.T, device string, t0 time.Time, want []string
 	})
 }
 
-var t0 = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+// t0 is 10:00 UTC of a recent day (14 to 38 hours ago): batches are taken
+// for MaxBatchAge after they are measured.
+var t0 = time.Now().UTC().Truncate(24 * time.Hour).Add(-14 * time.Hour)
 
 // TestIngestAndRollUp: batches sent on a client stream (a device's own
 // token, gRPC) and in a unary call (a device gateway's admin token,
@@ -375,6 +377,28 @@ func TestBadInput(t *testing.T) {
 			_, err = s.CloseAndReceive()
 			checkViolation(t, err, "batch", tc.field)
 		})
+	}
+	// A time the service refuses: a batch too old for the duplicate check
+	// (sent again, it would be counted twice), too far ahead, or no
+	// timestamp at all (the binary format carries seconds past year 9999).
+	past9999 := batch(dev, 3, t0, "temperature", 1.0)
+	past9999.MeasuredAt = &timestamppb.Timestamp{Seconds: 1e13}
+	for name, b := range map[string]*telemetryv1.ReadingBatch{
+		"more than 168h0m0s ago": batch(dev, 3, time.Now().Add(-telemetry.MaxBatchAge-time.Minute), "temperature", 1.0),
+		"ahead of the server's":  batch(dev, 3, time.Now().Add(telemetry.MaxClockSkew+time.Minute), "temperature", 1.0),
+		"after 9999-12-31":       past9999,
+	} {
+		_, err := e.client(admin, false).IngestBatch(ctx, connect.NewRequest(&telemetryv1.IngestBatchRequest{
+			Batches: []*telemetryv1.ReadingBatch{good, b}}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "batches[1]: invalid request: measured_at") ||
+			!strings.Contains(err.Error(), name) {
+			t.Errorf("IngestBatch, measured_at %v: %v, want invalid_argument saying %q", b.GetMeasuredAt(), err, name)
+		}
+		st := e.client(admin, true).IngestReadings(ctx)
+		_ = st.Send(&telemetryv1.IngestReadingsRequest{Batch: b})
+		if _, err = st.CloseAndReceive(); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), name) {
+			t.Errorf("IngestReadings, measured_at %v: %v, want invalid_argument saying %q", b.GetMeasuredAt(), err, name)
+		}
 	}
 	_, err := e.client(admin, false).IngestBatch(ctx, connect.NewRequest(&telemetryv1.IngestBatchRequest{}))
 	checkViolation(t, err, "batches", "batches")

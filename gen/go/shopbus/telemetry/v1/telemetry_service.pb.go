@@ -36,7 +36,10 @@ type ReadingBatch struct {
 	// readings are the batch's measurements, 1 to 500.
 	Readings []*Reading `protobuf:"bytes,3,rep,name=readings,proto3" json:"readings,omitempty"`
 	// measured_at is when the device took the batch (device clock, UTC); its
-	// readings are counted in the minute it falls in.
+	// readings are counted in the minute it falls in. It is refused
+	// (invalid_argument) more than 7 days before the server's clock (a batch
+	// sent again after that could no longer be told from the first) or more
+	// than an hour after it.
 	MeasuredAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=measured_at,json=measuredAt,proto3" json:"measured_at,omitempty"`
 	// firmware_version is the device firmware, for example "2.4.1".
 	FirmwareVersion string `protobuf:"bytes,5,opt,name=firmware_version,json=firmwareVersion,proto3" json:"firmware_version,omitempty"`

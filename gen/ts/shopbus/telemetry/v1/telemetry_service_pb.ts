@@ -47,7 +47,10 @@ export type ReadingBatch = Message<"shopbus.telemetry.v1.ReadingBatch"> & {
 
   /**
    * measured_at is when the device took the batch (device clock, UTC); its
-   * readings are counted in the minute it falls in.
+   * readings are counted in the minute it falls in. It is refused
+   * (invalid_argument) more than 7 days before the server's clock (a batch
+   * sent again after that could no longer be told from the first) or more
+   * than an hour after it.
    *
    * @generated from field: google.protobuf.Timestamp measured_at = 4;
    */
