@@ -111,8 +111,10 @@ func lockBatch(ctx context.Context, tx pgx.Tx, fresh []*messaging.Delivery) erro
 			rejected = append(rejected, e.GetOrderId())
 		}
 	}
+	// One array of SKUs, so that the primary key finds them: "= ANY(…) OR
+	// sku IN (subquery)" read the whole stock table.
 	_, err := tx.Exec(ctx, `SELECT sku FROM stock
-		WHERE sku = ANY($1::text[]) OR sku IN (SELECT sku FROM reservations WHERE order_id = ANY($2::uuid[]))
+		WHERE sku = ANY($1::text[] || ARRAY(SELECT sku FROM reservations WHERE order_id = ANY($2::uuid[])))
 		ORDER BY sku FOR UPDATE`, skus, rejected)
 	if err != nil {
 		return fmt.Errorf("lock stock of the batch: %w", err)
