@@ -45,21 +45,27 @@ func LastEvent(ctx context.Context, js jetstream.JetStream, stream, subject, con
 	return d, nil
 }
 
-// Resend publishes again the newest published outbox row of pool's outbox
-// (search_path: its service's schema) whose subject matches like (a SQL
-// LIKE pattern), with the same envelope and event id, so that every
-// consumer that handled it skips it, and a Nats-Msg-Id of the event id
-// plus suffix, so that JetStream's duplicate window does not drop it (the
-// same suffix within the window sends it once). It returns the event id,
-// or an error wrapping ErrNoEvent when no published row matches (none, or
-// pruned).
-func Resend(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, like, suffix string) (string, error) {
+// Resend publishes again a published outbox row of pool's outbox
+// (search_path: its service's schema): the row id (the event's id), or,
+// when id is "" (a row written before its id was kept), the newest whose
+// subject matches like (a SQL LIKE pattern, which reads the outbox from its
+// newest row back). It publishes the same envelope and event id, so that
+// every consumer that handled it skips it, with a Nats-Msg-Id of the event
+// id plus suffix, so that JetStream's duplicate window does not drop it
+// (the same suffix within the window sends it once). It returns the event
+// id, or an error wrapping ErrNoEvent when no published row matches (none,
+// or pruned).
+func Resend(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, id, like, suffix string) (string, error) {
 	var subject string
 	var data []byte
-	err := pool.QueryRow(ctx, `SELECT subject, envelope FROM outbox
-		WHERE subject LIKE $1 AND published_at IS NOT NULL ORDER BY seq DESC LIMIT 1`, like).Scan(&subject, &data)
+	row := pool.QueryRow(ctx, `SELECT subject, envelope FROM outbox WHERE id = $1 AND published_at IS NOT NULL`, id)
+	if id == "" {
+		row = pool.QueryRow(ctx, `SELECT subject, envelope FROM outbox
+			WHERE subject LIKE $1 AND published_at IS NOT NULL ORDER BY seq DESC LIMIT 1`, like)
+	}
+	err := row.Scan(&subject, &data)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("%w: no published outbox row on %s", ErrNoEvent, like)
+		return "", fmt.Errorf("%w: no published outbox row %s on %s", ErrNoEvent, id, like)
 	}
 	if err != nil {
 		return "", fmt.Errorf("outbox: %w", err)

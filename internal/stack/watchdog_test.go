@@ -116,6 +116,12 @@ func TestWatchdogRecoversStuckOrders(t *testing.T) {
 	if err := orderEvents.DeleteMsg(ctx, seq); err != nil {
 		t.Fatal(err)
 	}
+	// The order keeps its order.created's id, by which the watchdog finds
+	// the outbox row to publish again.
+	if n := testenv.Scalar(t, orderDB, `SELECT count(*) FROM orders o JOIN outbox e ON e.id = o.created_event
+		WHERE o.id = '`+a+`' AND e.subject LIKE 'ecommerce.order.created.%'`); n != 1 {
+		t.Fatalf("order A's created_event names %d order.created outbox rows, want 1", n)
+	}
 	// B: inventory decides it; the order service dead-letters the outcome.
 	b := place("watchdog-b")
 	orderB.Store(b)

@@ -77,8 +77,8 @@ func (s *Service) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	// no order, so no lines and no event either.
 	var inserted bool
 	err = s.Pool.QueryRow(ctx, `WITH o AS (
-			INSERT INTO orders (id, customer_id, idempotency_key, request_hash, currency, total_minor, coupon_code, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+			INSERT INTO orders (id, customer_id, idempotency_key, request_hash, currency, total_minor, coupon_code, created_at, updated_at, created_event)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $13)
 			ON CONFLICT (customer_id, idempotency_key) DO NOTHING
 			RETURNING id
 		), l AS (

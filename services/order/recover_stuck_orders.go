@@ -122,14 +122,14 @@ func (s *Service) RecoverStuckOrders(ctx context.Context, w Watchdog) (Nudged, e
 		WHERE id IN (SELECT id FROM orders WHERE status = 'PENDING' AND created_at < now() - make_interval(secs => $1)
 			AND (nudged_at IS NULL OR nudged_at < now() - make_interval(secs => $1 * power(2, least(nudges, 6))))
 			ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-		RETURNING id::text, nudges, stock, fraud`, w.After.Seconds(), w.Batch)
+		RETURNING id::text, nudges, stock, fraud, coalesce(created_event::text, '')`, w.After.Seconds(), w.Batch)
 	if err != nil {
 		return n, fmt.Errorf("stuck orders: %w", err)
 	}
 	var orders []stuckOrder
 	for rows.Next() {
 		var o stuckOrder
-		if err := rows.Scan(&o.id, &o.nudges, &o.stock, &o.fraud); err != nil {
+		if err := rows.Scan(&o.id, &o.nudges, &o.stock, &o.fraud, &o.createdEvent); err != nil {
 			rows.Close()
 			return n, fmt.Errorf("stuck orders: %w", err)
 		}
@@ -164,6 +164,7 @@ type stuckOrder struct {
 	id           string
 	nudges       int
 	stock, fraud string
+	createdEvent string // its order.created's id ("" for an order placed before it was kept)
 }
 
 // Actions of the watchdog, the action label of shopbus_order_nudged_total.
@@ -239,7 +240,7 @@ func (s *Service) nudge(ctx context.Context, o stuckOrder) (string, error) {
 	if !missing {
 		return nudgeReapplied, nil
 	}
-	if _, err := messaging.Resend(ctx, s.Events(), s.JS, "ecommerce.order.created.%."+o.id, ":watchdog-"+strconv.Itoa(o.nudges)); err != nil {
+	if _, err := messaging.Resend(ctx, s.Events(), s.JS, o.createdEvent, "ecommerce.order.created.%."+o.id, ":watchdog-"+strconv.Itoa(o.nudges)); err != nil {
 		return nudgeUnresolved, err
 	}
 	return nudgeResent, nil
