@@ -58,12 +58,12 @@ func LastEvent(ctx context.Context, js jetstream.JetStream, stream, subject, con
 func Resend(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, id, like, suffix string) (string, error) {
 	var subject string
 	var data []byte
-	row := pool.QueryRow(ctx, `SELECT subject, envelope FROM outbox WHERE id = $1 AND published_at IS NOT NULL`, id)
+	query, arg := `SELECT subject, envelope FROM outbox WHERE id = $1 AND published_at IS NOT NULL`, id
 	if id == "" {
-		row = pool.QueryRow(ctx, `SELECT subject, envelope FROM outbox
-			WHERE subject LIKE $1 AND published_at IS NOT NULL ORDER BY seq DESC LIMIT 1`, like)
+		query, arg = `SELECT subject, envelope FROM outbox
+			WHERE subject LIKE $1 AND published_at IS NOT NULL ORDER BY seq DESC LIMIT 1`, like
 	}
-	err := row.Scan(&subject, &data)
+	err := pool.QueryRow(ctx, query, arg).Scan(&subject, &data)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("%w: no published outbox row %s on %s", ErrNoEvent, id, like)
 	}
