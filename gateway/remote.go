@@ -25,7 +25,8 @@ import (
 // service's own errors reach the caller as it sent them; the gateway's
 // failures to reach it (a refused connection, a DNS or certificate error:
 // text that names internal addresses) are logged on log and reach the
-// caller as a bare code (Unavailable for those).
+// caller as "<service> is unavailable" (Unavailable, or their own code when
+// it says more, such as DeadlineExceeded).
 func Remote(client connect.HTTPClient, ordersURL, inventoryURL string, t *telemetry.Telemetry, log *slog.Logger) (orderv1connect.OrderServiceHandler, inventoryv1connect.InventoryServiceHandler) {
 	opts := []connect.ClientOption{connect.WithInterceptors(upstream{log}, auth.ForwardToken(), otelInterceptor(t))}
 	return remoteOrders{orderv1connect.NewOrderServiceClient(client, ordersURL, opts...)},

@@ -8,13 +8,6 @@ import (
 	orderv1 "github.com/shopbus/shopbus/gen/go/shopbus/order/v1"
 )
 
-// Reasons the saga gives a rejection that is not the stock's (saga.go): the
-// fraud score's, its deadline's and a reviewer's, which customerView hides.
-const (
-	reasonFraud  = "fraud: "
-	reasonReview = "rejected by review"
-)
-
 // Declined is the reject reason a customer reads for an order that the
 // fraud check or a reviewer rejected.
 const Declined = "declined: the order could not be accepted (contact support)"
@@ -29,6 +22,7 @@ const Declined = "declined: the order could not be accepted (contact support)"
 // many), and the status shows REVIEW while a person decides. o itself is
 // not changed.
 func customerView(o *orderv1.Order) *orderv1.Order {
+	// The saga's reasons begin with these (saga.go).
 	hidden := strings.HasPrefix(o.GetRejectReason(), reasonFraud) || strings.HasPrefix(o.GetRejectReason(), reasonReview)
 	if o.GetFraud() == nil && !hidden {
 		return o

@@ -94,6 +94,14 @@ func (o *sagaOrder) watched() *orderv1.Order {
 // final reports whether the order's status can no longer change.
 func (o *sagaOrder) final() bool { return o.status == statusConfirmed || o.status == statusRejected }
 
+// The beginnings of the reasons the saga gives a rejection that is not the
+// stock's: the fraud score's, its deadline's and a reviewer's, which
+// customerView hides from customers.
+const (
+	reasonFraud  = "fraud: "
+	reasonReview = "rejected by review"
+)
+
 // settle derives the status from the facts after an event changed them.
 // reason is why the order is rejected, should this be the event that
 // rejects it; compensate, when not 0, says the rejection must release the

@@ -15,23 +15,21 @@ import (
 // when nothing wakes it: those another instance's consumer left.
 const fanOutPoll = time.Second
 
-// ContinueFanOuts writes the rest of the fan-outs FanOutPosts left in
+// continueFanOuts writes the rest of the fan-outs FanOutPosts left in
 // fan_outs (posts whose authors have more than fanOutChunk followers), a
 // chunk of followers per transaction, oldest fan-out first, until none is
-// left or ctx is done, and says how many chunks it wrote. Instances share
-// the work: each chunk locks its fan-out (FOR UPDATE SKIP LOCKED). A chunk
-// written twice (a crash before its commit) writes nothing more: the feed
-// rows are keyed by reader and post.
-func (s *Service) ContinueFanOuts(ctx context.Context) (int, error) {
-	chunks := 0
+// left or ctx is done. Instances share the work: each chunk locks its
+// fan-out (FOR UPDATE SKIP LOCKED). A chunk written twice (a crash before
+// its commit) writes nothing more: the feed rows are keyed by reader and
+// post.
+func (s *Service) continueFanOuts(ctx context.Context) error {
 	for ctx.Err() == nil {
 		wrote, err := s.continueFanOut(ctx)
 		if err != nil || !wrote {
-			return chunks, err
+			return err
 		}
-		chunks++
 	}
-	return chunks, ctx.Err()
+	return ctx.Err()
 }
 
 // continueFanOut writes the next chunk of the oldest fan-out no other
@@ -75,13 +73,13 @@ func (s *Service) wakeFanOuts() {
 	}
 }
 
-// fanOutTask continues fan-outs (ContinueFanOuts) whenever FanOutPosts
+// fanOutTask continues fan-outs (continueFanOuts) whenever FanOutPosts
 // wakes it, and every fanOutPoll, until ctx is done.
 func (s *Service) fanOutTask(ctx context.Context) {
 	poll := time.NewTicker(fanOutPoll)
 	defer poll.Stop()
 	for {
-		if _, err := s.ContinueFanOuts(ctx); err != nil && ctx.Err() == nil {
+		if err := s.continueFanOuts(ctx); err != nil && ctx.Err() == nil {
 			s.Log.Warn("cannot continue fan-outs", "err", err)
 		}
 		select {
